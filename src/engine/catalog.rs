@@ -1,0 +1,430 @@
+//! The query catalog: the named, parameterised questions the chatbot may ask, and the tables each reads.
+//!
+//! A [`Request`] is a catalog query with its parameters checked and a stable fingerprint computed
+//! once (xxh3-128 of the query name and its parameters in declaration order). The fingerprint is the
+//! same in every process, on every machine and in every release, unlike the seed's
+//! `hash(query)`, which Python salts per process so two API servers never share an entry.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use super::policy::Policy;
+use super::versions::{TableId, Tables};
+
+/// Most tables one query may read; the cache key carries one version per table read.
+pub const MAX_TABLES_PER_QUERY: usize = 4;
+
+/// Longest parameter value accepted.
+pub const MAX_PARAM_LEN: usize = 256;
+
+/// A parameter a query takes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ParamSpec {
+    /// Its name (`quarter`).
+    pub name: String,
+    /// The value used when the caller gives none; `None` makes the parameter required.
+    pub default: Option<String>,
+    /// The values accepted, when the set is closed (`Q1`..`Q4`).
+    pub choices: Option<Vec<String>>,
+}
+
+/// A named, parameterised warehouse query.
+#[derive(Debug, Clone)]
+pub struct Query {
+    /// The stable name callers use (`q1_sales_by_region`).
+    pub name: String,
+    /// The question in words ("Sales by region for a quarter").
+    pub title: String,
+    /// The SQL with `:name` placeholders for parameters.
+    pub sql: String,
+    /// The tables it reads, in a fixed order; the key carries their versions in this order.
+    pub tables: Vec<TableId>,
+    /// Its parameters, in a fixed order.
+    pub params: Vec<ParamSpec>,
+    /// Its freshness rules.
+    pub policy: Policy,
+}
+
+/// Index of a query in its catalog.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct QueryId(pub u32);
+
+/// Errors from building a catalog or a request.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CatalogError {
+    /// The query name is not in the catalog.
+    #[error("unknown query `{name}`; known queries: {known}")]
+    UnknownQuery {
+        /// The name asked for (control characters removed).
+        name: String,
+        /// The known query names.
+        known: String,
+    },
+    /// A required parameter was not given.
+    #[error("query `{query}` needs parameter `{param}`")]
+    MissingParam {
+        /// The query.
+        query: String,
+        /// The missing parameter.
+        param: String,
+    },
+    /// A parameter the query does not take.
+    #[error("query `{query}` has no parameter `{param}`; it takes: {accepted}")]
+    UnknownParam {
+        /// The query.
+        query: String,
+        /// The unexpected parameter (control characters removed).
+        param: String,
+        /// The parameters it takes.
+        accepted: String,
+    },
+    /// A value outside the accepted set, too long, or holding control characters.
+    #[error("query `{query}`: bad value for `{param}`: {why}")]
+    BadValue {
+        /// The query.
+        query: String,
+        /// The parameter.
+        param: String,
+        /// What is wrong with it.
+        why: String,
+    },
+    /// The catalog itself is inconsistent.
+    #[error("invalid catalog: {0}")]
+    Invalid(String),
+}
+
+/// The tables and queries the engine serves.
+#[derive(Debug, Clone)]
+pub struct Catalog {
+    tables: Tables,
+    queries: Vec<Arc<Query>>,
+    by_name: HashMap<String, QueryId>,
+}
+
+impl Catalog {
+    /// A catalog over `tables`; queries are added with [`Catalog::add`].
+    pub fn new(tables: Tables) -> Self {
+        Self {
+            tables,
+            queries: Vec::new(),
+            by_name: HashMap::new(),
+        }
+    }
+
+    /// Adds a query; its name must be new and its tables known, at most [`MAX_TABLES_PER_QUERY`].
+    pub fn add(
+        &mut self,
+        name: &str,
+        title: &str,
+        sql: &str,
+        tables: &[&str],
+        params: Vec<ParamSpec>,
+        policy: Policy,
+    ) -> Result<QueryId, CatalogError> {
+        let invalid = |m: String| Err(CatalogError::Invalid(m));
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        {
+            return invalid(format!(
+                "query name `{}` must be ASCII letters, digits, `_` or `-`",
+                name.escape_default()
+            ));
+        }
+        if self.by_name.contains_key(name) {
+            return invalid(format!("query `{name}` is defined twice"));
+        }
+        if tables.is_empty() || tables.len() > MAX_TABLES_PER_QUERY {
+            return invalid(format!(
+                "query `{name}` must read 1 to {MAX_TABLES_PER_QUERY} tables, not {}",
+                tables.len()
+            ));
+        }
+        let mut ids = Vec::with_capacity(tables.len());
+        for t in tables {
+            let id = self
+                .tables
+                .id(t)
+                .map_err(|e| CatalogError::Invalid(format!("query `{name}`: {e}")))?;
+            if ids.contains(&id) {
+                return invalid(format!("query `{name}` lists table `{t}` twice"));
+            }
+            ids.push(id);
+        }
+        for (i, p) in params.iter().enumerate() {
+            if params[..i].iter().any(|q| q.name == p.name) {
+                return invalid(format!("query `{name}` lists parameter `{}` twice", p.name));
+            }
+            if let (Some(d), Some(ch)) = (&p.default, &p.choices)
+                && !ch.contains(d)
+            {
+                return invalid(format!(
+                    "query `{name}`: default `{d}` of `{}` is not one of its choices",
+                    p.name
+                ));
+            }
+        }
+        let id = QueryId(self.queries.len() as u32);
+        self.queries.push(Arc::new(Query {
+            name: name.to_string(),
+            title: title.to_string(),
+            sql: sql.to_string(),
+            tables: ids,
+            params,
+            policy,
+        }));
+        self.by_name.insert(name.to_string(), id);
+        Ok(id)
+    }
+
+    /// The tables.
+    pub fn tables(&self) -> &Tables {
+        &self.tables
+    }
+
+    /// Every query, in the order added.
+    pub fn queries(&self) -> &[Arc<Query>] {
+        &self.queries
+    }
+
+    /// A query by name.
+    pub fn query(&self, name: &str) -> Result<&Arc<Query>, CatalogError> {
+        self.by_name
+            .get(name)
+            .map(|id| &self.queries[id.0 as usize])
+            .ok_or_else(|| CatalogError::UnknownQuery {
+                name: clean(name),
+                known: self
+                    .queries
+                    .iter()
+                    .map(|q| q.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            })
+    }
+
+    /// The queries that read `table`.
+    pub fn queries_reading(&self, table: TableId) -> impl Iterator<Item = &Arc<Query>> {
+        self.queries
+            .iter()
+            .filter(move |q| q.tables.contains(&table))
+    }
+
+    /// Builds a request: checks the query exists, every given parameter is known and valid, and
+    /// every required one is given.
+    pub fn request<K, V>(&self, name: &str, args: &[(K, V)]) -> Result<Request, CatalogError>
+    where
+        K: AsRef<str>,
+        V: AsRef<str>,
+    {
+        let query = self.query(name)?.clone();
+        for (k, _) in args {
+            let k = k.as_ref();
+            if !query.params.iter().any(|p| p.name == k) {
+                return Err(CatalogError::UnknownParam {
+                    query: query.name.clone(),
+                    param: clean(k),
+                    accepted: if query.params.is_empty() {
+                        "no parameters".into()
+                    } else {
+                        query
+                            .params
+                            .iter()
+                            .map(|p| p.name.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    },
+                });
+            }
+        }
+        let mut values = Vec::with_capacity(query.params.len());
+        for spec in &query.params {
+            let given = args
+                .iter()
+                .rev()
+                .find(|(k, _)| k.as_ref() == spec.name)
+                .map(|(_, v)| v.as_ref().to_string());
+            let value = match given.or_else(|| spec.default.clone()) {
+                Some(v) => v,
+                None => {
+                    return Err(CatalogError::MissingParam {
+                        query: query.name.clone(),
+                        param: spec.name.clone(),
+                    });
+                }
+            };
+            let bad = |why: String| CatalogError::BadValue {
+                query: query.name.clone(),
+                param: spec.name.clone(),
+                why,
+            };
+            if value.len() > MAX_PARAM_LEN {
+                return Err(bad(format!("longer than {MAX_PARAM_LEN} bytes")));
+            }
+            if value.chars().any(char::is_control) {
+                return Err(bad("contains control characters".into()));
+            }
+            if let Some(choices) = &spec.choices
+                && !choices.contains(&value)
+            {
+                return Err(bad(format!(
+                    "`{value}` is not one of {}",
+                    choices.join(", ")
+                )));
+            }
+            values.push(value);
+        }
+        Ok(Request::new(query, values))
+    }
+}
+
+fn clean(s: &str) -> String {
+    s.chars().filter(|c| !c.is_control()).take(64).collect()
+}
+
+/// A checked query with its parameter values and a stable fingerprint.
+#[derive(Clone)]
+pub struct Request {
+    query: Arc<Query>,
+    values: Vec<String>,
+    fingerprint: u128,
+}
+
+impl Request {
+    fn new(query: Arc<Query>, values: Vec<String>) -> Self {
+        let mut canonical = Vec::with_capacity(64);
+        canonical.extend_from_slice(query.name.as_bytes());
+        for (spec, v) in query.params.iter().zip(&values) {
+            canonical.push(0);
+            canonical.extend_from_slice(spec.name.as_bytes());
+            canonical.push(b'=');
+            canonical.extend_from_slice(v.as_bytes());
+        }
+        let fingerprint = xxhash_rust::xxh3::xxh3_128(&canonical);
+        Self {
+            query,
+            values,
+            fingerprint,
+        }
+    }
+
+    /// The query.
+    pub fn query(&self) -> &Arc<Query> {
+        &self.query
+    }
+
+    /// Parameter values, in the query's parameter order.
+    pub fn values(&self) -> &[String] {
+        &self.values
+    }
+
+    /// `(name, value)` pairs in the query's parameter order.
+    pub fn params(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.query
+            .params
+            .iter()
+            .zip(&self.values)
+            .map(|(p, v)| (p.name.as_str(), v.as_str()))
+    }
+
+    /// The stable 128-bit fingerprint of query name and parameters.
+    pub fn fingerprint(&self) -> u128 {
+        self.fingerprint
+    }
+}
+
+impl fmt::Debug for Request {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{self}")
+    }
+}
+
+impl fmt::Display for Request {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.query.name)?;
+        for (k, v) in self.params() {
+            write!(f, " {k}={v}")?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn catalog() -> Catalog {
+        let mut c = Catalog::new(Tables::new(["sales", "inventory"]).unwrap());
+        c.add(
+            "sales_by_region",
+            "Sales by region",
+            "SELECT 1",
+            &["sales"],
+            vec![ParamSpec {
+                name: "quarter".into(),
+                default: None,
+                choices: Some(vec!["Q1".into(), "Q2".into()]),
+            }],
+            Policy::default(),
+        )
+        .unwrap();
+        c
+    }
+
+    #[test]
+    fn fingerprint_is_stable_and_param_sensitive() {
+        let c = catalog();
+        let a = c.request("sales_by_region", &[("quarter", "Q1")]).unwrap();
+        let b = c.request("sales_by_region", &[("quarter", "Q1")]).unwrap();
+        let d = c.request("sales_by_region", &[("quarter", "Q2")]).unwrap();
+        assert_eq!(a.fingerprint(), b.fingerprint());
+        assert_ne!(a.fingerprint(), d.fingerprint());
+        // Pinned: the key must not change between processes, machines or releases.
+        assert_eq!(
+            a.fingerprint(),
+            xxhash_rust::xxh3::xxh3_128(b"sales_by_region\0quarter=Q1")
+        );
+    }
+
+    #[test]
+    fn bad_requests_name_what_is_wrong() {
+        let c = catalog();
+        let e = c.request::<&str, &str>("nope", &[]).unwrap_err();
+        assert!(e.to_string().contains("unknown query `nope`"), "{e}");
+        assert!(e.to_string().contains("sales_by_region"), "{e}");
+        let e = c.request::<&str, &str>("sales_by_region", &[]).unwrap_err();
+        assert!(e.to_string().contains("needs parameter `quarter`"), "{e}");
+        let e = c
+            .request("sales_by_region", &[("quarter", "Q1"), ("year", "2024")])
+            .unwrap_err();
+        assert!(e.to_string().contains("no parameter `year`"), "{e}");
+        let e = c
+            .request("sales_by_region", &[("quarter", "Q9")])
+            .unwrap_err();
+        assert!(e.to_string().contains("not one of Q1, Q2"), "{e}");
+        let e = c
+            .request("sales_by_region", &[("quarter", "Q1\x1b[2J")])
+            .unwrap_err();
+        assert!(e.to_string().contains("control characters"), "{e}");
+    }
+
+    #[test]
+    fn bad_catalogs_are_rejected() {
+        let mut c = catalog();
+        let p = Policy::default;
+        assert!(c.add("x", "", "", &["nope"], vec![], p()).is_err());
+        assert!(
+            c.add("sales_by_region", "", "", &["sales"], vec![], p())
+                .is_err()
+        );
+        assert!(c.add("y", "", "", &[], vec![], p()).is_err());
+        assert!(
+            c.add("z", "", "", &["sales", "sales"], vec![], p())
+                .is_err()
+        );
+    }
+}

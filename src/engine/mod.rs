@@ -1,0 +1,655 @@
+//! The cache engine: a read-through cache over an expensive warehouse that is never stale after an
+//! update and never stampedes the warehouse.
+//!
+//! # The promise
+//! * A fresh answer is computed at the table versions current when the request began: the key
+//!   carries those versions, so after [`Engine::bump`] the old entries are never found as fresh.
+//! * At most one warehouse query per key (query, parameters, versions) is in flight in a process:
+//!   concurrent misses join one load ([`flight`]); waiters are woken by notification, bounded by
+//!   the policy's maximum wait.
+//! * Before a fresh entry expires, XFetch may refresh it early (one refresh per key); after it
+//!   expires, stale-while-revalidate serves it marked stale while one refresh runs.
+//! * When the warehouse fails, is slow or panics, every waiter is answered: with the last good
+//!   answer marked `Stale { age, reason }` if it is within the stale limit, otherwise with an error.
+//!
+//! # Example
+//! ```
+//! # use std::sync::Arc; use std::time::Duration;
+//! # use freshcache::engine::{Engine, catalog::{Catalog, ParamSpec}, policy::Policy, versions::Tables};
+//! # use freshcache::warehouse::MemoryWarehouse;
+//! # #[tokio::main(flavor = "current_thread")] async fn main() -> anyhow::Result<()> {
+//! let mut catalog = Catalog::new(Tables::new(["sales"]).map_err(anyhow::Error::msg)?);
+//! catalog.add("total_sales", "Total sales", "SELECT sum(amount) FROM sales", &["sales"], vec![],
+//!             Policy::default())?;
+//! let warehouse = Arc::new(MemoryWarehouse::new(1, Duration::from_millis(5)));
+//! let engine = Engine::builder(Arc::new(catalog), warehouse).build()?;
+//! let request = engine.request("total_sales", &[] as &[(&str, &str)])?;
+//! let first = engine.get(&request).await?;   // a miss: one warehouse query
+//! let again = engine.get(&request).await?;   // a fresh hit
+//! assert!(again.freshness.is_fresh());
+//! engine.bump(&["sales"], "20241102-10:00")?; // new data: the key changes, O(1)
+//! let after = engine.get(&request).await?;   // computed at the new version
+//! assert!(after.versions().versions()[0] > first.versions().versions()[0]);
+//! # Ok(()) }
+//! ```
+
+pub mod answer;
+pub mod catalog;
+pub mod clock;
+pub mod flight;
+pub mod policy;
+mod recipes;
+pub mod stats;
+pub mod versions;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use tokio::runtime::Handle;
+
+use crate::store::{Entry, EntryKey, MemoryStore, MemoryStoreConfig, PutOutcome, Stamp, TableKeys};
+use crate::warehouse::Warehouse;
+
+pub use answer::{Answer, Freshness, Source, StaleReason};
+use catalog::{Catalog, CatalogError, Request};
+use clock::{Millis, SharedClock, SystemClock};
+use flight::{CatchUnwind, Flights, Joined, Lead, LoadError};
+use policy::{OnUpdate, Policy, Strategy};
+use stats::{Counter, HIT_SAMPLE, Stats, StatsSnapshot};
+use versions::{TableId, UnknownTable, VersionCell, VersionVector};
+
+/// Why a `get` produced no answer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GetError {
+    /// The request itself is wrong (unknown query, missing parameter, ...).
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+    /// The warehouse failed and no answer within the stale limit is held.
+    #[error(
+        "`{query}` could not be answered: {error}; no earlier answer within the stale limit is held"
+    )]
+    Warehouse {
+        /// The request.
+        query: String,
+        /// What the load reported.
+        error: LoadError,
+    },
+    /// The warehouse did not answer within the maximum wait and no answer within the stale limit
+    /// is held. The load goes on and fills the cache when it finishes.
+    #[error(
+        "`{query}` was not answered within {waited:?}; no earlier answer within the stale limit is held"
+    )]
+    Timeout {
+        /// The request.
+        query: String,
+        /// How long the request waited.
+        waited: Duration,
+    },
+}
+
+/// Why the engine could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// `build` was called outside a tokio runtime.
+    #[error("the engine must be built inside a tokio runtime (it spawns its loads there)")]
+    NoRuntime,
+}
+
+type SlowGet<'a> = Pin<Box<dyn Future<Output = Result<Answer, GetError>> + Send + 'a>>;
+
+/// The future [`Engine::get`] returns.
+#[must_use = "futures do nothing unless polled"]
+pub struct Get<'a> {
+    engine: &'a Engine,
+    request: &'a Request,
+    slow: Option<SlowGet<'a>>,
+}
+
+impl Future for Get<'_> {
+    type Output = Result<Answer, GetError>;
+
+    #[inline]
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        if self.slow.is_none() {
+            match self.engine.start(self.request) {
+                Ok(done) => return Poll::Ready(done),
+                Err(slow) => self.slow = Some(slow),
+            }
+        }
+        match self.slow.as_mut() {
+            Some(slow) => slow.as_mut().poll(cx),
+            None => Poll::Pending,
+        }
+    }
+}
+
+/// What the synchronous part of a `get` found.
+enum Lookup {
+    Answered(Answer),
+    Miss {
+        fallback: Option<Arc<Entry>>,
+        started: Instant,
+    },
+}
+
+/// Builds an [`Engine`].
+pub struct EngineBuilder {
+    catalog: Arc<Catalog>,
+    warehouse: Arc<dyn Warehouse>,
+    clock: SharedClock,
+    system_clock: bool,
+    store: MemoryStoreConfig,
+    strategy: Strategy,
+}
+
+impl EngineBuilder {
+    /// The clock freshness decisions use (the system clock by default).
+    pub fn clock(mut self, clock: SharedClock) -> Self {
+        self.clock = clock;
+        self.system_clock = false;
+        self
+    }
+
+    /// Bounds of the in-process store.
+    pub fn store(mut self, config: MemoryStoreConfig) -> Self {
+        self.store = config;
+        self
+    }
+
+    /// The strategy to start with (`freshcache` by default).
+    pub fn strategy(mut self, strategy: Strategy) -> Self {
+        self.strategy = strategy;
+        self
+    }
+
+    /// Builds the engine on the current tokio runtime.
+    pub fn build(self) -> Result<Engine, BuildError> {
+        let runtime = Handle::try_current().map_err(|_| BuildError::NoRuntime)?;
+        let tables = self.catalog.tables().len();
+        Ok(Engine {
+            inner: Arc::new(Inner {
+                versions: VersionCell::new(tables),
+                store: MemoryStore::new(self.store),
+                flights: Arc::new(Flights::default()),
+                stats: Stats::new(),
+                strategy: AtomicU8::new(self.strategy.index()),
+                seed_locks: std::sync::Mutex::new(std::collections::HashMap::new()),
+                catalog: self.catalog,
+                warehouse: self.warehouse,
+                clock: self.clock,
+                system_clock: self.system_clock,
+                runtime,
+            }),
+        })
+    }
+}
+
+pub(crate) struct Inner {
+    catalog: Arc<Catalog>,
+    versions: VersionCell,
+    store: MemoryStore,
+    flights: Arc<Flights>,
+    warehouse: Arc<dyn Warehouse>,
+    clock: SharedClock,
+    system_clock: bool,
+    stats: Stats,
+    strategy: AtomicU8,
+    runtime: Handle,
+    /// The seed's lock recipe keeps its locks here (key -> expiry); only `Strategy::Lock` uses it.
+    seed_locks: std::sync::Mutex<std::collections::HashMap<EntryKey, Millis>>,
+}
+
+impl Inner {
+    /// The engine clock; the system clock is read directly, without a virtual call.
+    #[inline]
+    fn now_ms(&self) -> Millis {
+        if self.system_clock {
+            clock::coarse_now_ms()
+        } else {
+            self.clock.now_ms()
+        }
+    }
+}
+
+/// The cache engine. Cheap to clone; clones share everything.
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("strategy", &self.strategy())
+            .field("warehouse", &self.inner.warehouse.describe())
+            .finish_non_exhaustive()
+    }
+}
+
+/// How long a load took in clock milliseconds (XFetch's delta): the clock's own measure, or the
+/// real time scaled by the clock's speed when the clock did not move (a manual clock in tests).
+fn load_ms(inner: &Inner, began_ms: Millis, began: Instant, now: Millis) -> u64 {
+    let by_clock = now.saturating_sub(began_ms);
+    let by_timer = (began.elapsed().as_secs_f64() * 1000.0 * inner.clock.speed()) as u64;
+    by_clock.max(by_timer)
+}
+
+/// XFetch (Vattani, Chierichetti, Lowenstein: "Optimal Probabilistic Cache Stampede Prevention",
+/// VLDB 2015): refresh when `now - delta * beta * ln(rand) >= expiry`, with `rand` uniform in
+/// (0, 1]. Since `-ln(rand) < 40` for any double, most hits are decided without drawing a number.
+#[inline]
+fn xfetch_due(now: Millis, entry: &Entry, beta: f64) -> bool {
+    // `-ln(rand) < 40` for any double in (0, 1], so an entry further than 40 * delta * beta from
+    // expiry can never be picked: decided with integers, without drawing a number.
+    let reach = entry.load_ms.saturating_mul(40);
+    if beta <= 0.0 || now.saturating_add((reach as f64 * beta) as u64) < entry.fresh_until {
+        return false;
+    }
+    let r = 1.0 - fastrand::f64(); // (0, 1]
+    now as f64 - entry.load_ms as f64 * beta * r.ln() >= entry.fresh_until as f64
+}
+
+impl Engine {
+    /// Starts building an engine over a catalog and a warehouse.
+    pub fn builder(catalog: Arc<Catalog>, warehouse: Arc<dyn Warehouse>) -> EngineBuilder {
+        EngineBuilder {
+            catalog,
+            warehouse,
+            clock: Arc::new(SystemClock),
+            system_clock: true,
+            store: MemoryStoreConfig::default(),
+            strategy: Strategy::default(),
+        }
+    }
+
+    /// The catalog.
+    pub fn catalog(&self) -> &Arc<Catalog> {
+        &self.inner.catalog
+    }
+
+    /// The clock.
+    pub fn clock(&self) -> &SharedClock {
+        &self.inner.clock
+    }
+
+    /// The warehouse.
+    pub fn warehouse(&self) -> &Arc<dyn Warehouse> {
+        &self.inner.warehouse
+    }
+
+    /// The in-process store.
+    pub fn store(&self) -> &MemoryStore {
+        &self.inner.store
+    }
+
+    /// Builds a checked request (see [`Catalog::request`]).
+    pub fn request<K: AsRef<str>, V: AsRef<str>>(
+        &self,
+        query: &str,
+        params: &[(K, V)],
+    ) -> Result<Request, CatalogError> {
+        self.inner.catalog.request(query, params)
+    }
+
+    /// The strategy in use.
+    #[inline]
+    pub fn strategy(&self) -> Strategy {
+        Strategy::from_index(self.inner.strategy.load(Ordering::Relaxed))
+    }
+
+    /// Switches strategy at run time; requests already running finish under the old one.
+    pub fn set_strategy(&self, strategy: Strategy) {
+        self.inner
+            .strategy
+            .store(strategy.index(), Ordering::Relaxed);
+    }
+
+    /// The current version vector.
+    pub fn versions(&self) -> Arc<VersionVector> {
+        self.inner.versions.snapshot()
+    }
+
+    /// Bumps the versions of the named tables by one, atomically, as one new snapshot. O(1) in the
+    /// number of cached entries.
+    pub fn bump(&self, tables: &[&str], batch: &str) -> Result<Arc<VersionVector>, UnknownTable> {
+        let ids = tables
+            .iter()
+            .map(|t| self.inner.catalog.tables().id(t))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(self.bump_ids(&ids, batch))
+    }
+
+    /// [`Engine::bump`] by table id.
+    pub fn bump_ids(&self, tables: &[TableId], batch: &str) -> Arc<VersionVector> {
+        self.inner.versions.bump(tables, batch, self.inner.now_ms())
+    }
+
+    /// Raises versions to at least those of `incoming` (a vector received from elsewhere);
+    /// returns the tables that went up. Older or duplicate vectors change nothing.
+    pub fn apply_versions(&self, incoming: &VersionVector) -> Vec<TableId> {
+        self.inner.versions.merge(incoming)
+    }
+
+    /// Counters and latency percentiles since start.
+    pub fn stats(&self) -> StatsSnapshot {
+        let mut s = self.inner.stats.snapshot();
+        s.evictions = self.inner.store.evictions();
+        s
+    }
+
+    /// Live entries per table at the current and at older versions.
+    pub fn table_keys(&self) -> Vec<TableKeys> {
+        self.inner.store.table_keys(&self.inner.versions.load())
+    }
+
+    /// Loads in flight now.
+    pub fn loads_in_flight(&self) -> usize {
+        self.inner.flights.in_flight()
+    }
+
+    /// Drops entries no rule can serve any more, at most `budget` of them; off the request path.
+    pub fn purge_expired(&self, budget: usize) -> usize {
+        self.inner.store.purge_expired(self.inner.now_ms(), budget)
+    }
+
+    /// Answers a request from the cache, or from one warehouse load shared with every concurrent
+    /// caller of the same key.
+    ///
+    /// The returned [`Get`] future is three words: a fresh hit completes on its first poll without
+    /// allocating or copying a large state machine; everything slower (waiting for a load, the
+    /// seed's recipes) continues in a boxed future.
+    pub fn get<'a>(&'a self, request: &'a Request) -> Get<'a> {
+        Get {
+            engine: self,
+            request,
+            slow: None,
+        }
+    }
+
+    /// The first step of a `get`: the answer, or the future that will produce it.
+    ///
+    /// This is the hit path, kept to the bare minimum: one seqlock read of the versions, one probe
+    /// of the store, one clock read, one counter. Anything unusual goes to [`Engine::lookup_slow`].
+    #[inline]
+    fn start<'a>(&'a self, request: &'a Request) -> Result<Result<Answer, GetError>, SlowGet<'a>> {
+        let inner = &*self.inner;
+        let strategy = self.strategy();
+        if strategy != Strategy::Freshcache {
+            return Err(Box::pin(recipes::get(self, request, strategy)));
+        }
+        let query = request.query();
+        let key = EntryKey::new(
+            request.fingerprint(),
+            inner.versions.key_versions(&query.tables),
+        );
+        let (stripe, sampled) = inner.stats.thread_slot();
+        let timer = sampled.then(Instant::now);
+        let found = inner.store.get(&key);
+        if let Some(entry) = found {
+            let now = inner.now_ms();
+            if now < entry.fresh_until && !xfetch_due(now, &entry, query.policy.beta) {
+                // Hits are the only outcome not also counted in `Requests` (one atomic add less
+                // on the hot path); the snapshot adds them back.
+                inner.stats.add_at(stripe, Counter::FreshHits, 1);
+                if let Some(t) = timer {
+                    inner.stats.record_user(t.elapsed(), HIT_SAMPLE);
+                }
+                return Ok(Ok(Answer::new(entry, Freshness::Fresh, Source::Cache)));
+            }
+            return self.continue_slow(request, key, Some(entry), timer);
+        }
+        self.continue_slow(request, key, None, timer)
+    }
+
+    fn continue_slow<'a>(
+        &'a self,
+        request: &'a Request,
+        key: EntryKey,
+        found: Option<Arc<Entry>>,
+        timer: Option<Instant>,
+    ) -> Result<Result<Answer, GetError>, SlowGet<'a>> {
+        match self.lookup_slow(request, key, found, timer) {
+            Lookup::Answered(answer) => Ok(Ok(answer)),
+            Lookup::Miss { fallback, started } => Err(Box::pin(
+                self.wait_for_load(request, key, fallback, started),
+            )),
+        }
+    }
+
+    /// Everything but a plain fresh hit: an early refresh, a stale answer while revalidating or
+    /// updating, or a miss with what may be served if the load fails.
+    #[cold]
+    #[inline(never)]
+    fn lookup_slow(
+        &self,
+        request: &Request,
+        key: EntryKey,
+        found: Option<Arc<Entry>>,
+        timer: Option<Instant>,
+    ) -> Lookup {
+        let inner = &*self.inner;
+        let policy = &request.query().policy;
+        let started = timer.unwrap_or_else(Instant::now);
+        let mut fallback = None;
+        if let Some(entry) = found {
+            let now = inner.now_ms();
+            if now < entry.fresh_until {
+                // Fresh, and XFetch says refresh early: one refresh per key, answer at once.
+                self.refresh_in_background(request, key, Counter::EarlyRefreshes);
+                inner.stats.incr(Counter::FreshHits);
+                inner.stats.record_user(started.elapsed(), 1);
+                return Lookup::Answered(Answer::new(entry, Freshness::Fresh, Source::Cache));
+            }
+            inner.stats.incr(Counter::Requests);
+            let age = now.saturating_sub(entry.created_ms);
+            if now < entry.fresh_until + policy.swr_window.as_millis() as u64
+                && age <= policy.max_stale.as_millis() as u64
+            {
+                self.refresh_in_background(request, key, Counter::SwrRefreshes);
+                return Lookup::Answered(self.stale(
+                    entry,
+                    now,
+                    StaleReason::Revalidating,
+                    started,
+                ));
+            }
+            fallback = Some(entry);
+        } else {
+            inner.stats.incr(Counter::Requests);
+        }
+        // The answer at the previous versions, if still held: served when the policy says so, or
+        // when the warehouse cannot answer.
+        let previous = inner.store.previous(&key);
+        if policy.on_update == OnUpdate::ServeStale
+            && let Some(prev) = &previous
+        {
+            let now = inner.now_ms();
+            if now.saturating_sub(prev.created_ms) <= policy.max_stale.as_millis() as u64 {
+                self.refresh_in_background(request, key, Counter::RefreshAhead);
+                return Lookup::Answered(self.stale(
+                    prev.clone(),
+                    now,
+                    StaleReason::Updating,
+                    started,
+                ));
+            }
+        }
+        Lookup::Miss {
+            fallback: fallback.or(previous),
+            started,
+        }
+    }
+
+    /// Joins (or leads) the load of `key` and waits for it, at most the policy's maximum wait.
+    async fn wait_for_load(
+        &self,
+        request: &Request,
+        key: EntryKey,
+        fallback: Option<Arc<Entry>>,
+        started: Instant,
+    ) -> Result<Answer, GetError> {
+        let inner = &*self.inner;
+        let policy = &request.query().policy;
+        inner.stats.incr(Counter::Misses);
+        let (flight, source) = match inner.flights.join(key, || {
+            let now = inner.now_ms();
+            inner.store.get(&key).filter(|e| now < e.fresh_until)
+        }) {
+            Joined::Ready(entry) => {
+                inner.stats.record_user(started.elapsed(), 1);
+                return Ok(Answer::new(entry, Freshness::Fresh, Source::Cache));
+            }
+            Joined::Leader(lead) => {
+                let flight = lead.flight();
+                self.spawn_load(request.clone(), key, lead);
+                (flight, Source::Warehouse)
+            }
+            Joined::Follower(flight) => {
+                inner.stats.incr(Counter::Coalesced);
+                (flight, Source::Coalesced)
+            }
+        };
+        let outcome = tokio::time::timeout(policy.max_wait, flight.wait()).await;
+        let now = inner.now_ms();
+        let within_limit = |e: &Arc<Entry>| {
+            now.saturating_sub(e.created_ms) <= policy.max_stale.as_millis() as u64
+        };
+        match outcome {
+            Ok(Ok(entry)) => {
+                inner.stats.record_user(started.elapsed(), 1);
+                Ok(Answer::new(entry, Freshness::Fresh, source))
+            }
+            Ok(Err(error)) => match fallback.filter(within_limit) {
+                Some(e) => Ok(self.stale(
+                    e,
+                    now,
+                    StaleReason::WarehouseError(error.to_string()),
+                    started,
+                )),
+                None => {
+                    inner.stats.incr(Counter::Errors);
+                    Err(GetError::Warehouse {
+                        query: request.to_string(),
+                        error,
+                    })
+                }
+            },
+            Err(_elapsed) => {
+                inner.stats.incr(Counter::WaitTimeouts);
+                match fallback.filter(within_limit) {
+                    Some(e) => Ok(self.stale(e, now, StaleReason::WarehouseSlow, started)),
+                    None => {
+                        inner.stats.incr(Counter::Errors);
+                        Err(GetError::Timeout {
+                            query: request.to_string(),
+                            waited: policy.max_wait,
+                        })
+                    }
+                }
+            }
+        }
+    }
+
+    fn stale(
+        &self,
+        entry: Arc<Entry>,
+        now: Millis,
+        reason: StaleReason,
+        started: Instant,
+    ) -> Answer {
+        let stats = &self.inner.stats;
+        stats.incr(Counter::StaleServed);
+        stats.record_user(started.elapsed(), 1);
+        let age = Duration::from_millis(now.saturating_sub(entry.created_ms));
+        Answer::new(entry, Freshness::Stale { age, reason }, Source::Cache)
+    }
+
+    /// Starts a load of `key` in the background unless one is in flight. Returns whether it started.
+    pub(crate) fn refresh_in_background(
+        &self,
+        request: &Request,
+        key: EntryKey,
+        why: Counter,
+    ) -> bool {
+        match self.inner.flights.try_lead(key) {
+            Some(lead) => {
+                self.inner.stats.incr(why);
+                self.spawn_load(request.clone(), key, lead);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Runs one warehouse load on the runtime, so that a caller that gives up (or is cancelled)
+    /// never cancels the load the other waiters depend on. Every outcome completes the flight.
+    fn spawn_load(&self, request: Request, key: EntryKey, lead: Lead) {
+        let inner = self.inner.clone();
+        self.inner.runtime.spawn(async move {
+            let policy = &request.query().policy;
+            // The key carries the versions of the query's tables, in the query's table order.
+            let stamp = Stamp::from_fn(&request.query().tables, {
+                let mut versions = key.versions.iter().copied();
+                move |_| versions.next().unwrap_or(0)
+            });
+            match Engine::load(&inner, &request, stamp, policy).await {
+                Ok(entry) => {
+                    if let PutOutcome::TooLarge =
+                        inner.store.put(key, entry.clone(), entry.created_ms)
+                    {
+                        inner.stats.incr(Counter::TooLarge);
+                    }
+                    let waiters = lead.complete(Ok(entry));
+                    if waiters >= policy.stampede_threshold {
+                        inner.stats.incr(Counter::StampedesAbsorbed);
+                    }
+                }
+                Err(error) => {
+                    lead.complete(Err(error));
+                }
+            }
+        });
+    }
+
+    /// One warehouse query, timed, with panics turned into errors. Builds the entry.
+    async fn load(
+        inner: &Inner,
+        request: &Request,
+        stamp: Stamp,
+        policy: &Policy,
+    ) -> Result<Arc<Entry>, LoadError> {
+        inner.stats.incr(Counter::Loads);
+        let began_ms = inner.now_ms();
+        let began = Instant::now();
+        let result = CatchUnwind(Box::pin(inner.warehouse.run(request))).await;
+        inner.stats.record_load(began.elapsed());
+        let rows = match result {
+            Ok(Ok(rows)) => rows,
+            Ok(Err(e)) => {
+                inner.stats.incr(Counter::LoadErrors);
+                return Err(LoadError::Warehouse(e.to_string()));
+            }
+            Err(panic) => {
+                inner.stats.incr(Counter::LoadErrors);
+                return Err(LoadError::Panicked(panic));
+            }
+        };
+        let now = inner.now_ms();
+        let fresh_until = policy.fresh_until(now, fastrand::f64());
+        Ok(Arc::new(Entry {
+            value: Arc::from(rows.to_json()),
+            versions: stamp,
+            created_ms: now,
+            load_ms: load_ms(inner, began_ms, began, now),
+            fresh_until,
+            keep_until: policy.keep_until(now, fresh_until),
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,426 @@
+//! Engine behaviour, one promise per test, on a manual clock.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::*;
+use crate::engine::catalog::ParamSpec;
+use crate::engine::clock::{Clock, ManualClock};
+use crate::warehouse::MemoryWarehouse;
+
+// 2024-11-02T09:05:00Z
+const T0905: u64 = 1_730_538_300_000;
+const MIN: u64 = 60_000;
+
+struct World {
+    engine: Engine,
+    warehouse: Arc<MemoryWarehouse>,
+    clock: Arc<ManualClock>,
+}
+
+fn world_with(policy: Policy, latency_ms: u64, strategy: Strategy) -> World {
+    let tables = versions::Tables::new(["sales", "inventory", "customers"]).unwrap();
+    let mut c = Catalog::new(tables);
+    let p = || ParamSpec {
+        name: "quarter".into(),
+        default: Some("Q1".into()),
+        choices: None,
+    };
+    c.add("sales", "", "", &["sales"], vec![p()], policy.clone())
+        .unwrap();
+    c.add("stock", "", "", &["inventory"], vec![], policy.clone())
+        .unwrap();
+    c.add(
+        "top_customers",
+        "",
+        "",
+        &["sales", "customers"],
+        vec![p()],
+        policy,
+    )
+    .unwrap();
+    let warehouse = Arc::new(MemoryWarehouse::new(3, Duration::from_millis(latency_ms)));
+    let clock = ManualClock::new(T0905);
+    let engine = Engine::builder(Arc::new(c), warehouse.clone())
+        .clock(clock.clone())
+        .strategy(strategy)
+        .build()
+        .unwrap();
+    World {
+        engine,
+        warehouse,
+        clock,
+    }
+}
+
+fn world() -> World {
+    world_with(
+        Policy::builder()
+            .beta(0.0)
+            .jitter(Duration::ZERO)
+            .build()
+            .unwrap(),
+        5,
+        Strategy::Freshcache,
+    )
+}
+
+fn req(w: &World, q: &str) -> Request {
+    w.engine.request::<&str, &str>(q, &[]).unwrap()
+}
+
+async fn settle(w: &World) {
+    for _ in 0..2000 {
+        if w.engine.loads_in_flight() == 0 && w.warehouse.running() == 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    panic!("loads did not settle");
+}
+
+fn data_versions(a: &Answer) -> Vec<u64> {
+    MemoryWarehouse::versions_in(a.value()).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_cold_gets_make_one_query() {
+    let w = world();
+    let r = req(&w, "sales");
+    let tasks: Vec<_> = (0..1000)
+        .map(|_| {
+            let (e, r) = (w.engine.clone(), r.clone());
+            tokio::spawn(async move { e.get(&r).await })
+        })
+        .collect();
+    let mut sources = std::collections::HashMap::new();
+    for t in tasks {
+        let a = t.await.unwrap().unwrap();
+        assert!(a.freshness.is_fresh());
+        *sources.entry(a.source).or_insert(0) += 1;
+    }
+    assert_eq!(w.warehouse.queries(), 1);
+    assert_eq!(sources.get(&Source::Warehouse), Some(&1));
+    let s = w.engine.stats();
+    assert_eq!(s.requests, 1000);
+    assert_eq!(s.loads, 1);
+    assert_eq!(s.fresh_hits + s.misses, 1000);
+    assert_eq!(s.coalesced, s.misses - 1);
+    assert!(s.stampedes_absorbed <= 1);
+}
+
+#[tokio::test]
+async fn a_bump_changes_only_the_keys_that_read_the_table() {
+    let w = world();
+    let (sales, stock, top) = (req(&w, "sales"), req(&w, "stock"), req(&w, "top_customers"));
+    for r in [&sales, &stock, &top] {
+        w.engine.get(r).await.unwrap();
+    }
+    assert_eq!(w.warehouse.queries(), 3);
+    let sales_id = w.engine.catalog().tables().id("sales").unwrap();
+    w.warehouse.load_batch(&[sales_id]);
+    w.engine.bump(&["sales"], "b1").unwrap();
+
+    let a = w.engine.get(&stock).await.unwrap();
+    assert_eq!(
+        a.source,
+        Source::Cache,
+        "inventory-only query keeps its cache"
+    );
+    let a = w.engine.get(&sales).await.unwrap();
+    assert_eq!(a.source, Source::Warehouse);
+    assert!(a.freshness.is_fresh());
+    assert_eq!(a.versions().versions(), &[1]);
+    assert_eq!(
+        data_versions(&a),
+        vec![1],
+        "the fresh answer holds the new data"
+    );
+    let a = w.engine.get(&top).await.unwrap();
+    assert_eq!(a.source, Source::Warehouse);
+    assert_eq!(a.versions().versions(), &[1, 0]);
+    assert_eq!(w.warehouse.queries(), 5);
+
+    let keys = w.engine.table_keys();
+    assert_eq!(keys[0], TableKeys { current: 2, old: 2 });
+    assert_eq!(keys[1], TableKeys { current: 1, old: 0 });
+    // Counted per table: the old `top_customers` entry holds the current `customers` version
+    // (it is old only for `sales`).
+    assert_eq!(keys[2], TableKeys { current: 2, old: 0 });
+}
+
+#[tokio::test]
+async fn after_ttl_stale_while_revalidate_serves_once_and_refreshes_once() {
+    let w = world();
+    let r = req(&w, "sales");
+    let first = w.engine.get(&r).await.unwrap();
+    // Fresh until 10:00 + 10 min grace.
+    w.clock.set(first.entry().fresh_until + MIN);
+    for _ in 0..50 {
+        let a = w.engine.get(&r).await.unwrap();
+        match &a.freshness {
+            Freshness::Stale { age, reason } => {
+                assert_eq!(*reason, StaleReason::Revalidating);
+                assert_eq!(
+                    age.as_millis() as u64,
+                    w.clock.now_ms() - first.computed_at_ms()
+                );
+            }
+            Freshness::Fresh => assert!(a.computed_at_ms() > first.computed_at_ms()),
+        }
+    }
+    settle(&w).await;
+    assert_eq!(
+        w.warehouse.queries(),
+        2,
+        "one refresh for fifty stale reads"
+    );
+    let a = w.engine.get(&r).await.unwrap();
+    assert!(a.freshness.is_fresh());
+    assert_eq!(w.engine.stats().swr_refreshes, 1);
+}
+
+#[tokio::test]
+async fn past_the_swr_window_a_request_waits_for_fresh_data() {
+    let w = world();
+    let r = req(&w, "sales");
+    let first = w.engine.get(&r).await.unwrap();
+    w.clock.set(
+        first.entry().fresh_until
+            + w.engine.catalog().queries()[0]
+                .policy
+                .swr_window()
+                .as_millis() as u64,
+    );
+    let a = w.engine.get(&r).await.unwrap();
+    assert!(a.freshness.is_fresh());
+    assert_eq!(a.source, Source::Warehouse);
+}
+
+#[tokio::test]
+async fn xfetch_refreshes_early_once_per_key() {
+    let w = world_with(
+        Policy::builder()
+            .beta(1.0)
+            .jitter(Duration::ZERO)
+            .build()
+            .unwrap(),
+        30,
+        Strategy::Freshcache,
+    );
+    let r = req(&w, "sales");
+    let first = w.engine.get(&r).await.unwrap();
+    assert!(first.entry().load_ms >= 30);
+    // 1 ms before expiry, with a 30 ms load: the refresh is almost certain, and must be single.
+    w.clock.set(first.entry().fresh_until - 1);
+    for _ in 0..100 {
+        let a = w.engine.get(&r).await.unwrap();
+        assert!(a.freshness.is_fresh());
+    }
+    settle(&w).await;
+    let s = w.engine.stats();
+    assert_eq!(s.early_refreshes, 1, "{s:?}");
+    assert_eq!(w.warehouse.queries(), 2);
+    // An hour before expiry, XFetch never fires.
+    let a = w.engine.get(&r).await.unwrap();
+    w.clock.set(a.entry().fresh_until - 3_600_000);
+    for _ in 0..1000 {
+        w.engine.get(&r).await.unwrap();
+    }
+    assert_eq!(w.engine.stats().early_refreshes, 1);
+}
+
+#[tokio::test]
+async fn warehouse_error_serves_the_last_good_answer_within_the_limit() {
+    let w = world();
+    let r = req(&w, "sales");
+    w.engine.get(&r).await.unwrap();
+    w.engine.bump(&["sales"], "b1").unwrap();
+    w.clock.advance(Duration::from_secs(60));
+    w.warehouse.set_failing(true);
+    let a = w.engine.get(&r).await.unwrap();
+    match a.freshness {
+        Freshness::Stale {
+            age,
+            reason: StaleReason::WarehouseError(msg),
+        } => {
+            assert_eq!(age, Duration::from_secs(60));
+            assert!(msg.contains("injected failure"), "{msg}");
+        }
+        other => panic!("expected stale on error, got {other:?}"),
+    }
+    // Beyond the stale limit: a clear error instead.
+    w.clock.advance(Duration::from_secs(3 * 3600));
+    let e = w.engine.get(&r).await.unwrap_err();
+    assert!(matches!(e, GetError::Warehouse { .. }), "{e}");
+    assert!(e.to_string().contains("injected failure"), "{e}");
+    // Never anything stale on a key never loaded.
+    let e = w.engine.get(&req(&w, "stock")).await.unwrap_err();
+    assert!(e.to_string().contains("no earlier answer"), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_loader_releases_every_waiter() {
+    let w = world();
+    let r = req(&w, "sales");
+    w.warehouse.panic_next(1);
+    let tasks: Vec<_> = (0..200)
+        .map(|_| {
+            let (e, r) = (w.engine.clone(), r.clone());
+            tokio::spawn(async move { e.get(&r).await })
+        })
+        .collect();
+    let mut errors = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Err(GetError::Warehouse {
+                error: LoadError::Panicked(m),
+                ..
+            }) => {
+                assert!(m.contains("injected panic"), "{m}");
+                errors += 1;
+            }
+            Ok(a) => assert!(a.freshness.is_fresh()),
+            Err(e) => panic!("unexpected error {e}"),
+        }
+    }
+    assert!(errors >= 1);
+    assert_eq!(w.engine.loads_in_flight(), 0);
+    // The next request leads a new load, which succeeds.
+    assert!(w.engine.get(&r).await.unwrap().freshness.is_fresh());
+}
+
+#[tokio::test]
+async fn a_hanging_warehouse_is_bounded_by_max_wait() {
+    let w = world_with(
+        Policy::builder()
+            .beta(0.0)
+            .max_wait(Duration::from_millis(50))
+            .build()
+            .unwrap(),
+        1,
+        Strategy::Freshcache,
+    );
+    let r = req(&w, "sales");
+    w.engine.get(&r).await.unwrap();
+    w.engine.bump(&["sales"], "b1").unwrap();
+    w.warehouse.set_hanging(true);
+    let a = w.engine.get(&r).await.unwrap();
+    assert!(matches!(
+        a.freshness,
+        Freshness::Stale {
+            reason: StaleReason::WarehouseSlow,
+            ..
+        }
+    ));
+    let e = w.engine.get(&req(&w, "stock")).await.unwrap_err();
+    assert!(matches!(e, GetError::Timeout { .. }), "{e}");
+    assert_eq!(w.engine.stats().wait_timeouts, 2);
+}
+
+#[tokio::test]
+async fn serve_stale_on_update_answers_at_once_and_loads_in_the_background() {
+    let w = world_with(
+        Policy::builder()
+            .beta(0.0)
+            .on_update(OnUpdate::ServeStale)
+            .build()
+            .unwrap(),
+        5,
+        Strategy::Freshcache,
+    );
+    let r = req(&w, "sales");
+    w.engine.get(&r).await.unwrap();
+    w.engine.bump(&["sales"], "b1").unwrap();
+    w.clock.advance(Duration::from_secs(10));
+    let a = w.engine.get(&r).await.unwrap();
+    assert_eq!(
+        a.freshness,
+        Freshness::Stale {
+            age: Duration::from_secs(10),
+            reason: StaleReason::Updating
+        }
+    );
+    assert_eq!(a.versions().versions(), &[0]);
+    settle(&w).await;
+    let a = w.engine.get(&r).await.unwrap();
+    assert!(a.freshness.is_fresh());
+    assert_eq!(a.versions().versions(), &[1]);
+    assert_eq!(w.warehouse.queries(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ttl_recipe_stampedes_and_freshcache_does_not() {
+    for (strategy, expected) in [
+        (Strategy::Ttl, 100),
+        (Strategy::Versioned, 100),
+        (Strategy::Freshcache, 1),
+    ] {
+        let w = world_with(Policy::default(), 20, strategy);
+        let r = req(&w, "sales");
+        let tasks: Vec<_> = (0..100)
+            .map(|_| {
+                let (e, r) = (w.engine.clone(), r.clone());
+                tokio::spawn(async move { e.get(&r).await })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap().unwrap();
+        }
+        assert_eq!(w.warehouse.queries(), expected, "{strategy}");
+    }
+}
+
+#[tokio::test]
+async fn the_lock_recipe_keeps_serving_old_data_after_an_update() {
+    let w = world_with(Policy::default(), 1, Strategy::Lock);
+    let r = req(&w, "sales");
+    w.engine.get(&r).await.unwrap();
+    let sales = w.engine.catalog().tables().id("sales").unwrap();
+    w.warehouse.load_batch(&[sales]);
+    w.engine.bump(&["sales"], "b1").unwrap();
+    let a = w.engine.get(&r).await.unwrap();
+    assert!(a.freshness.is_fresh(), "the recipe presents it as fresh");
+    assert!(
+        a.versions().is_behind(&w.engine.versions()),
+        "but it is old data"
+    );
+    assert_eq!(data_versions(&a), vec![0]);
+}
+
+#[tokio::test]
+async fn strategies_switch_at_run_time_without_sharing_entries() {
+    let w = world();
+    let r = req(&w, "sales");
+    w.engine.get(&r).await.unwrap();
+    w.engine.set_strategy(Strategy::Ttl);
+    assert_eq!(w.engine.strategy(), Strategy::Ttl);
+    let a = w.engine.get(&r).await.unwrap();
+    assert_eq!(
+        a.source,
+        Source::Warehouse,
+        "recipes keep keys of their own"
+    );
+    w.engine.set_strategy(Strategy::Freshcache);
+    assert_eq!(w.engine.get(&r).await.unwrap().source, Source::Cache);
+}
+
+#[tokio::test]
+async fn purge_drops_only_what_no_rule_can_serve() {
+    let w = world();
+    w.engine.get(&req(&w, "sales")).await.unwrap();
+    w.engine.get(&req(&w, "stock")).await.unwrap();
+    assert_eq!(w.engine.purge_expired(100), 0);
+    w.clock.advance(Duration::from_secs(3 * 3600));
+    assert_eq!(w.engine.purge_expired(100), 2);
+    assert!(w.engine.store().is_empty());
+}
+
+#[test]
+fn building_outside_a_runtime_is_an_error() {
+    let tables = versions::Tables::new(["sales"]).unwrap();
+    let c = Catalog::new(tables);
+    let w = Arc::new(MemoryWarehouse::new(1, Duration::ZERO));
+    let e = Engine::builder(Arc::new(c), w).build().unwrap_err();
+    assert!(e.to_string().contains("tokio runtime"));
+}

@@ -1,0 +1,19 @@
+//! freshcache keeps the answers of an expensive data warehouse in a cache that is never stale after
+//! an update, never stampedes the warehouse, and never goes down with its cache server.
+//!
+//! Where to start reading:
+//! * [`engine`] — the cache itself: versioned keys, single-flight, stale-while-revalidate, XFetch
+//!   early refresh, stale-if-error, statistics. It knows nothing of the console or the CLI.
+//! * [`store`] — where entries live (in-process; Redis later), behind one trait.
+//! * [`warehouse`] — where answers come from, behind one trait.
+//! * [`cli`] — the `freshcache` command: the demo, headless commands and benchmark scenarios.
+//!
+//! Dependencies point one way: `cli` → `engine` → `store`/`warehouse` traits.
+
+#![warn(missing_docs)]
+#![deny(clippy::unwrap_used)]
+
+pub mod cli;
+pub mod engine;
+pub mod store;
+pub mod warehouse;

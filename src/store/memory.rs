@@ -1,0 +1,591 @@
+//! The in-process store: sharded, bounded by entries and by bytes, evicting with CLOCK.
+//!
+//! # Layout
+//! 64 shards, chosen by the request fingerprint (not by the versions), so every version held for one
+//! request lives in one shard. Each shard is a `RwLock` over:
+//! * a hash table `EntryKey -> Slot` — 64-byte buckets holding the key, the `Arc<Entry>` and a
+//!   referenced bit. A hit is one probe (the key's hash is precomputed from the fingerprint and the
+//!   versions, no hashing of bytes) and one `Arc` clone: about three cache lines, which keeps the hit
+//!   path within a small factor of a plain concurrent map;
+//! * `fingerprint -> versions held`, touched only on a miss, to find the previous version of an
+//!   answer (what may be served stale while the current one loads);
+//! * the ring of keys that the CLOCK hand walks; every slot knows its ring position, so removal is
+//!   O(1).
+//!
+//! # Eviction: CLOCK (second chance), superseded versions first
+//! Why CLOCK and not LRU: the workload is read-mostly (an hour of hits per load), and LRU must
+//! reorder a list on every hit, which needs a write lock on the read path. CLOCK only sets a
+//! "referenced" bit with a relaxed atomic store (skipped when already set, so hot entries do not
+//! bounce a cache line between cores) under the read lock. When a shard is over its entry or byte
+//! budget, its hand sweeps the ring: an entry past `keep_until` goes at once; so does one that is
+//! *superseded* (a newer version of the same request is held, so it can only ever be served as
+//! stale); a referenced entry has its bit cleared and is passed over once; the first unreferenced
+//! entry goes. Two passes always find a victim. This approximates LRU's hit ratio on skewed
+//! (Zipf-like) traffic without its write traffic, and it knows which entries the versions have
+//! already made worthless.
+//!
+//! # Counting per table
+//! Each shard keeps a count of entries per `(table, version)`, updated on insert and removal under
+//! its write lock. Live and old-version counts per table are then read in O(shards × versions held),
+//! which is O(number of tables) for practical purposes, without walking entries.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use super::{BoxFuture, Entry, EntryKey, PutOutcome, Store, StoreError, TableKeys};
+use crate::engine::catalog::MAX_TABLES_PER_QUERY;
+use crate::engine::clock::Millis;
+use crate::engine::versions::{TableId, VersionVector};
+
+const SHARDS: usize = 64;
+
+/// Most versions of one request held at once; the oldest is dropped when a newer one arrives.
+pub const MAX_VERSIONS_PER_REQUEST: usize = 3;
+
+/// Bounds of a [`MemoryStore`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemoryStoreConfig {
+    /// Most entries held.
+    pub max_entries: usize,
+    /// Most bytes held (values plus per-entry overhead).
+    pub max_bytes: usize,
+}
+
+impl Default for MemoryStoreConfig {
+    fn default() -> Self {
+        Self {
+            max_entries: 100_000,
+            max_bytes: 256 * 1024 * 1024,
+        }
+    }
+}
+
+/// Passes a precomputed, well-mixed 64-bit hash straight through (see `EntryKey`'s `Hash`, which
+/// writes one `u64` derived from an xxh3 fingerprint).
+#[derive(Default)]
+struct PassThrough(u64);
+
+impl Hasher for PassThrough {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ b as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+    fn write_u128(&mut self, n: u128) {
+        self.0 = n as u64 ^ (n >> 64) as u64;
+    }
+}
+
+type Fast<K, V> = HashMap<K, V, BuildHasherDefault<PassThrough>>;
+type KeyVersions = [u64; MAX_TABLES_PER_QUERY];
+
+struct Slot {
+    entry: Arc<Entry>,
+    referenced: AtomicBool,
+    ring_pos: u32,
+}
+
+#[derive(Default)]
+struct Shard {
+    table: Fast<EntryKey, Slot>,
+    versions_of: Fast<u128, Vec<KeyVersions>>,
+    ring: Vec<EntryKey>,
+    hand: usize,
+    bytes: usize,
+    counts: HashMap<(TableId, u64), u64>,
+}
+
+impl Shard {
+    fn len(&self) -> usize {
+        self.table.len()
+    }
+
+    fn account(&mut self, entry: &Entry, add: bool) {
+        if add {
+            self.bytes += entry.weight();
+        } else {
+            self.bytes -= entry.weight();
+        }
+        for (t, v) in entry.versions.iter() {
+            let c = self.counts.entry((t, v)).or_default();
+            *c = if add { *c + 1 } else { c.saturating_sub(1) };
+            if *c == 0 {
+                self.counts.remove(&(t, v));
+            }
+        }
+    }
+
+    fn add(&mut self, key: EntryKey, entry: Arc<Entry>) {
+        self.account(&entry, true);
+        self.ring.push(key);
+        self.versions_of
+            .entry(key.fingerprint)
+            .or_default()
+            .push(key.versions);
+        self.table.insert(
+            key,
+            Slot {
+                entry,
+                referenced: AtomicBool::new(false),
+                ring_pos: (self.ring.len() - 1) as u32,
+            },
+        );
+    }
+
+    fn remove(&mut self, key: &EntryKey) -> Option<Slot> {
+        let slot = self.table.remove(key)?;
+        let pos = slot.ring_pos as usize;
+        self.ring.swap_remove(pos);
+        if let Some(moved) = self.ring.get(pos).copied()
+            && let Some(s) = self.table.get_mut(&moved)
+        {
+            s.ring_pos = pos as u32;
+        }
+        if let Some(list) = self.versions_of.get_mut(&key.fingerprint) {
+            list.retain(|v| *v != key.versions);
+            if list.is_empty() {
+                self.versions_of.remove(&key.fingerprint);
+            }
+        }
+        self.account(&slot.entry, false);
+        Some(slot)
+    }
+
+    /// The other versions held for `key`'s request, with their entries.
+    fn siblings<'a>(
+        &'a self,
+        key: &'a EntryKey,
+    ) -> impl Iterator<Item = (EntryKey, &'a Slot)> + 'a {
+        self.versions_of
+            .get(&key.fingerprint)
+            .into_iter()
+            .flatten()
+            .filter(move |v| **v != key.versions)
+            .filter_map(move |v| {
+                let k = EntryKey::new(key.fingerprint, *v);
+                self.table.get(&k).map(|s| (k, s))
+            })
+    }
+
+    /// Evicts one entry by CLOCK; returns false only when the shard is empty.
+    fn evict_one(&mut self, now: Millis) -> bool {
+        // The first pass clears referenced bits, so a victim is found by the end of the second.
+        for _ in 0..2 * self.ring.len() + 1 {
+            if self.ring.is_empty() {
+                return false;
+            }
+            let at = self.hand % self.ring.len();
+            let key = self.ring[at];
+            let Some(slot) = self.table.get(&key) else {
+                // Unreachable while ring and table agree; repair rather than loop.
+                self.ring.swap_remove(at);
+                continue;
+            };
+            let created = slot.entry.created_ms;
+            let worthless = slot.entry.keep_until <= now
+                || self
+                    .siblings(&key)
+                    .any(|(_, s)| s.entry.created_ms > created);
+            if worthless || !slot.referenced.swap(false, Ordering::Relaxed) {
+                // The last key moves into `at`; the hand stays to look at it next.
+                self.remove(&key);
+                return true;
+            }
+            self.hand = at + 1;
+        }
+        false
+    }
+}
+
+/// The in-process store. See the module documentation for layout and eviction.
+pub struct MemoryStore {
+    shards: Box<[RwLock<Shard>]>,
+    per_shard_entries: usize,
+    per_shard_bytes: usize,
+    evictions: AtomicU64,
+    expirations: AtomicU64,
+    purge_cursor: AtomicU64,
+}
+
+impl std::fmt::Debug for MemoryStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryStore")
+            .field("len", &self.len())
+            .field("bytes", &self.bytes())
+            .finish()
+    }
+}
+
+impl MemoryStore {
+    /// A store with the given bounds (each at least one entry per shard).
+    pub fn new(config: MemoryStoreConfig) -> Self {
+        Self {
+            shards: (0..SHARDS).map(|_| RwLock::new(Shard::default())).collect(),
+            per_shard_entries: config.max_entries.div_ceil(SHARDS).max(1),
+            per_shard_bytes: config.max_bytes.div_ceil(SHARDS).max(1),
+            evictions: AtomicU64::new(0),
+            expirations: AtomicU64::new(0),
+            purge_cursor: AtomicU64::new(0),
+        }
+    }
+
+    #[inline]
+    fn shard_of(&self, fingerprint: u128) -> usize {
+        (fingerprint >> 122) as usize % SHARDS
+    }
+
+    // A panic while holding a shard lock leaves the shard consistent (every mutation finishes
+    // before anything that can panic), so a poisoned lock is taken over rather than propagated.
+    #[inline]
+    fn read(&self, fingerprint: u128) -> RwLockReadGuard<'_, Shard> {
+        self.read_shard(self.shard_of(fingerprint))
+    }
+
+    #[inline]
+    fn read_shard(&self, i: usize) -> RwLockReadGuard<'_, Shard> {
+        self.shards[i].read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write_shard(&self, i: usize) -> RwLockWriteGuard<'_, Shard> {
+        self.shards[i].write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The entry stored under exactly `key`, marking it referenced.
+    #[inline]
+    pub fn get(&self, key: &EntryKey) -> Option<Arc<Entry>> {
+        let shard = self.read(key.fingerprint);
+        let slot = shard.table.get(key)?;
+        if !slot.referenced.load(Ordering::Relaxed) {
+            slot.referenced.store(true, Ordering::Relaxed);
+        }
+        Some(slot.entry.clone())
+    }
+
+    /// The most recently created entry for the same request under other versions.
+    pub fn previous(&self, key: &EntryKey) -> Option<Arc<Entry>> {
+        let shard = self.read(key.fingerprint);
+        shard
+            .siblings(key)
+            .max_by_key(|(_, s)| s.entry.created_ms)
+            .map(|(_, s)| s.entry.clone())
+    }
+
+    /// Stores `entry` under `key` at time `now` (used to drop expired entries first).
+    pub fn put(&self, key: EntryKey, entry: Arc<Entry>, now: Millis) -> PutOutcome {
+        let weight = entry.weight();
+        if weight > self.per_shard_bytes {
+            return PutOutcome::TooLarge;
+        }
+        let mut shard = self.write_shard(self.shard_of(key.fingerprint));
+        // Same key already held: keep whichever was created later, so a slow refresh never
+        // replaces a newer answer.
+        if let Some(held) = shard.table.get(&key) {
+            if held.entry.created_ms > entry.created_ms {
+                return PutOutcome::KeptNewer;
+            }
+            shard.remove(&key);
+        }
+        let mut evicted = 0;
+        // Every version slot of this request taken: the oldest-created version goes.
+        if shard
+            .versions_of
+            .get(&key.fingerprint)
+            .is_some_and(|l| l.len() >= MAX_VERSIONS_PER_REQUEST)
+        {
+            let oldest = shard
+                .siblings(&key)
+                .min_by_key(|(_, s)| s.entry.created_ms)
+                .map(|(k, _)| k);
+            if let Some(k) = oldest {
+                shard.remove(&k);
+                evicted += 1;
+            }
+        }
+        while shard.len() + 1 > self.per_shard_entries
+            || shard.bytes + weight > self.per_shard_bytes
+        {
+            if !shard.evict_one(now) {
+                break;
+            }
+            evicted += 1;
+        }
+        shard.add(key, entry);
+        drop(shard);
+        if evicted > 0 {
+            self.evictions.fetch_add(evicted, Ordering::Relaxed);
+        }
+        PutOutcome::Stored { evicted }
+    }
+
+    /// Removes up to `budget` entries past their `keep_until`, visiting shards in turn so that no
+    /// call holds one lock for long. Returns how many were removed.
+    pub fn purge_expired(&self, now: Millis, budget: usize) -> usize {
+        let mut removed = 0;
+        for _ in 0..SHARDS {
+            if removed >= budget {
+                break;
+            }
+            let i = self.purge_cursor.fetch_add(1, Ordering::Relaxed) as usize % SHARDS;
+            let mut shard = self.write_shard(i);
+            let expired: Vec<EntryKey> = shard
+                .table
+                .iter()
+                .filter(|(_, s)| s.entry.keep_until <= now)
+                .map(|(k, _)| *k)
+                .take(budget - removed)
+                .collect();
+            for k in expired {
+                shard.remove(&k);
+                removed += 1;
+            }
+        }
+        if removed > 0 {
+            self.expirations
+                .fetch_add(removed as u64, Ordering::Relaxed);
+        }
+        removed
+    }
+
+    /// Per-table live entry counts, split by `current`'s versions.
+    pub fn table_keys(&self, current: &VersionVector) -> Vec<TableKeys> {
+        let mut out = vec![TableKeys::default(); current.len()];
+        for i in 0..SHARDS {
+            let shard = self.read_shard(i);
+            for (&(t, v), &n) in &shard.counts {
+                if let Some(k) = out.get_mut(t.index()) {
+                    if v >= current.version(t) {
+                        k.current += n;
+                    } else {
+                        k.old += n;
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Entries held.
+    pub fn len(&self) -> usize {
+        (0..SHARDS).map(|i| self.read_shard(i).len()).sum()
+    }
+
+    /// Whether the store is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Bytes held (values plus overhead).
+    pub fn bytes(&self) -> usize {
+        (0..SHARDS).map(|i| self.read_shard(i).bytes).sum()
+    }
+
+    /// Entries evicted to respect the bounds, so far.
+    pub fn evictions(&self) -> u64 {
+        self.evictions.load(Ordering::Relaxed)
+    }
+
+    /// Entries removed because they could no longer be served, so far.
+    pub fn expirations(&self) -> u64 {
+        self.expirations.load(Ordering::Relaxed)
+    }
+
+    /// Removes every entry.
+    pub fn clear(&self) {
+        for i in 0..SHARDS {
+            *self.write_shard(i) = Shard::default();
+        }
+    }
+}
+
+impl Store for MemoryStore {
+    fn get<'a>(
+        &'a self,
+        key: &'a EntryKey,
+    ) -> BoxFuture<'a, Result<Option<Arc<Entry>>, StoreError>> {
+        Box::pin(std::future::ready(Ok(MemoryStore::get(self, key))))
+    }
+
+    fn previous<'a>(
+        &'a self,
+        key: &'a EntryKey,
+    ) -> BoxFuture<'a, Result<Option<Arc<Entry>>, StoreError>> {
+        Box::pin(std::future::ready(Ok(MemoryStore::previous(self, key))))
+    }
+
+    fn put<'a>(
+        &'a self,
+        key: EntryKey,
+        entry: Arc<Entry>,
+    ) -> BoxFuture<'a, Result<PutOutcome, StoreError>> {
+        let now = entry.created_ms;
+        Box::pin(std::future::ready(Ok(MemoryStore::put(
+            self, key, entry, now,
+        ))))
+    }
+
+    fn table_keys<'a>(
+        &'a self,
+        current: &'a VersionVector,
+    ) -> BoxFuture<'a, Result<Vec<TableKeys>, StoreError>> {
+        Box::pin(std::future::ready(Ok(MemoryStore::table_keys(
+            self, current,
+        ))))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::versions::VersionCell;
+    use crate::store::Stamp;
+
+    fn entry(vv: &VersionVector, tables: &[TableId], created: Millis, size: usize) -> Arc<Entry> {
+        Arc::new(Entry {
+            value: Arc::from("x".repeat(size)),
+            versions: Stamp::of(tables, vv),
+            created_ms: created,
+            load_ms: 10,
+            fresh_until: created + 1_000,
+            keep_until: created + 10_000,
+        })
+    }
+
+    fn key(fp: u128, vv: &VersionVector, tables: &[TableId]) -> EntryKey {
+        let s = Stamp::of(tables, vv);
+        let mut v = [0; 4];
+        v[..s.versions().len()].copy_from_slice(s.versions());
+        EntryKey::new(fp, v)
+    }
+
+    #[test]
+    fn holds_versions_side_by_side_and_counts_them() {
+        let cell = VersionCell::new(2);
+        let store = MemoryStore::new(MemoryStoreConfig::default());
+        let t = [TableId(0)];
+        let v0 = cell.snapshot();
+        store.put(key(1, &v0, &t), entry(&v0, &t, 100, 10), 100);
+        let v1 = cell.bump(&t, "b1", 200);
+        let k1 = key(1, &v1, &t);
+        assert!(store.get(&k1).is_none());
+        let prev = store.previous(&k1).expect("old version still held");
+        assert_eq!(prev.versions.versions(), &[0]);
+        store.put(k1, entry(&v1, &t, 300, 10), 300);
+        assert_eq!(store.get(&k1).unwrap().created_ms, 300);
+        let counts = store.table_keys(&v1);
+        assert_eq!(counts[0], TableKeys { current: 1, old: 1 });
+        assert_eq!(counts[1], TableKeys::default());
+    }
+
+    #[test]
+    fn an_older_answer_never_replaces_a_newer_one() {
+        let cell = VersionCell::new(1);
+        let store = MemoryStore::new(MemoryStoreConfig::default());
+        let t = [TableId(0)];
+        let v = cell.snapshot();
+        let k = key(7, &v, &t);
+        store.put(k, entry(&v, &t, 500, 1), 500);
+        assert_eq!(
+            store.put(k, entry(&v, &t, 400, 1), 500),
+            PutOutcome::KeptNewer
+        );
+        assert_eq!(store.get(&k).unwrap().created_ms, 500);
+    }
+
+    #[test]
+    fn respects_entry_and_byte_bounds() {
+        let cell = VersionCell::new(1);
+        let v = cell.snapshot();
+        let t = [TableId(0)];
+        let store = MemoryStore::new(MemoryStoreConfig {
+            max_entries: 640,
+            max_bytes: usize::MAX / 2,
+        });
+        for i in 0..10_000u128 {
+            store.put(
+                key(
+                    i.wrapping_mul(0x9E37_79B9_7F4A_7C15_F39C_C060_5CED_C835),
+                    &v,
+                    &t,
+                ),
+                entry(&v, &t, 1, 1),
+                1,
+            );
+        }
+        assert!(store.len() <= 640, "len {}", store.len());
+        assert!(store.evictions() >= 10_000 - 640);
+
+        let small = MemoryStore::new(MemoryStoreConfig {
+            max_entries: 1_000_000,
+            max_bytes: 64 * 4096,
+        });
+        for i in 0..2_000u128 {
+            small.put(
+                key(
+                    i.wrapping_mul(0x9E37_79B9_7F4A_7C15_F39C_C060_5CED_C835),
+                    &v,
+                    &t,
+                ),
+                entry(&v, &t, 1, 1000),
+                1,
+            );
+        }
+        assert!(small.bytes() <= 64 * 4096, "bytes {}", small.bytes());
+        assert_eq!(
+            small.put(key(1, &v, &t), entry(&v, &t, 1, 1 << 20), 1),
+            PutOutcome::TooLarge
+        );
+    }
+
+    #[test]
+    fn referenced_entries_survive_a_sweep() {
+        let cell = VersionCell::new(1);
+        let v = cell.snapshot();
+        let t = [TableId(0)];
+        // One shard's worth: fingerprints with equal top bits land in the same shard.
+        let store = MemoryStore::new(MemoryStoreConfig {
+            max_entries: 64 * 4,
+            max_bytes: usize::MAX / 2,
+        });
+        let keys: Vec<EntryKey> = (0..4u128).map(|i| key(i, &v, &t)).collect();
+        for k in &keys {
+            store.put(*k, entry(&v, &t, 1, 1), 1);
+        }
+        assert!(store.get(&keys[0]).is_some());
+        store.put(key(99, &v, &t), entry(&v, &t, 2, 1), 2);
+        assert!(
+            store.get(&keys[0]).is_some(),
+            "the referenced entry was evicted"
+        );
+        assert_eq!(store.len(), 4);
+    }
+
+    #[test]
+    fn expired_entries_are_purged_in_bounded_batches() {
+        let cell = VersionCell::new(1);
+        let v = cell.snapshot();
+        let t = [TableId(0)];
+        let store = MemoryStore::new(MemoryStoreConfig::default());
+        for i in 0..100u128 {
+            store.put(key(i << 100, &v, &t), entry(&v, &t, 1, 1), 1);
+        }
+        assert_eq!(store.purge_expired(5_000, 1000), 0);
+        let first = store.purge_expired(20_000, 30);
+        assert!(first <= 30 && first > 0);
+        let mut total = first;
+        while total < 100 {
+            let n = store.purge_expired(20_000, 30);
+            assert!(n > 0);
+            total += n;
+        }
+        assert!(store.is_empty());
+        assert_eq!(store.table_keys(&v)[0], TableKeys::default());
+    }
+}

@@ -1,0 +1,210 @@
+//! A small in-memory warehouse for tests and benchmarks: configurable latency, injectable failures,
+//! panics and hangs, and a count of every query it ran.
+//!
+//! Each table has a *data version* that [`MemoryWarehouse::load_batch`] raises, standing in for an
+//! ETL run. Every answer carries the data versions it saw, so a test can check that an answer
+//! labelled fresh really reflects the newest data.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::time::Duration;
+
+use serde_json::json;
+
+use super::{Rows, Warehouse, WarehouseError};
+use crate::engine::catalog::Request;
+use crate::engine::versions::TableId;
+use crate::store::BoxFuture;
+
+/// An in-memory warehouse with scripted behaviour.
+#[derive(Debug)]
+pub struct MemoryWarehouse {
+    latency_ms: AtomicU64,
+    data_versions: Mutex<Vec<u64>>,
+    fail_next: AtomicU32,
+    failing: AtomicBool,
+    panic_next: AtomicU32,
+    hanging: AtomicBool,
+    queries: AtomicU64,
+    running: std::sync::Arc<AtomicU64>,
+    by_request: Mutex<HashMap<(u128, Vec<u64>), u64>>,
+}
+
+impl MemoryWarehouse {
+    /// A warehouse over `tables` tables answering after `latency`.
+    pub fn new(tables: usize, latency: Duration) -> Self {
+        Self {
+            latency_ms: AtomicU64::new(latency.as_millis() as u64),
+            data_versions: Mutex::new(vec![0; tables]),
+            fail_next: AtomicU32::new(0),
+            failing: AtomicBool::new(false),
+            panic_next: AtomicU32::new(0),
+            hanging: AtomicBool::new(false),
+            queries: AtomicU64::new(0),
+            running: std::sync::Arc::new(AtomicU64::new(0)),
+            by_request: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Sets the latency of every later query.
+    pub fn set_latency(&self, latency: Duration) {
+        self.latency_ms
+            .store(latency.as_millis() as u64, Ordering::SeqCst);
+    }
+
+    /// New data lands in `tables` (an ETL batch).
+    pub fn load_batch(&self, tables: &[TableId]) {
+        let mut v = self.data_versions.lock().unwrap_or_else(|p| p.into_inner());
+        for t in tables {
+            if let Some(x) = v.get_mut(t.index()) {
+                *x += 1;
+            }
+        }
+    }
+
+    /// The data version of a table.
+    pub fn data_version(&self, table: TableId) -> u64 {
+        self.data_versions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(table.index())
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// The next `n` queries fail.
+    pub fn fail_next(&self, n: u32) {
+        self.fail_next.store(n, Ordering::SeqCst);
+    }
+
+    /// Every query fails until told otherwise.
+    pub fn set_failing(&self, failing: bool) {
+        self.failing.store(failing, Ordering::SeqCst);
+    }
+
+    /// The next `n` queries panic.
+    pub fn panic_next(&self, n: u32) {
+        self.panic_next.store(n, Ordering::SeqCst);
+    }
+
+    /// Every query hangs (never answers) until told otherwise.
+    pub fn set_hanging(&self, hanging: bool) {
+        self.hanging.store(hanging, Ordering::SeqCst);
+    }
+
+    /// Queries run so far.
+    pub fn queries(&self) -> u64 {
+        self.queries.load(Ordering::SeqCst)
+    }
+
+    /// Queries running now.
+    pub fn running(&self) -> u64 {
+        self.running.load(Ordering::SeqCst)
+    }
+
+    /// Queries run so far per (request fingerprint, data versions seen).
+    pub fn queries_by_request(&self) -> HashMap<(u128, Vec<u64>), u64> {
+        self.by_request
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Reads the data versions an answer carries (see [`Warehouse::run`]'s rows).
+    pub fn versions_in(answer_json: &str) -> Option<Vec<u64>> {
+        let rows: Rows = serde_json::from_str(answer_json).ok()?;
+        rows.rows
+            .iter()
+            .map(|r| r.get(1).and_then(|v| v.as_u64()))
+            .collect()
+    }
+
+    fn take(counter: &AtomicU32) -> bool {
+        counter
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+    }
+}
+
+impl Warehouse for MemoryWarehouse {
+    fn describe(&self) -> String {
+        "memory".into()
+    }
+
+    fn run<'a>(&'a self, request: &'a Request) -> BoxFuture<'a, Result<Rows, WarehouseError>> {
+        Box::pin(async move {
+            self.queries.fetch_add(1, Ordering::SeqCst);
+            let _running = Running::enter(&self.running);
+            // Data is read when the query starts, as a real warehouse's snapshot would be.
+            let seen: Vec<u64> = {
+                let v = self.data_versions.lock().unwrap_or_else(|p| p.into_inner());
+                request
+                    .query()
+                    .tables
+                    .iter()
+                    .map(|t| v.get(t.index()).copied().unwrap_or(0))
+                    .collect()
+            };
+            *self
+                .by_request
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .entry((request.fingerprint(), seen.clone()))
+                .or_default() += 1;
+            if self.hanging.load(Ordering::SeqCst) {
+                std::future::pending::<()>().await;
+            }
+            let latency = self.latency_ms.load(Ordering::SeqCst);
+            if latency > 0 {
+                sleep_precisely(Duration::from_millis(latency)).await;
+            }
+            if Self::take(&self.panic_next) {
+                panic!("memory warehouse: injected panic");
+            }
+            if Self::take(&self.fail_next) || self.failing.load(Ordering::SeqCst) {
+                return Err(WarehouseError::Query("injected failure".into()));
+            }
+            Ok(Rows {
+                columns: vec!["table".into(), "data_version".into()],
+                rows: request
+                    .query()
+                    .tables
+                    .iter()
+                    .zip(&seen)
+                    .map(|(t, v)| vec![json!(t.0), json!(v)])
+                    .collect(),
+            })
+        })
+    }
+}
+
+/// Counts a query as running until dropped (also when the query panics or is cancelled).
+struct Running(std::sync::Arc<AtomicU64>);
+
+impl Running {
+    fn enter(counter: &std::sync::Arc<AtomicU64>) -> Self {
+        counter.fetch_add(1, Ordering::SeqCst);
+        Self(counter.clone())
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Sleeps for `d` to within a few microseconds. Tokio's timer rounds deadlines up to the next
+/// millisecond and fires on the next driver turn, which would add up to ~2 ms of simulated
+/// warehouse latency that no real warehouse has; the last 2 ms are spent yielding to other tasks
+/// until the deadline instead.
+async fn sleep_precisely(d: Duration) {
+    let deadline = std::time::Instant::now() + d;
+    if let Some(coarse) = d.checked_sub(Duration::from_millis(2)) {
+        tokio::time::sleep(coarse).await;
+    }
+    while std::time::Instant::now() < deadline {
+        tokio::task::yield_now().await;
+    }
+}
