@@ -106,11 +106,7 @@ async fn warm_engine() -> (Engine, Vec<Request>) {
             "Sales for one customer",
             "SELECT sum(amount) FROM sales WHERE customer = :customer",
             &["sales"],
-            vec![ParamSpec {
-                name: "customer".into(),
-                default: None,
-                choices: None,
-            }],
+            vec![ParamSpec::text("customer", None)],
             Policy::default(),
         )
         .expect("catalog");

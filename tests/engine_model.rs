@@ -34,11 +34,7 @@ fn policy() -> Policy {
 
 fn catalog() -> Catalog {
     let mut c = Catalog::new(Tables::new(["sales", "inventory", "customers"]).expect("tables"));
-    let region = || ParamSpec {
-        name: "region".into(),
-        default: None,
-        choices: None,
-    };
+    let region = || ParamSpec::text("region", None);
     c.add("sales", "", "", &["sales"], vec![region()], policy())
         .expect("sales");
     c.add("stock", "", "", &["inventory"], vec![region()], policy())

@@ -145,11 +145,7 @@ pub fn bench_catalog(policy: Policy) -> anyhow::Result<Catalog> {
         "Sales by region for a quarter",
         "SELECT region, sum(amount) FROM sales WHERE quarter = :quarter GROUP BY region",
         &["sales"],
-        vec![ParamSpec {
-            name: "quarter".into(),
-            default: Some("Q1".into()),
-            choices: None,
-        }],
+        vec![ParamSpec::text("quarter", Some("Q1"))],
         policy,
     )?;
     Ok(c)

@@ -148,6 +148,47 @@ impl Clock for ScaledClock {
     }
 }
 
+/// Parses a duration written like `90s`, `5m`, `1h`, `250ms`, `2h30m` or `1.5s`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let t = text.trim();
+    let bad = || {
+        format!(
+            "`{}` is not a duration; write e.g. 500ms, 30s, 5m, 1h or 1h30m",
+            t.escape_default()
+        )
+    };
+    if t.is_empty() {
+        return Err(bad());
+    }
+    let mut total = Duration::ZERO;
+    let mut rest = t;
+    while !rest.is_empty() {
+        let num_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .ok_or_else(bad)?;
+        let (num, tail) = rest.split_at(num_len);
+        let unit_len = tail
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(tail.len());
+        let (unit, next) = tail.split_at(unit_len);
+        let value: f64 = num.parse().map_err(|_| bad())?;
+        let secs = match unit {
+            "ms" => value / 1000.0,
+            "s" => value,
+            "m" | "min" => value * 60.0,
+            "h" => value * 3600.0,
+            "d" => value * 86_400.0,
+            _ => return Err(bad()),
+        };
+        if !secs.is_finite() || secs > 1e12 {
+            return Err(bad());
+        }
+        total += Duration::from_secs_f64(secs);
+        rest = next;
+    }
+    Ok(total)
+}
+
 /// Formats milliseconds since the epoch as `YYYY-MM-DDTHH:MM:SS.mmmZ` (UTC), without a date library.
 pub fn format_rfc3339(ms: Millis) -> String {
     let secs = ms / 1000;
@@ -172,6 +213,11 @@ pub fn format_batch_label(ms: Millis) -> String {
         rem / 3600,
         (rem / 60) % 60
     )
+}
+
+/// The UTC calendar date (year, month 1-12, day 1-31) of a timestamp.
+pub fn civil_date(ms: Millis) -> (i64, u32, u32) {
+    civil_from_days((ms / 86_400_000) as i64)
 }
 
 /// Days since 1970-01-01 to a (year, month, day) civil date (H. Hinnant's algorithm).
@@ -211,6 +257,17 @@ mod tests {
             precise + 5 >= coarse && coarse + 50 >= precise,
             "{coarse} vs {precise}"
         );
+    }
+
+    #[test]
+    fn durations_parse_and_nonsense_is_refused() {
+        assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        for bad in ["", "10", "5 minutes", "-1s", "1e400s", "s", "1x"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

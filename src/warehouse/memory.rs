@@ -12,14 +12,16 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use super::{Rows, Warehouse, WarehouseError};
+use super::{EtlTarget, Rows, UpdateLogEntry, Warehouse, WarehouseError};
 use crate::engine::catalog::Request;
-use crate::engine::versions::TableId;
+use crate::engine::versions::{TableId, Tables};
 use crate::store::BoxFuture;
 
 /// An in-memory warehouse with scripted behaviour.
 #[derive(Debug)]
 pub struct MemoryWarehouse {
+    names: Vec<String>,
+    update_log: Mutex<Vec<UpdateLogEntry>>,
     latency_ms: AtomicU64,
     data_versions: Mutex<Vec<u64>>,
     fail_next: AtomicU32,
@@ -32,9 +34,21 @@ pub struct MemoryWarehouse {
 }
 
 impl MemoryWarehouse {
-    /// A warehouse over `tables` tables answering after `latency`.
+    /// A warehouse over `tables` tables (named `t0`, `t1`, ...) answering after `latency`.
     pub fn new(tables: usize, latency: Duration) -> Self {
+        Self::with_names((0..tables).map(|i| format!("t{i}")).collect(), latency)
+    }
+
+    /// A warehouse over the catalog's tables answering after `latency`.
+    pub fn for_tables(tables: &Tables, latency: Duration) -> Self {
+        Self::with_names(tables.names().to_vec(), latency)
+    }
+
+    fn with_names(names: Vec<String>, latency: Duration) -> Self {
+        let tables = names.len();
         Self {
+            names,
+            update_log: Mutex::new(Vec::new()),
             latency_ms: AtomicU64::new(latency.as_millis() as u64),
             data_versions: Mutex::new(vec![0; tables]),
             fail_next: AtomicU32::new(0),
@@ -53,7 +67,7 @@ impl MemoryWarehouse {
             .store(latency.as_millis() as u64, Ordering::SeqCst);
     }
 
-    /// New data lands in `tables` (an ETL batch).
+    /// New data lands in `tables` (an ETL batch), without an `update_log` entry.
     pub fn load_batch(&self, tables: &[TableId]) {
         let mut v = self.data_versions.lock().unwrap_or_else(|p| p.into_inner());
         for t in tables {
@@ -127,9 +141,50 @@ impl MemoryWarehouse {
     }
 }
 
+impl EtlTarget for MemoryWarehouse {
+    fn load_table<'a>(
+        &'a self,
+        table: &'a str,
+        batch: &'a str,
+        at_ms: u64,
+        fail: bool,
+    ) -> BoxFuture<'a, Result<u64, WarehouseError>> {
+        Box::pin(async move {
+            let Some(i) = self.names.iter().position(|n| n == table) else {
+                return Err(WarehouseError::Query(format!("no table `{table}`")));
+            };
+            if fail {
+                return Err(WarehouseError::Query(format!(
+                    "simulated failure loading `{table}` for batch {batch}"
+                )));
+            }
+            self.load_batch(&[TableId(i as u16)]);
+            self.update_log
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(UpdateLogEntry {
+                    table: table.to_string(),
+                    batch: batch.to_string(),
+                    last_updated_ms: at_ms,
+                    rows: 1,
+                });
+            Ok(1)
+        })
+    }
+}
+
 impl Warehouse for MemoryWarehouse {
     fn describe(&self) -> String {
         "memory".into()
+    }
+
+    fn update_log(&self) -> BoxFuture<'_, Result<Vec<UpdateLogEntry>, WarehouseError>> {
+        let entries = self
+            .update_log
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        Box::pin(std::future::ready(Ok(super::newest_per_table(entries))))
     }
 
     fn run<'a>(&'a self, request: &'a Request) -> BoxFuture<'a, Result<Rows, WarehouseError>> {
@@ -157,7 +212,7 @@ impl Warehouse for MemoryWarehouse {
             }
             let latency = self.latency_ms.load(Ordering::SeqCst);
             if latency > 0 {
-                sleep_precisely(Duration::from_millis(latency)).await;
+                super::sleep_precisely(Duration::from_millis(latency)).await;
             }
             if Self::take(&self.panic_next) {
                 panic!("memory warehouse: injected panic");
@@ -192,19 +247,5 @@ impl Running {
 impl Drop for Running {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::SeqCst);
-    }
-}
-
-/// Sleeps for `d` to within a few microseconds. Tokio's timer rounds deadlines up to the next
-/// millisecond and fires on the next driver turn, which would add up to ~2 ms of simulated
-/// warehouse latency that no real warehouse has; the last 2 ms are spent yielding to other tasks
-/// until the deadline instead.
-async fn sleep_precisely(d: Duration) {
-    let deadline = std::time::Instant::now() + d;
-    if let Some(coarse) = d.checked_sub(Duration::from_millis(2)) {
-        tokio::time::sleep(coarse).await;
-    }
-    while std::time::Instant::now() < deadline {
-        tokio::task::yield_now().await;
     }
 }

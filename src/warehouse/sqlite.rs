@@ -1,0 +1,532 @@
+//! The embedded warehouse: SQLite (bundled, so no system library is needed), with generated,
+//! deterministic demo data and a simulated query latency.
+//!
+//! Queries run on a small pool of read connections in `spawn_blocking`, so a slow query never
+//! blocks the runtime; the ETL writes through one connection, one transaction per table. The file
+//! is in WAL mode, so readers never wait for the ETL and other processes can read it too.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use rusqlite::types::ValueRef;
+use rusqlite::{Connection, OpenFlags, OptionalExtension};
+
+use super::demo_data::{self, DemoSize};
+use super::{EtlTarget, Latency, Rows, UpdateLogEntry, Warehouse, WarehouseError};
+use crate::engine::catalog::Request;
+use crate::store::BoxFuture;
+
+const POOL: usize = 4;
+
+/// Where the database lives.
+#[derive(Debug, Clone)]
+enum Location {
+    File(PathBuf),
+    /// A named shared-cache in-memory database, alive while any connection is open.
+    Memory(String),
+}
+
+impl Location {
+    fn open(&self) -> Result<Connection, WarehouseError> {
+        let conn = match self {
+            Location::File(p) => Connection::open(p),
+            Location::Memory(name) => Connection::open_with_flags(
+                format!("file:{name}?mode=memory&cache=shared"),
+                OpenFlags::SQLITE_OPEN_READ_WRITE
+                    | OpenFlags::SQLITE_OPEN_CREATE
+                    | OpenFlags::SQLITE_OPEN_URI,
+            ),
+        }
+        .map_err(|e| WarehouseError::Unavailable(format!("{self}: {e}")))?;
+        let _ = conn.busy_timeout(std::time::Duration::from_secs(10));
+        if let Location::File(_) = self {
+            conn.pragma_update(None, "journal_mode", "WAL")
+                .map_err(|e| WarehouseError::Unavailable(format!("{self}: {e}")))?;
+        }
+        Ok(conn)
+    }
+}
+
+impl std::fmt::Display for Location {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Location::File(p) => write!(f, "{}", p.display()),
+            Location::Memory(_) => f.write_str(":memory:"),
+        }
+    }
+}
+
+struct Shared {
+    location: Location,
+    readers: Mutex<Vec<Connection>>,
+    writer: Mutex<Connection>,
+    queries: AtomicU64,
+}
+
+/// The embedded SQLite warehouse.
+#[derive(Clone)]
+pub struct SqliteWarehouse {
+    shared: Arc<Shared>,
+    latency: Latency,
+}
+
+impl std::fmt::Debug for SqliteWarehouse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteWarehouse")
+            .field("location", &self.shared.location.to_string())
+            .finish()
+    }
+}
+
+fn query_err(e: rusqlite::Error) -> WarehouseError {
+    WarehouseError::Query(e.to_string())
+}
+
+impl SqliteWarehouse {
+    /// Opens (creating if needed) the database file at `path`. The schema and data are created by
+    /// [`SqliteWarehouse::init_demo`].
+    pub fn open(path: &Path, latency: Latency) -> Result<Self, WarehouseError> {
+        if let Some(dir) = path.parent()
+            && !dir.as_os_str().is_empty()
+        {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                WarehouseError::Unavailable(format!("cannot create {}: {e}", dir.display()))
+            })?;
+        }
+        Self::at(Location::File(path.to_path_buf()), latency)
+    }
+
+    /// A private in-memory database (tests, benchmarks).
+    pub fn in_memory(latency: Latency) -> Result<Self, WarehouseError> {
+        let name = format!("freshcache-{}-{}", std::process::id(), fastrand::u64(..));
+        Self::at(Location::Memory(name), latency)
+    }
+
+    fn at(location: Location, latency: Latency) -> Result<Self, WarehouseError> {
+        let writer = location.open()?;
+        Ok(Self {
+            shared: Arc::new(Shared {
+                location,
+                readers: Mutex::new(Vec::new()),
+                writer: Mutex::new(writer),
+                queries: AtomicU64::new(0),
+            }),
+            latency,
+        })
+    }
+
+    /// The same database with another simulated latency.
+    pub fn with_latency(&self, latency: Latency) -> Self {
+        Self {
+            shared: self.shared.clone(),
+            latency,
+        }
+    }
+
+    /// Queries run so far through this handle's database.
+    pub fn queries(&self) -> u64 {
+        self.shared.queries.load(Ordering::Relaxed)
+    }
+
+    /// Whether the demo schema and data are present.
+    pub async fn is_initialised(&self) -> Result<bool, WarehouseError> {
+        self.blocking_write(|c| {
+            c.query_row(
+                "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'update_log'",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+            .map(|n| n > 0)
+            .map_err(query_err)
+        })
+        .await
+    }
+
+    /// Creates the schema and loads the demo data as batch `batch` at `at_ms`, unless data is
+    /// already there. Returns whether it loaded anything.
+    pub async fn init_demo(
+        &self,
+        size: DemoSize,
+        batch: &str,
+        at_ms: u64,
+    ) -> Result<bool, WarehouseError> {
+        let batch = batch.to_string();
+        self.blocking_write(move |c| {
+            c.execute_batch(demo_data::SCHEMA).map_err(query_err)?;
+            let rows: i64 = c
+                .query_row("SELECT COUNT(*) FROM update_log", [], |r| r.get(0))
+                .map_err(query_err)?;
+            if rows > 0 {
+                return Ok(false);
+            }
+            let tx = c.transaction().map_err(query_err)?;
+            let customers = demo_data::customers(size, &batch);
+            insert_customers(&tx, &customers)?;
+            let sales = demo_data::sales(size, &customers, &batch);
+            insert_sales(&tx, &sales)?;
+            let inventory = demo_data::inventory(&batch);
+            insert_inventory(&tx, &inventory)?;
+            for (table, n) in [
+                ("customers", customers.len()),
+                ("sales", sales.len()),
+                ("inventory", inventory.len()),
+            ] {
+                record_update(&tx, table, &batch, at_ms, n as u64)?;
+            }
+            tx.commit().map_err(query_err)?;
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn blocking_write<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> Result<T, WarehouseError> + Send + 'static,
+    ) -> Result<T, WarehouseError> {
+        let shared = self.shared.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut conn = shared.writer.lock().unwrap_or_else(|p| p.into_inner());
+            f(&mut conn)
+        })
+        .await
+        .map_err(|e| WarehouseError::Unavailable(format!("sqlite task failed: {e}")))?
+    }
+
+    async fn blocking_read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, WarehouseError> + Send + 'static,
+    ) -> Result<T, WarehouseError> {
+        let shared = self.shared.clone();
+        tokio::task::spawn_blocking(move || {
+            let pooled = shared
+                .readers
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .pop();
+            let conn = match pooled {
+                Some(c) => c,
+                None => shared.location.open()?,
+            };
+            let result = f(&conn);
+            let mut pool = shared.readers.lock().unwrap_or_else(|p| p.into_inner());
+            if pool.len() < POOL {
+                pool.push(conn);
+            }
+            result
+        })
+        .await
+        .map_err(|e| WarehouseError::Unavailable(format!("sqlite task failed: {e}")))?
+    }
+}
+
+fn missing_schema(e: rusqlite::Error) -> WarehouseError {
+    let text = e.to_string();
+    if text.contains("no such table") {
+        WarehouseError::NotInitialised(text)
+    } else {
+        WarehouseError::Query(text)
+    }
+}
+
+fn run_query(conn: &Connection, request: &Request) -> Result<Rows, WarehouseError> {
+    let mut stmt = conn
+        .prepare_cached(&request.query().sql)
+        .map_err(missing_schema)?;
+    for (name, value) in request.params() {
+        if let Some(i) = stmt
+            .parameter_index(&format!(":{name}"))
+            .map_err(query_err)?
+        {
+            stmt.raw_bind_parameter(i, value).map_err(query_err)?;
+        }
+    }
+    let columns: Vec<String> = stmt.column_names().iter().map(|c| c.to_string()).collect();
+    let n = columns.len();
+    let mut rows = Vec::new();
+    let mut cursor = stmt.raw_query();
+    while let Some(row) = cursor.next().map_err(query_err)? {
+        let mut out = Vec::with_capacity(n);
+        for i in 0..n {
+            out.push(match row.get_ref(i).map_err(query_err)? {
+                ValueRef::Null => serde_json::Value::Null,
+                ValueRef::Integer(v) => v.into(),
+                ValueRef::Real(v) => v.into(),
+                ValueRef::Text(t) => String::from_utf8_lossy(t).into_owned().into(),
+                ValueRef::Blob(b) => format!("<{} bytes>", b.len()).into(),
+            });
+        }
+        rows.push(out);
+    }
+    Ok(Rows { columns, rows })
+}
+
+impl Warehouse for SqliteWarehouse {
+    fn describe(&self) -> String {
+        format!("sqlite {}", self.shared.location)
+    }
+
+    fn run<'a>(&'a self, request: &'a Request) -> BoxFuture<'a, Result<Rows, WarehouseError>> {
+        Box::pin(async move {
+            self.shared.queries.fetch_add(1, Ordering::Relaxed);
+            let started = Instant::now();
+            let req = request.clone();
+            let rows = self.blocking_read(move |c| run_query(c, &req)).await?;
+            self.latency.wait(started.elapsed()).await;
+            Ok(rows)
+        })
+    }
+
+    fn update_log(&self) -> BoxFuture<'_, Result<Vec<UpdateLogEntry>, WarehouseError>> {
+        Box::pin(self.blocking_read(|c| {
+            let mut stmt = c
+                .prepare_cached(
+                    "SELECT table_name, batch, last_updated, rows FROM update_log \
+                     WHERE (table_name, batch) IN \
+                       (SELECT table_name, MAX(batch) FROM update_log GROUP BY table_name) \
+                     ORDER BY table_name",
+                )
+                .map_err(missing_schema)?;
+            let rows = stmt
+                .query_map([], |r| {
+                    Ok(UpdateLogEntry {
+                        table: r.get(0)?,
+                        batch: r.get(1)?,
+                        last_updated_ms: r.get::<_, i64>(2)?.max(0) as u64,
+                        rows: r.get::<_, i64>(3)?.max(0) as u64,
+                    })
+                })
+                .map_err(query_err)?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(query_err)?;
+            Ok(rows)
+        }))
+    }
+}
+
+impl EtlTarget for SqliteWarehouse {
+    fn load_table<'a>(
+        &'a self,
+        table: &'a str,
+        batch: &'a str,
+        at_ms: u64,
+        fail: bool,
+    ) -> BoxFuture<'a, Result<u64, WarehouseError>> {
+        let (table, batch) = (table.to_string(), batch.to_string());
+        Box::pin(self.blocking_write(move |c| {
+            let tx = c.transaction().map_err(query_err)?;
+            let already: Option<i64> = tx
+                .query_row(
+                    "SELECT rows FROM update_log WHERE table_name = ?1 AND batch = ?2",
+                    [&table, &batch],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(missing_schema)?;
+            if let Some(n) = already {
+                // The same batch loaded twice is one load.
+                return Ok(n.max(0) as u64);
+            }
+            let max = |sql: &str| -> Result<i64, WarehouseError> {
+                tx.query_row(sql, [], |r| r.get(0)).map_err(missing_schema)
+            };
+            let max_customer = max("SELECT COALESCE(MAX(customer_id), 0) FROM customers")?;
+            let max_sale = max("SELECT COALESCE(MAX(sale_id), 0) FROM sales")?;
+            let rows = demo_data::batch(&batch, at_ms, max_customer, max_sale);
+            let n = match table.as_str() {
+                "customers" => insert_customers(&tx, &rows.customers)?,
+                "sales" => insert_sales(&tx, &rows.sales)?,
+                "inventory" => insert_inventory(&tx, &rows.inventory)?,
+                other => return Err(WarehouseError::Query(format!("no table `{other}` to load"))),
+            };
+            if fail {
+                // Dropping the transaction rolls back what was written: a failed load.
+                return Err(WarehouseError::Query(format!(
+                    "simulated failure loading `{table}` for batch {batch} after {n} rows"
+                )));
+            }
+            record_update(&tx, &table, &batch, at_ms, n)?;
+            tx.commit().map_err(query_err)?;
+            Ok(n)
+        }))
+    }
+}
+
+fn record_update(
+    tx: &rusqlite::Transaction<'_>,
+    table: &str,
+    batch: &str,
+    at_ms: u64,
+    rows: u64,
+) -> Result<(), WarehouseError> {
+    tx.execute(
+        "INSERT INTO update_log (table_name, batch, last_updated, rows) VALUES (?1, ?2, ?3, ?4)",
+        rusqlite::params![table, batch, at_ms as i64, rows as i64],
+    )
+    .map_err(query_err)?;
+    Ok(())
+}
+
+fn insert_customers(
+    tx: &rusqlite::Transaction<'_>,
+    rows: &[demo_data::Customer],
+) -> Result<u64, WarehouseError> {
+    let mut stmt = tx
+        .prepare_cached(
+            "INSERT INTO customers (customer_id, name, region, segment, batch) VALUES (?1, ?2, ?3, ?4, ?5)",
+        )
+        .map_err(missing_schema)?;
+    for c in rows {
+        stmt.execute(rusqlite::params![
+            c.customer_id,
+            c.name,
+            c.region,
+            c.segment,
+            c.batch
+        ])
+        .map_err(query_err)?;
+    }
+    Ok(rows.len() as u64)
+}
+
+fn insert_sales(
+    tx: &rusqlite::Transaction<'_>,
+    rows: &[demo_data::Sale],
+) -> Result<u64, WarehouseError> {
+    let mut stmt = tx
+        .prepare_cached(
+            "INSERT INTO sales (sale_id, customer_id, product, region, year, quarter, sold_on, \
+             quantity, amount_cents, batch) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+        )
+        .map_err(missing_schema)?;
+    for s in rows {
+        stmt.execute(rusqlite::params![
+            s.sale_id,
+            s.customer_id,
+            s.product,
+            s.region,
+            s.year,
+            s.quarter,
+            s.sold_on,
+            s.quantity,
+            s.amount_cents,
+            s.batch
+        ])
+        .map_err(query_err)?;
+    }
+    Ok(rows.len() as u64)
+}
+
+fn insert_inventory(
+    tx: &rusqlite::Transaction<'_>,
+    rows: &[demo_data::Stock],
+) -> Result<u64, WarehouseError> {
+    let mut stmt = tx
+        .prepare_cached(
+            "INSERT INTO inventory (product, location, on_hand, reorder_level, batch) VALUES (?1, ?2, ?3, ?4, ?5)",
+        )
+        .map_err(missing_schema)?;
+    for s in rows {
+        stmt.execute(rusqlite::params![
+            s.product,
+            s.location,
+            s.on_hand,
+            s.reorder_level,
+            s.batch
+        ])
+        .map_err(query_err)?;
+    }
+    Ok(rows.len() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::catalog::Catalog;
+
+    fn small() -> DemoSize {
+        DemoSize {
+            customers: 300,
+            sales: 5_000,
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn every_catalog_query_runs_on_demo_data() {
+        let w = SqliteWarehouse::in_memory(Latency::NONE).unwrap();
+        assert!(!w.is_initialised().await.unwrap());
+        assert!(w.init_demo(small(), "20261101-00:00", 1).await.unwrap());
+        assert!(
+            !w.init_demo(small(), "20261101-00:00", 1).await.unwrap(),
+            "loads once"
+        );
+        let catalog = Catalog::bundled().unwrap();
+        for q in catalog.queries() {
+            let r = catalog.request::<&str, &str>(&q.name, &[]).unwrap();
+            let rows = w
+                .run(&r)
+                .await
+                .unwrap_or_else(|e| panic!("{}: {e}", q.name));
+            assert!(!rows.columns.is_empty(), "{}", q.name);
+        }
+        let r = catalog
+            .request("sales_by_region", &[("quarter", "Q1"), ("year", "2025")])
+            .unwrap();
+        let rows = w.run(&r).await.unwrap();
+        assert_eq!(rows.rows.len(), 5, "one row per region");
+        assert!(rows.rows.iter().all(|r| r[1].as_i64().unwrap() > 0));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_batch_appends_in_its_own_transaction_and_is_logged() {
+        let w = SqliteWarehouse::in_memory(Latency::NONE).unwrap();
+        w.init_demo(small(), "20261101-00:00", 1).await.unwrap();
+        let n = w
+            .load_table("sales", "20261126-10:00", 1_795_687_200_000, false)
+            .await
+            .unwrap();
+        assert!(n > 0);
+        assert_eq!(
+            w.load_table("sales", "20261126-10:00", 1_795_687_200_000, false)
+                .await
+                .unwrap(),
+            n,
+            "loading the same batch twice is one load"
+        );
+        let e = w
+            .load_table("inventory", "20261126-10:00", 1_795_687_200_000, true)
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("simulated failure"), "{e}");
+        let log = w.update_log().await.unwrap();
+        let batch_of = |t: &str| log.iter().find(|e| e.table == t).unwrap().batch.clone();
+        assert_eq!(batch_of("sales"), "20261126-10:00");
+        assert_eq!(
+            batch_of("inventory"),
+            "20261101-00:00",
+            "the failed load left no trace"
+        );
+        assert_eq!(
+            w.current_batch().await.unwrap().as_deref(),
+            Some("20261126-10:00")
+        );
+        // The rolled-back inventory rows are not visible.
+        let catalog = Catalog::bundled().unwrap();
+        let r = catalog
+            .request::<&str, &str>("latest_batch_sales", &[])
+            .unwrap();
+        let rows = w.run(&r).await.unwrap();
+        let orders: i64 = rows.rows.iter().map(|r| r[2].as_i64().unwrap()).sum();
+        assert_eq!(orders as u64, n);
+    }
+
+    #[tokio::test]
+    async fn an_empty_warehouse_says_how_to_initialise_it() {
+        let w = SqliteWarehouse::in_memory(Latency::NONE).unwrap();
+        let catalog = Catalog::bundled().unwrap();
+        let r = catalog.request::<&str, &str>("stock_outs", &[]).unwrap();
+        let e = w.run(&r).await.unwrap_err();
+        assert!(e.to_string().contains("freshcache warehouse init"), "{e}");
+    }
+}
