@@ -5,7 +5,10 @@
 //! * [`engine`] — the cache itself: versioned keys, single-flight, stale-while-revalidate, XFetch
 //!   early refresh, stale-if-error, statistics. It knows nothing of the console or the CLI.
 //! * [`store`] — where entries live (in-process; Redis later), behind one trait.
-//! * [`warehouse`] — where answers come from, behind one trait.
+//! * [`warehouse`] — where answers come from, behind one trait; the ETL simulator.
+//! * [`bus`] — the version truth, the event log and the live feed, behind one trait.
+//! * [`instance`] — an engine wired to its bus and warehouse: sync, the invalidation protocol,
+//!   refresh-ahead, guarded operator actions.
 //! * [`cli`] — the `freshcache` command: the demo, headless commands and benchmark scenarios.
 //!
 //! Dependencies point one way: `cli` → `engine` → `store`/`warehouse` traits.
@@ -13,7 +16,9 @@
 #![warn(missing_docs)]
 #![deny(clippy::unwrap_used)]
 
+pub mod bus;
 pub mod cli;
 pub mod engine;
+pub mod instance;
 pub mod store;
 pub mod warehouse;

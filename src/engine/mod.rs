@@ -37,6 +37,7 @@ pub mod answer;
 pub mod catalog;
 pub mod clock;
 pub mod flight;
+pub mod hot;
 pub mod policy;
 mod recipes;
 pub mod stats;
@@ -50,6 +51,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use tokio::runtime::Handle;
+use tokio::sync::watch;
 
 use crate::store::{Entry, EntryKey, MemoryStore, MemoryStoreConfig, PutOutcome, Stamp, TableKeys};
 use crate::warehouse::Warehouse;
@@ -127,6 +129,26 @@ impl Future for Get<'_> {
     }
 }
 
+/// How far a [`Engine::refresh_ahead`] has come.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct RefreshProgress {
+    /// Requests scheduled.
+    pub total: u32,
+    /// Reloaded.
+    pub done: u32,
+    /// Failed to reload.
+    pub failed: u32,
+    /// Already fresh or already loading.
+    pub skipped: u32,
+}
+
+impl RefreshProgress {
+    /// Whether every request is accounted for.
+    pub fn finished(&self) -> bool {
+        self.done + self.failed + self.skipped >= self.total
+    }
+}
+
 /// What the synchronous part of a `get` found.
 enum Lookup {
     Answered(Answer),
@@ -144,6 +166,7 @@ pub struct EngineBuilder {
     system_clock: bool,
     store: MemoryStoreConfig,
     strategy: Strategy,
+    refresh_concurrency: usize,
 }
 
 impl EngineBuilder {
@@ -157,6 +180,12 @@ impl EngineBuilder {
     /// Bounds of the in-process store.
     pub fn store(mut self, config: MemoryStoreConfig) -> Self {
         self.store = config;
+        self
+    }
+
+    /// Most warehouse queries refresh-ahead and warm run at once (4 by default).
+    pub fn refresh_concurrency(mut self, n: usize) -> Self {
+        self.refresh_concurrency = n;
         self
     }
 
@@ -178,6 +207,10 @@ impl EngineBuilder {
                 stats: Stats::new(),
                 strategy: AtomicU8::new(self.strategy.index()),
                 seed_locks: std::sync::Mutex::new(std::collections::HashMap::new()),
+                hot: hot::HotKeys::default(),
+                refresh_permits: Arc::new(tokio::sync::Semaphore::new(
+                    self.refresh_concurrency.max(1),
+                )),
                 catalog: self.catalog,
                 warehouse: self.warehouse,
                 clock: self.clock,
@@ -199,6 +232,8 @@ pub(crate) struct Inner {
     stats: Stats,
     strategy: AtomicU8,
     runtime: Handle,
+    hot: hot::HotKeys,
+    refresh_permits: Arc<tokio::sync::Semaphore>,
     /// The seed's lock recipe keeps its locks here (key -> expiry); only `Strategy::Lock` uses it.
     seed_locks: std::sync::Mutex<std::collections::HashMap<EntryKey, Millis>>,
 }
@@ -263,6 +298,7 @@ impl Engine {
             system_clock: true,
             store: MemoryStoreConfig::default(),
             strategy: Strategy::default(),
+            refresh_concurrency: 4,
         }
     }
 
@@ -397,6 +433,7 @@ impl Engine {
                 inner.stats.add_at(stripe, Counter::FreshHits, 1);
                 if let Some(t) = timer {
                     inner.stats.record_user(t.elapsed(), HIT_SAMPLE);
+                    inner.hot.touch(request, HIT_SAMPLE as f64, now);
                 }
                 return Ok(Ok(Answer::new(entry, Freshness::Fresh, Source::Cache)));
             }
@@ -434,6 +471,7 @@ impl Engine {
         let inner = &*self.inner;
         let policy = &request.query().policy;
         let started = timer.unwrap_or_else(Instant::now);
+        inner.hot.touch(request, 1.0, inner.now_ms());
         let mut fallback = None;
         if let Some(entry) = found {
             let now = inner.now_ms();
@@ -590,29 +628,92 @@ impl Engine {
     fn spawn_load(&self, request: Request, key: EntryKey, lead: Lead) {
         let inner = self.inner.clone();
         self.inner.runtime.spawn(async move {
-            let policy = &request.query().policy;
-            // The key carries the versions of the query's tables, in the query's table order.
-            let stamp = Stamp::from_fn(&request.query().tables, {
-                let mut versions = key.versions.iter().copied();
-                move |_| versions.next().unwrap_or(0)
-            });
-            match Engine::load(&inner, &request, stamp, policy).await {
-                Ok(entry) => {
-                    if let PutOutcome::TooLarge =
-                        inner.store.put(key, entry.clone(), entry.created_ms)
-                    {
-                        inner.stats.incr(Counter::TooLarge);
-                    }
-                    let waiters = lead.complete(Ok(entry));
-                    if waiters >= policy.stampede_threshold {
-                        inner.stats.incr(Counter::StampedesAbsorbed);
-                    }
-                }
-                Err(error) => {
-                    lead.complete(Err(error));
-                }
-            }
+            Engine::load_and_complete(&inner, &request, key, lead).await;
         });
+    }
+
+    /// Loads `key`, stores the entry, and completes the flight `lead` leads. Returns whether the
+    /// load succeeded.
+    async fn load_and_complete(
+        inner: &Inner,
+        request: &Request,
+        key: EntryKey,
+        lead: Lead,
+    ) -> bool {
+        let policy = &request.query().policy;
+        // The key carries the versions of the query's tables, in the query's table order.
+        let stamp = Stamp::from_fn(&request.query().tables, {
+            let mut versions = key.versions.iter().copied();
+            move |_| versions.next().unwrap_or(0)
+        });
+        match Engine::load(inner, request, stamp, policy).await {
+            Ok(entry) => {
+                if let PutOutcome::TooLarge = inner.store.put(key, entry.clone(), entry.created_ms)
+                {
+                    inner.stats.incr(Counter::TooLarge);
+                }
+                let waiters = lead.complete(Ok(entry));
+                if waiters >= policy.stampede_threshold {
+                    inner.stats.incr(Counter::StampedesAbsorbed);
+                }
+                true
+            }
+            Err(error) => {
+                lead.complete(Err(error));
+                false
+            }
+        }
+    }
+
+    /// The `n` hottest requests reading any of `tables` (any table when empty), hottest first.
+    pub fn hot_requests(&self, tables: &[TableId], n: usize) -> Vec<Request> {
+        self.inner.hot.top(tables, n, self.inner.now_ms())
+    }
+
+    /// Reloads `requests` at the current versions in the background, at most the engine's
+    /// refresh concurrency at a time, skipping any already fresh or already loading. Users who
+    /// miss meanwhile load for themselves (and a refresh then finds the entry and skips it), so a
+    /// long refresh queue never makes a user wait for a permit.
+    pub fn refresh_ahead(&self, requests: Vec<Request>) -> watch::Receiver<RefreshProgress> {
+        let (tx, rx) = watch::channel(RefreshProgress {
+            total: requests.len() as u32,
+            ..RefreshProgress::default()
+        });
+        let tx = Arc::new(tx);
+        for request in requests {
+            let inner = self.inner.clone();
+            let tx = tx.clone();
+            self.inner.runtime.spawn(async move {
+                let outcome = match inner.refresh_permits.clone().acquire_owned().await {
+                    Ok(_permit) => {
+                        let versions = inner.versions.key_versions(&request.query().tables);
+                        let key = EntryKey::new(request.fingerprint(), versions);
+                        let now = inner.now_ms();
+                        let fresh = inner.store.get(&key).is_some_and(|e| now < e.fresh_until);
+                        // Fresh already, or someone is loading it: nothing to do.
+                        let lead = if fresh {
+                            None
+                        } else {
+                            inner.flights.try_lead(key)
+                        };
+                        match lead {
+                            Some(lead) => {
+                                inner.stats.incr(Counter::RefreshAhead);
+                                Some(Engine::load_and_complete(&inner, &request, key, lead).await)
+                            }
+                            None => None,
+                        }
+                    }
+                    Err(_) => Some(false),
+                };
+                tx.send_modify(|p| match outcome {
+                    Some(true) => p.done += 1,
+                    Some(false) => p.failed += 1,
+                    None => p.skipped += 1,
+                });
+            });
+        }
+        rx
     }
 
     /// One warehouse query, timed, with panics turned into errors. Builds the entry.

@@ -118,6 +118,7 @@ impl Tables {
 pub struct VersionVector {
     versions: Box<[u64]>,
     updated_ms: Box<[Millis]>,
+    batches: Box<[Arc<str>]>,
     /// The label of the last batch applied (`20241102-10:00`), as the seed's `warehouse_version`.
     pub batch: Arc<str>,
     /// When the last bump was applied, in ms since the epoch (the seed's `warehouse_last_update`).
@@ -135,6 +136,7 @@ impl VersionVector {
         Self {
             versions: vec![0; tables].into_boxed_slice(),
             updated_ms: vec![0; tables].into_boxed_slice(),
+            batches: vec![Arc::from(""); tables].into_boxed_slice(),
             batch: Arc::from(""),
             last_updated_ms: 0,
             generation: 0,
@@ -167,7 +169,37 @@ impl VersionVector {
         self.versions.is_empty()
     }
 
-    /// This vector with `tables` bumped by one, labelled `batch`, at `now_ms`.
+    /// The last batch applied to a table (`""` if none).
+    pub fn table_batch(&self, table: TableId) -> &str {
+        self.batches.get(table.index()).map_or("", |b| b)
+    }
+
+    /// A vector from its parts (a version store's truth): per table `(version, batch, updated_ms)`.
+    pub fn from_parts(
+        tables: Vec<(u64, Arc<str>, Millis)>,
+        batch: Arc<str>,
+        last_updated_ms: Millis,
+        generation: u64,
+    ) -> Self {
+        let seed_label_hash = if last_updated_ms == 0 {
+            0
+        } else {
+            seed_label_hash(&format_batch_label(last_updated_ms))
+        };
+        Self {
+            versions: tables.iter().map(|t| t.0).collect(),
+            batches: tables.iter().map(|t| t.1.clone()).collect(),
+            updated_ms: tables.iter().map(|t| t.2).collect(),
+            batch,
+            last_updated_ms,
+            generation,
+            seed_label_hash,
+        }
+    }
+
+    /// This vector with `tables` bumped by one whatever their batch (an operator's invalidation),
+    /// at `now_ms`. Per-table batches stay as they are, so a later ETL batch still advances them;
+    /// the global label moves to `batch` only if that is newer.
     pub fn bumped(&self, tables: &[TableId], batch: &str, now_ms: Millis) -> Self {
         let mut next = self.clone();
         for &t in tables {
@@ -180,6 +212,63 @@ impl VersionVector {
         next
     }
 
+    /// This vector with each of `tables` whose last batch is older than `batch` bumped by one and
+    /// moved to `batch`; returns it and the tables bumped. A batch applied twice, or a batch older
+    /// than one already applied, bumps nothing: that is what makes duplicate, late and reordered
+    /// `etl-complete` calls harmless.
+    pub fn advanced_to(
+        &self,
+        tables: &[TableId],
+        batch: &str,
+        now_ms: Millis,
+    ) -> (Self, Vec<TableId>) {
+        let mut due: Vec<TableId> = tables
+            .iter()
+            .copied()
+            .filter(|t| t.index() < self.len() && *self.batches[t.index()] < *batch)
+            .collect();
+        due.dedup();
+        if due.is_empty() {
+            return (self.clone(), due);
+        }
+        let mut next = self.bumped(&due, batch, now_ms);
+        for t in &due {
+            next.batches[t.index()] = Arc::from(batch);
+        }
+        (next, due)
+    }
+
+    /// This vector with the versions named in `by_name` raised to at least those values (the
+    /// `versions` of a `warehouse_updated` message), labelled `batch` at `at_ms`. Unknown names are
+    /// ignored: the message was checked before.
+    pub fn with_versions(
+        &self,
+        tables: &Tables,
+        by_name: &std::collections::BTreeMap<String, u64>,
+        batch: &str,
+        at_ms: Millis,
+    ) -> Self {
+        let mut next = self.clone();
+        let mut raised = false;
+        for (name, &v) in by_name {
+            if let Ok(t) = tables.id(name)
+                && t.index() < next.len()
+                && v > next.versions[t.index()]
+            {
+                next.versions[t.index()] = v;
+                next.updated_ms[t.index()] = at_ms;
+                if *next.batches[t.index()] < *batch {
+                    next.batches[t.index()] = Arc::from(batch);
+                }
+                raised = true;
+            }
+        }
+        if raised {
+            next.stamp_update(batch, at_ms);
+        }
+        next
+    }
+
     /// This vector with every table at least at the version `other` has (versions never go back).
     /// Returns the merged vector and the tables whose version went up.
     pub fn merged(&self, other: &VersionVector) -> (Self, Vec<TableId>) {
@@ -189,6 +278,9 @@ impl VersionVector {
             if theirs > mine {
                 next.versions[i] = theirs;
                 next.updated_ms[i] = next.updated_ms[i].max(other.updated_ms[i]);
+                if other.batches[i] > next.batches[i] {
+                    next.batches[i] = other.batches[i].clone();
+                }
                 raised.push(TableId(i as u16));
             }
         }
@@ -207,7 +299,9 @@ impl VersionVector {
     }
 
     fn stamp_update(&mut self, batch: &str, now_ms: Millis) {
-        self.batch = Arc::from(batch);
+        if *batch > *self.batch {
+            self.batch = Arc::from(batch);
+        }
         self.last_updated_ms = now_ms;
         self.generation += 1;
         // The seed keys on `datetime.now().strftime('%Y%m%d-%H:%M')`, not on the batch.
@@ -319,6 +413,24 @@ impl VersionCell {
         next
     }
 
+    /// Moves `tables` to `batch` where they are behind it (see [`VersionVector::advanced_to`]);
+    /// returns the new snapshot and the tables bumped.
+    pub fn advance(
+        &self,
+        tables: &[TableId],
+        batch: &str,
+        now_ms: Millis,
+    ) -> (Arc<VersionVector>, Vec<TableId>) {
+        let _w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let (next, bumped) = self.current.load().advanced_to(tables, batch, now_ms);
+        if bumped.is_empty() {
+            return (self.current.load_full(), bumped);
+        }
+        let next = Arc::new(next);
+        self.publish(next.clone());
+        (next, bumped)
+    }
+
     /// Raises every table to at least the version `incoming` holds; returns the tables that went up.
     /// Duplicate, late or reordered vectors change nothing, because versions only go up.
     pub fn merge(&self, incoming: &VersionVector) -> Vec<TableId> {
@@ -360,6 +472,25 @@ mod tests {
         assert!(cell.merge(&newer).is_empty(), "a duplicate changes nothing");
         assert_eq!(cell.load().versions(), &[2, 1]);
         assert_eq!(cell.stamp(&[TableId(1), TableId(0)]).versions(), &[1, 2]);
+    }
+
+    #[test]
+    fn a_batch_advances_each_table_once() {
+        let cell = VersionCell::new(3);
+        let (v, bumped) = cell.advance(&[TableId(0), TableId(1)], "20261126-10:00", 5);
+        assert_eq!(bumped, vec![TableId(0), TableId(1)]);
+        assert_eq!(v.versions(), &[1, 1, 0]);
+        assert_eq!(v.table_batch(TableId(0)), "20261126-10:00");
+        // Duplicate: nothing.
+        let (_, bumped) = cell.advance(&[TableId(0), TableId(1)], "20261126-10:00", 6);
+        assert!(bumped.is_empty());
+        // Late and reordered: an older batch after a newer one changes nothing.
+        let (_, bumped) = cell.advance(&[TableId(0)], "20261126-09:00", 7);
+        assert!(bumped.is_empty());
+        // The table left behind catches up alone.
+        let (v, bumped) = cell.advance(&[TableId(0), TableId(2)], "20261126-10:00", 8);
+        assert_eq!(bumped, vec![TableId(2)]);
+        assert_eq!(v.versions(), &[1, 1, 1]);
     }
 
     #[test]

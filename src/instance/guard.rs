@@ -1,0 +1,172 @@
+//! The guards on operator actions: which environment refuses what, and read-only mode. They are
+//! enforced here, below any UI, so a console bug or a script cannot get around them.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use super::InstanceError;
+
+/// Where an instance runs. Every command and the console share it (`--env`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Environment {
+    /// Real users: no simulations, no strategy switches.
+    Production,
+    /// Testers: everything, with confirmations.
+    Staging,
+    /// A developer's machine.
+    #[default]
+    Development,
+}
+
+impl Environment {
+    /// The name as written on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Environment::Production => "production",
+            Environment::Staging => "staging",
+            Environment::Development => "development",
+        }
+    }
+}
+
+impl fmt::Display for Environment {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Environment {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "production" | "prod" => Ok(Self::Production),
+            "staging" | "stage" => Ok(Self::Staging),
+            "development" | "dev" => Ok(Self::Development),
+            other => Err(format!(
+                "unknown environment `{}`; expected production, staging or development",
+                other.escape_default()
+            )),
+        }
+    }
+}
+
+/// An operator action an instance carries out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Action {
+    /// Bump table versions by hand.
+    Invalidate,
+    /// Load hot keys ahead of need.
+    Warm,
+    /// Run an ETL batch with failing tables.
+    SimulatePartial,
+    /// Change the engine's strategy.
+    SwitchStrategy,
+}
+
+impl Action {
+    /// Every action.
+    pub const ALL: [Action; 4] = [
+        Action::Invalidate,
+        Action::Warm,
+        Action::SimulatePartial,
+        Action::SwitchStrategy,
+    ];
+
+    /// The action's name in commands and the event log.
+    pub fn name(self) -> &'static str {
+        match self {
+            Action::Invalidate => "invalidate",
+            Action::Warm => "warm",
+            Action::SimulatePartial => "simulate-partial",
+            Action::SwitchStrategy => "switch-strategy",
+        }
+    }
+
+    /// Whether it needs a typed confirmation: it makes users miss or changes how they are served.
+    pub fn dangerous(self) -> bool {
+        !matches!(self, Action::Warm)
+    }
+
+    /// Why `env` refuses the action outright, if it does.
+    pub fn refused_in(self, env: Environment) -> Option<&'static str> {
+        match (self, env) {
+            (Action::SimulatePartial, Environment::Production) => Some(
+                "simulating a partial update is not allowed in production (staging and development only)",
+            ),
+            (Action::SwitchStrategy, Environment::Production) => {
+                Some("switching strategy is a demo feature, not allowed in production")
+            }
+            _ => None,
+        }
+    }
+}
+
+/// Whether `action` may run, and if not, the error that says why.
+pub fn refusal(action: Action, env: Environment, read_only: bool) -> Option<InstanceError> {
+    if let Some(why) = action.refused_in(env) {
+        return Some(InstanceError::Refused(why.to_string()));
+    }
+    if read_only {
+        return Some(InstanceError::ReadOnly(action.name().to_string()));
+    }
+    None
+}
+
+/// Who is acting, for the audit log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Operator {
+    /// The OS user.
+    pub user: String,
+    /// The host.
+    pub host: String,
+}
+
+impl Operator {
+    /// The user running this process, on this host.
+    pub fn current() -> Self {
+        let user = std::env::var("USER")
+            .or_else(|_| std::env::var("LOGNAME"))
+            .ok()
+            .filter(|u| !u.is_empty())
+            .unwrap_or_else(|| {
+                // SAFETY: getuid has no preconditions and cannot fail.
+                format!("uid {}", unsafe { libc::getuid() })
+            });
+        Self {
+            user: user.chars().filter(|c| !c.is_control()).take(64).collect(),
+            host: crate::bus::hostname(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn production_refuses_simulations_and_read_only_refuses_every_change() {
+        assert!(matches!(
+            refusal(Action::SimulatePartial, Environment::Production, false),
+            Some(InstanceError::Refused(_))
+        ));
+        assert!(refusal(Action::SimulatePartial, Environment::Staging, false).is_none());
+        assert!(refusal(Action::Invalidate, Environment::Production, false).is_none());
+        for a in Action::ALL {
+            assert!(
+                refusal(a, Environment::Development, true).is_some(),
+                "{a:?}"
+            );
+        }
+        assert!(!Action::Warm.dangerous() && Action::Invalidate.dangerous());
+    }
+
+    #[test]
+    fn environments_parse() {
+        assert_eq!("prod".parse::<Environment>(), Ok(Environment::Production));
+        assert!("qa".parse::<Environment>().unwrap_err().contains("staging"));
+    }
+}

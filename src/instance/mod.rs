@@ -1,0 +1,752 @@
+//! An engine instance wired to the world: the warehouse it loads from, the bus it shares versions
+//! and events through, and the background work that keeps it fresh. One `Instance` is what one API
+//! server runs; the console and every headless command act through it.
+//!
+//! What it does, and where:
+//! * **Sync** ([`Instance::start`]): applies `warehouse_updated` events as they arrive, re-reads the
+//!   version truth every `poll_interval` and after a lagged feed (the lost-message guard), and
+//!   reloads the hottest keys of every table whose version went up (refresh-ahead).
+//! * **The invalidation protocol** ([`Instance::etl_complete`]): checks the warehouse's
+//!   `update_log`, bumps only the tables that reached the batch — atomically, on the bus — and
+//!   reports the ones behind in a `partial_update` event.
+//! * **Incoming messages** ([`Instance::ingest`]): any publisher's payload on `warehouse_updated`,
+//!   checked; malformed ones are counted and logged as bad input and change nothing.
+//! * **Operator actions** ([`Instance::invalidate`], [`Instance::warm`],
+//!   [`Instance::simulate_partial`], [`Instance::set_strategy`]): guarded — read-only mode refuses
+//!   the dangerous ones here, below any UI; production refuses simulations — and every executed or
+//!   refused action is written to the event log with who, where, when and what came of it.
+
+mod guard;
+pub mod schedule;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::sync::{broadcast, watch};
+
+use crate::bus::{Behind, BumpMode, Bus, BusError, EventKind, Incoming, parse_warehouse_updated};
+use crate::engine::clock::format_batch_label;
+use crate::engine::policy::Strategy;
+use crate::engine::versions::{TableId, VersionVector};
+use crate::engine::{Engine, RefreshProgress};
+use crate::warehouse::etl::{self, EtlPlan, EtlRun, TableLoad};
+use crate::warehouse::{EtlTarget, Warehouse, WarehouseError};
+
+pub use guard::{Action, Environment, Operator};
+
+/// How an instance behaves.
+#[derive(Debug, Clone)]
+pub struct InstanceConfig {
+    /// The environment it runs in.
+    pub env: Environment,
+    /// Refuse every dangerous action.
+    pub read_only: bool,
+    /// Hot keys reloaded per bumped table set (refresh-ahead).
+    pub refresh_top: usize,
+    /// How often the version truth is re-read.
+    pub poll_interval: Duration,
+}
+
+impl Default for InstanceConfig {
+    fn default() -> Self {
+        Self {
+            env: Environment::Development,
+            read_only: false,
+            refresh_top: 50,
+            poll_interval: Duration::from_secs(1),
+        }
+    }
+}
+
+/// Why an instance refused or failed an action.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InstanceError {
+    /// Read-only mode: dangerous actions are disabled.
+    #[error("refused: `{0}` is disabled in read-only mode")]
+    ReadOnly(String),
+    /// The environment forbids it.
+    #[error("refused: {0}")]
+    Refused(String),
+    /// A name, label or value given is wrong.
+    #[error("{0}")]
+    BadInput(String),
+    /// The bus failed.
+    #[error(transparent)]
+    Bus(#[from] BusError),
+    /// The warehouse failed.
+    #[error(transparent)]
+    Warehouse(#[from] WarehouseError),
+    /// This instance has no ETL to run batches with.
+    #[error("this warehouse cannot be loaded from here (no ETL target)")]
+    NoEtl,
+}
+
+/// What `etl-complete` found and did.
+#[derive(Debug, Clone, Serialize)]
+pub struct EtlCompleteReport {
+    /// The batch checked.
+    pub batch: String,
+    /// Tables whose `update_log` reached the batch.
+    pub verified: Vec<String>,
+    /// Of those, the ones bumped now (the others had the batch already).
+    pub bumped: Vec<String>,
+    /// Tables behind, with why.
+    pub behind: Vec<Behind>,
+    /// Every table's version afterwards.
+    pub versions: BTreeMap<String, u64>,
+}
+
+/// Counters of the instance's own machinery.
+#[derive(Debug, Default)]
+struct Counters {
+    bad_events: AtomicU64,
+    lagged_events: AtomicU64,
+    resyncs: AtomicU64,
+    sync_errors: AtomicU64,
+    applied_updates: AtomicU64,
+}
+
+/// A copy of the instance counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct InstanceCounters {
+    /// Malformed messages received (counted, logged, ignored).
+    pub bad_events: u64,
+    /// Events this instance's feed missed (it re-read the truth instead).
+    pub lagged_events: u64,
+    /// Re-reads of the version truth that raised a version (a message was lost or late).
+    pub resyncs: u64,
+    /// Failed attempts to reach the bus.
+    pub sync_errors: u64,
+    /// Version raises applied from events.
+    pub applied_updates: u64,
+}
+
+struct Inner {
+    engine: Engine,
+    bus: Arc<dyn Bus>,
+    warehouse: Arc<dyn Warehouse>,
+    etl: Option<Arc<dyn EtlTarget>>,
+    config: InstanceConfig,
+    operator: Operator,
+    counters: Counters,
+    shutdown: watch::Sender<bool>,
+    last_refresh: watch::Sender<RefreshProgress>,
+}
+
+/// One engine instance and its background work. Cheap to clone.
+#[derive(Clone)]
+pub struct Instance {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Instance {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Instance")
+            .field("bus", &self.inner.bus.describe())
+            .field("warehouse", &self.inner.warehouse.describe())
+            .field("env", &self.inner.config.env)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Instance {
+    /// Wires an engine to its bus and warehouse (and, where this process may load the warehouse,
+    /// its ETL target). Call [`Instance::start`] to begin syncing.
+    pub fn new(
+        engine: Engine,
+        bus: Arc<dyn Bus>,
+        warehouse: Arc<dyn Warehouse>,
+        etl: Option<Arc<dyn EtlTarget>>,
+        config: InstanceConfig,
+    ) -> Self {
+        let (shutdown, _) = watch::channel(false);
+        let (last_refresh, _) = watch::channel(RefreshProgress::default());
+        Self {
+            inner: Arc::new(Inner {
+                engine,
+                bus,
+                warehouse,
+                etl,
+                config,
+                operator: Operator::current(),
+                counters: Counters::default(),
+                shutdown,
+                last_refresh,
+            }),
+        }
+    }
+
+    /// The engine.
+    pub fn engine(&self) -> &Engine {
+        &self.inner.engine
+    }
+
+    /// The bus.
+    pub fn bus(&self) -> &Arc<dyn Bus> {
+        &self.inner.bus
+    }
+
+    /// The warehouse.
+    pub fn warehouse(&self) -> &Arc<dyn Warehouse> {
+        &self.inner.warehouse
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &InstanceConfig {
+        &self.inner.config
+    }
+
+    /// Who acts through this instance.
+    pub fn operator(&self) -> &Operator {
+        &self.inner.operator
+    }
+
+    /// The instance's own counters.
+    pub fn counters(&self) -> InstanceCounters {
+        let c = &self.inner.counters;
+        InstanceCounters {
+            bad_events: c.bad_events.load(Ordering::Relaxed),
+            lagged_events: c.lagged_events.load(Ordering::Relaxed),
+            resyncs: c.resyncs.load(Ordering::Relaxed),
+            sync_errors: c.sync_errors.load(Ordering::Relaxed),
+            applied_updates: c.applied_updates.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Progress of the latest refresh-ahead or warm.
+    pub fn refresh_progress(&self) -> watch::Receiver<RefreshProgress> {
+        self.inner.last_refresh.subscribe()
+    }
+
+    /// Reads the version truth once (a new truth first adopts the batches the warehouse's
+    /// `update_log` holds) and starts the sync loop in the background.
+    pub async fn start(&self) -> Result<(), InstanceError> {
+        let mut truth = self.inner.bus.versions().await?;
+        let tables = self.inner.engine.catalog().tables().clone();
+        if tables.ids().any(|t| truth.table_batch(t).is_empty()) {
+            // An unreachable warehouse is no reason not to start: adopt on the next start.
+            if let Ok(log) = self.inner.warehouse.update_log().await {
+                for entry in log {
+                    if let Ok(t) = tables.id(&entry.table)
+                        && truth.table_batch(t).is_empty()
+                    {
+                        truth = self
+                            .inner
+                            .bus
+                            .bump(&[t], &entry.batch, BumpMode::Adopt, false)
+                            .await?
+                            .versions;
+                    }
+                }
+            }
+        }
+        self.inner.engine.apply_versions(&truth);
+        let this = self.clone();
+        let feed = self.inner.bus.subscribe();
+        let shutdown = self.inner.shutdown.subscribe();
+        tokio::spawn(async move { this.sync_loop(feed, shutdown).await });
+        Ok(())
+    }
+
+    /// Stops the background work.
+    pub fn shutdown(&self) {
+        self.inner.shutdown.send_replace(true);
+    }
+
+    async fn sync_loop(
+        self,
+        mut feed: broadcast::Receiver<crate::bus::Event>,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        let mut tick = tokio::time::interval(self.inner.config.poll_interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                received = feed.recv() => match received {
+                    Ok(event) => {
+                        if let EventKind::WarehouseUpdated { versions, batch, .. } = &event.kind {
+                            self.apply_remote(versions, batch, event.at_ms);
+                        }
+                    }
+                    Err(broadcast::error::RecvError::Lagged(n)) => {
+                        self.inner.counters.lagged_events.fetch_add(n, Ordering::Relaxed);
+                        self.resync().await;
+                    }
+                    Err(broadcast::error::RecvError::Closed) => break,
+                },
+                _ = tick.tick() => {
+                    self.resync().await;
+                    if let Err(_e) = self.inner.bus.catch_up().await {
+                        self.inner.counters.sync_errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                _ = shutdown.changed() => break,
+            }
+        }
+    }
+
+    fn apply_remote(&self, versions: &BTreeMap<String, u64>, batch: &str, at_ms: u64) {
+        let engine = &self.inner.engine;
+        let incoming =
+            engine
+                .versions()
+                .with_versions(engine.catalog().tables(), versions, batch, at_ms);
+        let raised = engine.apply_versions(&incoming);
+        if !raised.is_empty() {
+            self.inner
+                .counters
+                .applied_updates
+                .fetch_add(1, Ordering::Relaxed);
+            self.refresh_ahead(&raised);
+        }
+    }
+
+    /// Re-reads the version truth and applies it (the lost-message guard). Returns the tables it
+    /// raised.
+    pub async fn resync(&self) -> Vec<TableId> {
+        match self.inner.bus.versions().await {
+            Ok(truth) => {
+                let raised = self.inner.engine.apply_versions(&truth);
+                if !raised.is_empty() {
+                    self.inner.counters.resyncs.fetch_add(1, Ordering::Relaxed);
+                    self.refresh_ahead(&raised);
+                }
+                raised
+            }
+            Err(_) => {
+                self.inner
+                    .counters
+                    .sync_errors
+                    .fetch_add(1, Ordering::Relaxed);
+                Vec::new()
+            }
+        }
+    }
+
+    /// Applies a bump's outcome to this instance's engine at once (the bus delivers it to others).
+    fn apply_local(&self, truth: &VersionVector) -> Vec<TableId> {
+        let raised = self.inner.engine.apply_versions(truth);
+        if !raised.is_empty() {
+            self.refresh_ahead(&raised);
+        }
+        raised
+    }
+
+    /// Reloads the hottest keys of `tables` in the background and logs the outcome.
+    fn refresh_ahead(&self, tables: &[TableId]) -> watch::Receiver<RefreshProgress> {
+        let engine = &self.inner.engine;
+        let requests = engine.hot_requests(tables, self.inner.config.refresh_top);
+        let names: Vec<String> = tables
+            .iter()
+            .map(|t| engine.catalog().tables().name(*t).to_string())
+            .collect();
+        self.track_refresh(requests, names)
+    }
+
+    fn track_refresh(
+        &self,
+        requests: Vec<crate::engine::catalog::Request>,
+        tables: Vec<String>,
+    ) -> watch::Receiver<RefreshProgress> {
+        let mut progress = self.inner.engine.refresh_ahead(requests);
+        let out = progress.clone();
+        if progress.borrow().total == 0 {
+            return out;
+        }
+        let this = self.clone();
+        tokio::spawn(async move {
+            loop {
+                let p = *progress.borrow_and_update();
+                this.inner.last_refresh.send_replace(p);
+                if p.finished() {
+                    let _ = this
+                        .inner
+                        .bus
+                        .publish(EventKind::RefreshAhead {
+                            tables,
+                            keys: p.total,
+                            done: p.done,
+                            failed: p.failed,
+                        })
+                        .await;
+                    break;
+                }
+                if progress.changed().await.is_err() {
+                    break;
+                }
+            }
+        });
+        out
+    }
+
+    /// A raw message from the `warehouse_updated` channel, from any publisher. Malformed ones are
+    /// counted and logged as bad input and change nothing; the seed's messages (no versions) bump
+    /// their tables exactly once across all instances; ours (with versions) are merged.
+    pub async fn ingest(&self, source: &str, payload: &[u8]) -> Result<(), InstanceError> {
+        let tables = self.inner.engine.catalog().tables().clone();
+        match parse_warehouse_updated(payload, &tables) {
+            Err(bad) => {
+                self.inner
+                    .counters
+                    .bad_events
+                    .fetch_add(1, Ordering::Relaxed);
+                self.inner
+                    .bus
+                    .publish(EventKind::BadInput {
+                        source: source
+                            .chars()
+                            .filter(|c| !c.is_control())
+                            .take(64)
+                            .collect(),
+                        reason: bad.reason.clone(),
+                        excerpt: bad.excerpt,
+                    })
+                    .await?;
+                Err(InstanceError::BadInput(bad.reason))
+            }
+            Ok(Incoming {
+                versions: Some(versions),
+                batch,
+                ..
+            }) => {
+                let by_name = versions
+                    .iter()
+                    .map(|(t, v)| (tables.name(*t).to_string(), *v))
+                    .collect();
+                let now = self.inner.engine.clock().now_ms();
+                self.apply_remote(&by_name, batch.as_deref().unwrap_or(""), now);
+                Ok(())
+            }
+            Ok(message) => {
+                if self.inner.bus.first_delivery(message.id).await? {
+                    let label = message
+                        .batch
+                        .clone()
+                        .unwrap_or_else(|| format_batch_label(self.inner.engine.clock().now_ms()));
+                    let outcome = self
+                        .inner
+                        .bus
+                        .bump(&message.tables, &label, BumpMode::Force, message.test)
+                        .await?;
+                    self.apply_local(&outcome.versions);
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// The invalidation protocol: checks `update_log` for which of `expected` (all tables when
+    /// empty) reached `batch`, bumps those — only those, atomically — and reports the rest.
+    /// Running it twice, late, or out of order bumps nothing more.
+    pub async fn etl_complete(
+        &self,
+        batch: &str,
+        expected: &[TableId],
+    ) -> Result<EtlCompleteReport, InstanceError> {
+        check_batch_label(batch)?;
+        let tables = self.inner.engine.catalog().tables().clone();
+        let expected: Vec<TableId> = if expected.is_empty() {
+            tables.ids().collect()
+        } else {
+            expected.to_vec()
+        };
+        let log = self.inner.warehouse.update_log().await?;
+        let mut verified = Vec::new();
+        let mut behind = Vec::new();
+        for &t in &expected {
+            let name = tables.name(t);
+            match log.iter().find(|e| e.table == name) {
+                Some(e) if e.batch.as_str() >= batch => verified.push(t),
+                Some(e) => behind.push(Behind {
+                    table: name.to_string(),
+                    reason: format!("update_log is at {}, batch {batch} expected", e.batch),
+                }),
+                None => behind.push(Behind {
+                    table: name.to_string(),
+                    reason: "no update_log entry".into(),
+                }),
+            }
+        }
+        let outcome = if verified.is_empty() {
+            None
+        } else {
+            Some(
+                self.inner
+                    .bus
+                    .bump(&verified, batch, BumpMode::Advance, false)
+                    .await?,
+            )
+        };
+        let truth = match &outcome {
+            Some(o) => o.versions.clone(),
+            None => self.inner.bus.versions().await?,
+        };
+        self.apply_local(&truth);
+        let names = |ids: &[TableId]| -> Vec<String> {
+            ids.iter().map(|t| tables.name(*t).to_string()).collect()
+        };
+        if !behind.is_empty() {
+            self.inner
+                .bus
+                .publish(EventKind::PartialUpdate {
+                    batch: batch.to_string(),
+                    verified: names(&verified),
+                    behind: behind.clone(),
+                })
+                .await?;
+        }
+        Ok(EtlCompleteReport {
+            batch: batch.to_string(),
+            bumped: outcome.map(|o| names(&o.bumped)).unwrap_or_default(),
+            verified: names(&verified),
+            behind,
+            versions: crate::bus::versions_by_name(&truth, &tables),
+        })
+    }
+
+    /// Runs one ETL batch into the warehouse (failing or deferring tables as `plan` says), logs
+    /// it, then runs the invalidation protocol for it. Late tables are loaded when their time
+    /// comes, followed by another `etl-complete` for the same batch.
+    pub async fn run_etl(
+        &self,
+        batch: &str,
+        plan: &EtlPlan,
+    ) -> Result<(EtlRun, EtlCompleteReport), InstanceError> {
+        check_batch_label(batch)?;
+        let target = self.inner.etl.clone().ok_or(InstanceError::NoEtl)?;
+        let tables = self.inner.engine.catalog().tables().clone();
+        let names: Vec<&str> = tables.names().iter().map(String::as_str).collect();
+        let now = self.inner.engine.clock().now_ms();
+        let run = etl::run_batch(target.as_ref(), &names, batch, now, plan).await;
+        let mut failed = Vec::new();
+        let mut late = Vec::new();
+        for t in &run.tables {
+            match t {
+                TableLoad::Failed { table, reason } => failed.push(Behind {
+                    table: table.clone(),
+                    reason: reason.clone(),
+                }),
+                TableLoad::Late { table, after_ms } => {
+                    late.push(table.clone());
+                    self.load_late(table.clone(), batch.to_string(), *after_ms);
+                }
+                TableLoad::Loaded { .. } => {}
+            }
+        }
+        self.inner
+            .bus
+            .publish(EventKind::EtlRun {
+                batch: batch.to_string(),
+                loaded: run.loaded().iter().map(|s| s.to_string()).collect(),
+                failed,
+                late,
+            })
+            .await?;
+        let report = self.etl_complete(batch, &[]).await?;
+        Ok((run, report))
+    }
+
+    fn load_late(&self, table: String, batch: String, after_ms: u64) {
+        let this = self.clone();
+        tokio::spawn(async move {
+            let clock = this.inner.engine.clock().clone();
+            let real = Duration::from_millis(after_ms).div_f64(clock.speed().max(1e-9));
+            tokio::time::sleep(real).await;
+            let Some(target) = this.inner.etl.clone() else {
+                return;
+            };
+            let _ = etl::load_late(target.as_ref(), &table, &batch, clock.now_ms()).await;
+            let _ = this.etl_complete(&batch, &[]).await;
+        });
+    }
+
+    /// Writes an operator action to the event log.
+    async fn audit(&self, action: Action, targets: Vec<String>, result: &str) {
+        let op = &self.inner.operator;
+        let _ = self
+            .inner
+            .bus
+            .publish(EventKind::OperatorAction {
+                action: action.name().to_string(),
+                operator: op.user.clone(),
+                host: op.host.clone(),
+                env: self.inner.config.env.to_string(),
+                targets,
+                result: result.to_string(),
+            })
+            .await;
+    }
+
+    /// Refuses `action` if read-only mode or the environment forbids it, logging the refusal.
+    async fn allow(&self, action: Action, targets: &[String]) -> Result<(), InstanceError> {
+        let refusal = guard::refusal(action, self.inner.config.env, self.inner.config.read_only);
+        if let Some(e) = refusal {
+            self.audit(action, targets.to_vec(), &format!("refused: {e}"))
+                .await;
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Resolves table names, refusing unknown ones with the list of known ones.
+    pub fn table_ids(&self, names: &[String]) -> Result<Vec<TableId>, InstanceError> {
+        let tables = self.inner.engine.catalog().tables();
+        names
+            .iter()
+            .map(|n| {
+                tables
+                    .id(n)
+                    .map_err(|e| InstanceError::BadInput(e.to_string()))
+            })
+            .collect()
+    }
+
+    /// Invalidates `tables` (all when empty): their versions go up by one, so every answer that
+    /// reads them misses once. O(1) whatever the number of entries; old entries age out.
+    pub async fn invalidate(&self, tables: &[TableId]) -> Result<EtlCompleteReport, InstanceError> {
+        let catalog_tables = self.inner.engine.catalog().tables().clone();
+        let ids: Vec<TableId> = if tables.is_empty() {
+            catalog_tables.ids().collect()
+        } else {
+            tables.to_vec()
+        };
+        let targets: Vec<String> = ids
+            .iter()
+            .map(|t| catalog_tables.name(*t).to_string())
+            .collect();
+        self.allow(Action::Invalidate, &targets).await?;
+        let label = self.inner.engine.versions().batch.to_string();
+        let outcome = match self
+            .inner
+            .bus
+            .bump(&ids, &label, BumpMode::Force, false)
+            .await
+        {
+            Ok(o) => o,
+            Err(e) => {
+                self.audit(Action::Invalidate, targets, &format!("failed: {e}"))
+                    .await;
+                return Err(e.into());
+            }
+        };
+        self.apply_local(&outcome.versions);
+        self.audit(Action::Invalidate, targets.clone(), "ok").await;
+        Ok(EtlCompleteReport {
+            batch: label,
+            verified: targets.clone(),
+            bumped: targets,
+            behind: Vec::new(),
+            versions: crate::bus::versions_by_name(&outcome.versions, &catalog_tables),
+        })
+    }
+
+    /// Loads the `top` hottest keys (of all tables) that are not fresh, in the background; the
+    /// receiver reports progress.
+    pub async fn warm(
+        &self,
+        top: usize,
+    ) -> Result<watch::Receiver<RefreshProgress>, InstanceError> {
+        let targets = vec![format!("top {top}")];
+        self.allow(Action::Warm, &targets).await?;
+        let requests = self.inner.engine.hot_requests(&[], top);
+        let progress = self.track_refresh(requests, Vec::new());
+        self.audit(Action::Warm, targets, "ok").await;
+        Ok(progress)
+    }
+
+    /// Simulates a partial update: an ETL batch in which `fail` tables fail to load, followed by
+    /// `etl-complete`. Staging and development only.
+    pub async fn simulate_partial(
+        &self,
+        fail: &[TableId],
+    ) -> Result<(EtlRun, EtlCompleteReport), InstanceError> {
+        let tables = self.inner.engine.catalog().tables().clone();
+        let targets: Vec<String> = fail.iter().map(|t| tables.name(*t).to_string()).collect();
+        self.allow(Action::SimulatePartial, &targets).await?;
+        if fail.is_empty() {
+            return Err(InstanceError::BadInput(
+                "name at least one table to fail (--fail TABLE)".into(),
+            ));
+        }
+        let batch = self.next_batch_label().await?;
+        let plan = EtlPlan {
+            fail: targets.clone(),
+            late: Vec::new(),
+        };
+        let result = self.run_etl(&batch, &plan).await;
+        let summary = match &result {
+            Ok((_, report)) => format!(
+                "ok: batch {batch}; bumped {}; behind {}",
+                list_or_none(&report.bumped),
+                list_or_none(
+                    &report
+                        .behind
+                        .iter()
+                        .map(|b| b.table.clone())
+                        .collect::<Vec<_>>()
+                )
+            ),
+            Err(e) => format!("failed: {e}"),
+        };
+        self.audit(Action::SimulatePartial, targets, &summary).await;
+        result
+    }
+
+    /// Switches the engine's strategy (demo).
+    pub async fn set_strategy(&self, strategy: Strategy) -> Result<(), InstanceError> {
+        let targets = vec![strategy.name().to_string()];
+        self.allow(Action::SwitchStrategy, &targets).await?;
+        self.inner.engine.set_strategy(strategy);
+        self.audit(Action::SwitchStrategy, targets, "ok").await;
+        Ok(())
+    }
+
+    /// A batch label for a run now, later than any batch the warehouse has seen: the minute's
+    /// label, with seconds (and then a counter) added when that one is taken.
+    pub async fn next_batch_label(&self) -> Result<String, InstanceError> {
+        let now = self.inner.engine.clock().now_ms();
+        let current = self
+            .inner
+            .warehouse
+            .current_batch()
+            .await?
+            .unwrap_or_default();
+        let minute = format_batch_label(now);
+        if minute > current {
+            return Ok(minute);
+        }
+        let secs = format!("{minute}:{:02}", (now / 1000) % 60);
+        if secs > current {
+            return Ok(secs);
+        }
+        Ok(format!("{current}.1"))
+    }
+}
+
+fn list_or_none(items: &[String]) -> String {
+    if items.is_empty() {
+        "none".into()
+    } else {
+        items.join(", ")
+    }
+}
+
+/// Batch labels are compared as text, so they must sort in time order (`YYYYMMDD-HH:MM` does).
+pub fn check_batch_label(batch: &str) -> Result<(), InstanceError> {
+    if batch.is_empty()
+        || batch.len() > 64
+        || batch.chars().any(|c| c.is_control() || c.is_whitespace())
+    {
+        return Err(InstanceError::BadInput(format!(
+            "bad batch label `{}`: use a short label without spaces that sorts in time order, e.g. 20261126-10:00",
+            batch.escape_default()
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;
