@@ -21,4 +21,5 @@ pub mod cli;
 pub mod engine;
 pub mod instance;
 pub mod store;
+pub mod traffic;
 pub mod warehouse;

@@ -64,6 +64,8 @@ impl Delivered {
 
 struct Inner {
     db: Mutex<Connection>,
+    /// An in-memory state answers in microseconds: run it inline, not on the blocking pool.
+    inline: bool,
     tables: Tables,
     clock: SharedClock,
     origin: String,
@@ -106,13 +108,14 @@ impl LocalBus {
             tables,
             clock,
             format!("embedded ({})", path.display()),
+            false,
         )
     }
 
     /// A bus private to this process.
     pub fn in_memory(tables: Tables, clock: SharedClock) -> Result<Self, BusError> {
         let conn = Connection::open_in_memory().map_err(err)?;
-        Self::with(conn, tables, clock, "embedded (in memory)".into())
+        Self::with(conn, tables, clock, "embedded (in memory)".into(), true)
     }
 
     fn with(
@@ -120,6 +123,7 @@ impl LocalBus {
         tables: Tables,
         clock: SharedClock,
         describe: String,
+        inline: bool,
     ) -> Result<Self, BusError> {
         let _ = conn.busy_timeout(std::time::Duration::from_secs(10));
         conn.execute_batch(SCHEMA).map_err(err)?;
@@ -134,6 +138,7 @@ impl LocalBus {
         Ok(Self {
             inner: Arc::new(Inner {
                 db: Mutex::new(conn),
+                inline,
                 tables,
                 clock,
                 origin: super::origin(),
@@ -152,12 +157,16 @@ impl LocalBus {
         f: impl FnOnce(&Inner, &mut Connection) -> Result<T, BusError> + Send + 'static,
     ) -> Result<T, BusError> {
         let inner = self.inner.clone();
-        tokio::task::spawn_blocking(move || {
+        let run = move || {
             let mut conn = inner.db.lock().unwrap_or_else(|p| p.into_inner());
             f(&inner, &mut conn)
-        })
-        .await
-        .map_err(|e| BusError(format!("state task failed: {e}")))?
+        };
+        if self.inner.inline {
+            return run();
+        }
+        tokio::task::spawn_blocking(run)
+            .await
+            .map_err(|e| BusError(format!("state task failed: {e}")))?
     }
 
     /// Puts events not yet on this process's feed onto it; returns how many.

@@ -30,7 +30,7 @@ impl Default for DemoArgs {
 }
 
 /// Runs the demo and prints the story.
-pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
+pub async fn run(_g: &super::GlobalArgs, args: DemoArgs) -> Result<(), super::CliError> {
     println!("freshcache demo (embedded: in-process store, in-memory warehouse)");
     println!(
         "{} users ask \"Q1 sales by region\" at 09:05 (cold cache) and at 10:00:30, right after the \

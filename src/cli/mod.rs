@@ -1,33 +1,113 @@
-//! The `freshcache` command line: the demo (the default), and benchmark scenarios.
+//! The `freshcache` command line: the demo (the default), the headless twins of every console
+//! action, the simulated traffic, and benchmark scenarios.
 //!
-//! Every command prints human text by default and one JSON document with `--json`.
+//! Every command prints human text by default and JSON with `--json`. Errors print one line that
+//! says what happened and what to do, and exit with a code from [`ExitCode`](self#exit-codes).
+//!
+//! # Exit codes
+//! | code | meaning |
+//! |---|---|
+//! | 0 | success |
+//! | 1 | the command failed (a warehouse query failed, ...) |
+//! | 2 | the command line is wrong (unknown option, bad value) |
+//! | 3 | refused by a guard: read-only mode, production, no confirmation |
+//! | 4 | bad input: unknown query, table or parameter, bad batch label, bad file |
+//! | 5 | a backend is unavailable: warehouse or state store unreachable or not initialised |
 
 pub mod bench;
+mod commands;
 pub mod demo;
+mod output;
+mod world;
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 
-/// Exit code: the command did what was asked.
+use crate::engine::catalog::CatalogError;
+use crate::engine::policy::Strategy;
+use crate::instance::{Environment, InstanceError};
+use crate::warehouse::WarehouseError;
+
+pub use world::World;
+
+/// Exit code: success.
 pub const EXIT_OK: u8 = 0;
-/// Exit code: the command failed (the message says why).
+/// Exit code: the command failed.
 pub const EXIT_FAILURE: u8 = 1;
-/// Exit code: the command line itself is wrong.
+/// Exit code: the command line is wrong.
 pub const EXIT_USAGE: u8 = 2;
+/// Exit code: refused by a guard.
+pub const EXIT_REFUSED: u8 = 3;
+/// Exit code: bad input.
+pub const EXIT_BAD_INPUT: u8 = 4;
+/// Exit code: a backend is unavailable.
+pub const EXIT_UNAVAILABLE: u8 = 5;
 
 const EXIT_CODES: &str = "Exit codes:
   0  success
   1  the command failed (the message says what happened and what to do)
-  2  the command line is wrong (unknown option, bad value)";
+  2  the command line is wrong (unknown option, bad value)
+  3  refused by a guard: read-only mode, production, no confirmation
+  4  bad input: unknown query, table or parameter, bad batch label, bad file
+  5  a backend is unavailable: warehouse or state store unreachable or not initialised";
 
 /// Keeps expensive data-warehouse answers cached, fresh and safe.
 #[derive(Debug, Parser)]
 #[command(name = "freshcache", version, about, after_help = EXIT_CODES)]
 pub struct Cli {
+    /// Options every command shares.
+    #[command(flatten)]
+    pub global: GlobalArgs,
     /// What to do (the demo when omitted).
     #[command(subcommand)]
     pub command: Option<Command>,
+}
+
+/// Options every command shares.
+#[derive(Debug, Args, Clone, Default)]
+pub struct GlobalArgs {
+    /// Environment: production, staging or development. Production refuses simulations.
+    #[arg(
+        long,
+        global = true,
+        env = "FRESHCACHE_ENV",
+        default_value = "development"
+    )]
+    pub env: Environment,
+    /// Warehouse: a SQLite file (embedded; default DATA_DIR/warehouse.sqlite) or
+    /// postgres://user[:password]@host[:port]/database.
+    #[arg(
+        long,
+        global = true,
+        env = "FRESHCACHE_WAREHOUSE",
+        value_name = "PATH|URL"
+    )]
+    pub warehouse: Option<String>,
+    /// Directory of the embedded warehouse and state (default: the XDG data directory).
+    #[arg(long, global = true, env = "FRESHCACHE_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Simulated warehouse latency, e.g. 2s-5s (the embedded default), 300ms, 0s.
+    #[arg(
+        long,
+        global = true,
+        env = "FRESHCACHE_LATENCY",
+        value_name = "DURATION[-DURATION]"
+    )]
+    pub latency: Option<String>,
+    /// Refuse every action that changes anything (enforced below the UI).
+    #[arg(long, global = true)]
+    pub read_only: bool,
+    /// How long one clock hour lasts in real time, to accelerate the schedule, e.g. 60s.
+    #[arg(long, global = true, value_name = "DURATION")]
+    pub hour: Option<String>,
+    /// Strategy: ttl, lock, swr, early, versioned or freshcache (the default).
+    #[arg(long, global = true, value_name = "S")]
+    pub strategy: Option<Strategy>,
+    /// Print JSON instead of text.
+    #[arg(long, global = true)]
+    pub json: bool,
 }
 
 /// The commands.
@@ -36,9 +116,103 @@ pub enum Command {
     /// Runs the embedded demo: a warehouse that updates every hour, a burst of users, and what the
     /// cache did about it.
     Demo(demo::DemoArgs),
+    /// Answers one catalog question and says how fresh the answer is.
+    #[command(after_help = "Example:\n  freshcache get sales_by_region quarter=Q1 year=2026")]
+    Get(commands::GetArgs),
+    /// The ETL finished batch B: check update_log, bump the tables that reached it, report the rest.
+    #[command(after_help = "Example:\n  freshcache etl-complete --batch 20261126-10:00")]
+    EtlComplete(commands::EtlCompleteArgs),
+    /// Runs an ETL batch in which the named tables fail, then etl-complete (staging and
+    /// development only).
+    #[command(
+        after_help = "Example:\n  freshcache --env staging simulate-partial --fail inventory"
+    )]
+    SimulatePartial(commands::SimulatePartialArgs),
+    /// Bumps the versions of tables so every answer that reads them misses once (dangerous:
+    /// needs --yes or a typed confirmation).
+    #[command(
+        after_help = "Examples:\n  freshcache invalidate --table sales --yes\n  freshcache invalidate --all"
+    )]
+    Invalidate(commands::InvalidateArgs),
+    /// Loads the hottest keys ahead of need and reports progress.
+    Warm(commands::WarmArgs),
+    /// Runs one engine instance (a stand-in API server) with simulated chatbot users and prints a
+    /// summary when it ends or is interrupted.
+    #[command(
+        after_help = "Example:\n  freshcache traffic --users 200 --duration 30s --with-etl --hour 60s"
+    )]
+    Traffic(commands::TrafficArgs),
+    /// Lists the event log.
+    Events(commands::EventsArgs),
+    /// The warehouse itself: create the demo data, show update_log.
+    #[command(subcommand)]
+    Warehouse(commands::WarehouseCommand),
+    /// The ETL simulator: load a batch now.
+    #[command(subcommand)]
+    Etl(commands::EtlCommand),
     /// Benchmark scenarios.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+}
+
+/// A failure with the exit code that goes with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CliError {
+    /// The process exit code.
+    pub code: u8,
+    /// One line: what happened and what to do.
+    pub message: String,
+}
+
+impl CliError {
+    /// A failure with a code.
+    pub fn new(code: u8, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for CliError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl From<CatalogError> for CliError {
+    fn from(e: CatalogError) -> Self {
+        Self::new(EXIT_BAD_INPUT, e.to_string())
+    }
+}
+
+impl From<WarehouseError> for CliError {
+    fn from(e: WarehouseError) -> Self {
+        let code = match e {
+            WarehouseError::Query(_) => EXIT_FAILURE,
+            WarehouseError::Unavailable(_) | WarehouseError::NotInitialised(_) => EXIT_UNAVAILABLE,
+        };
+        Self::new(code, e.to_string())
+    }
+}
+
+impl From<InstanceError> for CliError {
+    fn from(e: InstanceError) -> Self {
+        let code = match &e {
+            InstanceError::ReadOnly(_) | InstanceError::Refused(_) => EXIT_REFUSED,
+            InstanceError::BadInput(_) => EXIT_BAD_INPUT,
+            InstanceError::Bus(_) => EXIT_UNAVAILABLE,
+            InstanceError::Warehouse(w) => return w.clone().into(),
+            InstanceError::NoEtl => EXIT_FAILURE,
+        };
+        Self::new(code, e.to_string())
+    }
+}
+
+impl From<anyhow::Error> for CliError {
+    fn from(e: anyhow::Error) -> Self {
+        Self::new(EXIT_FAILURE, format!("{e:#}"))
+    }
 }
 
 /// Parses the command line and runs it; the binary's whole `main`.
@@ -61,18 +235,32 @@ pub fn main() -> ExitCode {
             return ExitCode::from(EXIT_FAILURE);
         }
     };
-    let result = runtime.block_on(async {
-        match cli.command {
-            None => demo::run(demo::DemoArgs::default()).await,
-            Some(Command::Demo(args)) => demo::run(args).await,
-            Some(Command::Bench(b)) => bench::run(b).await,
-        }
-    });
+    let result = runtime.block_on(run(cli));
+    // Background tasks (sync loops, refreshes) end with the runtime; never wait on them.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(200));
     match result {
         Ok(()) => ExitCode::from(EXIT_OK),
         Err(e) => {
-            eprintln!("freshcache: {e:#}");
-            ExitCode::from(EXIT_FAILURE)
+            eprintln!("freshcache: {}", output::clean_line(&e.message));
+            ExitCode::from(e.code)
         }
+    }
+}
+
+async fn run(cli: Cli) -> Result<(), CliError> {
+    let g = cli.global;
+    match cli.command {
+        None => demo::run(&g, demo::DemoArgs::default()).await,
+        Some(Command::Demo(args)) => demo::run(&g, args).await,
+        Some(Command::Get(args)) => commands::get(&g, args).await,
+        Some(Command::EtlComplete(args)) => commands::etl_complete(&g, args).await,
+        Some(Command::SimulatePartial(args)) => commands::simulate_partial(&g, args).await,
+        Some(Command::Invalidate(args)) => commands::invalidate(&g, args).await,
+        Some(Command::Warm(args)) => commands::warm(&g, args).await,
+        Some(Command::Traffic(args)) => commands::traffic(&g, args).await,
+        Some(Command::Events(args)) => commands::events(&g, args).await,
+        Some(Command::Warehouse(c)) => commands::warehouse(&g, c).await,
+        Some(Command::Etl(c)) => commands::etl(&g, c).await,
+        Some(Command::Bench(b)) => bench::run(&g, b).await,
     }
 }

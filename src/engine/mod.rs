@@ -183,7 +183,7 @@ impl EngineBuilder {
         self
     }
 
-    /// Most warehouse queries refresh-ahead and warm run at once (4 by default).
+    /// Most warehouse queries refresh-ahead and warm run at once (8 by default).
     pub fn refresh_concurrency(mut self, n: usize) -> Self {
         self.refresh_concurrency = n;
         self
@@ -208,6 +208,7 @@ impl EngineBuilder {
                 strategy: AtomicU8::new(self.strategy.index()),
                 seed_locks: std::sync::Mutex::new(std::collections::HashMap::new()),
                 hot: hot::HotKeys::default(),
+                updating: std::sync::atomic::AtomicU64::new(0),
                 refresh_permits: Arc::new(tokio::sync::Semaphore::new(
                     self.refresh_concurrency.max(1),
                 )),
@@ -234,6 +235,8 @@ pub(crate) struct Inner {
     runtime: Handle,
     hot: hot::HotKeys,
     refresh_permits: Arc<tokio::sync::Semaphore>,
+    /// Tables (bit per table id < 64) whose bump is being prepared.
+    updating: std::sync::atomic::AtomicU64,
     /// The seed's lock recipe keeps its locks here (key -> expiry); only `Strategy::Lock` uses it.
     seed_locks: std::sync::Mutex<std::collections::HashMap<EntryKey, Millis>>,
 }
@@ -276,12 +279,20 @@ fn load_ms(inner: &Inner, began_ms: Millis, began: Instant, now: Millis) -> u64 
 /// XFetch (Vattani, Chierichetti, Lowenstein: "Optimal Probabilistic Cache Stampede Prevention",
 /// VLDB 2015): refresh when `now - delta * beta * ln(rand) >= expiry`, with `rand` uniform in
 /// (0, 1]. Since `-ln(rand) < 40` for any double, most hits are decided without drawing a number.
+///
+/// One refinement: never before the scheduled update that the TTL's grace period waits for. Until
+/// then the ETL is expected to change the key anyway, so a refresh would be thrown away (this
+/// matters when a load is long against the TTL, as in an accelerated demo).
 #[inline]
-fn xfetch_due(now: Millis, entry: &Entry, beta: f64) -> bool {
+fn xfetch_due(now: Millis, entry: &Entry, policy: &Policy) -> bool {
+    let beta = policy.beta;
     // `-ln(rand) < 40` for any double in (0, 1], so an entry further than 40 * delta * beta from
     // expiry can never be picked: decided with integers, without drawing a number.
     let reach = entry.load_ms.saturating_mul(40);
-    if beta <= 0.0 || now.saturating_add((reach as f64 * beta) as u64) < entry.fresh_until {
+    if beta <= 0.0
+        || now.saturating_add((reach as f64 * beta) as u64) < entry.fresh_until
+        || now.saturating_add(policy.after_update_ms) < entry.fresh_until
+    {
         return false;
     }
     let r = 1.0 - fastrand::f64(); // (0, 1]
@@ -298,7 +309,7 @@ impl Engine {
             system_clock: true,
             store: MemoryStoreConfig::default(),
             strategy: Strategy::default(),
-            refresh_concurrency: 4,
+            refresh_concurrency: 8,
         }
     }
 
@@ -427,7 +438,7 @@ impl Engine {
         let found = inner.store.get(&key);
         if let Some(entry) = found {
             let now = inner.now_ms();
-            if now < entry.fresh_until && !xfetch_due(now, &entry, query.policy.beta) {
+            if now < entry.fresh_until && !xfetch_due(now, &entry, &query.policy) {
                 // Hits are the only outcome not also counted in `Requests` (one atomic add less
                 // on the hot path); the snapshot adds them back.
                 inner.stats.add_at(stripe, Counter::FreshHits, 1);
@@ -473,11 +484,16 @@ impl Engine {
         let started = timer.unwrap_or_else(Instant::now);
         inner.hot.touch(request, 1.0, inner.now_ms());
         let mut fallback = None;
+        // A bump of a table this query reads is being prepared: a refresh now would load the new
+        // data under the old key, and be thrown away when the bump lands a moment later.
+        let updating = self.is_updating(&request.query().tables);
         if let Some(entry) = found {
             let now = inner.now_ms();
             if now < entry.fresh_until {
                 // Fresh, and XFetch says refresh early: one refresh per key, answer at once.
-                self.refresh_in_background(request, key, Counter::EarlyRefreshes);
+                if !updating {
+                    self.refresh_in_background(request, key, Counter::EarlyRefreshes);
+                }
                 inner.stats.incr(Counter::FreshHits);
                 inner.stats.record_user(started.elapsed(), 1);
                 return Lookup::Answered(Answer::new(entry, Freshness::Fresh, Source::Cache));
@@ -487,13 +503,13 @@ impl Engine {
             if now < entry.fresh_until + policy.swr_window.as_millis() as u64
                 && age <= policy.max_stale.as_millis() as u64
             {
-                self.refresh_in_background(request, key, Counter::SwrRefreshes);
-                return Lookup::Answered(self.stale(
-                    entry,
-                    now,
-                    StaleReason::Revalidating,
-                    started,
-                ));
+                let reason = if updating {
+                    StaleReason::Updating
+                } else {
+                    self.refresh_in_background(request, key, Counter::SwrRefreshes);
+                    StaleReason::Revalidating
+                };
+                return Lookup::Answered(self.stale(entry, now, reason, started));
             }
             fallback = Some(entry);
         } else {
@@ -665,6 +681,29 @@ impl Engine {
         }
     }
 
+    /// Marks `tables` as being updated (a bump is being prepared) or not. While a table is, no
+    /// early or stale-while-revalidate refresh starts for queries that read it.
+    pub fn set_updating(&self, tables: &[TableId], updating: bool) {
+        let mask = tables
+            .iter()
+            .filter(|t| t.index() < 64)
+            .fold(0u64, |m, t| m | 1 << t.index());
+        if updating {
+            self.inner.updating.fetch_or(mask, Ordering::Relaxed);
+        } else {
+            self.inner.updating.fetch_and(!mask, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether any of `tables` is being updated.
+    pub fn is_updating(&self, tables: &[TableId]) -> bool {
+        let mask = self.inner.updating.load(Ordering::Relaxed);
+        mask != 0
+            && tables
+                .iter()
+                .any(|t| t.index() < 64 && mask & (1 << t.index()) != 0)
+    }
+
     /// The `n` hottest requests reading any of `tables` (any table when empty), hottest first.
     pub fn hot_requests(&self, tables: &[TableId], n: usize) -> Vec<Request> {
         self.inner.hot.top(tables, n, self.inner.now_ms())
@@ -675,6 +714,17 @@ impl Engine {
     /// miss meanwhile load for themselves (and a refresh then finds the entry and skips it), so a
     /// long refresh queue never makes a user wait for a permit.
     pub fn refresh_ahead(&self, requests: Vec<Request>) -> watch::Receiver<RefreshProgress> {
+        self.refresh_at(requests, None)
+    }
+
+    /// [`Engine::refresh_ahead`] at the versions of `at` instead of the current ones: loads the
+    /// answers a coming bump will ask for, before it is published (the warehouse already holds
+    /// that data), so that no user meets a miss when it is.
+    pub fn refresh_at(
+        &self,
+        requests: Vec<Request>,
+        at: Option<Arc<VersionVector>>,
+    ) -> watch::Receiver<RefreshProgress> {
         let (tx, rx) = watch::channel(RefreshProgress {
             total: requests.len() as u32,
             ..RefreshProgress::default()
@@ -683,10 +733,21 @@ impl Engine {
         for request in requests {
             let inner = self.inner.clone();
             let tx = tx.clone();
+            let at = at.clone();
             self.inner.runtime.spawn(async move {
                 let outcome = match inner.refresh_permits.clone().acquire_owned().await {
                     Ok(_permit) => {
-                        let versions = inner.versions.key_versions(&request.query().tables);
+                        let tables = &request.query().tables;
+                        let versions = match &at {
+                            Some(v) => {
+                                let mut out = [0; catalog::MAX_TABLES_PER_QUERY];
+                                for (slot, t) in out.iter_mut().zip(tables) {
+                                    *slot = v.version(*t);
+                                }
+                                out
+                            }
+                            None => inner.versions.key_versions(tables),
+                        };
                         let key = EntryKey::new(request.fingerprint(), versions);
                         let now = inner.now_ms();
                         let fresh = inner.store.get(&key).is_some_and(|e| now < e.fresh_until);

@@ -61,6 +61,8 @@ pub struct Policy {
     pub(crate) on_update: OnUpdate,
     pub(crate) max_wait: Duration,
     pub(crate) stampede_threshold: u32,
+    /// `grace` in ms: `fresh_until - grace` is at or after the scheduled update.
+    pub(crate) after_update_ms: u64,
 }
 
 impl Default for Policy {
@@ -77,6 +79,7 @@ impl Default for Policy {
             on_update: OnUpdate::Wait,
             max_wait: Duration::from_secs(30),
             stampede_threshold: 10,
+            after_update_ms: 600_000,
         }
     }
 }
@@ -211,7 +214,8 @@ impl PolicyBuilder {
 
     /// Validates and returns the policy.
     pub fn build(self) -> Result<Policy, PolicyError> {
-        let p = self.policy;
+        let mut p = self.policy;
+        p.after_update_ms = p.grace.as_millis() as u64;
         let bad = |msg: String| Err(PolicyError(msg));
         if p.update_interval.is_zero() {
             return bad("update interval must be greater than zero".into());

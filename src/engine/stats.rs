@@ -69,7 +69,8 @@ struct Stripe {
     counters: [AtomicU64; COUNTERS],
 }
 
-fn histogram() -> Histogram<u64> {
+/// An empty latency histogram: 1 µs to 1 h, two significant figures (a few KiB).
+pub fn histogram() -> Histogram<u64> {
     // 1 µs .. 1 h, 2 significant figures: a few KiB each.
     // Constant, valid bounds: this cannot fail at run time.
     #[allow(clippy::expect_used)]

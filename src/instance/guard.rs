@@ -132,6 +132,7 @@ impl Operator {
             .or_else(|_| std::env::var("LOGNAME"))
             .ok()
             .filter(|u| !u.is_empty())
+            .or_else(user_from_passwd)
             .unwrap_or_else(|| {
                 // SAFETY: getuid has no preconditions and cannot fail.
                 format!("uid {}", unsafe { libc::getuid() })
@@ -141,6 +142,31 @@ impl Operator {
             host: crate::bus::hostname(),
         }
     }
+}
+
+/// The login name of the process's user, from the password database.
+fn user_from_passwd() -> Option<String> {
+    let mut buf = vec![0 as libc::c_char; 4096];
+    // SAFETY: an all-zero passwd is a valid value for getpwuid_r to overwrite.
+    let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
+    let mut result: *mut libc::passwd = std::ptr::null_mut();
+    // SAFETY: every pointer is valid for the duration of the call and `buf` is as long as told;
+    // on success `result` points at `pwd`, whose strings live in `buf`.
+    let rc = unsafe {
+        libc::getpwuid_r(
+            libc::getuid(),
+            &mut pwd,
+            buf.as_mut_ptr(),
+            buf.len(),
+            &mut result,
+        )
+    };
+    if rc != 0 || result.is_null() || pwd.pw_name.is_null() {
+        return None;
+    }
+    // SAFETY: pw_name is a NUL-terminated string inside `buf`, which is still alive.
+    let name = unsafe { std::ffi::CStr::from_ptr(pwd.pw_name) };
+    Some(name.to_string_lossy().into_owned()).filter(|n| !n.is_empty())
 }
 
 #[cfg(test)]

@@ -48,6 +48,9 @@ pub struct InstanceConfig {
     pub refresh_top: usize,
     /// How often the version truth is re-read.
     pub poll_interval: Duration,
+    /// Before publishing a bump, load the hot keys at the new versions (the warehouse already has
+    /// the data), so users never meet a miss on them; wait at most this long. Zero: don't.
+    pub preload_timeout: Duration,
 }
 
 impl Default for InstanceConfig {
@@ -57,6 +60,7 @@ impl Default for InstanceConfig {
             read_only: false,
             refresh_top: 50,
             poll_interval: Duration::from_secs(1),
+            preload_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -470,21 +474,42 @@ impl Instance {
                 }),
             }
         }
-        let outcome = if verified.is_empty() {
-            None
-        } else {
-            Some(
+        let engine = &self.inner.engine;
+        engine.set_updating(&verified, true);
+        let outcome = async {
+            if verified.is_empty() {
+                return Ok(None);
+            }
+            if !self.inner.config.preload_timeout.is_zero() {
+                self.preload(&verified, batch).await?;
+            }
+            Ok::<_, InstanceError>(Some(
                 self.inner
                     .bus
                     .bump(&verified, batch, BumpMode::Advance, false)
                     .await?,
-            )
+            ))
+        }
+        .await;
+        let outcome = match outcome {
+            Ok(o) => o,
+            Err(e) => {
+                engine.set_updating(&verified, false);
+                return Err(e);
+            }
         };
         let truth = match &outcome {
             Some(o) => o.versions.clone(),
-            None => self.inner.bus.versions().await?,
+            None => match self.inner.bus.versions().await {
+                Ok(t) => t,
+                Err(e) => {
+                    engine.set_updating(&verified, false);
+                    return Err(e.into());
+                }
+            },
         };
         self.apply_local(&truth);
+        engine.set_updating(&verified, false);
         let names = |ids: &[TableId]| -> Vec<String> {
             ids.iter().map(|t| tables.name(*t).to_string()).collect()
         };
@@ -507,6 +532,32 @@ impl Instance {
         })
     }
 
+    /// Loads the hot keys of `tables` at the versions a bump to `batch` will give them, before the
+    /// bump is published: prepare, then flip. Bounded by `preload_timeout`; whatever is not
+    /// loaded by then is left to refresh-ahead after the bump.
+    async fn preload(&self, tables: &[TableId], batch: &str) -> Result<(), InstanceError> {
+        let truth = self.inner.bus.versions().await?;
+        let now = self.inner.engine.clock().now_ms();
+        let (next, due) = truth.advanced_to(tables, batch, now);
+        if due.is_empty() {
+            return Ok(());
+        }
+        let requests = self
+            .inner
+            .engine
+            .hot_requests(&due, self.inner.config.refresh_top);
+        if requests.is_empty() {
+            return Ok(());
+        }
+        let mut progress = self.inner.engine.refresh_at(requests, Some(Arc::new(next)));
+        let _ = tokio::time::timeout(
+            self.inner.config.preload_timeout,
+            progress.wait_for(RefreshProgress::finished),
+        )
+        .await;
+        Ok(())
+    }
+
     /// Runs one ETL batch into the warehouse (failing or deferring tables as `plan` says), logs
     /// it, then runs the invalidation protocol for it. Late tables are loaded when their time
     /// comes, followed by another `etl-complete` for the same batch.
@@ -520,6 +571,10 @@ impl Instance {
         let tables = self.inner.engine.catalog().tables().clone();
         let names: Vec<&str> = tables.names().iter().map(String::as_str).collect();
         let now = self.inner.engine.clock().now_ms();
+        // The tables are being loaded: no background refresh should load them under the keys the
+        // coming bump retires (etl-complete clears the mark).
+        let all: Vec<TableId> = tables.ids().collect();
+        self.inner.engine.set_updating(&all, true);
         let run = etl::run_batch(target.as_ref(), &names, batch, now, plan).await;
         let mut failed = Vec::new();
         let mut late = Vec::new();
@@ -536,7 +591,8 @@ impl Instance {
                 TableLoad::Loaded { .. } => {}
             }
         }
-        self.inner
+        let logged = self
+            .inner
             .bus
             .publish(EventKind::EtlRun {
                 batch: batch.to_string(),
@@ -544,9 +600,14 @@ impl Instance {
                 failed,
                 late,
             })
-            .await?;
-        let report = self.etl_complete(batch, &[]).await?;
-        Ok((run, report))
+            .await;
+        if let Err(e) = logged {
+            self.inner.engine.set_updating(&all, false);
+            return Err(e.into());
+        }
+        let report = self.etl_complete(batch, &[]).await;
+        self.inner.engine.set_updating(&all, false);
+        Ok((run, report?))
     }
 
     fn load_late(&self, table: String, batch: String, after_ms: u64) {
@@ -584,8 +645,7 @@ impl Instance {
     async fn allow(&self, action: Action, targets: &[String]) -> Result<(), InstanceError> {
         let refusal = guard::refusal(action, self.inner.config.env, self.inner.config.read_only);
         if let Some(e) = refusal {
-            self.audit(action, targets.to_vec(), &format!("refused: {e}"))
-                .await;
+            self.audit(action, targets.to_vec(), &e.to_string()).await;
             return Err(e);
         }
         Ok(())
@@ -649,9 +709,17 @@ impl Instance {
         &self,
         top: usize,
     ) -> Result<watch::Receiver<RefreshProgress>, InstanceError> {
-        let targets = vec![format!("top {top}")];
-        self.allow(Action::Warm, &targets).await?;
         let requests = self.inner.engine.hot_requests(&[], top);
+        self.warm_requests(requests).await
+    }
+
+    /// Loads the given requests that are not fresh, in the background, as `warm` does.
+    pub async fn warm_requests(
+        &self,
+        requests: Vec<crate::engine::catalog::Request>,
+    ) -> Result<watch::Receiver<RefreshProgress>, InstanceError> {
+        let targets = vec![format!("{} keys", requests.len())];
+        self.allow(Action::Warm, &targets).await?;
         let progress = self.track_refresh(requests, Vec::new());
         self.audit(Action::Warm, targets, "ok").await;
         Ok(progress)

@@ -23,7 +23,7 @@ struct World {
 
 async fn world(env: Environment, read_only: bool) -> World {
     let catalog = Arc::new(Catalog::bundled().unwrap());
-    let warehouse = SqliteWarehouse::in_memory(Latency::NONE).unwrap();
+    let warehouse = SqliteWarehouse::temporary(Latency::NONE).unwrap();
     let size = DemoSize {
         customers: 300,
         sales: 5_000,

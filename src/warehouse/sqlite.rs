@@ -11,39 +11,44 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use rusqlite::types::ValueRef;
-use rusqlite::{Connection, OpenFlags, OptionalExtension};
+use rusqlite::{Connection, OptionalExtension};
 
 use super::demo_data::{self, DemoSize};
 use super::{EtlTarget, Latency, Rows, UpdateLogEntry, Warehouse, WarehouseError};
 use crate::engine::catalog::Request;
 use crate::store::BoxFuture;
 
-const POOL: usize = 4;
+/// Queries run at once; more wait their turn, as in a warehouse's query queue.
+const SLOTS: usize = 16;
 
 /// Where the database lives.
 #[derive(Debug, Clone)]
 enum Location {
     File(PathBuf),
-    /// A named shared-cache in-memory database, alive while any connection is open.
-    Memory(String),
+    /// A private file in the temp directory, removed when the warehouse is dropped. (Not a
+    /// shared-cache in-memory database: there, a reader meets `SQLITE_LOCKED` while the ETL
+    /// writes, where WAL lets readers go on.)
+    Temporary(PathBuf),
 }
 
 impl Location {
-    fn open(&self) -> Result<Connection, WarehouseError> {
-        let conn = match self {
-            Location::File(p) => Connection::open(p),
-            Location::Memory(name) => Connection::open_with_flags(
-                format!("file:{name}?mode=memory&cache=shared"),
-                OpenFlags::SQLITE_OPEN_READ_WRITE
-                    | OpenFlags::SQLITE_OPEN_CREATE
-                    | OpenFlags::SQLITE_OPEN_URI,
-            ),
-        }
-        .map_err(|e| WarehouseError::Unavailable(format!("{self}: {e}")))?;
+    /// Opens a connection; only the writer sets the journal mode (readers of a WAL file need not,
+    /// and setting it takes a lock).
+    fn open(&self, writer: bool) -> Result<Connection, WarehouseError> {
+        let path = match self {
+            Location::File(p) | Location::Temporary(p) => p,
+        };
+        let conn = Connection::open(path)
+            .map_err(|e| WarehouseError::Unavailable(format!("{self}: {e}")))?;
         let _ = conn.busy_timeout(std::time::Duration::from_secs(10));
-        if let Location::File(_) = self {
-            conn.pragma_update(None, "journal_mode", "WAL")
-                .map_err(|e| WarehouseError::Unavailable(format!("{self}: {e}")))?;
+        if !writer {
+            return Ok(conn);
+        }
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(|e| WarehouseError::Unavailable(format!("{self}: {e}")))?;
+        if let Location::Temporary(_) = self {
+            // Nothing to keep after a crash: skip the fsyncs.
+            let _ = conn.pragma_update(None, "synchronous", "OFF");
         }
         Ok(conn)
     }
@@ -53,16 +58,33 @@ impl std::fmt::Display for Location {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Location::File(p) => write!(f, "{}", p.display()),
-            Location::Memory(_) => f.write_str(":memory:"),
+            Location::Temporary(_) => f.write_str("(temporary)"),
         }
     }
 }
 
 struct Shared {
     location: Location,
+    slots: tokio::sync::Semaphore,
     readers: Mutex<Vec<Connection>>,
     writer: Mutex<Connection>,
     queries: AtomicU64,
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        if let Location::Temporary(p) = &self.location {
+            self.readers
+                .get_mut()
+                .unwrap_or_else(|p| p.into_inner())
+                .clear();
+            for suffix in ["", "-wal", "-shm"] {
+                let mut f = p.clone().into_os_string();
+                f.push(suffix);
+                let _ = std::fs::remove_file(f);
+            }
+        }
+    }
 }
 
 /// The embedded SQLite warehouse.
@@ -98,17 +120,22 @@ impl SqliteWarehouse {
         Self::at(Location::File(path.to_path_buf()), latency)
     }
 
-    /// A private in-memory database (tests, benchmarks).
-    pub fn in_memory(latency: Latency) -> Result<Self, WarehouseError> {
-        let name = format!("freshcache-{}-{}", std::process::id(), fastrand::u64(..));
-        Self::at(Location::Memory(name), latency)
+    /// A private, temporary database (tests, benchmarks, demos), removed when dropped.
+    pub fn temporary(latency: Latency) -> Result<Self, WarehouseError> {
+        let path = std::env::temp_dir().join(format!(
+            "freshcache-{}-{:016x}.sqlite",
+            std::process::id(),
+            fastrand::u64(..)
+        ));
+        Self::at(Location::Temporary(path), latency)
     }
 
     fn at(location: Location, latency: Latency) -> Result<Self, WarehouseError> {
-        let writer = location.open()?;
+        let writer = location.open(true)?;
         Ok(Self {
             shared: Arc::new(Shared {
                 location,
+                slots: tokio::sync::Semaphore::new(SLOTS),
                 readers: Mutex::new(Vec::new()),
                 writer: Mutex::new(writer),
                 queries: AtomicU64::new(0),
@@ -198,6 +225,12 @@ impl SqliteWarehouse {
         &self,
         f: impl FnOnce(&Connection) -> Result<T, WarehouseError> + Send + 'static,
     ) -> Result<T, WarehouseError> {
+        let _slot = self
+            .shared
+            .slots
+            .acquire()
+            .await
+            .map_err(|_| WarehouseError::Unavailable("warehouse closed".into()))?;
         let shared = self.shared.clone();
         tokio::task::spawn_blocking(move || {
             let pooled = shared
@@ -207,11 +240,11 @@ impl SqliteWarehouse {
                 .pop();
             let conn = match pooled {
                 Some(c) => c,
-                None => shared.location.open()?,
+                None => shared.location.open(false)?,
             };
             let result = f(&conn);
             let mut pool = shared.readers.lock().unwrap_or_else(|p| p.into_inner());
-            if pool.len() < POOL {
+            if pool.len() < SLOTS {
                 pool.push(conn);
             }
             result
@@ -454,7 +487,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn every_catalog_query_runs_on_demo_data() {
-        let w = SqliteWarehouse::in_memory(Latency::NONE).unwrap();
+        let w = SqliteWarehouse::temporary(Latency::NONE).unwrap();
         assert!(!w.is_initialised().await.unwrap());
         assert!(w.init_demo(small(), "20261101-00:00", 1).await.unwrap());
         assert!(
@@ -480,7 +513,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_batch_appends_in_its_own_transaction_and_is_logged() {
-        let w = SqliteWarehouse::in_memory(Latency::NONE).unwrap();
+        let w = SqliteWarehouse::temporary(Latency::NONE).unwrap();
         w.init_demo(small(), "20261101-00:00", 1).await.unwrap();
         let n = w
             .load_table("sales", "20261126-10:00", 1_795_687_200_000, false)
@@ -523,7 +556,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_empty_warehouse_says_how_to_initialise_it() {
-        let w = SqliteWarehouse::in_memory(Latency::NONE).unwrap();
+        let w = SqliteWarehouse::temporary(Latency::NONE).unwrap();
         let catalog = Catalog::bundled().unwrap();
         let r = catalog.request::<&str, &str>("stock_outs", &[]).unwrap();
         let e = w.run(&r).await.unwrap_err();

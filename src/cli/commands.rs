@@ -1,0 +1,747 @@
+//! The headless commands: each is the twin of a console action and goes through the same
+//! [`Instance`] call, guards included.
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::time::Duration;
+
+use clap::{Args, Subcommand};
+use serde::Serialize;
+use serde_json::json;
+
+use super::output::{clean_line, human_duration, print_json, rows_table};
+use super::{CliError, EXIT_BAD_INPUT, EXIT_REFUSED, GlobalArgs, World};
+use crate::bus::{Event, EventKind};
+use crate::engine::clock::{format_rfc3339, parse_duration};
+use crate::engine::{Answer, Freshness};
+use crate::instance::{EtlCompleteReport, Instance};
+use crate::traffic::{self, TrafficConfig};
+use crate::warehouse::Rows;
+use crate::warehouse::demo_data::DemoSize;
+use crate::warehouse::etl::{EtlPlan, EtlRun, TableLoad};
+
+/// Options of `get`.
+#[derive(Debug, Args)]
+pub struct GetArgs {
+    /// The catalog query.
+    pub query: String,
+    /// Parameters, as name=value.
+    #[arg(value_name = "NAME=VALUE")]
+    pub params: Vec<String>,
+}
+
+/// Options of `etl-complete`.
+#[derive(Debug, Args)]
+pub struct EtlCompleteArgs {
+    /// The batch the ETL finished (labels must sort in time order, e.g. 20261126-10:00).
+    #[arg(long)]
+    pub batch: String,
+    /// Tables the batch should have reached (all when omitted).
+    #[arg(long = "tables", value_delimiter = ',', value_name = "TABLE,...")]
+    pub tables: Vec<String>,
+}
+
+/// Options of `simulate-partial`.
+#[derive(Debug, Args)]
+pub struct SimulatePartialArgs {
+    /// Tables whose load fails.
+    #[arg(
+        long = "fail",
+        value_delimiter = ',',
+        required = true,
+        value_name = "TABLE"
+    )]
+    pub fail: Vec<String>,
+}
+
+/// Options of `invalidate`.
+#[derive(Debug, Args)]
+#[command(group = clap::ArgGroup::new("what").required(true).args(["tables", "all"]))]
+pub struct InvalidateArgs {
+    /// Tables to invalidate.
+    #[arg(long = "table", value_delimiter = ',', value_name = "TABLE")]
+    pub tables: Vec<String>,
+    /// Every table.
+    #[arg(long)]
+    pub all: bool,
+    /// Do it without asking for a typed confirmation.
+    #[arg(long)]
+    pub yes: bool,
+}
+
+/// Options of `warm`.
+#[derive(Debug, Args)]
+pub struct WarmArgs {
+    /// How many of the hottest keys to load.
+    #[arg(long, default_value_t = 50)]
+    pub top: usize,
+}
+
+/// Options of `traffic`.
+#[derive(Debug, Args)]
+pub struct TrafficArgs {
+    /// Virtual users.
+    #[arg(long, default_value_t = 100)]
+    pub users: usize,
+    /// How long to run (real time); until Ctrl-C when omitted.
+    #[arg(long, value_name = "DURATION")]
+    pub duration: Option<String>,
+    /// Mean think time between two questions of a user (clock time).
+    #[arg(long, default_value = "30s", value_name = "DURATION")]
+    pub think: String,
+    /// Seed of every random choice (the same seed repeats the run).
+    #[arg(long, default_value_t = 7)]
+    pub seed: u64,
+    /// Also run the ETL in this process, a batch at every clock hour.
+    #[arg(long)]
+    pub with_etl: bool,
+}
+
+/// Options of `events`.
+#[derive(Debug, Args)]
+pub struct EventsArgs {
+    /// How many of the latest events.
+    #[arg(long, default_value_t = 50)]
+    pub limit: usize,
+    /// Keep printing new events until interrupted.
+    #[arg(long)]
+    pub follow: bool,
+}
+
+/// `warehouse` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum WarehouseCommand {
+    /// Creates the schema and loads the demo data (100 000 sales) unless present.
+    Init {
+        /// Sales rows to generate.
+        #[arg(long, default_value_t = 100_000)]
+        sales: u32,
+        /// Customers to generate.
+        #[arg(long, default_value_t = 2_000)]
+        customers: u32,
+    },
+    /// Shows update_log and the versions the caches use.
+    Status,
+}
+
+/// `etl` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum EtlCommand {
+    /// Loads a batch now (then runs etl-complete for it).
+    Run {
+        /// The batch label (default: one for now).
+        #[arg(long)]
+        batch: Option<String>,
+        /// Tables whose load fails.
+        #[arg(long = "fail", value_delimiter = ',', value_name = "TABLE")]
+        fail: Vec<String>,
+        /// Tables loaded late, as TABLE=DURATION (clock time).
+        #[arg(long = "late", value_name = "TABLE=DURATION")]
+        late: Vec<String>,
+    },
+}
+
+fn parse_params(raw: &[String]) -> Result<Vec<(String, String)>, CliError> {
+    raw.iter()
+        .map(|p| {
+            p.split_once('=')
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .ok_or_else(|| {
+                    CliError::new(
+                        EXIT_BAD_INPUT,
+                        format!(
+                            "parameter `{}` must be written NAME=VALUE, e.g. quarter=Q1",
+                            clean_line(p)
+                        ),
+                    )
+                })
+        })
+        .collect()
+}
+
+#[derive(Serialize)]
+struct AnswerJson<'a> {
+    query: &'a str,
+    params: serde_json::Map<String, serde_json::Value>,
+    freshness: &'static str,
+    age_ms: Option<u64>,
+    reason: Option<String>,
+    source: String,
+    computed_at: String,
+    versions: serde_json::Map<String, serde_json::Value>,
+    value: serde_json::Value,
+}
+
+fn describe_freshness(a: &Answer) -> String {
+    match &a.freshness {
+        Freshness::Fresh => "fresh".into(),
+        Freshness::Stale { age, reason } => {
+            format!(
+                "STALE ({} old: {})",
+                human_duration(*age),
+                clean_line(&reason.to_string())
+            )
+        }
+    }
+}
+
+/// `freshcache get`.
+pub async fn get(g: &GlobalArgs, args: GetArgs) -> Result<(), CliError> {
+    let params = parse_params(&args.params)?;
+    let world = World::open(g).await?;
+    // Checked before anything touches the warehouse.
+    let request = world.catalog.request(&args.query, &params)?;
+    let instance = world.instance(g).await?;
+    let answer = instance
+        .engine()
+        .get(&request)
+        .await
+        .map_err(|e| CliError::new(super::EXIT_FAILURE, e.to_string()))?;
+    let tables = world.catalog.tables();
+    let rows: Rows = serde_json::from_str(answer.value()).unwrap_or_default();
+    if g.json {
+        let versions = answer
+            .versions()
+            .iter()
+            .map(|(t, v)| (tables.name(t).to_string(), json!(v)))
+            .collect();
+        let (age_ms, reason) = match &answer.freshness {
+            Freshness::Fresh => (None, None),
+            Freshness::Stale { age, reason } => {
+                (Some(age.as_millis() as u64), Some(reason.to_string()))
+            }
+        };
+        return print_json(&AnswerJson {
+            query: &request.query().name,
+            params: request
+                .params()
+                .map(|(k, v)| (k.to_string(), json!(v)))
+                .collect(),
+            freshness: if answer.freshness.is_fresh() {
+                "fresh"
+            } else {
+                "stale"
+            },
+            age_ms,
+            reason,
+            source: answer.source.to_string(),
+            computed_at: format_rfc3339(answer.computed_at_ms()),
+            versions,
+            value: serde_json::to_value(&rows).unwrap_or_default(),
+        });
+    }
+    println!("{}", clean_line(&request.to_string()));
+    println!(
+        "{} · computed {} · from {} · versions {}",
+        describe_freshness(&answer),
+        format_rfc3339(answer.computed_at_ms()),
+        answer.source,
+        answer.versions().describe(tables)
+    );
+    println!("{}", rows_table(&rows, 50));
+    Ok(())
+}
+
+fn print_report(g: &GlobalArgs, report: &EtlCompleteReport) -> Result<(), CliError> {
+    if g.json {
+        return print_json(report);
+    }
+    let list = |v: &[String]| {
+        if v.is_empty() {
+            "none".to_string()
+        } else {
+            v.join(", ")
+        }
+    };
+    let already: Vec<String> = report
+        .verified
+        .iter()
+        .filter(|t| !report.bumped.contains(t))
+        .cloned()
+        .collect();
+    println!("batch {}", clean_line(&report.batch));
+    println!("  bumped:          {}", list(&report.bumped));
+    println!("  already applied: {}", list(&already));
+    if report.behind.is_empty() {
+        println!("  behind:          none");
+    } else {
+        for b in &report.behind {
+            println!("  behind:          {} ({})", b.table, clean_line(&b.reason));
+        }
+    }
+    println!(
+        "  versions:        {}",
+        report
+            .versions
+            .iter()
+            .map(|(t, v)| format!("{t}={v}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    Ok(())
+}
+
+/// `freshcache etl-complete`.
+pub async fn etl_complete(g: &GlobalArgs, args: EtlCompleteArgs) -> Result<(), CliError> {
+    let world = World::open(g).await?;
+    let instance = world.instance(g).await?;
+    let tables = instance.table_ids(&args.tables)?;
+    let report = instance.etl_complete(&args.batch, &tables).await?;
+    print_report(g, &report)
+}
+
+fn print_run(g: &GlobalArgs, run: &EtlRun, report: &EtlCompleteReport) -> Result<(), CliError> {
+    if g.json {
+        return print_json(&json!({ "run": run, "etl_complete": report }));
+    }
+    println!("ETL batch {}", clean_line(&run.batch));
+    for t in &run.tables {
+        match t {
+            TableLoad::Loaded { table, rows } => println!("  {table}: loaded {rows} rows"),
+            TableLoad::Failed { table, reason } => {
+                println!("  {table}: FAILED ({})", clean_line(reason))
+            }
+            TableLoad::Late { table, after_ms } => println!(
+                "  {table}: late, loads in {}",
+                human_duration(Duration::from_millis(*after_ms))
+            ),
+        }
+    }
+    print_report(g, report)
+}
+
+/// `freshcache simulate-partial`.
+pub async fn simulate_partial(g: &GlobalArgs, args: SimulatePartialArgs) -> Result<(), CliError> {
+    let world = World::open(g).await?;
+    let instance = world.instance(g).await?;
+    let fail = instance.table_ids(&args.fail)?;
+    let (run, report) = instance.simulate_partial(&fail).await?;
+    print_run(g, &run, &report)
+}
+
+/// Asks for a typed confirmation on a terminal; refuses elsewhere.
+fn confirm(phrase: &str, what: &str) -> Result<(), CliError> {
+    if !std::io::stdin().is_terminal() {
+        return Err(CliError::new(
+            EXIT_REFUSED,
+            format!("refused: {what} needs --yes, or a typed confirmation on a terminal"),
+        ));
+    }
+    eprint!("Type `{phrase}` to confirm: ");
+    let _ = std::io::stderr().flush();
+    let mut line = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut line)
+        .map_err(|e| CliError::new(EXIT_REFUSED, format!("refused: no confirmation ({e})")))?;
+    if line.trim() != phrase {
+        return Err(CliError::new(
+            EXIT_REFUSED,
+            "refused: the confirmation did not match; nothing was changed",
+        ));
+    }
+    Ok(())
+}
+
+/// `freshcache invalidate`.
+pub async fn invalidate(g: &GlobalArgs, args: InvalidateArgs) -> Result<(), CliError> {
+    let world = World::open(g).await?;
+    let instance = world.instance(g).await?;
+    let ids = if args.all {
+        Vec::new()
+    } else {
+        instance.table_ids(&args.tables)?
+    };
+    let names: Vec<String> = if args.all {
+        world.catalog.tables().names().to_vec()
+    } else {
+        args.tables.clone()
+    };
+    let affected = world
+        .catalog
+        .queries()
+        .iter()
+        .filter(|q| {
+            args.all
+                || q.tables
+                    .iter()
+                    .any(|t| names.iter().any(|n| n == world.catalog.tables().name(*t)))
+        })
+        .count();
+    if !args.yes && !g.read_only {
+        eprintln!(
+            "invalidate {}: every cached answer of {affected} of {} queries misses once.",
+            names.join(", "),
+            world.catalog.queries().len()
+        );
+        let target = if args.all {
+            "all".to_string()
+        } else {
+            names.join(",")
+        };
+        confirm(&format!("invalidate {target} in {}", g.env), "invalidate")?;
+    }
+    let report = instance.invalidate(&ids).await?;
+    print_report(g, &report)
+}
+
+/// `freshcache warm`.
+pub async fn warm(g: &GlobalArgs, args: WarmArgs) -> Result<(), CliError> {
+    let world = World::open(g).await?;
+    let instance = world.instance(g).await?;
+    let hot = instance.engine().hot_requests(&[], args.top);
+    let mut progress = if hot.is_empty() {
+        // A fresh process has no hit history: warm the catalog's most asked questions instead.
+        let requests: Vec<_> = traffic::questions(&world.catalog, TrafficConfig::default().seed)
+            .into_iter()
+            .take(args.top)
+            .collect();
+        instance.warm_requests(requests).await?
+    } else {
+        instance.warm(args.top).await?
+    };
+    loop {
+        let p = *progress.borrow_and_update();
+        if !g.json {
+            eprint!(
+                "\rwarming: {}/{} loaded, {} failed, {} already fresh   ",
+                p.done, p.total, p.failed, p.skipped
+            );
+        }
+        if p.finished() {
+            if g.json {
+                print_json(&p)?;
+            } else {
+                eprintln!();
+            }
+            return Ok(());
+        }
+        if progress.changed().await.is_err() {
+            return Ok(());
+        }
+    }
+}
+
+/// `freshcache traffic`.
+pub async fn traffic(g: &GlobalArgs, args: TrafficArgs) -> Result<(), CliError> {
+    let world = World::open(g).await?;
+    let instance = world.instance(g).await?;
+    let duration = args
+        .duration
+        .as_deref()
+        .map(parse_duration)
+        .transpose()
+        .map_err(|e| CliError::new(EXIT_BAD_INPUT, format!("--duration: {e}")))?;
+    let think = parse_duration(&args.think)
+        .map_err(|e| CliError::new(EXIT_BAD_INPUT, format!("--think: {e}")))?;
+    let (stop, stop_rx) = tokio::sync::watch::channel(false);
+    if args.with_etl {
+        crate::instance::schedule::spawn_etl(
+            instance.clone(),
+            Duration::from_secs(3600),
+            Box::new(|_| EtlPlan::default()),
+            stop_rx.clone(),
+        );
+    }
+    let stop_on_signal = stop.clone();
+    tokio::spawn(async move {
+        let _ = tokio::signal::ctrl_c().await;
+        stop_on_signal.send_replace(true);
+    });
+    if !g.json {
+        eprintln!(
+            "{} users asking; {} (Ctrl-C prints the summary)",
+            args.users,
+            duration.map_or("until interrupted".to_string(), |d| format!(
+                "for {}",
+                human_duration(d)
+            ))
+        );
+    }
+    let report = traffic::run(
+        instance.engine().clone(),
+        TrafficConfig {
+            users: args.users,
+            think,
+            seed: args.seed,
+            ..TrafficConfig::default()
+        },
+        duration,
+        stop_rx,
+    )
+    .await;
+    stop.send_replace(true);
+    instance.shutdown();
+    if g.json {
+        return print_json(&report);
+    }
+    println!(
+        "traffic summary ({} users, {:.1} s)",
+        report.users, report.seconds
+    );
+    println!("  questions asked      {}", report.requests);
+    println!(
+        "  fresh                {} ({} from cache)",
+        report.fresh, report.hits
+    );
+    println!("  stale (labelled)     {}", report.stale);
+    println!("  errors               {}", report.errors);
+    println!("  stale after update   {}", report.stale_after_update);
+    println!("  hit ratio            {:.1}%", report.hit_ratio * 100.0);
+    println!(
+        "  user latency         p50 {:.1} ms, p99 {:.1} ms",
+        report.user_p50_ms, report.user_p99_ms
+    );
+    println!("  distinct questions   {}", report.distinct_questions);
+    println!("  warehouse queries    {}", report.warehouse_queries);
+    Ok(())
+}
+
+/// One event as a line of text.
+pub fn event_line(e: &Event) -> String {
+    let what = match &e.kind {
+        EventKind::WarehouseUpdated {
+            tables,
+            versions,
+            batch,
+            test,
+            ..
+        } => format!(
+            "warehouse_updated {} batch {batch} → {}{}",
+            tables.join(","),
+            versions
+                .iter()
+                .filter(|(t, _)| tables.contains(t))
+                .map(|(t, v)| format!("{t}={v}"))
+                .collect::<Vec<_>>()
+                .join(" "),
+            if *test { " (test)" } else { "" }
+        ),
+        EventKind::PartialUpdate { batch, behind, .. } => format!(
+            "partial_update batch {batch}: behind {}",
+            behind
+                .iter()
+                .map(|b| format!("{} ({})", b.table, b.reason))
+                .collect::<Vec<_>>()
+                .join("; ")
+        ),
+        EventKind::EtlRun {
+            batch,
+            loaded,
+            failed,
+            late,
+        } => format!(
+            "etl_run batch {batch}: loaded {}{}{}",
+            loaded.join(","),
+            if failed.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    "; failed {}",
+                    failed
+                        .iter()
+                        .map(|f| f.table.as_str())
+                        .collect::<Vec<_>>()
+                        .join(",")
+                )
+            },
+            if late.is_empty() {
+                String::new()
+            } else {
+                format!("; late {}", late.join(","))
+            }
+        ),
+        EventKind::RefreshAhead {
+            tables,
+            keys,
+            done,
+            failed,
+        } => format!(
+            "refresh_ahead {}: {done}/{keys} reloaded, {failed} failed",
+            if tables.is_empty() {
+                "hot keys".to_string()
+            } else {
+                tables.join(",")
+            }
+        ),
+        EventKind::OperatorAction {
+            action,
+            operator,
+            host,
+            env,
+            targets,
+            result,
+        } => format!(
+            "{action} {} by {operator}@{host} in {env}: {result}",
+            targets.join(",")
+        ),
+        EventKind::BadInput {
+            source,
+            reason,
+            excerpt,
+        } => format!("BAD INPUT on {source}: {reason} [{excerpt}]"),
+        EventKind::Incident { message } => format!("INCIDENT {message}"),
+    };
+    clean_line(&format!("#{} {} {}", e.seq, format_rfc3339(e.at_ms), what))
+}
+
+/// `freshcache events`.
+pub async fn events(g: &GlobalArgs, args: EventsArgs) -> Result<(), CliError> {
+    let world = World::open(g).await?;
+    let bus = world.bus.clone();
+    let mut feed = bus.subscribe();
+    let all = bus
+        .history(0, usize::MAX >> 1)
+        .await
+        .map_err(|e| CliError::new(super::EXIT_UNAVAILABLE, e.to_string()))?;
+    let start = all.len().saturating_sub(args.limit);
+    let print = |e: &Event| -> Result<(), CliError> {
+        if g.json {
+            print_json(e)
+        } else {
+            println!("{}", event_line(e));
+            Ok(())
+        }
+    };
+    for e in &all[start..] {
+        print(e)?;
+    }
+    if !args.follow {
+        return Ok(());
+    }
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => return Ok(()),
+            _ = tick.tick() => { let _ = bus.catch_up().await; }
+            received = feed.recv() => match received {
+                Ok(e) => print(&e)?,
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                    eprintln!("({n} events dropped: the printer fell behind)");
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return Ok(()),
+            },
+        }
+    }
+}
+
+/// `freshcache warehouse ...`.
+pub async fn warehouse(g: &GlobalArgs, cmd: WarehouseCommand) -> Result<(), CliError> {
+    match cmd {
+        WarehouseCommand::Init { sales, customers } => {
+            let world = World::open(g).await?;
+            let loaded = world.init_demo(DemoSize { customers, sales }).await?;
+            if g.json {
+                return print_json(&json!({
+                    "warehouse": world.warehouse.describe(),
+                    "loaded": loaded,
+                }));
+            }
+            if loaded {
+                println!(
+                    "{}: schema and demo data created",
+                    world.warehouse.describe()
+                );
+            } else {
+                println!(
+                    "{}: already initialised, nothing changed",
+                    world.warehouse.describe()
+                );
+            }
+            Ok(())
+        }
+        WarehouseCommand::Status => {
+            let world = World::open(g).await?;
+            let log = world.warehouse.update_log().await?;
+            let versions = world
+                .bus
+                .versions()
+                .await
+                .map_err(|e| CliError::new(super::EXIT_UNAVAILABLE, e.to_string()))?;
+            let tables = world.catalog.tables();
+            if g.json {
+                return print_json(&json!({
+                    "warehouse": world.warehouse.describe(),
+                    "update_log": log,
+                    "versions": crate::bus::versions_by_name(&versions, tables),
+                    "batch": versions.batch.as_ref(),
+                }));
+            }
+            println!("warehouse {}", world.warehouse.describe());
+            println!(
+                "{:<12} {:<18} {:>8} {:>8}",
+                "table", "update_log batch", "rows", "version"
+            );
+            for t in tables.ids() {
+                let name = tables.name(t);
+                let entry = log.iter().find(|e| e.table == name);
+                println!(
+                    "{:<12} {:<18} {:>8} {:>8}",
+                    name,
+                    entry.map_or("-", |e| e.batch.as_str()),
+                    entry.map_or(0, |e| e.rows),
+                    versions.version(t)
+                );
+            }
+            Ok(())
+        }
+    }
+}
+
+/// `freshcache etl ...`.
+pub async fn etl(g: &GlobalArgs, cmd: EtlCommand) -> Result<(), CliError> {
+    match cmd {
+        EtlCommand::Run { batch, fail, late } => {
+            let world = World::open(g).await?;
+            let instance = world.instance(g).await?;
+            instance.table_ids(&fail)?;
+            let mut late_plan = Vec::new();
+            for l in &late {
+                let (t, d) = l.split_once('=').ok_or_else(|| {
+                    CliError::new(
+                        EXIT_BAD_INPUT,
+                        format!("--late `{}` must be TABLE=DURATION", clean_line(l)),
+                    )
+                })?;
+                instance.table_ids(&[t.to_string()])?;
+                let d = parse_duration(d)
+                    .map_err(|e| CliError::new(EXIT_BAD_INPUT, format!("--late: {e}")))?;
+                late_plan.push((t.to_string(), d));
+            }
+            let batch = match batch {
+                Some(b) => b,
+                None => instance.next_batch_label().await?,
+            };
+            let plan = EtlPlan {
+                fail,
+                late: late_plan,
+            };
+            let (run, report) = instance.run_etl(&batch, &plan).await?;
+            let waiting = run
+                .tables
+                .iter()
+                .any(|t| matches!(t, TableLoad::Late { .. }));
+            print_run(g, &run, &report)?;
+            if waiting {
+                wait_for_late(&instance, &run).await;
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Keeps the process alive until the late tables of `run` have landed (or a minute passes).
+async fn wait_for_late(instance: &Instance, run: &EtlRun) {
+    let longest = run
+        .tables
+        .iter()
+        .filter_map(|t| match t {
+            TableLoad::Late { after_ms, .. } => Some(*after_ms),
+            _ => None,
+        })
+        .max()
+        .unwrap_or(0);
+    let speed = instance.engine().clock().speed().max(1e-9);
+    let real = Duration::from_millis(longest).div_f64(speed) + Duration::from_millis(500);
+    eprintln!("waiting {} for late tables…", human_duration(real));
+    tokio::time::sleep(real.min(Duration::from_secs(60))).await;
+}

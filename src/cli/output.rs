@@ -1,0 +1,140 @@
+//! Printing for humans and for scripts. Text that comes from data (warehouse rows, table names,
+//! payloads) is stripped of control and escape sequences before it reaches a terminal.
+
+use serde::Serialize;
+
+use super::{CliError, EXIT_FAILURE};
+use crate::warehouse::Rows;
+
+/// `s` on one line with control characters (escape sequences included) removed.
+pub fn clean_line(s: &str) -> String {
+    s.chars()
+        .map(|c| if c == '\n' || c == '\t' { ' ' } else { c })
+        .filter(|c| !c.is_control())
+        .collect()
+}
+
+/// Prints a value as one line of JSON.
+pub fn print_json<T: Serialize>(value: &T) -> Result<(), CliError> {
+    let text = serde_json::to_string(value)
+        .map_err(|e| CliError::new(EXIT_FAILURE, format!("cannot write JSON: {e}")))?;
+    println!("{text}");
+    Ok(())
+}
+
+fn cell_text(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::String(s) => clean_line(s),
+        serde_json::Value::Null => String::new(),
+        other => clean_line(&other.to_string()),
+    }
+}
+
+/// Rows as an aligned text table (numbers right-aligned), at most `max_rows` rows.
+pub fn rows_table(rows: &Rows, max_rows: usize) -> String {
+    let header: Vec<String> = rows.columns.iter().map(|c| clean_line(c)).collect();
+    let body: Vec<Vec<String>> = rows
+        .rows
+        .iter()
+        .take(max_rows)
+        .map(|r| r.iter().map(cell_text).collect())
+        .collect();
+    let numeric: Vec<bool> = (0..header.len())
+        .map(|i| {
+            rows.rows
+                .iter()
+                .all(|r| r.get(i).is_none_or(|v| v.is_number() || v.is_null()))
+        })
+        .collect();
+    let widths: Vec<usize> = (0..header.len())
+        .map(|i| {
+            body.iter()
+                .map(|r| r.get(i).map_or(0, |c| c.chars().count()))
+                .chain(std::iter::once(header[i].chars().count()))
+                .max()
+                .unwrap_or(0)
+                .min(40)
+        })
+        .collect();
+    let line = |cells: &[String]| -> String {
+        cells
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                let w = widths.get(i).copied().unwrap_or(0);
+                let c: String = c.chars().take(w).collect();
+                if numeric.get(i).copied().unwrap_or(false) {
+                    format!("{c:>w$}")
+                } else {
+                    format!("{c:<w$}")
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("  ")
+            .trim_end()
+            .to_string()
+    };
+    let mut out = line(&header);
+    out.push('\n');
+    out.push_str(
+        &widths
+            .iter()
+            .map(|w| "-".repeat(*w))
+            .collect::<Vec<_>>()
+            .join("  "),
+    );
+    for r in &body {
+        out.push('\n');
+        out.push_str(&line(r));
+    }
+    if rows.rows.len() > max_rows {
+        out.push_str(&format!("\n… {} more rows", rows.rows.len() - max_rows));
+    }
+    out
+}
+
+/// `1.2 s`, `340 ms`, `2 min 5 s`, `1 h 3 min`.
+pub fn human_duration(d: std::time::Duration) -> String {
+    let ms = d.as_millis();
+    match ms {
+        0..=999 => format!("{ms} ms"),
+        1_000..=59_999 => format!("{:.1} s", ms as f64 / 1000.0),
+        60_000..=3_599_999 => format!("{} min {} s", ms / 60_000, (ms / 1000) % 60),
+        _ => format!("{} h {} min", ms / 3_600_000, (ms / 60_000) % 60),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn tables_align_and_strip_escapes() {
+        let rows = Rows {
+            columns: vec!["region".into(), "revenue".into()],
+            rows: vec![
+                vec![json!("Europe"), json!(1200)],
+                vec![json!("Asia\x1b[31m Pacific"), json!(5)],
+            ],
+        };
+        let t = rows_table(&rows, 10);
+        assert!(!t.contains('\x1b'), "{t}");
+        let lines: Vec<&str> = t.lines().collect();
+        assert_eq!(lines[0], "region            revenue");
+        assert_eq!(lines[2], "Europe               1200");
+        assert_eq!(lines[3], "Asia[31m Pacific        5");
+    }
+
+    #[test]
+    fn durations_read_well() {
+        assert_eq!(
+            human_duration(std::time::Duration::from_millis(340)),
+            "340 ms"
+        );
+        assert_eq!(
+            human_duration(std::time::Duration::from_secs(125)),
+            "2 min 5 s"
+        );
+    }
+}

@@ -1,0 +1,178 @@
+//! Builds what a command acts on from the shared options: clock, catalog, warehouse, bus, engine
+//! and instance. Embedded by default (a SQLite warehouse and a SQLite state file in the data
+//! directory, created with demo data on first use); PostgreSQL when `--warehouse` is a URL.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use super::{CliError, EXIT_BAD_INPUT, EXIT_UNAVAILABLE, GlobalArgs};
+use crate::bus::{Bus, LocalBus};
+use crate::engine::Engine;
+use crate::engine::catalog::Catalog;
+use crate::engine::clock::{ScaledClock, SharedClock, SystemClock, parse_duration, system_now_ms};
+use crate::instance::{Instance, InstanceConfig};
+use crate::warehouse::demo_data::DemoSize;
+use crate::warehouse::etl::batch_label;
+use crate::warehouse::{EtlTarget, Latency, PostgresWarehouse, SqliteWarehouse, Warehouse};
+
+/// Everything a command needs, opened.
+pub struct World {
+    /// The catalog.
+    pub catalog: Arc<Catalog>,
+    /// The clock (accelerated with `--hour`).
+    pub clock: SharedClock,
+    /// The warehouse.
+    pub warehouse: Arc<dyn Warehouse>,
+    /// Its loading side.
+    pub etl: Arc<dyn EtlTarget>,
+    /// The bus.
+    pub bus: Arc<dyn Bus>,
+    /// Where embedded files live.
+    pub data_dir: PathBuf,
+    kind: Kind,
+}
+
+enum Kind {
+    Sqlite(SqliteWarehouse),
+    Postgres(Arc<PostgresWarehouse>),
+}
+
+/// The default data directory: `$XDG_DATA_HOME/freshcache`, else `~/.local/share/freshcache`,
+/// else `./.freshcache`.
+pub fn default_data_dir() -> PathBuf {
+    if let Some(x) = std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
+        return PathBuf::from(x).join("freshcache");
+    }
+    if let Some(h) = std::env::var_os("HOME").filter(|v| !v.is_empty()) {
+        return PathBuf::from(h).join(".local/share/freshcache");
+    }
+    PathBuf::from(".freshcache")
+}
+
+/// The clock `--hour` asks for.
+pub fn clock_for(g: &GlobalArgs) -> Result<SharedClock, CliError> {
+    match &g.hour {
+        None => Ok(Arc::new(SystemClock)),
+        Some(h) => {
+            let d = parse_duration(h)
+                .map_err(|e| CliError::new(EXIT_BAD_INPUT, format!("--hour: {e}")))?;
+            if d.is_zero() {
+                return Err(CliError::new(
+                    EXIT_BAD_INPUT,
+                    "--hour must be longer than 0s",
+                ));
+            }
+            Ok(ScaledClock::new(system_now_ms(), 3600.0 / d.as_secs_f64()))
+        }
+    }
+}
+
+fn is_postgres(spec: &str) -> bool {
+    spec.starts_with("postgres://") || spec.starts_with("postgresql://")
+}
+
+impl World {
+    /// Opens the world `g` describes. An embedded warehouse that has no data yet gets the demo data
+    /// (and says so on stderr); a PostgreSQL one must be initialised with `warehouse init`.
+    pub async fn open(g: &GlobalArgs) -> Result<World, CliError> {
+        Self::open_with(g, g.data_dir.clone().unwrap_or_else(default_data_dir)).await
+    }
+
+    /// [`World::open`] with an explicit data directory.
+    pub async fn open_with(g: &GlobalArgs, data_dir: PathBuf) -> Result<World, CliError> {
+        let catalog = Arc::new(Catalog::bundled()?);
+        let clock = clock_for(g)?;
+        let spec = g.warehouse.clone();
+        let latency = match &g.latency {
+            Some(l) => Latency::parse(l)
+                .map_err(|e| CliError::new(EXIT_BAD_INPUT, format!("--latency: {e}")))?,
+            None if spec.as_deref().is_some_and(is_postgres) => Latency::NONE,
+            None => Latency::SEED,
+        };
+        let (warehouse, etl, kind): (Arc<dyn Warehouse>, Arc<dyn EtlTarget>, Kind) = match spec {
+            Some(url) if is_postgres(&url) => {
+                let pg = Arc::new(PostgresWarehouse::new(&url, latency)?);
+                (pg.clone(), pg.clone(), Kind::Postgres(pg))
+            }
+            other => {
+                let path = other
+                    .map(PathBuf::from)
+                    .unwrap_or_else(|| data_dir.join("warehouse.sqlite"));
+                let sqlite = SqliteWarehouse::open(&path, latency)?;
+                (
+                    Arc::new(sqlite.clone()),
+                    Arc::new(sqlite.clone()),
+                    Kind::Sqlite(sqlite),
+                )
+            }
+        };
+        let bus: Arc<dyn Bus> = Arc::new(
+            LocalBus::open(
+                &data_dir.join("state.sqlite"),
+                catalog.tables().clone(),
+                clock.clone(),
+            )
+            .map_err(|e| CliError::new(EXIT_UNAVAILABLE, e.to_string()))?,
+        );
+        let world = World {
+            catalog,
+            clock,
+            warehouse,
+            etl,
+            bus,
+            data_dir,
+            kind,
+        };
+        if let Kind::Sqlite(s) = &world.kind
+            && !s.is_initialised().await?
+        {
+            eprintln!(
+                "freshcache: creating the demo warehouse ({}) — 100 000 sales, once",
+                world.warehouse.describe()
+            );
+            world.init_demo(DemoSize::default()).await?;
+        }
+        Ok(world)
+    }
+
+    /// Creates the schema and demo data unless present; returns whether it loaded anything.
+    pub async fn init_demo(&self, size: DemoSize) -> Result<bool, CliError> {
+        let now = self.clock.now_ms();
+        let batch = batch_label(now, std::time::Duration::from_secs(3600));
+        Ok(match &self.kind {
+            Kind::Sqlite(s) => s.init_demo(size, &batch, now).await?,
+            Kind::Postgres(p) => p.init_demo(size, &batch, now).await?,
+        })
+    }
+
+    /// An engine over this world.
+    pub fn engine(&self, g: &GlobalArgs) -> Result<Engine, CliError> {
+        Engine::builder(self.catalog.clone(), self.warehouse.clone())
+            .clock(self.clock.clone())
+            .strategy(g.strategy.unwrap_or_default())
+            .build()
+            .map_err(|e| CliError::new(super::EXIT_FAILURE, e.to_string()))
+    }
+
+    /// A started instance over this world.
+    pub async fn instance(&self, g: &GlobalArgs) -> Result<Instance, CliError> {
+        let instance = Instance::new(
+            self.engine(g)?,
+            self.bus.clone(),
+            self.warehouse.clone(),
+            Some(self.etl.clone()),
+            InstanceConfig {
+                env: g.env,
+                read_only: g.read_only,
+                ..InstanceConfig::default()
+            },
+        );
+        instance.start().await?;
+        Ok(instance)
+    }
+
+    /// The data directory.
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+}
