@@ -9,6 +9,7 @@
 //! * [`bus`] — the version truth, the event log and the live feed, behind one trait.
 //! * [`instance`] — an engine wired to its bus and warehouse: sync, the invalidation protocol,
 //!   refresh-ahead, guarded operator actions.
+//! * [`console`] — the operations console (ratatui): state, update, view, one action registry.
 //! * [`cli`] — the `freshcache` command: the demo, headless commands and benchmark scenarios.
 //!
 //! Dependencies point one way: `cli` → `engine` → `store`/`warehouse` traits.
@@ -18,8 +19,10 @@
 
 pub mod bus;
 pub mod cli;
+pub mod console;
 pub mod engine;
 pub mod instance;
 pub mod store;
+pub mod text;
 pub mod traffic;
 pub mod warehouse;

@@ -16,7 +16,9 @@ use std::sync::{Arc, Mutex};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
 use tokio::sync::broadcast;
 
-use super::{BumpMode, BumpOutcome, Bus, BusError, Event, EventKind, versions_by_name};
+use super::{
+    BumpMode, BumpOutcome, Bus, BusError, Event, EventKind, InstanceReport, versions_by_name,
+};
 use crate::engine::clock::{SharedClock, format_rfc3339};
 use crate::engine::versions::{TableId, Tables, VersionVector};
 use crate::store::BoxFuture;
@@ -40,6 +42,7 @@ CREATE TABLE IF NOT EXISTS events (
     body TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS delivered (id INTEGER PRIMARY KEY, at_ms INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS instances (id TEXT PRIMARY KEY, at_ms INTEGER NOT NULL, body TEXT NOT NULL);
 ";
 
 /// Which logged events this process has already put on its feed.
@@ -306,6 +309,14 @@ impl Bus for LocalBus {
                                 adopted.push(t);
                             }
                         }
+                        // The seed's warehouse_version, when the truth has none yet.
+                        tx.execute(
+                            "INSERT INTO meta (key, value) VALUES ('warehouse_version', ?1) \
+                             ON CONFLICT(key) DO UPDATE SET value = excluded.value \
+                             WHERE meta.value < excluded.value",
+                            [batch.as_str()],
+                        )
+                        .map_err(err)?;
                         let versions = Arc::new(read_versions(inner, &tx)?);
                         tx.commit().map_err(err)?;
                         return Ok(BumpOutcome {
@@ -442,6 +453,47 @@ impl Bus for LocalBus {
             conn.execute("DELETE FROM delivered WHERE at_ms < ?1", [now - 86_400_000])
                 .map_err(err)?;
             Ok(n == 1)
+        }))
+    }
+
+    fn report<'a>(&'a self, report: &'a InstanceReport) -> BoxFuture<'a, Result<(), BusError>> {
+        let body = serde_json::to_string(report);
+        let (id, at) = (report.id.clone(), report.at_ms as i64);
+        Box::pin(async move {
+            let body = body.map_err(|e| BusError(e.to_string()))?;
+            self.blocking(move |_, conn| {
+                conn.execute(
+                    "INSERT INTO instances (id, at_ms, body) VALUES (?1, ?2, ?3) \
+                     ON CONFLICT(id) DO UPDATE SET at_ms = excluded.at_ms, body = excluded.body",
+                    rusqlite::params![id, at, body],
+                )
+                .map_err(err)?;
+                // Instances silent for an hour are forgotten.
+                conn.execute("DELETE FROM instances WHERE at_ms < ?1", [at - 3_600_000])
+                    .map_err(err)?;
+                Ok(())
+            })
+            .await
+        })
+    }
+
+    fn reports(&self, live_ms: u64) -> BoxFuture<'_, Result<Vec<InstanceReport>, BusError>> {
+        Box::pin(self.blocking(move |inner, conn| {
+            let since = inner.clock.now_ms().saturating_sub(live_ms) as i64;
+            let mut stmt = conn
+                .prepare_cached("SELECT body FROM instances WHERE at_ms >= ?1 ORDER BY id")
+                .map_err(err)?;
+            let rows = stmt
+                .query_map([since], |r| r.get::<_, String>(0))
+                .map_err(err)?;
+            let mut out = Vec::new();
+            for body in rows {
+                // A report this version cannot read (another version wrote it) is skipped.
+                if let Ok(r) = serde_json::from_str::<InstanceReport>(&body.map_err(err)?) {
+                    out.push(r);
+                }
+            }
+            Ok(out)
         }))
     }
 

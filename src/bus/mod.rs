@@ -30,8 +30,9 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
 use crate::engine::clock::Millis;
+use crate::engine::stats::{LatencySummary, StatsSnapshot};
 use crate::engine::versions::{TableId, Tables, VersionVector};
-use crate::store::BoxFuture;
+use crate::store::{BoxFuture, TableKeys};
 
 pub use local::LocalBus;
 
@@ -188,6 +189,30 @@ pub enum BumpMode {
     Adopt,
 }
 
+/// What one instance reports about itself, about once a second: its heartbeat, and what the
+/// console sums across instances.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InstanceReport {
+    /// `host:pid#n`.
+    pub id: String,
+    /// When it was made (ms since the epoch, engine clock).
+    pub at_ms: Millis,
+    /// The strategy the instance runs.
+    pub strategy: String,
+    /// Its counters (cumulative) and latency percentiles (since start).
+    pub stats: StatsSnapshot,
+    /// User latency over the last report interval.
+    pub recent_latency: LatencySummary,
+    /// Its live entries per table, current and old versions.
+    pub table_keys: Vec<TableKeys>,
+    /// Malformed messages it received.
+    pub bad_events: u64,
+    /// Feed events it missed.
+    pub lagged_events: u64,
+    /// Whether it runs degraded (its cache store unreachable).
+    pub degraded: bool,
+}
+
 /// The shared version truth, event log and live feed.
 pub trait Bus: Send + Sync + 'static {
     /// A short, secret-free description ("embedded", "redis://host:6379/0").
@@ -218,6 +243,12 @@ pub trait Bus: Send + Sync + 'static {
     /// Delivers to this process's subscribers what other instances logged that it has not seen
     /// (after a reconnect, or for buses that only poll); returns how many.
     fn catch_up(&self) -> BoxFuture<'_, Result<usize, BusError>>;
+
+    /// Records an instance's latest report; doubles as its heartbeat.
+    fn report<'a>(&'a self, report: &'a InstanceReport) -> BoxFuture<'a, Result<(), BusError>>;
+
+    /// The latest report of every instance heard from within `live_ms` of the bus clock.
+    fn reports(&self, live_ms: u64) -> BoxFuture<'_, Result<Vec<InstanceReport>, BusError>>;
 
     /// Whether a seed-style message (one without versions) with this id was already applied, and
     /// marks it applied: such a message must bump its tables exactly once however many engines

@@ -1,45 +1,172 @@
-//! The embedded demo: the seed's story told by the engine itself.
+//! The demo (what `freshcache` runs with no arguments on a terminal) and `freshcache console`.
 //!
-//! 1000 users ask "sales by region" at 09:05 on a cold cache, and again right after the 10:00 update;
-//! the demo runs it once with the seed's TTL recipe and once with freshcache, and prints what each
-//! cost the warehouse and the users.
+//! The demo is the whole story in one process: an embedded SQLite warehouse with demo data, an ETL
+//! that lands every clock hour (an hour is a minute by default; every fourth batch fails
+//! `inventory`), simulated chatbot users, one engine instance, and the console over it. Without a
+//! terminal (or with `--headless`) it tells the seed's 9:05 / 10:00 story as text instead.
+
+use std::io::IsTerminal;
+use std::sync::Arc;
+use std::time::Duration;
 
 use clap::Args;
 
-use super::bench;
+use super::{CliError, EXIT_BAD_INPUT, EXIT_FAILURE, GlobalArgs, World, bench};
+use crate::bus::LocalBus;
+use crate::console::{self, ConsoleOptions, Source};
+use crate::engine::Engine;
+use crate::engine::catalog::Catalog;
+use crate::engine::clock::{Clock, ScaledClock, parse_duration, system_now_ms};
 use crate::engine::policy::Strategy;
+use crate::instance::{Instance, InstanceConfig};
+use crate::traffic::{self, TrafficConfig};
+use crate::warehouse::demo_data::DemoSize;
+use crate::warehouse::etl::{EtlPlan, batch_label};
+use crate::warehouse::{Latency, SqliteWarehouse};
 
 /// Options of `freshcache demo`.
 #[derive(Debug, Args, Clone)]
 pub struct DemoArgs {
     /// Simulated chatbot users.
-    #[arg(long, default_value_t = 1000)]
-    pub users: u32,
-    /// Warehouse latency per query, in milliseconds (the seed's is 2000-5000).
-    #[arg(long, default_value_t = 300)]
-    pub load_ms: u64,
+    #[arg(long, default_value_t = 200)]
+    pub users: usize,
+    /// Estimated cost of one warehouse query, in dollars (the money view).
+    #[arg(long, default_value_t = 0.05)]
+    pub price_per_query: f64,
+    /// Tell the story as text instead of starting the console.
+    #[arg(long)]
+    pub headless: bool,
 }
 
 impl Default for DemoArgs {
     fn default() -> Self {
         Self {
-            users: 1000,
-            load_ms: 300,
+            users: 200,
+            price_per_query: 0.05,
+            headless: false,
         }
     }
 }
 
-/// Runs the demo and prints the story.
-pub async fn run(_g: &super::GlobalArgs, args: DemoArgs) -> Result<(), super::CliError> {
+/// Options of `freshcache console`.
+#[derive(Debug, Args, Clone)]
+pub struct ConsoleArgs {
+    /// Estimated cost of one warehouse query, in dollars (the money view).
+    #[arg(long, default_value_t = 0.05)]
+    pub price_per_query: f64,
+}
+
+/// Runs the demo: the console on a terminal, the text story otherwise.
+pub async fn run(g: &GlobalArgs, args: DemoArgs) -> Result<(), CliError> {
+    if args.headless || !std::io::stdout().is_terminal() {
+        return run_headless().await;
+    }
+    let hour = parse_duration(g.hour.as_deref().unwrap_or("60s"))
+        .map_err(|e| CliError::new(EXIT_BAD_INPUT, format!("--hour: {e}")))?;
+    if hour.is_zero() {
+        return Err(CliError::new(
+            EXIT_BAD_INPUT,
+            "--hour must be longer than 0s",
+        ));
+    }
+    let latency = match &g.latency {
+        Some(l) => Latency::parse(l)
+            .map_err(|e| CliError::new(EXIT_BAD_INPUT, format!("--latency: {e}")))?,
+        None => Latency::SEED,
+    };
+    eprintln!("freshcache demo: creating the warehouse (100 000 sales)…");
+    let catalog = Arc::new(Catalog::bundled()?);
+    let warehouse = SqliteWarehouse::temporary(latency)?;
+    let clock = ScaledClock::new(system_now_ms(), 3600.0 / hour.as_secs_f64());
+    let start = clock.now_ms();
+    warehouse
+        .init_demo(
+            DemoSize::default(),
+            &batch_label(start, Duration::from_secs(3600)),
+            start,
+        )
+        .await?;
+    let bus = LocalBus::in_memory(catalog.tables().clone(), clock.clone())
+        .map_err(|e| CliError::new(EXIT_FAILURE, e.to_string()))?;
+    let engine = Engine::builder(catalog, Arc::new(warehouse.clone()))
+        .clock(clock.clone())
+        .strategy(g.strategy.unwrap_or(Strategy::Freshcache))
+        .build()
+        .map_err(|e| CliError::new(EXIT_FAILURE, e.to_string()))?;
+    let instance = Instance::new(
+        engine.clone(),
+        Arc::new(bus),
+        Arc::new(warehouse.clone()),
+        Some(Arc::new(warehouse)),
+        InstanceConfig {
+            env: g.env,
+            read_only: g.read_only,
+            ..InstanceConfig::default()
+        },
+    );
+    instance.start().await?;
+    let (stop, stop_rx) = tokio::sync::watch::channel(false);
+    crate::instance::schedule::spawn_etl(
+        instance.clone(),
+        Duration::from_secs(3600),
+        Box::new(|run| {
+            if run % 4 == 2 {
+                EtlPlan {
+                    fail: vec!["inventory".into()],
+                    late: Vec::new(),
+                }
+            } else {
+                EtlPlan::default()
+            }
+        }),
+        stop_rx.clone(),
+    );
+    let users = tokio::spawn(traffic::run(
+        engine,
+        TrafficConfig {
+            users: args.users,
+            ..TrafficConfig::default()
+        },
+        None,
+        stop_rx,
+    ));
+    let source = Source::attach(instance.clone(), args.price_per_query).await;
+    let result =
+        tokio::task::spawn_blocking(move || console::run(source, ConsoleOptions::from_env()))
+            .await
+            .map_err(|e| CliError::new(EXIT_FAILURE, format!("the console stopped: {e}")))?;
+    stop.send_replace(true);
+    instance.shutdown();
+    let _ = tokio::time::timeout(Duration::from_secs(2), users).await;
+    result.map_err(|e| CliError::new(EXIT_FAILURE, e.to_string()))
+}
+
+/// `freshcache console`: the console over the configured world (the data directory's embedded
+/// state, or Redis), as one more instance.
+pub async fn console(g: &GlobalArgs, args: ConsoleArgs) -> Result<(), CliError> {
+    let world = World::open(g).await?;
+    let instance = world.instance(g).await?;
+    let source = Source::attach(instance.clone(), args.price_per_query).await;
+    let result =
+        tokio::task::spawn_blocking(move || console::run(source, ConsoleOptions::from_env()))
+            .await
+            .map_err(|e| CliError::new(EXIT_FAILURE, format!("the console stopped: {e}")))?;
+    instance.shutdown();
+    result.map_err(|e| CliError::new(EXIT_FAILURE, e.to_string()))
+}
+
+/// The story as text: 1000 users at 09:05 on a cold cache and at 10:00:30 after the update,
+/// with the seed's TTL and lock recipes and with freshcache.
+pub async fn run_headless() -> Result<(), CliError> {
+    let (users, load_ms) = (1000, 300);
     println!("freshcache demo (embedded: in-process store, in-memory warehouse)");
     println!(
-        "{} users ask \"Q1 sales by region\" at 09:05 (cold cache) and at 10:00:30, right after the \
-         10:00 update of `sales`; each warehouse query takes {} ms.\n",
-        args.users, args.load_ms
+        "{users} users ask \"Q1 sales by region\" at 09:05 (cold cache) and at 10:00:30, right after the \
+         10:00 update of `sales`; each warehouse query takes {load_ms} ms.\n"
     );
     let report = bench::stampede(
-        args.users,
-        args.load_ms,
+        users,
+        load_ms,
         &[Strategy::Ttl, Strategy::Lock, Strategy::Freshcache],
     )
     .await?;
@@ -60,7 +187,7 @@ pub async fn run(_g: &super::GlobalArgs, args: DemoArgs) -> Result<(), super::Cl
          the 09:05 data until its 1 h TTL ends.\n\
          freshcache: one query per key and version; the update changes the key, so nobody is \
          served the old data as fresh.\n\
-         More: `freshcache bench stampede --help`."
+         On a terminal, `freshcache` starts the live console instead."
     );
     Ok(())
 }

@@ -113,9 +113,11 @@ pub struct GlobalArgs {
 /// The commands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Runs the embedded demo: a warehouse that updates every hour, a burst of users, and what the
-    /// cache did about it.
+    /// Runs the embedded demo with the live console: a warehouse that updates every (accelerated)
+    /// hour, simulated users, and what the cache does about it. The default command.
     Demo(demo::DemoArgs),
+    /// The console over the configured cache (the data directory's embedded state, or Redis).
+    Console(demo::ConsoleArgs),
     /// Answers one catalog question and says how fresh the answer is.
     #[command(after_help = "Example:\n  freshcache get sales_by_region quarter=Q1 year=2026")]
     Get(commands::GetArgs),
@@ -252,6 +254,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
     match cli.command {
         None => demo::run(&g, demo::DemoArgs::default()).await,
         Some(Command::Demo(args)) => demo::run(&g, args).await,
+        Some(Command::Console(args)) => demo::console(&g, args).await,
         Some(Command::Get(args)) => commands::get(&g, args).await,
         Some(Command::EtlComplete(args)) => commands::etl_complete(&g, args).await,
         Some(Command::SimulatePartial(args)) => commands::simulate_partial(&g, args).await,

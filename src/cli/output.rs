@@ -6,13 +6,7 @@ use serde::Serialize;
 use super::{CliError, EXIT_FAILURE};
 use crate::warehouse::Rows;
 
-/// `s` on one line with control characters (escape sequences included) removed.
-pub fn clean_line(s: &str) -> String {
-    s.chars()
-        .map(|c| if c == '\n' || c == '\t' { ' ' } else { c })
-        .filter(|c| !c.is_control())
-        .collect()
-}
+pub use crate::text::clean_line;
 
 /// Prints a value as one line of JSON.
 pub fn print_json<T: Serialize>(value: &T) -> Result<(), CliError> {

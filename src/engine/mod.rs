@@ -388,6 +388,13 @@ impl Engine {
         s
     }
 
+    /// The user-latency and load-time histograms since start (see [`stats::Stats::histograms`]).
+    pub fn latency_histograms(
+        &self,
+    ) -> (hdrhistogram::Histogram<u64>, hdrhistogram::Histogram<u64>) {
+        self.inner.stats.histograms()
+    }
+
     /// Live entries per table at the current and at older versions.
     pub fn table_keys(&self) -> Vec<TableKeys> {
         self.inner.store.table_keys(&self.inner.versions.load())

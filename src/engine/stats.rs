@@ -222,6 +222,19 @@ impl Stats {
         h.load.saturating_record(us);
     }
 
+    /// The user-latency and load-time histograms since start, merged across stripes (to diff
+    /// against an earlier copy for an interval's percentiles).
+    pub fn histograms(&self) -> (Histogram<u64>, Histogram<u64>) {
+        let mut user = histogram();
+        let mut load = histogram();
+        for h in self.hist.iter() {
+            let h = h.lock().unwrap_or_else(|p| p.into_inner());
+            let _ = user.add(&h.user);
+            let _ = load.add(&h.load);
+        }
+        (user, load)
+    }
+
     /// Sums every stripe. Cost: a few microseconds; meant to be polled a few times a second.
     pub fn snapshot(&self) -> StatsSnapshot {
         let mut sums = [0u64; COUNTERS];
@@ -261,7 +274,7 @@ impl Stats {
 }
 
 /// Percentiles of one histogram, in microseconds.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, serde::Deserialize)]
 pub struct LatencySummary {
     /// Values recorded (sampled hits count with their weight).
     pub count: u64,
@@ -274,7 +287,8 @@ pub struct LatencySummary {
 }
 
 impl LatencySummary {
-    fn of(h: &Histogram<u64>) -> Self {
+    /// The percentiles of `h`.
+    pub fn of(h: &Histogram<u64>) -> Self {
         if h.is_empty() {
             return Self::default();
         }
@@ -288,7 +302,7 @@ impl LatencySummary {
 }
 
 /// A point-in-time copy of the counters (cumulative since start) and latency percentiles.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, serde::Deserialize)]
 pub struct StatsSnapshot {
     /// Every `get`.
     pub requests: u64,
@@ -327,6 +341,36 @@ pub struct StatsSnapshot {
 }
 
 impl StatsSnapshot {
+    /// The sum of two instances' counters; latency percentiles are the larger of each (an upper
+    /// bound: percentiles do not add up).
+    pub fn plus(&self, o: &StatsSnapshot) -> StatsSnapshot {
+        let lat = |a: &LatencySummary, b: &LatencySummary| LatencySummary {
+            count: a.count + b.count,
+            p50_us: a.p50_us.max(b.p50_us),
+            p99_us: a.p99_us.max(b.p99_us),
+            max_us: a.max_us.max(b.max_us),
+        };
+        StatsSnapshot {
+            requests: self.requests + o.requests,
+            fresh_hits: self.fresh_hits + o.fresh_hits,
+            stale_served: self.stale_served + o.stale_served,
+            misses: self.misses + o.misses,
+            coalesced: self.coalesced + o.coalesced,
+            loads: self.loads + o.loads,
+            load_errors: self.load_errors + o.load_errors,
+            early_refreshes: self.early_refreshes + o.early_refreshes,
+            swr_refreshes: self.swr_refreshes + o.swr_refreshes,
+            refresh_ahead: self.refresh_ahead + o.refresh_ahead,
+            stampedes_absorbed: self.stampedes_absorbed + o.stampedes_absorbed,
+            errors: self.errors + o.errors,
+            wait_timeouts: self.wait_timeouts + o.wait_timeouts,
+            too_large: self.too_large + o.too_large,
+            evictions: self.evictions + o.evictions,
+            user_latency: lat(&self.user_latency, &o.user_latency),
+            load_time: lat(&self.load_time, &o.load_time),
+        }
+    }
+
     /// Fresh hits over requests (0 when there were none).
     pub fn hit_ratio(&self) -> f64 {
         if self.requests == 0 {

@@ -278,19 +278,18 @@ impl VersionVector {
             if theirs > mine {
                 next.versions[i] = theirs;
                 next.updated_ms[i] = next.updated_ms[i].max(other.updated_ms[i]);
-                if other.batches[i] > next.batches[i] {
-                    next.batches[i] = other.batches[i].clone();
-                }
                 raised.push(TableId(i as u16));
             }
+            // A batch label learnt at the same version (a truth that adopted the warehouse's
+            // update_log) is taken too; it changes no key.
+            if theirs >= mine && other.batches[i] > next.batches[i] {
+                next.batches[i] = other.batches[i].clone();
+            }
+        }
+        if other.batch > next.batch {
+            next.batch = other.batch.clone();
         }
         if !raised.is_empty() {
-            let batch = if other.last_updated_ms >= self.last_updated_ms {
-                other.batch.clone()
-            } else {
-                self.batch.clone()
-            };
-            next.batch = batch;
             next.last_updated_ms = self.last_updated_ms.max(other.last_updated_ms);
             next.generation = (self.generation + 1).max(other.generation);
             next.seed_label_hash = seed_label_hash(&format_batch_label(next.last_updated_ms));
@@ -435,8 +434,9 @@ impl VersionCell {
     /// Duplicate, late or reordered vectors change nothing, because versions only go up.
     pub fn merge(&self, incoming: &VersionVector) -> Vec<TableId> {
         let _w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
-        let (next, raised) = self.current.load().merged(incoming);
-        if !raised.is_empty() {
+        let current = self.current.load_full();
+        let (next, raised) = current.merged(incoming);
+        if next != *current {
             self.publish(Arc::new(next));
         }
         raised

@@ -94,11 +94,11 @@ impl Action {
     /// Why `env` refuses the action outright, if it does.
     pub fn refused_in(self, env: Environment) -> Option<&'static str> {
         match (self, env) {
-            (Action::SimulatePartial, Environment::Production) => Some(
-                "simulating a partial update is not allowed in production (staging and development only)",
-            ),
+            (Action::SimulatePartial, Environment::Production) => {
+                Some("partial updates are simulated in staging and development, not in production")
+            }
             (Action::SwitchStrategy, Environment::Production) => {
-                Some("switching strategy is a demo feature, not allowed in production")
+                Some("switching strategy is a demo feature, not in production")
             }
             _ => None,
         }

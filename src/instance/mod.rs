@@ -129,6 +129,7 @@ pub struct InstanceCounters {
 }
 
 struct Inner {
+    id: String,
     engine: Engine,
     bus: Arc<dyn Bus>,
     warehouse: Arc<dyn Warehouse>,
@@ -168,8 +169,14 @@ impl Instance {
     ) -> Self {
         let (shutdown, _) = watch::channel(false);
         let (last_refresh, _) = watch::channel(RefreshProgress::default());
+        static NEXT: AtomicU64 = AtomicU64::new(1);
         Self {
             inner: Arc::new(Inner {
+                id: format!(
+                    "{}#{}",
+                    crate::bus::origin(),
+                    NEXT.fetch_add(1, Ordering::Relaxed)
+                ),
                 engine,
                 bus,
                 warehouse,
@@ -181,6 +188,11 @@ impl Instance {
                 last_refresh,
             }),
         }
+    }
+
+    /// This instance's id on the bus (`host:pid#n`).
+    pub fn id(&self) -> &str {
+        &self.inner.id
     }
 
     /// The engine.
@@ -252,7 +264,54 @@ impl Instance {
         let feed = self.inner.bus.subscribe();
         let shutdown = self.inner.shutdown.subscribe();
         tokio::spawn(async move { this.sync_loop(feed, shutdown).await });
+        let this = self.clone();
+        let shutdown = self.inner.shutdown.subscribe();
+        tokio::spawn(async move { this.report_loop(shutdown).await });
         Ok(())
+    }
+
+    /// This instance's report: counters, recent latency, live keys per table.
+    pub fn report(
+        &self,
+        recent_latency: crate::engine::stats::LatencySummary,
+    ) -> crate::bus::InstanceReport {
+        let engine = &self.inner.engine;
+        let c = self.counters();
+        crate::bus::InstanceReport {
+            id: self.inner.id.clone(),
+            at_ms: engine.clock().now_ms(),
+            strategy: engine.strategy().name().to_string(),
+            stats: engine.stats(),
+            recent_latency,
+            table_keys: engine.table_keys(),
+            bad_events: c.bad_events,
+            lagged_events: c.lagged_events,
+            degraded: false,
+        }
+    }
+
+    /// Reports about once a second (the heartbeat other consoles and `stats` read).
+    async fn report_loop(self, mut shutdown: watch::Receiver<bool>) {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut previous = crate::engine::stats::histogram();
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = shutdown.changed() => return,
+            }
+            let (user, _) = self.inner.engine.latency_histograms();
+            let mut recent = user.clone();
+            let _ = recent.subtract(&previous);
+            previous = user;
+            let report = self.report(crate::engine::stats::LatencySummary::of(&recent));
+            if self.inner.bus.report(&report).await.is_err() {
+                self.inner
+                    .counters
+                    .sync_errors
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+        }
     }
 
     /// Stops the background work.
@@ -366,16 +425,19 @@ impl Instance {
                 let p = *progress.borrow_and_update();
                 this.inner.last_refresh.send_replace(p);
                 if p.finished() {
-                    let _ = this
-                        .inner
-                        .bus
-                        .publish(EventKind::RefreshAhead {
-                            tables,
-                            keys: p.total,
-                            done: p.done,
-                            failed: p.failed,
-                        })
-                        .await;
+                    // Only work done is news: keys already fresh (preloaded) are not.
+                    if p.done + p.failed > 0 {
+                        let _ = this
+                            .inner
+                            .bus
+                            .publish(EventKind::RefreshAhead {
+                                tables,
+                                keys: p.total,
+                                done: p.done,
+                                failed: p.failed,
+                            })
+                            .await;
+                    }
                     break;
                 }
                 if progress.changed().await.is_err() {
@@ -555,6 +617,21 @@ impl Instance {
             progress.wait_for(RefreshProgress::finished),
         )
         .await;
+        let p = *progress.borrow();
+        self.inner.last_refresh.send_replace(p);
+        if p.done + p.failed > 0 {
+            let tables = self.inner.engine.catalog().tables();
+            let _ = self
+                .inner
+                .bus
+                .publish(EventKind::RefreshAhead {
+                    tables: due.iter().map(|t| tables.name(*t).to_string()).collect(),
+                    keys: p.total,
+                    done: p.done,
+                    failed: p.failed,
+                })
+                .await;
+        }
         Ok(())
     }
 

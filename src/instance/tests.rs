@@ -291,7 +291,7 @@ async fn guards_refuse_and_audit() {
         .simulate_partial(&inventory)
         .await
         .unwrap_err();
-    assert!(e.to_string().contains("not allowed in production"), "{e}");
+    assert!(e.to_string().contains("not in production"), "{e}");
     assert_eq!(
         prod.instance.engine().versions().versions(),
         before.versions(),

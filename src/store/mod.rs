@@ -170,7 +170,7 @@ pub enum PutOutcome {
 
 /// Live entries of one table, counted by the version *of that table* each entry holds: an entry
 /// reading `sales` and `customers` that is behind on `sales` only counts as old for `sales`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct TableKeys {
     /// Entries computed at the table's current version.
     pub current: u64,

@@ -1,0 +1,415 @@
+//! `update()` for every action and every guard, without a terminal.
+
+use ratatui::crossterm::event::{
+    Event as TermEvent, KeyCode, KeyEvent, KeyModifiers, MouseButton, MouseEvent, MouseEventKind,
+};
+
+use super::*;
+use crate::bus::{Behind, Event, EventKind};
+use crate::console::source::sample_snapshot;
+use crate::instance::Environment;
+
+fn state(env: Environment, read_only: bool) -> State {
+    let mut s = State::new(sample_snapshot(env, read_only), &[], false);
+    s.size = (160, 48);
+    s
+}
+
+fn key(s: &mut State, code: KeyCode) -> Option<Effect> {
+    update(
+        s,
+        Msg::Terminal(TermEvent::Key(KeyEvent::new(code, KeyModifiers::NONE))),
+    )
+}
+
+fn typed(s: &mut State, text: &str) {
+    for c in text.chars() {
+        assert_eq!(key(s, KeyCode::Char(c)), None);
+    }
+}
+
+fn event(seq: u64, kind: EventKind) -> Event {
+    Event {
+        seq,
+        at_ms: 1_795_687_230_000 + seq * 1000,
+        origin: "h:1".into(),
+        kind,
+    }
+}
+
+#[test]
+fn invalidate_needs_the_typed_phrase() {
+    let mut s = state(Environment::Staging, false);
+    assert_eq!(key(&mut s, KeyCode::Char('i')), None);
+    let Some(Dialog::Pick { checked, .. }) = &s.dialog else {
+        panic!("a table picker opens")
+    };
+    assert_eq!(
+        checked,
+        &vec![true, false, false, false],
+        "the selected table is ticked"
+    );
+    assert_eq!(key(&mut s, KeyCode::Enter), None);
+    let Some(Dialog::Confirm { phrase, blast, .. }) = &s.dialog else {
+        panic!("a confirmation follows")
+    };
+    assert_eq!(phrase, "invalidate sales in staging");
+    assert!(blast.contains("38 cached answers"), "{blast}");
+    typed(&mut s, "invalidate sales in prod");
+    assert_eq!(
+        key(&mut s, KeyCode::Enter),
+        None,
+        "a wrong phrase does nothing"
+    );
+    assert!(s.notice.as_deref().unwrap_or("").contains("does not match"));
+    for _ in 0.."prod".len() {
+        key(&mut s, KeyCode::Backspace);
+    }
+    typed(&mut s, "staging");
+    assert_eq!(
+        key(&mut s, KeyCode::Enter),
+        Some(Effect::Execute(
+            ActionId::Invalidate,
+            Request::Invalidate(vec!["sales".into()])
+        ))
+    );
+    assert!(matches!(s.dialog, Some(Dialog::Running { .. })));
+    update(
+        &mut s,
+        Msg::Done(ActionId::Invalidate, Ok("invalidated sales".into())),
+    );
+    assert!(matches!(s.dialog, Some(Dialog::Outcome { ok: true, .. })));
+    key(&mut s, KeyCode::Enter);
+    assert!(s.dialog.is_none());
+}
+
+#[test]
+fn invalidate_all_and_escape() {
+    let mut s = state(Environment::Development, false);
+    key(&mut s, KeyCode::Char('i'));
+    key(&mut s, KeyCode::Char(' ')); // untick sales
+    for _ in 0..3 {
+        key(&mut s, KeyCode::Down);
+    }
+    key(&mut s, KeyCode::Char(' ')); // tick "all tables"
+    key(&mut s, KeyCode::Enter);
+    let Some(Dialog::Confirm { phrase, .. }) = &s.dialog else {
+        panic!()
+    };
+    assert_eq!(phrase, "invalidate all in development");
+    let phrase = phrase.clone();
+    typed(&mut s, &phrase);
+    assert_eq!(
+        key(&mut s, KeyCode::Enter),
+        Some(Effect::Execute(
+            ActionId::Invalidate,
+            Request::Invalidate(vec![])
+        ))
+    );
+    let mut s = state(Environment::Development, false);
+    key(&mut s, KeyCode::Char('i'));
+    key(&mut s, KeyCode::Char(' '));
+    assert_eq!(key(&mut s, KeyCode::Enter), None, "nothing ticked");
+    assert!(s.notice.is_some());
+    key(&mut s, KeyCode::Esc);
+    assert!(s.dialog.is_none());
+}
+
+#[test]
+fn production_refuses_the_partial_update_and_says_why() {
+    let mut s = state(Environment::Production, false);
+    assert!(
+        !s.offered()
+            .iter()
+            .any(|a| a.id == ActionId::SimulatePartial)
+    );
+    assert_eq!(key(&mut s, KeyCode::Char('p')), None);
+    assert!(s.dialog.is_none());
+    let notice = s.notice.clone().unwrap_or_default();
+    assert!(notice.contains("not in production"), "{notice}");
+    assert_eq!(
+        key(&mut s, KeyCode::Char('s')),
+        None,
+        "nor a strategy switch"
+    );
+    assert!(s.dialog.is_none());
+    // Invalidation stays available in production, behind its phrase.
+    key(&mut s, KeyCode::Char('i'));
+    key(&mut s, KeyCode::Enter);
+    let Some(Dialog::Confirm { phrase, .. }) = &s.dialog else {
+        panic!()
+    };
+    assert_eq!(phrase, "invalidate sales in production");
+}
+
+#[test]
+fn a_partial_update_in_staging() {
+    let mut s = state(Environment::Staging, false);
+    key(&mut s, KeyCode::Char('p'));
+    key(&mut s, KeyCode::Down);
+    key(&mut s, KeyCode::Char(' ')); // inventory
+    key(&mut s, KeyCode::Enter);
+    let Some(Dialog::Confirm { phrase, .. }) = &s.dialog else {
+        panic!()
+    };
+    assert_eq!(phrase, "simulate-partial inventory in staging");
+    let phrase = phrase.clone();
+    typed(&mut s, &phrase);
+    assert_eq!(
+        key(&mut s, KeyCode::Enter),
+        Some(Effect::Execute(
+            ActionId::SimulatePartial,
+            Request::SimulatePartial(vec!["inventory".into()])
+        ))
+    );
+    // Failing every table is not a partial update.
+    let mut s = state(Environment::Staging, false);
+    key(&mut s, KeyCode::Char('p'));
+    for _ in 0..3 {
+        key(&mut s, KeyCode::Char(' '));
+        key(&mut s, KeyCode::Down);
+    }
+    assert_eq!(key(&mut s, KeyCode::Enter), None);
+    assert!(
+        s.notice
+            .as_deref()
+            .unwrap_or("")
+            .contains("at least one table to load")
+    );
+}
+
+#[test]
+fn read_only_removes_every_change() {
+    let mut s = state(Environment::Staging, true);
+    let offered: Vec<_> = s.offered().iter().map(|a| a.id).collect();
+    for id in [
+        ActionId::Invalidate,
+        ActionId::Warm,
+        ActionId::SimulatePartial,
+        ActionId::Strategy,
+    ] {
+        assert!(!offered.contains(&id), "{id:?}");
+    }
+    for c in ['i', 'w', 'p', 's'] {
+        assert_eq!(key(&mut s, KeyCode::Char(c)), None);
+        assert!(s.dialog.is_none(), "{c}");
+        assert!(s.notice.is_some(), "{c}");
+    }
+    assert!(offered.contains(&ActionId::Freeze) && offered.contains(&ActionId::Quit));
+}
+
+#[test]
+fn warm_runs_without_a_phrase() {
+    let mut s = state(Environment::Staging, false);
+    key(&mut s, KeyCode::Char('w'));
+    key(&mut s, KeyCode::Char('+'));
+    assert_eq!(
+        key(&mut s, KeyCode::Enter),
+        Some(Effect::Execute(ActionId::Warm, Request::Warm(60)))
+    );
+}
+
+#[test]
+fn strategy_switch_is_confirmed() {
+    let mut s = state(Environment::Development, false);
+    key(&mut s, KeyCode::Char('s'));
+    let Some(Dialog::Strategy { cursor }) = &s.dialog else {
+        panic!()
+    };
+    assert_eq!(
+        Strategy::ALL[*cursor],
+        Strategy::Freshcache,
+        "starts at the current one"
+    );
+    key(&mut s, KeyCode::Up);
+    key(&mut s, KeyCode::Enter);
+    let Some(Dialog::Confirm { phrase, .. }) = &s.dialog else {
+        panic!()
+    };
+    assert_eq!(phrase, "switch-strategy versioned in development");
+    let phrase = phrase.clone();
+    typed(&mut s, &phrase);
+    assert_eq!(
+        key(&mut s, KeyCode::Enter),
+        Some(Effect::Execute(
+            ActionId::Strategy,
+            Request::SetStrategy(Strategy::Versioned)
+        ))
+    );
+    update(
+        &mut s,
+        Msg::Done(ActionId::Strategy, Err("refused: read-only".into())),
+    );
+    assert!(matches!(s.dialog, Some(Dialog::Outcome { ok: false, .. })));
+}
+
+#[test]
+fn freeze_keeps_the_screen_while_collection_goes_on() {
+    let mut s = state(Environment::Staging, false);
+    key(&mut s, KeyCode::Char('f'));
+    assert!(s.is_frozen());
+    let mut next = sample_snapshot(Environment::Staging, false);
+    next.tables[0].version = 99;
+    update(&mut s, Msg::Snapshot(Box::new(next)));
+    update(
+        &mut s,
+        Msg::Event(Box::new(event(
+            1,
+            EventKind::Incident {
+                message: "x".into(),
+            },
+        ))),
+    );
+    assert_eq!(s.shown().tables[0].version, 12, "the screen stays");
+    assert_eq!(s.live.tables[0].version, 99, "collection goes on");
+    assert_eq!(s.shown_feed().count(), 0);
+    key(&mut s, KeyCode::Char('f'));
+    assert_eq!(s.shown().tables[0].version, 99);
+    assert_eq!(s.shown_feed().count(), 1);
+}
+
+#[test]
+fn the_feed_filters_scrolls_counts_drops_and_cleans() {
+    let mut s = state(Environment::Staging, false);
+    update(
+        &mut s,
+        Msg::Event(Box::new(event(
+            1,
+            EventKind::PartialUpdate {
+                batch: "b".into(),
+                verified: vec!["sales".into()],
+                behind: vec![Behind {
+                    table: "inventory".into(),
+                    reason: "late".into(),
+                }],
+            },
+        ))),
+    );
+    for i in 2..40 {
+        update(
+            &mut s,
+            Msg::Event(Box::new(event(
+                i,
+                EventKind::BadInput {
+                    source: "warehouse_updated".into(),
+                    reason: "not JSON".into(),
+                    excerpt: "\x1b[2J\x1b[31mred".into(),
+                },
+            ))),
+        );
+    }
+    assert!(
+        s.feed.iter().all(|l| !l.text.contains('\x1b')),
+        "escapes never reach the screen"
+    );
+    key(&mut s, KeyCode::Char('/'));
+    typed(&mut s, "behind");
+    assert_eq!(s.shown_feed().count(), 1);
+    key(&mut s, KeyCode::Enter);
+    assert_eq!(s.filter.as_deref(), Some("behind"));
+    key(&mut s, KeyCode::Esc);
+    assert_eq!(s.filter, None);
+    assert_eq!(s.shown_feed().count(), 39);
+    key(&mut s, KeyCode::Down);
+    key(&mut s, KeyCode::Down);
+    assert_eq!(s.scroll, 2);
+    key(&mut s, KeyCode::PageDown);
+    key(&mut s, KeyCode::PageDown);
+    key(&mut s, KeyCode::PageDown);
+    key(&mut s, KeyCode::PageDown);
+    assert_eq!(s.scroll, 38, "bounded by the feed");
+    key(&mut s, KeyCode::Home);
+    assert_eq!(s.scroll, 0);
+    update(&mut s, Msg::Lagged(7));
+    update(&mut s, Msg::Lagged(3));
+    assert_eq!(s.dropped, 10);
+}
+
+#[test]
+fn mouse_scrolls_the_feed_and_selects_tables() {
+    let mut s = state(Environment::Staging, false);
+    for i in 0..20 {
+        update(
+            &mut s,
+            Msg::Event(Box::new(event(
+                i,
+                EventKind::Incident {
+                    message: format!("{i}"),
+                },
+            ))),
+        );
+    }
+    let r = crate::console::view::regions(ratatui::layout::Rect::new(0, 0, 160, 48), 3).unwrap();
+    let mouse = |kind, column, row| {
+        Msg::Terminal(TermEvent::Mouse(MouseEvent {
+            kind,
+            column,
+            row,
+            modifiers: KeyModifiers::NONE,
+        }))
+    };
+    update(
+        &mut s,
+        mouse(MouseEventKind::ScrollDown, r.feed.x + 5, r.feed.y + 2),
+    );
+    assert_eq!(s.scroll, 3);
+    update(
+        &mut s,
+        mouse(MouseEventKind::ScrollDown, r.header.x, r.header.y),
+    );
+    assert_eq!(s.scroll, 3, "the wheel outside the feed does nothing");
+    update(
+        &mut s,
+        mouse(
+            MouseEventKind::Down(MouseButton::Left),
+            r.table_rows.x + 2,
+            r.table_rows.y + 2,
+        ),
+    );
+    assert_eq!(s.selected_table, 2);
+    key(&mut s, KeyCode::Tab);
+    assert_eq!(s.selected_table, 0);
+}
+
+#[test]
+fn help_quit_and_ctrl_c() {
+    let mut s = state(Environment::Staging, false);
+    key(&mut s, KeyCode::Char('?'));
+    assert!(s.help);
+    key(&mut s, KeyCode::Char('i'));
+    assert!(
+        s.dialog.is_none(),
+        "keys go to the help overlay while it is open"
+    );
+    key(&mut s, KeyCode::Esc);
+    assert!(!s.help);
+    key(&mut s, KeyCode::Char('q'));
+    assert!(s.quit);
+    let mut s = state(Environment::Staging, false);
+    key(&mut s, KeyCode::Char('i'));
+    update(
+        &mut s,
+        Msg::Terminal(TermEvent::Key(KeyEvent::new(
+            KeyCode::Char('c'),
+            KeyModifiers::CONTROL,
+        ))),
+    );
+    assert!(s.quit, "Ctrl-C quits even from a dialog");
+}
+
+#[test]
+fn a_paste_goes_into_the_phrase_cleaned() {
+    let mut s = state(Environment::Staging, false);
+    key(&mut s, KeyCode::Char('i'));
+    key(&mut s, KeyCode::Enter);
+    update(
+        &mut s,
+        Msg::Terminal(TermEvent::Paste(
+            "invalidate sales\x1b[2J in staging".into(),
+        )),
+    );
+    let Some(Dialog::Confirm { input, .. }) = &s.dialog else {
+        panic!()
+    };
+    assert_eq!(input.value(), "invalidate sales[2J in staging");
+}
