@@ -22,6 +22,7 @@ pub mod cli;
 pub mod console;
 pub mod engine;
 pub mod instance;
+pub mod redis_link;
 pub mod store;
 pub mod text;
 pub mod traffic;

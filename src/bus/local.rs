@@ -9,7 +9,6 @@
 //! A bump is one `BEGIN IMMEDIATE` transaction: versions, the seed's `warehouse_version` and
 //! `warehouse_last_update`, and the event-log entry commit together or not at all.
 
-use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
@@ -17,7 +16,8 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
 use tokio::sync::broadcast;
 
 use super::{
-    BumpMode, BumpOutcome, Bus, BusError, Event, EventKind, InstanceReport, versions_by_name,
+    BumpMode, BumpOutcome, Bus, BusError, Delivered, Event, EventKind, InstanceReport,
+    versions_by_name,
 };
 use crate::engine::clock::{SharedClock, format_rfc3339};
 use crate::engine::versions::{TableId, Tables, VersionVector};
@@ -44,26 +44,6 @@ CREATE TABLE IF NOT EXISTS events (
 CREATE TABLE IF NOT EXISTS delivered (id INTEGER PRIMARY KEY, at_ms INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS instances (id TEXT PRIMARY KEY, at_ms INTEGER NOT NULL, body TEXT NOT NULL);
 ";
-
-/// Which logged events this process has already put on its feed.
-#[derive(Default)]
-struct Delivered {
-    /// Every seq at or below this was delivered.
-    watermark: u64,
-    above: BTreeSet<u64>,
-}
-
-impl Delivered {
-    fn mark(&mut self, seq: u64) -> bool {
-        if seq <= self.watermark || !self.above.insert(seq) {
-            return false;
-        }
-        while self.above.remove(&(self.watermark + 1)) {
-            self.watermark += 1;
-        }
-        true
-    }
-}
 
 struct Inner {
     db: Mutex<Connection>,
@@ -149,7 +129,7 @@ impl LocalBus {
                 feed,
                 delivered: Mutex::new(Delivered {
                     watermark: last,
-                    above: BTreeSet::new(),
+                    ..Delivered::default()
                 }),
             }),
         })
@@ -494,6 +474,39 @@ impl Bus for LocalBus {
                 }
             }
             Ok(out)
+        }))
+    }
+
+    fn raise<'a>(&'a self, versions: &'a VersionVector) -> BoxFuture<'a, Result<usize, BusError>> {
+        let wanted: Vec<(String, u64, String)> = self
+            .inner
+            .tables
+            .ids()
+            .map(|t| {
+                (
+                    self.inner.tables.name(t).to_string(),
+                    versions.version(t),
+                    versions.table_batch(t).to_string(),
+                )
+            })
+            .collect();
+        Box::pin(self.blocking(move |_, conn| {
+            let tx = conn.transaction().map_err(err)?;
+            let mut raised = 0;
+            for (name, v, batch) in wanted {
+                raised += tx
+                    .execute(
+                        "INSERT INTO versions (table_name, version, batch, updated_ms) \
+                         VALUES (?1, ?2, ?3, 0) ON CONFLICT(table_name) DO UPDATE SET \
+                         version = MAX(version, excluded.version), \
+                         batch = MAX(batch, excluded.batch) \
+                         WHERE versions.version < excluded.version",
+                        rusqlite::params![name, v as i64, batch],
+                    )
+                    .map_err(err)?;
+            }
+            tx.commit().map_err(err)?;
+            Ok(raised)
         }))
     }
 

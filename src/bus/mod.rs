@@ -22,6 +22,7 @@
 //! malformed into a [`BadInput`] that is counted and logged, never into a panic or an invalidation.
 
 pub mod local;
+pub mod redis;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -35,6 +36,47 @@ use crate::engine::versions::{TableId, Tables, VersionVector};
 use crate::store::{BoxFuture, TableKeys};
 
 pub use local::LocalBus;
+pub use redis::RedisBus;
+
+/// A message from [`CHANNEL`] published by someone else (the seed's job, `redis-cli`): the
+/// instance checks it and applies it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawMessage {
+    /// The channel it came on.
+    pub channel: String,
+    /// Its payload, unchecked.
+    pub payload: Vec<u8>,
+}
+
+/// Which logged events a process has already put on its feed: every seq at or below `watermark`,
+/// and the ones in `above`.
+#[derive(Debug, Default)]
+pub(crate) struct Delivered {
+    pub(crate) watermark: u64,
+    pub(crate) above: std::collections::BTreeSet<u64>,
+}
+
+impl Delivered {
+    /// Marks `seq` delivered; false if it already was.
+    pub(crate) fn mark(&mut self, seq: u64) -> bool {
+        if seq <= self.watermark || !self.above.insert(seq) {
+            return false;
+        }
+        while self.above.remove(&(self.watermark + 1)) {
+            self.watermark += 1;
+        }
+        // A gap that never fills (events trimmed from the log) must not hold memory forever.
+        if self.above.len() > 10_000
+            && let Some(&first) = self.above.iter().next()
+        {
+            self.watermark = first - 1;
+            while self.above.remove(&(self.watermark + 1)) {
+                self.watermark += 1;
+            }
+        }
+        true
+    }
+}
 
 /// The pub/sub channel of the seed's protocol.
 pub const CHANNEL: &str = "warehouse_updated";
@@ -249,6 +291,18 @@ pub trait Bus: Send + Sync + 'static {
 
     /// The latest report of every instance heard from within `live_ms` of the bus clock.
     fn reports(&self, live_ms: u64) -> BoxFuture<'_, Result<Vec<InstanceReport>, BusError>>;
+
+    /// Raises every table's version (and batch) to at least what `versions` holds, without an
+    /// event: how a truth that lost its state (a Redis restarted empty) is re-seeded from the
+    /// highest versions an engine has seen, so versions never go backwards. Returns how many
+    /// tables went up.
+    fn raise<'a>(&'a self, versions: &'a VersionVector) -> BoxFuture<'a, Result<usize, BusError>>;
+
+    /// Messages from other publishers on [`CHANNEL`], for the instance to check and apply (a bus
+    /// that cannot receive them has none).
+    fn raw_messages(&self) -> Option<broadcast::Receiver<RawMessage>> {
+        None
+    }
 
     /// Whether a seed-style message (one without versions) with this id was already applied, and
     /// marks it applied: such a message must bump its tables exactly once however many engines

@@ -632,7 +632,8 @@ pub async fn day(plan: &DayPlan) -> anyhow::Result<DayReport> {
         };
         // From now (09:3x) to the end of the last hour.
         let now = clock.now_ms();
-        let end_ms = DAY_START_MS + 1_800_000 + plan.hours as u64 * 3_600_000;
+        // The day ends a minute before the next update would land.
+        let end_ms = DAY_START_MS + 1_800_000 + plan.hours as u64 * 3_600_000 - 60_000;
         let total = Duration::from_millis(end_ms.saturating_sub(now)).div_f64(speed);
         let report = traffic::run(
             engine.clone(),
@@ -646,7 +647,7 @@ pub async fn day(plan: &DayPlan) -> anyhow::Result<DayReport> {
         )
         .await;
         stop.send_replace(true);
-        let _ = etl.await;
+        let _ = tokio::time::timeout(Duration::from_secs(35), etl).await;
         instance.shutdown();
         // Let the background refreshes started near the end land before counting.
         for _ in 0..200 {
@@ -666,6 +667,8 @@ pub async fn day(plan: &DayPlan) -> anyhow::Result<DayReport> {
             per_hour.push(m - prev);
             prev = *m;
         }
+        // The seed's recipes can leave thousands of refreshes queued: drop them, not wait.
+        sqlite.close();
         results.push(DayResult {
             strategy,
             warehouse_queries: end - warm_loads,

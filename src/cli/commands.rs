@@ -107,6 +107,14 @@ pub struct EventsArgs {
     pub follow: bool,
 }
 
+/// Options of `stats`.
+#[derive(Debug, Args)]
+pub struct StatsArgs {
+    /// Instances heard from within this long count as live.
+    #[arg(long, default_value = "5s", value_name = "DURATION")]
+    pub live: String,
+}
+
 /// `warehouse` subcommands.
 #[derive(Debug, Subcommand)]
 pub enum WarehouseCommand {
@@ -744,4 +752,71 @@ async fn wait_for_late(instance: &Instance, run: &EtlRun) {
     let real = Duration::from_millis(longest).div_f64(speed) + Duration::from_millis(500);
     eprintln!("waiting {} for late tables…", human_duration(real));
     tokio::time::sleep(real.min(Duration::from_secs(60))).await;
+}
+
+/// `freshcache stats`: counters summed over live instances, versions, instances.
+pub async fn stats(g: &GlobalArgs, args: StatsArgs) -> Result<(), CliError> {
+    let live = parse_duration(&args.live)
+        .map_err(|e| CliError::new(EXIT_BAD_INPUT, format!("--live: {e}")))?;
+    let world = World::open(g).await?;
+    let unavailable =
+        |e: crate::bus::BusError| CliError::new(super::EXIT_UNAVAILABLE, e.to_string());
+    let versions = world.bus.versions().await.map_err(unavailable)?;
+    let reports = world
+        .bus
+        .reports(live.as_millis() as u64)
+        .await
+        .map_err(unavailable)?;
+    let mut total = crate::engine::stats::StatsSnapshot::default();
+    let mut bad = 0;
+    let mut degraded = 0;
+    for r in &reports {
+        total = total.plus(&r.stats);
+        bad += r.bad_events;
+        degraded += r.degraded as usize;
+    }
+    let by_name = crate::bus::versions_by_name(&versions, world.catalog.tables());
+    let doc = json!({
+        "versions": by_name,
+        "batch": versions.batch.as_ref(),
+        "instances": reports.len(),
+        "degraded_instances": degraded,
+        "requests": total.requests,
+        "hits": total.fresh_hits,
+        "stale": total.stale_served,
+        "misses": total.misses,
+        "coalesced": total.coalesced,
+        "warehouse_queries": total.loads,
+        "load_errors": total.load_errors,
+        "shared_hits": total.shared_hits,
+        "lease_waits": total.lease_waits,
+        "bad_events": bad,
+    });
+    if g.json {
+        return print_json(&doc);
+    }
+    println!(
+        "{} live instance(s) on {}",
+        reports.len(),
+        world.bus.describe()
+    );
+    println!(
+        "versions   {}  (batch {})",
+        by_name
+            .iter()
+            .map(|(t, v)| format!("{t}={v}"))
+            .collect::<Vec<_>>()
+            .join(" "),
+        versions.batch
+    );
+    println!(
+        "requests   {}  hits {}  stale {}  misses {}  coalesced {}",
+        total.requests, total.fresh_hits, total.stale_served, total.misses, total.coalesced
+    );
+    println!(
+        "warehouse  {} queries, {} errors; shared hits {}, lease waits {}",
+        total.loads, total.load_errors, total.shared_hits, total.lease_waits
+    );
+    println!("bad events {bad}; degraded instances {degraded}");
+    Ok(())
 }

@@ -96,6 +96,16 @@ pub struct GlobalArgs {
         value_name = "DURATION[-DURATION]"
     )]
     pub latency: Option<String>,
+    /// Share the cache through Redis: redis://[user:password@]host[:port][/db] (or rediss://).
+    /// Embedded (no server) when omitted.
+    #[arg(long, global = true, env = "FRESHCACHE_REDIS", value_name = "URL")]
+    pub redis: Option<String>,
+    /// Longest wait for one Redis call before the cache falls back to the warehouse.
+    #[arg(long, global = true, default_value = "300ms", value_name = "DURATION")]
+    pub redis_timeout: String,
+    /// With --redis, keep no in-process tier in front of it (every hit goes to Redis).
+    #[arg(long, global = true)]
+    pub no_local_tier: bool,
     /// Refuse every action that changes anything (enforced below the UI).
     #[arg(long, global = true)]
     pub read_only: bool,
@@ -146,6 +156,8 @@ pub enum Command {
     Traffic(commands::TrafficArgs),
     /// Lists the event log.
     Events(commands::EventsArgs),
+    /// Counters summed over every live instance, and the versions.
+    Stats(commands::StatsArgs),
     /// The warehouse itself: create the demo data, show update_log.
     #[command(subcommand)]
     Warehouse(commands::WarehouseCommand),
@@ -262,6 +274,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         Some(Command::Warm(args)) => commands::warm(&g, args).await,
         Some(Command::Traffic(args)) => commands::traffic(&g, args).await,
         Some(Command::Events(args)) => commands::events(&g, args).await,
+        Some(Command::Stats(args)) => commands::stats(&g, args).await,
         Some(Command::Warehouse(c)) => commands::warehouse(&g, c).await,
         Some(Command::Etl(c)) => commands::etl(&g, c).await,
         Some(Command::Bench(b)) => bench::run(&g, b).await,

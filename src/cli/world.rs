@@ -6,11 +6,16 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::{CliError, EXIT_BAD_INPUT, EXIT_UNAVAILABLE, GlobalArgs};
-use crate::bus::{Bus, LocalBus};
+use std::time::Duration;
+
+use crate::bus::{Bus, LocalBus, RedisBus};
 use crate::engine::Engine;
 use crate::engine::catalog::Catalog;
 use crate::engine::clock::{ScaledClock, SharedClock, SystemClock, parse_duration, system_now_ms};
 use crate::instance::{Instance, InstanceConfig};
+use crate::redis_link::RedisLink;
+use crate::store::Store;
+use crate::store::redis::{Fills, RedisStore};
 use crate::warehouse::demo_data::DemoSize;
 use crate::warehouse::etl::batch_label;
 use crate::warehouse::{EtlTarget, Latency, PostgresWarehouse, SqliteWarehouse, Warehouse};
@@ -27,6 +32,10 @@ pub struct World {
     pub etl: Arc<dyn EtlTarget>,
     /// The bus.
     pub bus: Arc<dyn Bus>,
+    /// The shared store (Redis), if any.
+    pub shared: Option<Arc<dyn Store>>,
+    /// Whether engines keep an in-process tier.
+    pub local_tier: bool,
     /// Where embedded files live.
     pub data_dir: PathBuf,
     kind: Kind,
@@ -106,20 +115,43 @@ impl World {
                 )
             }
         };
-        let bus: Arc<dyn Bus> = Arc::new(
-            LocalBus::open(
-                &data_dir.join("state.sqlite"),
-                catalog.tables().clone(),
-                clock.clone(),
-            )
-            .map_err(|e| CliError::new(EXIT_UNAVAILABLE, e.to_string()))?,
-        );
+        let (bus, shared): (Arc<dyn Bus>, Option<Arc<dyn Store>>) = match &g.redis {
+            Some(url) => {
+                let timeout = parse_duration(&g.redis_timeout)
+                    .map_err(|e| CliError::new(EXIT_BAD_INPUT, format!("--redis-timeout: {e}")))?;
+                let link = Arc::new(
+                    RedisLink::open(
+                        url,
+                        Duration::from_secs(1),
+                        timeout.max(Duration::from_millis(10)),
+                    )
+                    .map_err(|e| CliError::new(EXIT_BAD_INPUT, e.to_string()))?,
+                );
+                let fills = Arc::new(Fills::default());
+                let store = RedisStore::new(link.clone(), catalog.tables().clone(), fills.clone());
+                let bus = RedisBus::start(link, catalog.tables().clone(), clock.clone(), fills);
+                (Arc::new(bus), Some(Arc::new(store)))
+            }
+            None => (
+                Arc::new(
+                    LocalBus::open(
+                        &data_dir.join("state.sqlite"),
+                        catalog.tables().clone(),
+                        clock.clone(),
+                    )
+                    .map_err(|e| CliError::new(EXIT_UNAVAILABLE, e.to_string()))?,
+                ),
+                None,
+            ),
+        };
         let world = World {
             catalog,
             clock,
             warehouse,
             etl,
             bus,
+            shared,
+            local_tier: !g.no_local_tier,
             data_dir,
             kind,
         };
@@ -147,10 +179,14 @@ impl World {
 
     /// An engine over this world.
     pub fn engine(&self, g: &GlobalArgs) -> Result<Engine, CliError> {
-        Engine::builder(self.catalog.clone(), self.warehouse.clone())
+        let mut b = Engine::builder(self.catalog.clone(), self.warehouse.clone())
             .clock(self.clock.clone())
             .strategy(g.strategy.unwrap_or_default())
-            .build()
+            .local_tier(self.local_tier || self.shared.is_none());
+        if let Some(s) = &self.shared {
+            b = b.shared(s.clone());
+        }
+        b.build()
             .map_err(|e| CliError::new(super::EXIT_FAILURE, e.to_string()))
     }
 

@@ -388,7 +388,7 @@ impl Collector {
             stats,
             instances: 1 + others.len(),
             bad_events,
-            degraded: None,
+            degraded: engine.degraded(),
             refresh: *instance.refresh_progress().borrow(),
             sample,
             price_per_query: self.price,

@@ -426,15 +426,29 @@ fn draw_money(frame: &mut Frame, area: Rect, snap: &Snapshot, theme: &Theme) {
 /// Points, colour and name of one line on a chart.
 type Series = (Vec<(f64, f64)>, Color, &'static str);
 
+/// The points of one chart line: at most `buckets` of them, each the most telling value of its
+/// span of samples (the largest, or with `low` the smallest, so a short spike or dip still shows),
+/// at the span's last x.
 fn series(
     samples: &std::collections::VecDeque<Sample>,
+    buckets: usize,
+    low: bool,
     f: impl Fn(&Sample) -> Option<f64>,
 ) -> Vec<(f64, f64)> {
-    samples
-        .iter()
-        .enumerate()
-        .filter_map(|(i, s)| f(s).map(|v| (i as f64, v)))
-        .collect()
+    let per = samples.len().div_ceil(buckets.max(1)).max(1);
+    let mut out = Vec::with_capacity(buckets + 1);
+    let mut best: Option<f64> = None;
+    for (i, s) in samples.iter().enumerate() {
+        if let Some(v) = f(s) {
+            best = Some(best.map_or(v, |b: f64| if low { b.min(v) } else { b.max(v) }));
+        }
+        if ((i + 1) % per == 0 || i + 1 == samples.len())
+            && let Some(v) = best.take()
+        {
+            out.push((i as f64, v));
+        }
+    }
+    out
 }
 
 fn draw_charts(frame: &mut Frame, area: Rect, state: &State, theme: &Theme) {
@@ -445,7 +459,9 @@ fn draw_charts(frame: &mut Frame, area: Rect, state: &State, theme: &Theme) {
     let minutes = super::state::HISTORY as f64 * super::source::SAMPLE_EVERY.as_secs_f64() / 60.0;
     // The newest sample at the right edge; the window scrolls left as samples arrive.
     let x_from = samples.len() as f64 - span;
-    let narrow = cols[0].width < 30;
+    let narrow = cols[0].width < 40;
+    // Braille gives two dots per column: more points than that cannot be seen.
+    let buckets = (cols[0].width as usize).saturating_sub(2) * 2;
     let chart = |title: String,
                  data: Vec<Series>,
                  (min, max): (f64, f64),
@@ -469,7 +485,7 @@ fn draw_charts(frame: &mut Frame, area: Rect, state: &State, theme: &Theme) {
             .y_axis(Axis::default().bounds([min, max.max(min + 1e-9)]));
         frame.render_widget(widget, area);
     };
-    let hit = series(samples, |s| s.hit_ratio.map(|r| r * 100.0));
+    let hit = series(samples, buckets, true, |s| s.hit_ratio.map(|r| r * 100.0));
     // Hit ratios live near the top: start the axis a little below the lowest one shown.
     let low = hit.iter().map(|p| p.1).fold(100.0, f64::min);
     let floor = ((low - 5.0) / 10.0).floor().clamp(0.0, 9.0) * 10.0;
@@ -487,7 +503,7 @@ fn draw_charts(frame: &mut Frame, area: Rect, state: &State, theme: &Theme) {
         frame,
         cols[0],
     );
-    let qps = series(samples, |s| Some(s.warehouse_qps));
+    let qps = series(samples, buckets, false, |s| Some(s.warehouse_qps));
     let qmax = qps.iter().map(|p| p.1).fold(1.0, f64::max);
     chart(
         if narrow {
@@ -500,8 +516,8 @@ fn draw_charts(frame: &mut Frame, area: Rect, state: &State, theme: &Theme) {
         frame,
         cols[1],
     );
-    let p50 = series(samples, |s| Some(s.p50_ms));
-    let p99 = series(samples, |s| Some(s.p99_ms));
+    let p50 = series(samples, buckets, false, |s| Some(s.p50_ms));
+    let p99 = series(samples, buckets, false, |s| Some(s.p99_ms));
     let lmax = p99
         .iter()
         .chain(p50.iter())
@@ -524,7 +540,7 @@ fn draw_charts(frame: &mut Frame, area: Rect, state: &State, theme: &Theme) {
         frame,
         cols[2],
     );
-    let stale = series(samples, |s| Some(s.stale_per_s));
+    let stale = series(samples, buckets, false, |s| Some(s.stale_per_s));
     let smax = stale.iter().map(|p| p.1).fold(1.0, f64::max);
     chart(
         if narrow {

@@ -40,6 +40,7 @@ pub mod flight;
 pub mod hot;
 pub mod policy;
 mod recipes;
+mod shared;
 pub mod stats;
 pub mod versions;
 
@@ -167,6 +168,8 @@ pub struct EngineBuilder {
     store: MemoryStoreConfig,
     strategy: Strategy,
     refresh_concurrency: usize,
+    shared: Option<Arc<dyn crate::store::Store>>,
+    local_tier: bool,
 }
 
 impl EngineBuilder {
@@ -186,6 +189,20 @@ impl EngineBuilder {
     /// Most warehouse queries refresh-ahead and warm run at once (8 by default).
     pub fn refresh_concurrency(mut self, n: usize) -> Self {
         self.refresh_concurrency = n;
+        self
+    }
+
+    /// A shared second tier (Redis) behind the in-process one: loads go through its leases, so
+    /// one process in the fleet loads a key while the others wait for it.
+    pub fn shared(mut self, store: Arc<dyn crate::store::Store>) -> Self {
+        self.shared = Some(store);
+        self
+    }
+
+    /// Whether the in-process tier caches answers (on by default). Off, every request goes to the
+    /// shared tier (still coalesced in the process).
+    pub fn local_tier(mut self, on: bool) -> Self {
+        self.local_tier = on;
         self
     }
 
@@ -209,6 +226,8 @@ impl EngineBuilder {
                 seed_locks: std::sync::Mutex::new(std::collections::HashMap::new()),
                 hot: hot::HotKeys::default(),
                 updating: std::sync::atomic::AtomicU64::new(0),
+                shared: self.shared,
+                local_tier: self.local_tier,
                 refresh_permits: Arc::new(tokio::sync::Semaphore::new(
                     self.refresh_concurrency.max(1),
                 )),
@@ -237,6 +256,10 @@ pub(crate) struct Inner {
     refresh_permits: Arc<tokio::sync::Semaphore>,
     /// Tables (bit per table id < 64) whose bump is being prepared.
     updating: std::sync::atomic::AtomicU64,
+    /// The shared second tier (Redis), if any.
+    shared: Option<Arc<dyn crate::store::Store>>,
+    /// Whether the in-process tier caches (off: every hit goes to the shared tier).
+    local_tier: bool,
     /// The seed's lock recipe keeps its locks here (key -> expiry); only `Strategy::Lock` uses it.
     seed_locks: std::sync::Mutex<std::collections::HashMap<EntryKey, Millis>>,
 }
@@ -310,6 +333,8 @@ impl Engine {
             store: MemoryStoreConfig::default(),
             strategy: Strategy::default(),
             refresh_concurrency: 8,
+            shared: None,
+            local_tier: true,
         }
     }
 
@@ -442,7 +467,11 @@ impl Engine {
         );
         let (stripe, sampled) = inner.stats.thread_slot();
         let timer = sampled.then(Instant::now);
-        let found = inner.store.get(&key);
+        let found = if inner.local_tier {
+            inner.store.get(&key)
+        } else {
+            None
+        };
         if let Some(entry) = found {
             let now = inner.now_ms();
             if now < entry.fresh_until && !xfetch_due(now, &entry, &query.policy) {
@@ -555,6 +584,7 @@ impl Engine {
     ) -> Result<Answer, GetError> {
         let inner = &*self.inner;
         let policy = &request.query().policy;
+        let began_ms = inner.now_ms();
         inner.stats.incr(Counter::Misses);
         let (flight, source) = match inner.flights.join(key, || {
             let now = inner.now_ms();
@@ -582,6 +612,12 @@ impl Engine {
         match outcome {
             Ok(Ok(entry)) => {
                 inner.stats.record_user(started.elapsed(), 1);
+                // Made before this request began: the shared tier had it (another process).
+                let source = if source == Source::Warehouse && entry.created_ms < began_ms {
+                    Source::Cache
+                } else {
+                    source
+                };
                 Ok(Answer::new(entry, Freshness::Fresh, source))
             }
             Ok(Err(error)) => match fallback.filter(within_limit) {
@@ -669,9 +705,27 @@ impl Engine {
             let mut versions = key.versions.iter().copied();
             move |_| versions.next().unwrap_or(0)
         });
-        match Engine::load(inner, request, stamp, policy).await {
+        let shared = match &inner.shared {
+            Some(s) => shared::load(inner, s.as_ref(), request, key, stamp).await,
+            None => shared::Outcome::Unavailable,
+        };
+        let result = match shared {
+            shared::Outcome::Entry(entry) => Ok(entry),
+            shared::Outcome::Failed(e) => Err(e),
+            // Embedded, or the shared store is down: load here (still one load per key in this
+            // process: this is the flight's leader).
+            shared::Outcome::Unavailable => {
+                if inner.shared.is_some() {
+                    inner.stats.incr(Counter::Degraded);
+                }
+                Engine::load(inner, request, stamp, policy).await
+            }
+        };
+        match result {
             Ok(entry) => {
-                if let PutOutcome::TooLarge = inner.store.put(key, entry.clone(), entry.created_ms)
+                if inner.local_tier
+                    && let PutOutcome::TooLarge =
+                        inner.store.put(key, entry.clone(), entry.created_ms)
                 {
                     inner.stats.incr(Counter::TooLarge);
                 }
@@ -686,6 +740,16 @@ impl Engine {
                 false
             }
         }
+    }
+
+    /// Why the engine runs degraded (its shared store unreachable), if it does.
+    pub fn degraded(&self) -> Option<String> {
+        self.inner.shared.as_ref().and_then(|s| s.degraded())
+    }
+
+    /// The shared store, if any.
+    pub fn shared_store(&self) -> Option<&Arc<dyn crate::store::Store>> {
+        self.inner.shared.as_ref()
     }
 
     /// Marks `tables` as being updated (a bump is being prepared) or not. While a table is, no

@@ -59,9 +59,15 @@ pub enum Counter {
     TooLarge,
     /// Refreshes started by refresh-ahead or warm.
     RefreshAhead,
+    /// Loads answered by the shared tier (another process had stored it).
+    SharedHits,
+    /// Loads that waited on another process's lease.
+    LeaseWaits,
+    /// Loads done without the shared tier because it was unreachable.
+    Degraded,
 }
 
-const COUNTERS: usize = 14;
+const COUNTERS: usize = 17;
 
 #[repr(align(128))]
 #[derive(Default)]
@@ -266,6 +272,9 @@ impl Stats {
             errors: get(Counter::Errors),
             wait_timeouts: get(Counter::WaitTimeouts),
             too_large: get(Counter::TooLarge),
+            shared_hits: get(Counter::SharedHits),
+            lease_waits: get(Counter::LeaseWaits),
+            degraded_loads: get(Counter::Degraded),
             evictions: 0,
             user_latency: LatencySummary::of(&user),
             load_time: LatencySummary::of(&load),
@@ -332,6 +341,15 @@ pub struct StatsSnapshot {
     pub wait_timeouts: u64,
     /// Answers too large to store.
     pub too_large: u64,
+    /// Loads answered by the shared tier.
+    #[serde(default)]
+    pub shared_hits: u64,
+    /// Loads that waited on another process's lease.
+    #[serde(default)]
+    pub lease_waits: u64,
+    /// Loads done without the shared tier because it was unreachable.
+    #[serde(default)]
+    pub degraded_loads: u64,
     /// Entries evicted by the store's bounds.
     pub evictions: u64,
     /// User-visible latency of `get`.
@@ -365,6 +383,9 @@ impl StatsSnapshot {
             errors: self.errors + o.errors,
             wait_timeouts: self.wait_timeouts + o.wait_timeouts,
             too_large: self.too_large + o.too_large,
+            shared_hits: self.shared_hits + o.shared_hits,
+            lease_waits: self.lease_waits + o.lease_waits,
+            degraded_loads: self.degraded_loads + o.degraded_loads,
             evictions: self.evictions + o.evictions,
             user_latency: lat(&self.user_latency, &o.user_latency),
             load_time: lat(&self.load_time, &o.load_time),

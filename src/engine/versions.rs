@@ -21,7 +21,19 @@ use super::clock::{Millis, format_batch_label};
 use crate::store::Stamp;
 
 /// The index of a table in the catalog's table list.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Default,
+    serde::Serialize,
+    serde::Deserialize,
+)]
 pub struct TableId(pub u16);
 
 impl TableId {

@@ -111,6 +111,7 @@ struct Counters {
     resyncs: AtomicU64,
     sync_errors: AtomicU64,
     applied_updates: AtomicU64,
+    reseeds: AtomicU64,
 }
 
 /// A copy of the instance counters.
@@ -126,6 +127,8 @@ pub struct InstanceCounters {
     pub sync_errors: u64,
     /// Version raises applied from events.
     pub applied_updates: u64,
+    /// Times the version truth was found behind this engine and raised back.
+    pub reseeds: u64,
 }
 
 struct Inner {
@@ -229,6 +232,7 @@ impl Instance {
             resyncs: c.resyncs.load(Ordering::Relaxed),
             sync_errors: c.sync_errors.load(Ordering::Relaxed),
             applied_updates: c.applied_updates.load(Ordering::Relaxed),
+            reseeds: c.reseeds.load(Ordering::Relaxed),
         }
     }
 
@@ -286,7 +290,7 @@ impl Instance {
             table_keys: engine.table_keys(),
             bad_events: c.bad_events,
             lagged_events: c.lagged_events,
-            degraded: false,
+            degraded: engine.degraded().is_some(),
         }
     }
 
@@ -326,8 +330,24 @@ impl Instance {
     ) {
         let mut tick = tokio::time::interval(self.inner.config.poll_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut raw = self.inner.bus.raw_messages();
         loop {
             tokio::select! {
+                message = async {
+                    match raw.as_mut() {
+                        Some(r) => r.recv().await,
+                        None => std::future::pending().await,
+                    }
+                } => match message {
+                    Ok(m) => {
+                        // Counted and logged when malformed; applied exactly once otherwise.
+                        let _ = self.ingest(&m.channel, &m.payload).await;
+                    }
+                    Err(broadcast::error::RecvError::Lagged(n)) => {
+                        self.inner.counters.lagged_events.fetch_add(n, Ordering::Relaxed);
+                    }
+                    Err(broadcast::error::RecvError::Closed) => raw = None,
+                },
                 received = feed.recv() => match received {
                     Ok(event) => {
                         if let EventKind::WarehouseUpdated { versions, batch, .. } = &event.kind {
@@ -372,6 +392,15 @@ impl Instance {
     pub async fn resync(&self) -> Vec<TableId> {
         match self.inner.bus.versions().await {
             Ok(truth) => {
+                // A truth behind what this engine has seen lost its state (a Redis restarted
+                // empty): put it back, so versions never go backwards for anyone.
+                let local = self.inner.engine.versions();
+                let tables = self.inner.engine.catalog().tables().clone();
+                if tables.ids().any(|t| truth.version(t) < local.version(t))
+                    && self.inner.bus.raise(&local).await.is_ok()
+                {
+                    self.inner.counters.reseeds.fetch_add(1, Ordering::Relaxed);
+                }
                 let raised = self.inner.engine.apply_versions(&truth);
                 if !raised.is_empty() {
                     self.inner.counters.resyncs.fetch_add(1, Ordering::Relaxed);

@@ -36,6 +36,7 @@ use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use super::{BoxFuture, Entry, EntryKey, PutOutcome, Store, StoreError, TableKeys};
 use crate::engine::catalog::MAX_TABLES_PER_QUERY;
+use crate::engine::catalog::Request;
 use crate::engine::clock::Millis;
 use crate::engine::versions::{TableId, VersionVector};
 
@@ -406,8 +407,13 @@ impl MemoryStore {
 }
 
 impl Store for MemoryStore {
+    fn describe(&self) -> String {
+        "in-process".into()
+    }
+
     fn get<'a>(
         &'a self,
+        _request: &'a Request,
         key: &'a EntryKey,
     ) -> BoxFuture<'a, Result<Option<Arc<Entry>>, StoreError>> {
         Box::pin(std::future::ready(Ok(MemoryStore::get(self, key))))
@@ -415,6 +421,7 @@ impl Store for MemoryStore {
 
     fn previous<'a>(
         &'a self,
+        _request: &'a Request,
         key: &'a EntryKey,
     ) -> BoxFuture<'a, Result<Option<Arc<Entry>>, StoreError>> {
         Box::pin(std::future::ready(Ok(MemoryStore::previous(self, key))))
@@ -422,6 +429,7 @@ impl Store for MemoryStore {
 
     fn put<'a>(
         &'a self,
+        _request: &'a Request,
         key: EntryKey,
         entry: Arc<Entry>,
     ) -> BoxFuture<'a, Result<PutOutcome, StoreError>> {
@@ -438,6 +446,15 @@ impl Store for MemoryStore {
         Box::pin(std::future::ready(Ok(MemoryStore::table_keys(
             self, current,
         ))))
+    }
+
+    fn purge<'a>(
+        &'a self,
+        _current: &'a VersionVector,
+        budget: usize,
+    ) -> BoxFuture<'a, Result<usize, StoreError>> {
+        let now = crate::engine::clock::system_now_ms();
+        Box::pin(std::future::ready(Ok(self.purge_expired(now, budget))))
     }
 }
 

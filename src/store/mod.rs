@@ -6,10 +6,14 @@
 //! so a version bump changes every affected key at once and nothing has to be deleted.
 
 pub mod memory;
+pub mod redis;
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
+
+use crate::engine::catalog::Request;
 
 use crate::engine::catalog::MAX_TABLES_PER_QUERY;
 use crate::engine::clock::Millis;
@@ -21,7 +25,7 @@ pub use memory::{MemoryStore, MemoryStoreConfig};
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// The versions of the tables one query read, in the query's table order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub struct Stamp {
     len: u8,
     tables: [TableId; MAX_TABLES_PER_QUERY],
@@ -127,7 +131,7 @@ impl std::hash::Hash for EntryKey {
 ///
 /// `repr(C)` with the fields a hit reads first, so that they share a cache line with the `Arc`'s
 /// reference count, which a hit writes anyway.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[repr(C)]
 pub struct Entry {
     /// Until when it is fresh by TTL (the backstop; versions invalidate first).
@@ -183,11 +187,20 @@ pub struct TableKeys {
 #[error("store: {0}")]
 pub struct StoreError(pub String);
 
-/// The operations the engine needs from a store.
+/// The operations the engine needs from a store. The in-process [`MemoryStore`] is the first tier
+/// (and the only one when embedded); the Redis store is the shared second tier, where the lease
+/// and fill operations let one process in the whole fleet load a key while the others wait.
+///
+/// Methods take the [`Request`] as well as the key: a shared store names its keys after the query
+/// and tags them with the table they belong to.
 pub trait Store: Send + Sync {
+    /// A short, secret-free description.
+    fn describe(&self) -> String;
+
     /// The entry stored under exactly `key`.
     fn get<'a>(
         &'a self,
+        request: &'a Request,
         key: &'a EntryKey,
     ) -> BoxFuture<'a, Result<Option<Arc<Entry>>, StoreError>>;
 
@@ -195,12 +208,14 @@ pub trait Store: Send + Sync {
     /// may be served as stale while the current version loads.
     fn previous<'a>(
         &'a self,
+        request: &'a Request,
         key: &'a EntryKey,
     ) -> BoxFuture<'a, Result<Option<Arc<Entry>>, StoreError>>;
 
     /// Stores `entry` under `key`, unless an entry created later is already there.
     fn put<'a>(
         &'a self,
+        request: &'a Request,
         key: EntryKey,
         entry: Arc<Entry>,
     ) -> BoxFuture<'a, Result<PutOutcome, StoreError>>;
@@ -210,4 +225,60 @@ pub trait Store: Send + Sync {
         &'a self,
         current: &'a VersionVector,
     ) -> BoxFuture<'a, Result<Vec<TableKeys>, StoreError>>;
+
+    /// Takes the lease on loading `key` for `ttl`, with `token` as proof of ownership; `false`
+    /// when someone else holds it. A store private to one process always grants it.
+    fn lease<'a>(
+        &'a self,
+        _request: &'a Request,
+        _key: &'a EntryKey,
+        _token: u64,
+        _ttl: Duration,
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        Box::pin(std::future::ready(Ok(true)))
+    }
+
+    /// Extends a lease this `token` holds; `false` when it is no longer held (expired or taken).
+    fn extend_lease<'a>(
+        &'a self,
+        _request: &'a Request,
+        _key: &'a EntryKey,
+        _token: u64,
+        _ttl: Duration,
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        Box::pin(std::future::ready(Ok(true)))
+    }
+
+    /// Releases a lease this `token` holds (compare-and-delete: never someone else's).
+    fn release_lease<'a>(
+        &'a self,
+        _request: &'a Request,
+        _key: &'a EntryKey,
+        _token: u64,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(std::future::ready(Ok(())))
+    }
+
+    /// Waits until another process reports `key` filled, or `timeout` passes.
+    fn wait_fill<'a>(
+        &'a self,
+        _request: &'a Request,
+        _key: &'a EntryKey,
+        timeout: Duration,
+    ) -> BoxFuture<'a, ()> {
+        Box::pin(tokio::time::sleep(timeout))
+    }
+
+    /// Why the store cannot be used right now (down, breaker open), if it cannot.
+    fn degraded(&self) -> Option<String> {
+        None
+    }
+
+    /// Drops entries no rule can serve any more (old versions, past `keep_until`), at most `budget`
+    /// of them, off the request path. Returns how many went.
+    fn purge<'a>(
+        &'a self,
+        current: &'a VersionVector,
+        budget: usize,
+    ) -> BoxFuture<'a, Result<usize, StoreError>>;
 }

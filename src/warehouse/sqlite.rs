@@ -152,6 +152,12 @@ impl SqliteWarehouse {
         }
     }
 
+    /// Refuses every query from now on, including those waiting for a slot (they fail at once):
+    /// for tearing a simulation down without draining its queue.
+    pub fn close(&self) {
+        self.shared.slots.close();
+    }
+
     /// Queries run so far through this handle's database.
     pub fn queries(&self) -> u64 {
         self.shared.queries.load(Ordering::Relaxed)

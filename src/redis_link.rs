@@ -1,0 +1,379 @@
+//! One Redis server, as the store and the bus use it: a connection with explicit timeouts on every
+//! call, and a circuit breaker so that a dead or frozen Redis costs each request at most one
+//! timeout before the cache falls back to the warehouse (degraded), and recovers by itself.
+//!
+//! * Every call is bounded by `response_timeout` (the redis crate's own timeouts do not cover a
+//!   reconnect in progress, so the bound is applied here, around the whole call).
+//! * After [`BREAKER_THRESHOLD`] consecutive failures the breaker opens: calls fail at once for
+//!   [`BREAKER_COOL_DOWN`]; then one call is let through as a probe; success closes it.
+//! * The URL's password is kept in a [`Secret`] and never appears in [`RedisLink::describe`],
+//!   errors, `Debug` output or panics.
+
+use std::fmt;
+use std::future::Future;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+
+/// Consecutive failures that open the breaker.
+pub const BREAKER_THRESHOLD: u32 = 3;
+/// How long an open breaker refuses calls before letting a probe through.
+pub const BREAKER_COOL_DOWN: Duration = Duration::from_millis(1_000);
+
+/// A value that must never be shown: `Debug` and `Display` print `***`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret<T>(T);
+
+impl<T> Secret<T> {
+    /// Wraps a secret.
+    pub fn new(value: T) -> Self {
+        Self(value)
+    }
+
+    /// The secret itself, for the one place that needs it.
+    pub fn expose(&self) -> &T {
+        &self.0
+    }
+}
+
+impl<T> fmt::Debug for Secret<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+impl<T> fmt::Display for Secret<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// A URL with its password replaced by `***` (`redis://ann:***@host:6379/0`).
+pub fn mask_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return "(not a URL)".into();
+    };
+    let (authority, path) = match rest.find('/') {
+        Some(i) => rest.split_at(i),
+        None => (rest, ""),
+    };
+    let masked = match authority.rsplit_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _)) => format!("{user}:***@{host}"),
+            None => format!("{userinfo}@{host}"),
+        },
+        None => authority.to_string(),
+    };
+    crate::text::clean_line(&format!("{scheme}://{masked}{path}"))
+}
+
+/// Why a call to Redis failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LinkError {
+    /// The URL cannot be used.
+    #[error("bad Redis URL {url}: {why} (expected redis://[user:password@]host[:port][/db])")]
+    BadUrl {
+        /// The URL, masked.
+        url: String,
+        /// What is wrong.
+        why: String,
+    },
+    /// Redis did not answer in time, refused the connection, or the breaker is open.
+    #[error("redis unavailable: {0}")]
+    Unavailable(String),
+    /// Redis answered with an error.
+    #[error("redis error: {0}")]
+    Command(String),
+}
+
+#[derive(Debug)]
+enum BreakerState {
+    Closed { failures: u32 },
+    Open { until: Instant },
+    HalfOpen,
+}
+
+/// A circuit breaker.
+#[derive(Debug)]
+pub struct Breaker {
+    state: Mutex<BreakerState>,
+    opened: AtomicU64,
+}
+
+impl Default for Breaker {
+    fn default() -> Self {
+        Self {
+            state: Mutex::new(BreakerState::Closed { failures: 0 }),
+            opened: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Breaker {
+    /// Whether a call may go through now (an open breaker lets one probe through after its
+    /// cool-down).
+    pub fn allow(&self) -> bool {
+        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        match *s {
+            BreakerState::Closed { .. } => true,
+            BreakerState::Open { until } if Instant::now() >= until => {
+                *s = BreakerState::HalfOpen;
+                true
+            }
+            BreakerState::Open { .. } => false,
+            // One probe at a time: others wait for its outcome.
+            BreakerState::HalfOpen => false,
+        }
+    }
+
+    /// Records a success: closes the breaker.
+    pub fn success(&self) {
+        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        *s = BreakerState::Closed { failures: 0 };
+    }
+
+    /// Records a failure: opens the breaker after the threshold, or re-opens it after a probe.
+    pub fn failure(&self) {
+        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let open = match *s {
+            BreakerState::Closed { failures } if failures + 1 >= BREAKER_THRESHOLD => true,
+            BreakerState::Closed { failures } => {
+                *s = BreakerState::Closed {
+                    failures: failures + 1,
+                };
+                false
+            }
+            BreakerState::HalfOpen | BreakerState::Open { .. } => true,
+        };
+        if open {
+            *s = BreakerState::Open {
+                until: Instant::now() + BREAKER_COOL_DOWN,
+            };
+            self.opened.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether calls are being refused (open or probing).
+    pub fn is_open(&self) -> bool {
+        !matches!(
+            *self.state.lock().unwrap_or_else(|p| p.into_inner()),
+            BreakerState::Closed { .. }
+        )
+    }
+
+    /// How many times it has opened.
+    pub fn times_opened(&self) -> u64 {
+        self.opened.load(Ordering::Relaxed)
+    }
+}
+
+/// A Redis server with timeouts and a breaker.
+pub struct RedisLink {
+    client: redis::Client,
+    conn: ConnectionManager,
+    url: Secret<String>,
+    describe: String,
+    response_timeout: Duration,
+    connect_timeout: Duration,
+    breaker: Breaker,
+}
+
+impl fmt::Debug for RedisLink {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisLink")
+            .field("at", &self.describe)
+            .finish_non_exhaustive()
+    }
+}
+
+fn classify(e: &redis::RedisError) -> LinkError {
+    let text = crate::text::clean_short(&e.to_string(), 200);
+    if e.is_connection_refusal() || e.is_timeout() || e.is_connection_dropped() || e.is_io_error() {
+        LinkError::Unavailable(text)
+    } else {
+        LinkError::Command(text)
+    }
+}
+
+impl RedisLink {
+    /// Prepares a link to `url` (`redis://` or `rediss://`); connects lazily, so a Redis that is
+    /// down now does not stop the start (the cache runs degraded until it answers).
+    pub fn open(
+        url: &str,
+        connect_timeout: Duration,
+        response_timeout: Duration,
+    ) -> Result<Self, LinkError> {
+        let describe = mask_url(url);
+        let bad = |why: String| LinkError::BadUrl {
+            url: describe.clone(),
+            why: crate::text::clean_short(&why, 120),
+        };
+        if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+            return Err(bad("the scheme must be redis:// or rediss://".into()));
+        }
+        let client = redis::Client::open(url).map_err(|e| bad(e.to_string()))?;
+        // Fail fast while Redis is down: one retry with a short backoff; every call is bounded
+        // by `response_timeout` around it anyway (a reconnect in progress is not covered by the
+        // crate's own timeouts).
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(connect_timeout))
+            .set_response_timeout(Some(response_timeout))
+            .set_number_of_retries(1)
+            .set_min_delay(Duration::from_millis(20))
+            .set_max_delay(Duration::from_millis(200));
+        let conn = client
+            .get_connection_manager_lazy(config)
+            .map_err(|e| bad(e.to_string()))?;
+        Ok(Self {
+            client,
+            conn,
+            url: Secret::new(url.to_string()),
+            describe,
+            response_timeout,
+            connect_timeout,
+            breaker: Breaker::default(),
+        })
+    }
+
+    /// `redis://host:6379/0`, password masked.
+    pub fn describe(&self) -> &str {
+        &self.describe
+    }
+
+    /// The URL, for opening more connections (pub/sub). Never log it.
+    pub fn url(&self) -> &Secret<String> {
+        &self.url
+    }
+
+    /// The client, for pub/sub connections.
+    pub fn client(&self) -> &redis::Client {
+        &self.client
+    }
+
+    /// The response timeout of every call.
+    pub fn response_timeout(&self) -> Duration {
+        self.response_timeout
+    }
+
+    /// The connect timeout.
+    pub fn connect_timeout(&self) -> Duration {
+        self.connect_timeout
+    }
+
+    /// The breaker.
+    pub fn breaker(&self) -> &Breaker {
+        &self.breaker
+    }
+
+    /// Runs one call (a command, a pipeline, a script) through the breaker, bounded by the
+    /// response timeout.
+    pub async fn call<T, F, Fut>(&self, f: F) -> Result<T, LinkError>
+    where
+        F: FnOnce(ConnectionManager) -> Fut,
+        Fut: Future<Output = redis::RedisResult<T>>,
+    {
+        self.call_within(self.response_timeout, f).await
+    }
+
+    /// [`RedisLink::call`] with another bound (bulk work).
+    pub async fn call_within<T, F, Fut>(&self, limit: Duration, f: F) -> Result<T, LinkError>
+    where
+        F: FnOnce(ConnectionManager) -> Fut,
+        Fut: Future<Output = redis::RedisResult<T>>,
+    {
+        if !self.breaker.allow() {
+            return Err(LinkError::Unavailable(
+                "circuit open after repeated failures".into(),
+            ));
+        }
+        match tokio::time::timeout(limit, f(self.conn.clone())).await {
+            Ok(Ok(v)) => {
+                self.breaker.success();
+                Ok(v)
+            }
+            Ok(Err(e)) => {
+                let err = classify(&e);
+                match err {
+                    LinkError::Unavailable(_) => self.breaker.failure(),
+                    // Redis answered: it is up.
+                    _ => self.breaker.success(),
+                }
+                Err(err)
+            }
+            Err(_) => {
+                self.breaker.failure();
+                Err(LinkError::Unavailable(format!(
+                    "no answer within {} ms",
+                    limit.as_millis()
+                )))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_are_masked() {
+        assert_eq!(
+            mask_url("redis://ann:s3cret@db.local:6380/2"),
+            "redis://ann:***@db.local:6380/2"
+        );
+        assert_eq!(mask_url("redis://:s3cret@h"), "redis://:***@h");
+        assert_eq!(mask_url("rediss://h:6379"), "rediss://h:6379");
+        assert_eq!(mask_url("nonsense"), "(not a URL)");
+        assert_eq!(format!("{:?}", Secret::new("pw")), "***");
+        assert_eq!(Secret::new("pw").to_string(), "***");
+    }
+
+    #[tokio::test]
+    async fn bad_urls_are_refused_without_the_password() {
+        let e = RedisLink::open(
+            "http://ann:s3cret@h:1/0",
+            Duration::from_millis(100),
+            Duration::from_millis(100),
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string().contains("bad Redis URL") && !e.to_string().contains("s3cret"),
+            "{e}"
+        );
+        let e = RedisLink::open(
+            "redis://ann:s3cret@h:1/notadb",
+            Duration::from_millis(100),
+            Duration::from_millis(100),
+        )
+        .unwrap_err();
+        assert!(!e.to_string().contains("s3cret"), "{e}");
+    }
+
+    #[test]
+    fn the_breaker_opens_cools_down_and_closes() {
+        let b = Breaker::default();
+        for _ in 0..BREAKER_THRESHOLD - 1 {
+            b.failure();
+            assert!(b.allow());
+        }
+        b.failure();
+        assert!(b.is_open());
+        assert!(!b.allow());
+        *b.state.lock().unwrap() = BreakerState::Open {
+            until: Instant::now(),
+        };
+        assert!(b.allow(), "one probe after the cool-down");
+        assert!(!b.allow(), "only one");
+        b.failure();
+        assert!(!b.allow(), "a failed probe re-opens it");
+        *b.state.lock().unwrap() = BreakerState::Open {
+            until: Instant::now(),
+        };
+        assert!(b.allow());
+        b.success();
+        assert!(!b.is_open() && b.allow());
+        assert_eq!(b.times_opened(), 2);
+    }
+}

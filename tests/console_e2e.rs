@@ -1,0 +1,230 @@
+//! The real binary in a real terminal: tmux runs `freshcache demo`, keys are sent with
+//! `send-keys`, the screen is read with `capture-pane`, and every step waits for what the screen
+//! must show (no fixed sleeps).
+//!
+//! * staging: the dashboard comes up, `sales` is invalidated through its typed confirmation, its
+//!   version goes up and the action appears in the feed; `q` quits and the terminal is restored;
+//! * production: the partial-update action is absent and pressing its key says why.
+//!
+//! tmux runs on a private socket, so no user session is touched. Without tmux the tests say so
+//! and pass, unless `FRESHCACHE_REQUIRE_TMUX=1` (set by CI), where that is a failure.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+struct Tmux {
+    socket: String,
+}
+
+impl Tmux {
+    fn available() -> bool {
+        Command::new("tmux")
+            .arg("-V")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    }
+
+    fn start(name: &str, command: &str) -> Tmux {
+        let t = Tmux {
+            socket: format!("freshcache-test-{}-{name}", std::process::id()),
+        };
+        let ok = Command::new("tmux")
+            .args([
+                "-L",
+                &t.socket,
+                "-f",
+                "/dev/null",
+                "new-session",
+                "-d",
+                "-s",
+                "t",
+            ])
+            .args(["-x", "160", "-y", "48"])
+            .arg(command)
+            .env("TERM", "xterm-256color")
+            .status()
+            .expect("tmux runs");
+        assert!(ok.success(), "tmux new-session failed");
+        t
+    }
+
+    fn tmux(&self, args: &[&str]) -> String {
+        let out = Command::new("tmux")
+            .args(["-L", &self.socket])
+            .args(args)
+            .output()
+            .expect("tmux runs");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn screen(&self) -> String {
+        self.tmux(&["capture-pane", "-p", "-t", "t"])
+    }
+
+    fn keys(&self, keys: &[&str]) {
+        let mut args = vec!["send-keys", "-t", "t"];
+        args.extend_from_slice(keys);
+        self.tmux(&args);
+    }
+
+    fn literal(&self, text: &str) {
+        self.tmux(&["send-keys", "-t", "t", "-l", text]);
+    }
+
+    /// Waits until the screen satisfies `check`, up to `limit`; returns that screen.
+    fn wait_for(&self, what: &str, limit: Duration, check: impl Fn(&str) -> bool) -> String {
+        let started = Instant::now();
+        loop {
+            let screen = self.screen();
+            if check(&screen) {
+                return screen;
+            }
+            if started.elapsed() > limit {
+                panic!("waited {limit:?} for {what}; the screen shows:\n{screen}");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn alternate_screen(&self) -> bool {
+        self.tmux(&["display-message", "-p", "-t", "t", "#{alternate_on}"])
+            .trim()
+            == "1"
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = Command::new("tmux")
+            .args(["-L", &self.socket, "kill-server"])
+            .status();
+    }
+}
+
+fn skip_without_tmux() -> bool {
+    if Tmux::available() {
+        return false;
+    }
+    let msg = "tmux not found: the console end-to-end tests are SKIPPED";
+    if std::env::var("FRESHCACHE_REQUIRE_TMUX").is_ok_and(|v| v == "1") {
+        panic!("{msg} (FRESHCACHE_REQUIRE_TMUX=1)");
+    }
+    eprintln!("\n==== {msg} ====\n");
+    true
+}
+
+fn demo_command(env: &str) -> String {
+    let bin = env!("CARGO_BIN_EXE_freshcache");
+    // A shell around the demo: after `q` the shell prints the exit code and keeps the pane, so the
+    // test can see the terminal as the demo left it.
+    format!(
+        "sh -c '{bin} --env {env} --hour 20s --latency 20ms demo --users 20 --sales 5000; \
+         echo EXIT=$?; exec sh'"
+    )
+}
+
+/// The version in the `sales` row of the tables panel.
+fn sales_version(screen: &str) -> Option<u64> {
+    screen.lines().find_map(|l| {
+        let cells: Vec<&str> = l.trim_start_matches('│').split_whitespace().collect();
+        (cells.first() == Some(&"sales")).then(|| cells.get(1)?.parse().ok())?
+    })
+}
+
+const BOOT: Duration = Duration::from_secs(90);
+const STEP: Duration = Duration::from_secs(30);
+
+#[test]
+fn staging_invalidate_sales_then_quit_restores_the_terminal() {
+    if skip_without_tmux() {
+        return;
+    }
+    let t = Tmux::start("staging", &demo_command("staging"));
+    let screen = t.wait_for("the dashboard", BOOT, |s| {
+        s.contains("STAGING") && sales_version(s).is_some() && s.contains("invalidate")
+    });
+    assert!(
+        t.alternate_screen(),
+        "the console uses the alternate screen"
+    );
+    let before = sales_version(&screen).expect("a sales row");
+
+    t.keys(&["i"]);
+    t.wait_for("the table picker", STEP, |s| s.contains("[x] sales"));
+    t.keys(&["Enter"]);
+    t.wait_for("the confirmation", STEP, |s| {
+        s.contains("type invalidate sales in staging to confirm")
+    });
+    t.literal("invalidate sales in staging");
+    t.wait_for("the phrase to be accepted", STEP, |s| {
+        s.contains("Enter runs it")
+    });
+    t.keys(&["Enter"]);
+    t.wait_for("the outcome", STEP, |s| s.contains("invalidate: done"));
+    t.keys(&["Enter"]);
+    let screen = t.wait_for("the new sales version and the audit event", STEP, |s| {
+        sales_version(s).is_some_and(|v| v > before) && s.contains("invalidate sales by")
+    });
+    assert!(screen.contains("operator_action"), "{screen}");
+
+    t.keys(&["q"]);
+    t.wait_for("the demo to exit", STEP, |s| s.contains("EXIT=0"));
+    assert!(!t.alternate_screen(), "the alternate screen is left");
+    // Echo and line editing are back: a typed command shows and runs.
+    t.literal("echo restored-$((20+22))");
+    t.keys(&["Enter"]);
+    t.wait_for("the shell to answer", STEP, |s| {
+        s.lines().any(|l| l.trim() == "restored-42")
+    });
+}
+
+#[test]
+fn production_refuses_the_partial_update() {
+    if skip_without_tmux() {
+        return;
+    }
+    let t = Tmux::start("production", &demo_command("production"));
+    let screen = t.wait_for("the dashboard", BOOT, |s| {
+        s.contains("PRODUCTION") && sales_version(s).is_some()
+    });
+    let footer = screen.lines().last().unwrap_or("");
+    assert!(
+        !footer.contains("partial"),
+        "absent from the footer: {footer}"
+    );
+    t.keys(&["p"]);
+    t.wait_for("the refusal", STEP, |s| {
+        s.contains("partial updates are simulated in staging and development, not in production")
+    });
+    assert!(!t.screen().contains("tables that fail"), "no dialog opened");
+    t.keys(&["C-c"]);
+    t.wait_for("the demo to exit", STEP, |s| s.contains("EXIT=0"));
+    assert!(!t.alternate_screen());
+}
+
+#[test]
+fn sigterm_restores_the_terminal() {
+    if skip_without_tmux() {
+        return;
+    }
+    let t = Tmux::start("sigterm", &demo_command("development"));
+    t.wait_for("the dashboard", BOOT, |s| sales_version(s).is_some());
+    let pids = Command::new("pgrep")
+        .args([
+            "-f",
+            &format!("^{} --env development", env!("CARGO_BIN_EXE_freshcache")),
+        ])
+        .output()
+        .expect("pgrep");
+    let pids = String::from_utf8_lossy(&pids.stdout).to_string();
+    let pid = pids.lines().next().expect("the demo's pid");
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", pid])
+            .status()
+            .expect("kill")
+            .success()
+    );
+    t.wait_for("the demo to exit", STEP, |s| s.contains("EXIT=0"));
+    assert!(!t.alternate_screen());
+}
