@@ -99,7 +99,9 @@ return {seq, body}
 
 const RAISE: &str = r#"
 local raised = 0
-for i = 1, #ARGV, 3 do
+local seq = tonumber(redis.call('GET', KEYS[3]) or '0')
+if tonumber(ARGV[1]) > seq then redis.call('SET', KEYS[3], ARGV[1]) end
+for i = 2, #ARGV, 3 do
   local t, v, b = ARGV[i], tonumber(ARGV[i + 1]), ARGV[i + 2]
   local cur = tonumber(redis.call('HGET', KEYS[1], t) or '0')
   if v > cur then redis.call('HSET', KEYS[1], t, v); raised = raised + 1 end
@@ -117,7 +119,8 @@ struct Inner {
     feed: broadcast::Sender<Event>,
     raw: broadcast::Sender<RawMessage>,
     delivered: Mutex<Delivered>,
-    last_id: Mutex<String>,
+    /// The id and sequence number of the last log entry read.
+    last_read: Mutex<(String, u64)>,
     bump: Script,
     publish: Script,
     raise: Script,
@@ -159,7 +162,7 @@ impl RedisBus {
                 feed,
                 raw,
                 delivered: Mutex::new(Delivered::default()),
-                last_id: Mutex::new(String::new()),
+                last_read: Mutex::new((String::new(), 0)),
                 bump: Script::new(BUMP),
                 publish: Script::new(PUBLISH),
                 raise: Script::new(RAISE),
@@ -189,8 +192,8 @@ fn deliver(inner: &Inner, events: Vec<Event>) -> usize {
 
 /// Reads the log after the last stream id seen (or, the first time, starts from its end).
 async fn catch_up_inner(inner: &Inner) -> Result<usize, BusError> {
-    let last = inner
-        .last_id
+    let (last, last_seq) = inner
+        .last_read
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .clone();
@@ -230,7 +233,7 @@ async fn catch_up_inner(inner: &Inner) -> Result<usize, BusError> {
                 };
             }
         }
-        *inner.last_id.lock().unwrap_or_else(|p| p.into_inner()) = id;
+        *inner.last_read.lock().unwrap_or_else(|p| p.into_inner()) = (id, seq);
         return Ok(0);
     } else {
         format!("({last}")
@@ -252,13 +255,21 @@ async fn catch_up_inner(inner: &Inner) -> Result<usize, BusError> {
     let mut events = Vec::with_capacity(entries.len());
     let mut newest = None;
     for (id, fields) in entries {
-        newest = Some(id);
         if let Some(e) = parse_entry(&fields) {
+            newest = Some((id, e.seq));
             events.push(e);
+        } else {
+            newest = Some((id, newest.as_ref().map_or(last_seq, |n| n.1)));
         }
     }
-    if let Some(id) = newest {
-        *inner.last_id.lock().unwrap_or_else(|p| p.into_inner()) = id;
+    if let Some(n) = newest {
+        *inner.last_read.lock().unwrap_or_else(|p| p.into_inner()) = n;
+    }
+    // Sequence numbers only grow along the log; one at or below the last entry read means the
+    // log was recreated (a Redis restarted empty) and its numbering started again. Forget what
+    // was delivered, or the new events would pass for duplicates.
+    if events.first().is_some_and(|e| e.seq <= last_seq) {
+        *inner.delivered.lock().unwrap_or_else(|p| p.into_inner()) = Delivered::default();
     }
     Ok(deliver(inner, events))
 }
@@ -317,18 +328,25 @@ async fn subscribe_loop(weak: std::sync::Weak<Inner>) {
                             let d = inner.delivered.lock().unwrap_or_else(|p| p.into_inner());
                             e.seq > d.watermark + 1 && !d.above.contains(&(e.seq - 1))
                         };
-                        deliver(&inner, vec![e]);
-                        if gap {
-                            // A sequence number was skipped: a message was lost; read the log.
+                        if deliver(&inner, vec![e]) == 0 || gap {
+                            // A sequence number was skipped (a message was lost), or one seen
+                            // before came again (ours echoed, or a log that started over): the
+                            // log tells which.
                             let _ = catch_up_inner(&inner).await;
                         }
                     }
                 }
                 _ => {
-                    // Ours carry `freshcache_seq` and arrive on the events channel too.
+                    // Ours carry `freshcache_seq` and were delivered on the events channel just
+                    // before (same connection, same order); anything else is for the instance
+                    // to check.
                     let ours = serde_json::from_slice::<serde_json::Value>(&payload)
                         .ok()
-                        .is_some_and(|v| v.get("freshcache_seq").is_some());
+                        .and_then(|v| v.get("freshcache_seq").and_then(|s| s.as_u64()))
+                        .is_some_and(|seq| {
+                            let d = inner.delivered.lock().unwrap_or_else(|p| p.into_inner());
+                            seq <= d.watermark || d.above.contains(&seq)
+                        });
                     if !ours {
                         let _ = inner.raw.send(RawMessage { channel, payload });
                     }
@@ -612,7 +630,14 @@ impl Bus for RedisBus {
     fn raise<'a>(&'a self, versions: &'a VersionVector) -> BoxFuture<'a, Result<usize, BusError>> {
         Box::pin(async move {
             let inner = &self.inner;
-            let mut args: Vec<String> = Vec::new();
+            // The event sequence restarts too when the truth lost its state: it goes back above
+            // what this process has delivered, so new events are not taken for old ones.
+            let watermark = inner
+                .delivered
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .watermark;
+            let mut args: Vec<String> = vec![watermark.to_string()];
             for t in inner.tables.ids() {
                 args.push(inner.tables.name(t).to_string());
                 args.push(versions.version(t).to_string());
@@ -623,7 +648,7 @@ impl Bus for RedisBus {
                 .link
                 .call(|mut c| async move {
                     let mut inv = script.prepare_invoke();
-                    inv.key(VERSIONS).key(BATCHES);
+                    inv.key(VERSIONS).key(BATCHES).key(SEQ);
                     for a in &args {
                         inv.arg(a);
                     }

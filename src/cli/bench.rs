@@ -34,6 +34,32 @@ pub enum BenchCommand {
     Lag(LagArgs),
     /// A compressed simulated day: hourly updates (one partial), virtual users, every strategy.
     Day(DayArgs),
+    /// Engine hits through Redis, in-process tier off and on, beside `redis-benchmark` (needs --redis).
+    RedisHits(RedisHitsArgs),
+    /// Bump and purge with many entries cached, beside the seed's KEYS + DEL (needs --redis).
+    RedisInvalidation(RedisInvalidationArgs),
+    /// One process of a multi-process stampede (started by `bench stampede --redis`).
+    #[command(hide = true)]
+    StampedeWorker(super::bench_redis::WorkerArgs),
+}
+
+/// Options of `bench redis-hits`.
+#[derive(Debug, Args)]
+pub struct RedisHitsArgs {
+    /// Distinct cached keys the callers cycle through.
+    #[arg(long, default_value_t = 1000)]
+    pub keys: u32,
+    /// Seconds each side is measured.
+    #[arg(long, default_value_t = 5)]
+    pub seconds: u64,
+}
+
+/// Options of `bench redis-invalidation`.
+#[derive(Debug, Args)]
+pub struct RedisInvalidationArgs {
+    /// Entries cached before the bump.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub keys: u64,
 }
 
 /// Options of `bench lag`.
@@ -76,9 +102,15 @@ pub struct StampedeArgs {
     /// Warehouse latency of each query, in milliseconds.
     #[arg(long, default_value_t = 200)]
     pub load_ms: u64,
-    /// Strategies to run (all when omitted).
+    /// Strategies to run (all when omitted; ignored with --redis).
     #[arg(long = "strategy", value_name = "S")]
     pub strategies: Vec<Strategy>,
+    /// With --redis: API-server processes sharing the Redis, requesters split among them.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub processes: u32,
+    /// With --redis: distinct cold keys the requesters ask for.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub keys: u32,
 }
 
 /// One phase of one strategy.
@@ -118,6 +150,21 @@ pub struct StampedeReport {
 /// Runs a benchmark command.
 pub async fn run(g: &super::GlobalArgs, cmd: BenchCommand) -> Result<(), super::CliError> {
     match cmd {
+        BenchCommand::Stampede(args) if g.redis.is_some() => {
+            super::bench_redis::stampede(
+                g,
+                args.processes,
+                args.requesters,
+                args.keys,
+                args.load_ms,
+            )
+            .await
+        }
+        BenchCommand::StampedeWorker(args) => super::bench_redis::worker(g, args).await,
+        BenchCommand::RedisHits(args) => super::bench_redis::hits(g, args.keys, args.seconds).await,
+        BenchCommand::RedisInvalidation(args) => {
+            super::bench_redis::invalidation(g, args.keys).await
+        }
         BenchCommand::Stampede(args) => {
             let strategies = if args.strategies.is_empty() {
                 Strategy::ALL.to_vec()

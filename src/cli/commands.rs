@@ -636,8 +636,9 @@ pub async fn events(g: &GlobalArgs, args: EventsArgs) -> Result<(), CliError> {
 pub async fn warehouse(g: &GlobalArgs, cmd: WarehouseCommand) -> Result<(), CliError> {
     match cmd {
         WarehouseCommand::Init { sales, customers } => {
-            let world = World::open(g).await?;
-            let loaded = world.init_demo(DemoSize { customers, sales }).await?;
+            let size = DemoSize { customers, sales };
+            let (world, created) = World::open_sized(g, size).await?;
+            let loaded = created || world.init_demo(size).await?;
             if g.json {
                 return print_json(&json!({
                     "warehouse": world.warehouse.describe(),

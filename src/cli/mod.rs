@@ -15,6 +15,7 @@
 //! | 5 | a backend is unavailable: warehouse or state store unreachable or not initialised |
 
 pub mod bench;
+pub mod bench_redis;
 mod commands;
 pub mod demo;
 mod output;
@@ -106,6 +107,10 @@ pub struct GlobalArgs {
     /// With --redis, keep no in-process tier in front of it (every hit goes to Redis).
     #[arg(long, global = true)]
     pub no_local_tier: bool,
+    /// With --redis, how long a load's lease lasts (extended while it runs); a dead holder's
+    /// lease is taken over after at most this long.
+    #[arg(long, global = true, default_value = "10s", value_name = "DURATION")]
+    pub lease: String,
     /// Refuse every action that changes anything (enforced below the UI).
     #[arg(long, global = true)]
     pub read_only: bool,

@@ -84,11 +84,21 @@ impl World {
     /// Opens the world `g` describes. An embedded warehouse that has no data yet gets the demo data
     /// (and says so on stderr); a PostgreSQL one must be initialised with `warehouse init`.
     pub async fn open(g: &GlobalArgs) -> Result<World, CliError> {
-        Self::open_with(g, g.data_dir.clone().unwrap_or_else(default_data_dir)).await
+        Ok(Self::open_sized(g, DemoSize::default()).await?.0)
     }
 
-    /// [`World::open`] with an explicit data directory.
-    pub async fn open_with(g: &GlobalArgs, data_dir: PathBuf) -> Result<World, CliError> {
+    /// [`World::open`], creating demo data of `size` if the embedded warehouse has none; also
+    /// returns whether it did.
+    pub async fn open_sized(g: &GlobalArgs, size: DemoSize) -> Result<(World, bool), CliError> {
+        let data_dir = g.data_dir.clone().unwrap_or_else(default_data_dir);
+        Self::open_with(g, data_dir, size).await
+    }
+
+    async fn open_with(
+        g: &GlobalArgs,
+        data_dir: PathBuf,
+        size: DemoSize,
+    ) -> Result<(World, bool), CliError> {
         let catalog = Arc::new(Catalog::bundled()?);
         let clock = clock_for(g)?;
         let spec = g.warehouse.clone();
@@ -155,16 +165,18 @@ impl World {
             data_dir,
             kind,
         };
+        let mut created = false;
         if let Kind::Sqlite(s) = &world.kind
             && !s.is_initialised().await?
         {
             eprintln!(
-                "freshcache: creating the demo warehouse ({}) — 100 000 sales, once",
-                world.warehouse.describe()
+                "freshcache: creating the demo warehouse ({}) — {} sales, once",
+                world.warehouse.describe(),
+                size.sales
             );
-            world.init_demo(DemoSize::default()).await?;
+            created = world.init_demo(size).await?;
         }
-        Ok(world)
+        Ok((world, created))
     }
 
     /// Creates the schema and demo data unless present; returns whether it loaded anything.
@@ -179,8 +191,11 @@ impl World {
 
     /// An engine over this world.
     pub fn engine(&self, g: &GlobalArgs) -> Result<Engine, CliError> {
+        let lease = parse_duration(&g.lease)
+            .map_err(|e| CliError::new(EXIT_BAD_INPUT, format!("--lease: {e}")))?;
         let mut b = Engine::builder(self.catalog.clone(), self.warehouse.clone())
             .clock(self.clock.clone())
+            .lease(lease)
             .strategy(g.strategy.unwrap_or_default())
             .local_tier(self.local_tier || self.shared.is_none());
         if let Some(s) = &self.shared {

@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::task::{Context, Poll};
 
@@ -45,6 +45,7 @@ pub struct Flight {
     result: OnceLock<Result<Arc<Entry>, LoadError>>,
     notify: Notify,
     waiters: AtomicU32,
+    found_shared: AtomicBool,
 }
 
 impl Flight {
@@ -53,6 +54,7 @@ impl Flight {
             result: OnceLock::new(),
             notify: Notify::new(),
             waiters: AtomicU32::new(0),
+            found_shared: AtomicBool::new(false),
         }
     }
 
@@ -68,6 +70,12 @@ impl Flight {
             }
             notified.await;
         }
+    }
+
+    /// Whether the result was found in the shared tier (loaded by another process, or before)
+    /// rather than loaded by this flight.
+    pub fn found_shared(&self) -> bool {
+        self.found_shared.load(Ordering::Acquire)
     }
 
     /// Callers waiting on this flight besides the leader.
@@ -98,6 +106,11 @@ impl Lead {
     /// The flight this lead completes (the leader waits on it like everyone else).
     pub fn flight(&self) -> Arc<Flight> {
         self.flight.clone()
+    }
+
+    /// Says that the result about to be published was found in the shared tier, not loaded here.
+    pub fn mark_found_shared(&self) {
+        self.flight.found_shared.store(true, Ordering::Release);
     }
 
     /// Publishes the result to every waiter and removes the flight; returns how many waited.

@@ -170,6 +170,7 @@ pub struct EngineBuilder {
     refresh_concurrency: usize,
     shared: Option<Arc<dyn crate::store::Store>>,
     local_tier: bool,
+    lease: Duration,
 }
 
 impl EngineBuilder {
@@ -206,6 +207,13 @@ impl EngineBuilder {
         self
     }
 
+    /// How long a lease on the shared tier lasts (10 s by default); a dead holder's lease is
+    /// taken over after at most this long.
+    pub fn lease(mut self, lease: Duration) -> Self {
+        self.lease = lease.max(Duration::from_millis(100));
+        self
+    }
+
     /// The strategy to start with (`freshcache` by default).
     pub fn strategy(mut self, strategy: Strategy) -> Self {
         self.strategy = strategy;
@@ -228,6 +236,7 @@ impl EngineBuilder {
                 updating: std::sync::atomic::AtomicU64::new(0),
                 shared: self.shared,
                 local_tier: self.local_tier,
+                lease: self.lease,
                 refresh_permits: Arc::new(tokio::sync::Semaphore::new(
                     self.refresh_concurrency.max(1),
                 )),
@@ -260,6 +269,8 @@ pub(crate) struct Inner {
     shared: Option<Arc<dyn crate::store::Store>>,
     /// Whether the in-process tier caches (off: every hit goes to the shared tier).
     local_tier: bool,
+    /// How long a lease on the shared tier lasts (extended while the load runs).
+    lease: Duration,
     /// The seed's lock recipe keeps its locks here (key -> expiry); only `Strategy::Lock` uses it.
     seed_locks: std::sync::Mutex<std::collections::HashMap<EntryKey, Millis>>,
 }
@@ -335,6 +346,7 @@ impl Engine {
             refresh_concurrency: 8,
             shared: None,
             local_tier: true,
+            lease: shared::LEASE,
         }
     }
 
@@ -584,7 +596,7 @@ impl Engine {
     ) -> Result<Answer, GetError> {
         let inner = &*self.inner;
         let policy = &request.query().policy;
-        let began_ms = inner.now_ms();
+        let deadline = tokio::time::Instant::now() + policy.max_wait;
         inner.stats.incr(Counter::Misses);
         let (flight, source) = match inner.flights.join(key, || {
             let now = inner.now_ms();
@@ -596,7 +608,32 @@ impl Engine {
             }
             Joined::Leader(lead) => {
                 let flight = lead.flight();
-                self.spawn_load(request.clone(), key, lead);
+                if let Some(shared) = &inner.shared {
+                    // Most misses of this process's tier are hits of the shared one: look there
+                    // first, inline, and spawn a load only when it has nothing fresh.
+                    let mut pending = PendingLoad {
+                        engine: self,
+                        request,
+                        key,
+                        lead: Some(lead),
+                    };
+                    let probe = shared.get(request, &key);
+                    if let Ok(Ok(Some(entry))) = tokio::time::timeout_at(deadline, probe).await
+                        && inner.now_ms() < entry.fresh_until
+                        && let Some(lead) = pending.lead.take()
+                    {
+                        inner.stats.incr(Counter::SharedHits);
+                        lead.mark_found_shared();
+                        Engine::complete(inner, policy, key, lead, Ok(entry.clone()));
+                        inner.stats.record_user(started.elapsed(), 1);
+                        return Ok(Answer::new(entry, Freshness::Fresh, Source::Cache));
+                    }
+                    if let Some(lead) = pending.lead.take() {
+                        self.spawn_load_after_probe(request.clone(), key, lead);
+                    }
+                } else {
+                    self.spawn_load(request.clone(), key, lead);
+                }
                 (flight, Source::Warehouse)
             }
             Joined::Follower(flight) => {
@@ -604,7 +641,7 @@ impl Engine {
                 (flight, Source::Coalesced)
             }
         };
-        let outcome = tokio::time::timeout(policy.max_wait, flight.wait()).await;
+        let outcome = tokio::time::timeout_at(deadline, flight.wait()).await;
         let now = inner.now_ms();
         let within_limit = |e: &Arc<Entry>| {
             now.saturating_sub(e.created_ms) <= policy.max_stale.as_millis() as u64
@@ -612,8 +649,8 @@ impl Engine {
         match outcome {
             Ok(Ok(entry)) => {
                 inner.stats.record_user(started.elapsed(), 1);
-                // Made before this request began: the shared tier had it (another process).
-                let source = if source == Source::Warehouse && entry.created_ms < began_ms {
+                // Another process loaded it (or had): this request cost the warehouse nothing.
+                let source = if flight.found_shared() {
                     Source::Cache
                 } else {
                     source
@@ -687,7 +724,15 @@ impl Engine {
     fn spawn_load(&self, request: Request, key: EntryKey, lead: Lead) {
         let inner = self.inner.clone();
         self.inner.runtime.spawn(async move {
-            Engine::load_and_complete(&inner, &request, key, lead).await;
+            Engine::load_and_complete(&inner, &request, key, lead, false).await;
+        });
+    }
+
+    /// [`Engine::spawn_load`] once the shared tier was found without a fresh entry.
+    fn spawn_load_after_probe(&self, request: Request, key: EntryKey, lead: Lead) {
+        let inner = self.inner.clone();
+        self.inner.runtime.spawn(async move {
+            Engine::load_and_complete(&inner, &request, key, lead, true).await;
         });
     }
 
@@ -698,6 +743,7 @@ impl Engine {
         request: &Request,
         key: EntryKey,
         lead: Lead,
+        probed: bool,
     ) -> bool {
         let policy = &request.query().policy;
         // The key carries the versions of the query's tables, in the query's table order.
@@ -706,11 +752,15 @@ impl Engine {
             move |_| versions.next().unwrap_or(0)
         });
         let shared = match &inner.shared {
-            Some(s) => shared::load(inner, s.as_ref(), request, key, stamp).await,
+            Some(s) => shared::load(inner, s, request, key, stamp, probed).await,
             None => shared::Outcome::Unavailable,
         };
         let result = match shared {
-            shared::Outcome::Entry(entry) => Ok(entry),
+            shared::Outcome::Found(entry) => {
+                lead.mark_found_shared();
+                Ok(entry)
+            }
+            shared::Outcome::Loaded(entry) => Ok(entry),
             shared::Outcome::Failed(e) => Err(e),
             // Embedded, or the shared store is down: load here (still one load per key in this
             // process: this is the flight's leader).
@@ -721,6 +771,17 @@ impl Engine {
                 Engine::load(inner, request, stamp, policy).await
             }
         };
+        Engine::complete(inner, policy, key, lead, result)
+    }
+
+    /// Keeps a loaded entry in this process's tier and hands it to the flight's waiters.
+    fn complete(
+        inner: &Inner,
+        policy: &Policy,
+        key: EntryKey,
+        lead: Lead,
+        result: Result<Arc<Entry>, LoadError>,
+    ) -> bool {
         match result {
             Ok(entry) => {
                 if inner.local_tier
@@ -831,7 +892,10 @@ impl Engine {
                         match lead {
                             Some(lead) => {
                                 inner.stats.incr(Counter::RefreshAhead);
-                                Some(Engine::load_and_complete(&inner, &request, key, lead).await)
+                                Some(
+                                    Engine::load_and_complete(&inner, &request, key, lead, false)
+                                        .await,
+                                )
                             }
                             None => None,
                         }
@@ -886,3 +950,20 @@ impl Engine {
 
 #[cfg(test)]
 mod tests;
+
+/// A flight whose leader is looking in the shared tier inline: if that caller is cancelled
+/// mid-look, the load is spawned anyway, so the followers are never left with an aborted flight.
+struct PendingLoad<'a> {
+    engine: &'a Engine,
+    request: &'a Request,
+    key: EntryKey,
+    lead: Option<Lead>,
+}
+
+impl Drop for PendingLoad<'_> {
+    fn drop(&mut self) {
+        if let Some(lead) = self.lead.take() {
+            self.engine.spawn_load(self.request.clone(), self.key, lead);
+        }
+    }
+}

@@ -17,15 +17,18 @@ use super::{Engine, Inner};
 use crate::engine::catalog::Request;
 use crate::store::{Entry, EntryKey, Stamp, Store};
 
-/// How long a lease lasts before it must be extended (the holder extends it every third of it).
+/// How long a lease lasts by default before it must be extended (the holder extends it every
+/// third of it); a dead holder's lease is taken over after at most this long.
 pub const LEASE: Duration = Duration::from_secs(10);
 /// The longest a process waits on other processes' leases for one key before loading itself.
 pub const GIVE_UP: Duration = Duration::from_secs(600);
 
 /// What the shared tier gave.
 pub(super) enum Outcome {
-    /// An entry: found, loaded here under the lease, or stored by another process.
-    Entry(Arc<Entry>),
+    /// An entry found in the shared tier (stored before, or by another process meanwhile).
+    Found(Arc<Entry>),
+    /// An entry loaded here, under the lease.
+    Loaded(Arc<Entry>),
     /// The load under the lease failed.
     Failed(LoadError),
     /// The shared tier cannot be used: load directly.
@@ -34,26 +37,30 @@ pub(super) enum Outcome {
 
 pub(super) async fn load(
     inner: &Inner,
-    shared: &dyn Store,
+    shared: &Arc<dyn Store>,
     request: &Request,
     key: EntryKey,
     stamp: Stamp,
+    probed: bool,
 ) -> Outcome {
     let fresh = |e: &Arc<Entry>| inner.now_ms() < e.fresh_until;
-    match shared.get(request, &key).await {
-        Ok(Some(e)) if fresh(&e) => {
-            inner.stats.incr(Counter::SharedHits);
-            return Outcome::Entry(e);
+    // `probed`: the caller just looked and found nothing fresh.
+    if !probed {
+        match shared.get(request, &key).await {
+            Ok(Some(e)) if fresh(&e) => {
+                inner.stats.incr(Counter::SharedHits);
+                return Outcome::Found(e);
+            }
+            Ok(_) => {}
+            Err(_) => return Outcome::Unavailable,
         }
-        Ok(_) => {}
-        Err(_) => return Outcome::Unavailable,
     }
     let token = fastrand::u64(1..);
     let started = Instant::now();
     let mut backoff = Duration::from_millis(25);
     let mut waited = false;
     loop {
-        match shared.lease(request, &key, token, LEASE).await {
+        match shared.lease(request, &key, token, inner.lease).await {
             Ok(true) => return load_under_lease(inner, shared, request, key, stamp, token).await,
             Ok(false) => {
                 if !waited {
@@ -66,7 +73,7 @@ pub(super) async fn load(
                 match shared.get(request, &key).await {
                     Ok(Some(e)) if fresh(&e) => {
                         inner.stats.incr(Counter::SharedHits);
-                        return Outcome::Entry(e);
+                        return Outcome::Found(e);
                     }
                     Ok(_) => {}
                     Err(_) => return Outcome::Unavailable,
@@ -82,7 +89,7 @@ pub(super) async fn load(
 
 async fn load_under_lease(
     inner: &Inner,
-    shared: &dyn Store,
+    shared: &Arc<dyn Store>,
     request: &Request,
     key: EntryKey,
     stamp: Stamp,
@@ -93,23 +100,29 @@ async fn load_under_lease(
     tokio::pin!(load);
     // Extend the lease every third of it while the warehouse works; a holder that dies stops
     // extending, and its lease expires for a waiter to take over.
-    let mut tick = tokio::time::interval(LEASE / 3);
+    let lease = inner.lease;
+    let mut tick = tokio::time::interval(lease / 3);
     tick.tick().await;
     let result = loop {
         tokio::select! {
             r = &mut load => break r,
             _ = tick.tick() => {
-                let _ = shared.extend_lease(request, &key, token, LEASE).await;
+                // In its own task: a Redis that hangs must not hold up the load's progress.
+                let (shared, request, key) = (shared.clone(), request.clone(), key);
+                inner.runtime.spawn(async move {
+                    let _ = shared.extend_lease(&request, &key, token, lease).await;
+                });
             }
         }
     };
-    if let Ok(entry) = &result {
-        // A failure to store is not the user's problem: the answer is good.
-        let _ = shared.put(request, key, entry.clone()).await;
-    }
-    let _ = shared.release_lease(request, &key, token).await;
+    // Store (which wakes the other processes) and release in one call: a Redis that hangs
+    // costs this load one timeout. A failure to store is not the user's problem: the answer is
+    // good, and the lease expires by itself.
+    let _ = shared
+        .put_and_release(request, key, result.clone().ok(), token)
+        .await;
     match result {
-        Ok(e) => Outcome::Entry(e),
+        Ok(e) => Outcome::Loaded(e),
         Err(e) => Outcome::Failed(e),
     }
 }

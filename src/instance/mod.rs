@@ -390,32 +390,65 @@ impl Instance {
     /// Re-reads the version truth and applies it (the lost-message guard). Returns the tables it
     /// raised.
     pub async fn resync(&self) -> Vec<TableId> {
-        match self.inner.bus.versions().await {
-            Ok(truth) => {
-                // A truth behind what this engine has seen lost its state (a Redis restarted
-                // empty): put it back, so versions never go backwards for anyone.
-                let local = self.inner.engine.versions();
-                let tables = self.inner.engine.catalog().tables().clone();
-                if tables.ids().any(|t| truth.version(t) < local.version(t))
-                    && self.inner.bus.raise(&local).await.is_ok()
-                {
-                    self.inner.counters.reseeds.fetch_add(1, Ordering::Relaxed);
-                }
-                let raised = self.inner.engine.apply_versions(&truth);
-                if !raised.is_empty() {
-                    self.inner.counters.resyncs.fetch_add(1, Ordering::Relaxed);
-                    self.refresh_ahead(&raised);
-                }
-                raised
-            }
+        let truth = match self.inner.bus.versions().await {
+            Ok(truth) => truth,
             Err(_) => {
                 self.inner
                     .counters
                     .sync_errors
                     .fetch_add(1, Ordering::Relaxed);
-                Vec::new()
+                return Vec::new();
             }
+        };
+        let truth = match self.restore_truth(&truth).await {
+            Some(restored) => restored,
+            None => truth,
+        };
+        let raised = self.inner.engine.apply_versions(&truth);
+        if !raised.is_empty() {
+            self.inner.counters.resyncs.fetch_add(1, Ordering::Relaxed);
+            self.refresh_ahead(&raised);
         }
+        raised
+    }
+
+    /// A truth behind what this engine has served lost its state (a Redis restarted empty).
+    /// What happened in between is unknowable — an ETL may already have bumped the emptied truth
+    /// to a number this engine used for older data — so each such table is put back one above
+    /// the version this engine knew: answers cached under the old numbers can never pass for data
+    /// loaded since, at the price of reloading them once. Returns the truth after the repair.
+    async fn restore_truth(&self, truth: &VersionVector) -> Option<Arc<VersionVector>> {
+        let engine = &self.inner.engine;
+        let local = engine.versions();
+        let tables = engine.catalog().tables().clone();
+        let behind: Vec<TableId> = tables
+            .ids()
+            .filter(|&t| truth.version(t) < local.version(t))
+            .collect();
+        if behind.is_empty() {
+            return None;
+        }
+        let restored = local.bumped(&behind, "", engine.clock().now_ms());
+        // Several instances may do this at once: the raise keeps the highest, so they agree.
+        let raised = self.inner.bus.raise(&restored).await.ok()?;
+        if raised > 0 {
+            self.inner.counters.reseeds.fetch_add(1, Ordering::Relaxed);
+            let list = behind
+                .iter()
+                .map(|&t| format!("{} v{}", tables.name(t), restored.version(t)))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let _ = self
+                .inner
+                .bus
+                .publish(EventKind::Incident {
+                    message: format!(
+                        "version truth was behind this instance (store restarted empty?): restored {list}; answers cached before reload"
+                    ),
+                })
+                .await;
+        }
+        self.inner.bus.versions().await.ok()
     }
 
     /// Applies a bump's outcome to this instance's engine at once (the bus delivers it to others).

@@ -249,6 +249,25 @@ pub trait Store: Send + Sync {
         Box::pin(std::future::ready(Ok(true)))
     }
 
+    /// Stores `entry` (if any) and releases the lease `token` holds: what a loader does when its
+    /// load ends. A store that can do both in one bounded call does.
+    fn put_and_release<'a>(
+        &'a self,
+        request: &'a Request,
+        key: EntryKey,
+        entry: Option<Arc<Entry>>,
+        token: u64,
+    ) -> BoxFuture<'a, Result<PutOutcome, StoreError>> {
+        Box::pin(async move {
+            let stored = match entry {
+                Some(e) => self.put(request, key, e).await,
+                None => Ok(PutOutcome::Stored { evicted: 0 }),
+            };
+            self.release_lease(request, &key, token).await?;
+            stored
+        })
+    }
+
     /// Releases a lease this `token` holds (compare-and-delete: never someone else's).
     fn release_lease<'a>(
         &'a self,

@@ -107,6 +107,17 @@ end
 return 0
 ";
 
+/// What [`RedisStore::store_entry`] writes for an entry.
+struct StoredEntry {
+    pointer: String,
+    body: Vec<u8>,
+    ttl: u64,
+    versions: String,
+    created: u64,
+    keep_until: u64,
+    index: Vec<(String, String, u64)>,
+}
+
 /// The Redis store.
 pub struct RedisStore {
     link: Arc<RedisLink>,
@@ -199,6 +210,69 @@ impl RedisStore {
 
     fn versions_key(&self, table: TableId) -> String {
         format!("fc:{{{}}}:iv", self.tables.name(table))
+    }
+
+    /// Stores `entry` (its pointer, its indexes, then the fill notification) and releases the
+    /// lease `token` holds, all in one call bounded by one response timeout: a Redis that hangs
+    /// costs the loader one timeout, not one per step.
+    async fn store_entry(
+        &self,
+        request: &Request,
+        key: EntryKey,
+        entry: Option<Arc<Entry>>,
+        release: Option<u64>,
+    ) -> Result<PutOutcome, StoreError> {
+        let name = self.entry_key(request, &key);
+        let lease = self.lease_key(request, &key);
+        let stored = match &entry {
+            Some(entry) => Some(StoredEntry {
+                pointer: self.pointer_key(request, &key),
+                body: serde_json::to_vec(&**entry).map_err(|e| StoreError(e.to_string()))?,
+                ttl: entry.keep_until.saturating_sub(system_now_ms()).max(1_000),
+                versions: Self::versions_text(request, &key),
+                created: entry.created_ms,
+                keep_until: entry.keep_until,
+                // The per-table indexes live in other slots: not in the script.
+                index: entry
+                    .versions
+                    .iter()
+                    .map(|(t, v)| (self.index_key(t, v), self.versions_key(t), v))
+                    .collect(),
+            }),
+            None => None,
+        };
+        let (put, release_script) = (&self.put_script, &self.release_script);
+        self.link
+            .call(|mut c| async move {
+                if let Some(s) = &stored {
+                    put.key(&name)
+                        .key(&s.pointer)
+                        .arg(&s.body)
+                        .arg(s.ttl)
+                        .arg(&s.versions)
+                        .arg(s.created)
+                        .invoke_async::<i64>(&mut c)
+                        .await?;
+                    let mut p = redis::pipe();
+                    for (i, iv, v) in &s.index {
+                        p.cmd("ZADD").arg(i).arg(s.keep_until).arg(&name).ignore();
+                        p.cmd("SADD").arg(iv).arg(*v).ignore();
+                    }
+                    p.cmd("PUBLISH").arg(FILLS_CHANNEL).arg(&name).ignore();
+                    p.exec_async(&mut c).await?;
+                }
+                if let Some(token) = release {
+                    release_script
+                        .key(&lease)
+                        .arg(token.to_string())
+                        .invoke_async::<i64>(&mut c)
+                        .await?;
+                }
+                Ok(())
+            })
+            .await
+            .map_err(store_err)?;
+        Ok(PutOutcome::Stored { evicted: 0 })
     }
 
     async fn get_key(&self, name: String) -> Result<Option<Arc<Entry>>, StoreError> {
@@ -363,57 +437,17 @@ impl Store for RedisStore {
         key: EntryKey,
         entry: Arc<Entry>,
     ) -> BoxFuture<'a, Result<PutOutcome, StoreError>> {
-        Box::pin(async move {
-            let name = self.entry_key(request, &key);
-            let pointer = self.pointer_key(request, &key);
-            let body = serde_json::to_vec(&*entry).map_err(|e| StoreError(e.to_string()))?;
-            let ttl = entry.keep_until.saturating_sub(system_now_ms()).max(1_000);
-            let versions = Self::versions_text(request, &key);
-            let created = entry.created_ms;
-            let script = &self.put_script;
-            self.link
-                .call(|mut c| {
-                    let (name, pointer, body, versions) = (
-                        name.clone(),
-                        pointer.clone(),
-                        body.clone(),
-                        versions.clone(),
-                    );
-                    async move {
-                        script
-                            .key(name)
-                            .key(pointer)
-                            .arg(body)
-                            .arg(ttl)
-                            .arg(versions)
-                            .arg(created)
-                            .invoke_async::<i64>(&mut c)
-                            .await
-                    }
-                })
-                .await
-                .map_err(store_err)?;
-            // The per-table indexes (other slots: not in the script) and the fill notification.
-            let index: Vec<(String, String, u64)> = entry
-                .versions
-                .iter()
-                .map(|(t, v)| (self.index_key(t, v), self.versions_key(t), v))
-                .collect();
-            let keep_until = entry.keep_until;
-            self.link
-                .call(|mut c| async move {
-                    let mut p = redis::pipe();
-                    for (i, iv, v) in &index {
-                        p.cmd("ZADD").arg(i).arg(keep_until).arg(&name).ignore();
-                        p.cmd("SADD").arg(iv).arg(*v).ignore();
-                    }
-                    p.cmd("PUBLISH").arg(FILLS_CHANNEL).arg(&name).ignore();
-                    p.exec_async(&mut c).await
-                })
-                .await
-                .map_err(store_err)?;
-            Ok(PutOutcome::Stored { evicted: 0 })
-        })
+        Box::pin(self.store_entry(request, key, Some(entry), None))
+    }
+
+    fn put_and_release<'a>(
+        &'a self,
+        request: &'a Request,
+        key: EntryKey,
+        entry: Option<Arc<Entry>>,
+        token: u64,
+    ) -> BoxFuture<'a, Result<PutOutcome, StoreError>> {
+        Box::pin(self.store_entry(request, key, entry, Some(token)))
     }
 
     fn table_keys<'a>(

@@ -1,0 +1,1685 @@
+//! The Redis backend keeps its promises under real faults, against a real `redis-server`.
+//!
+//! * `malformed_payloads_published_with_redis_cli`: 20 malformed payloads published on
+//!   `warehouse_updated` with `redis-cli` (not JSON, wrong types, unknown tables, control and
+//!   escape characters, invalid UTF-8 and NUL bytes, a payload over 64 KiB, ...) are each counted,
+//!   logged as a `bad_input` event with a clean reason, and change no version. A valid seed-style
+//!   payload received by two instances bumps its table exactly once, also when published twice.
+//! * `lost_message_caught_within_the_poll_interval`: 20 times, every pub/sub connection is killed
+//!   with `CLIENT KILL TYPE pubsub` right before a bump; each of three instances reaches the new
+//!   version within the poll interval + 100 ms.
+//! * `redis_killed_and_restarted_under_load`: `kill -9` of the server under load, then a restart
+//!   on the same port, empty: no get fails, no answer is computed at a version older than one
+//!   already served for its request, the engine reports itself degraded while Redis is down, the
+//!   shared tier answers again within 2 s of the new server answering PING, and the version truth
+//!   is re-seeded.
+//! * `frozen_redis_costs_at_most_one_timeout`: a server stopped with `SIGSTOP` for 3 s while new
+//!   requests keep arriving: no get fails and none takes longer than the Redis response timeout +
+//!   the warehouse latency + 250 ms; after `SIGCONT` the shared tier is used again.
+//! * `a_freeze_during_a_load_costs_at_most_one_timeout`: the same bound when the freeze lands
+//!   while the warehouse works under the lease, so that storing the entry and releasing the lease
+//!   meet the frozen server.
+//! * `lease_holder_killed_mid_load`: the real binary. A `get` holding the lease on a 20 s load is
+//!   killed with `kill -9`; three new `get`s for the same key all answer fresh within the lease +
+//!   3 s, with exactly one takeover load, which exactly one of them reports as its own.
+//! * `stats_sums_live_instances`: `freshcache --json stats` sees two running `traffic` processes
+//!   and reports the summed counters and the versions.
+//! * `a_bump_right_after_an_empty_restart_is_not_swallowed`: after Redis restarts empty, an ETL
+//!   batch completed by a new process (as `freshcache etl-complete` would) reaches a running
+//!   instance: on its live feed, and as a new version after its next poll, so that it stops
+//!   answering with the old data as fresh.
+//!
+//! Every test starts its own `redis-server` on a free loopback port with a fresh directory and no
+//! persistence, and kills it (and removes the directory) when it ends, also when it fails; no other
+//! server is touched. The tests run one at a time (they share a lock), so that the timing margins
+//! measure the product rather than the other tests. Without `redis-server` and `redis-cli` the
+//! tests say loudly on stderr that they are skipped and pass, unless `FRESHCACHE_REQUIRE_REDIS=1`,
+//! where that is a failure.
+
+use std::collections::BTreeMap;
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use freshcache::bus::{BumpMode, Bus, CHANNEL, EventKind, RedisBus};
+use freshcache::engine::catalog::{Catalog, Request};
+use freshcache::engine::clock::{SharedClock, SystemClock};
+use freshcache::engine::versions::TableId;
+use freshcache::engine::{Answer, Engine, Freshness, Source};
+use freshcache::instance::{Instance, InstanceConfig};
+use freshcache::redis_link::RedisLink;
+use freshcache::store::EntryKey;
+use freshcache::store::redis::{FILLS_CHANNEL, Fills, RedisStore};
+use freshcache::warehouse::{EtlTarget, MemoryWarehouse};
+use serde_json::Value;
+
+/// Connect timeout of every in-process link.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// Response timeout of every in-process link.
+const RESPONSE_TIMEOUT: Duration = Duration::from_millis(300);
+/// Pause between two looks at a condition being waited for.
+const POLL: Duration = Duration::from_millis(2);
+/// Longest wait for a server to answer PING after its start.
+const SERVER_START: Duration = Duration::from_secs(10);
+
+static SERIAL: Mutex<()> = Mutex::new(());
+static NEXT_DIR: AtomicU64 = AtomicU64::new(0);
+
+/// One test at a time: the timing margins are about the product, not about neighbours.
+fn serial() -> MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime")
+}
+
+/// Runs blocking work (a child process, a wait for PING) from async code without stalling the
+/// runtime's other tasks.
+fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    tokio::task::block_in_place(f)
+}
+
+/// A fresh directory under the system's temporary directory.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(what: &str) -> TempDir {
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let path = std::env::temp_dir().join(format!(
+            "freshcache-redis-faults-{what}-{}-{}-{nanos}",
+            std::process::id(),
+            NEXT_DIR.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&path).expect("a temporary directory");
+        TempDir(path)
+    }
+
+    fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Why the Redis tools cannot be used, if they cannot.
+fn redis_tools_missing() -> Option<String> {
+    for tool in ["redis-server", "redis-cli"] {
+        match Command::new(tool).arg("--version").output() {
+            Ok(o) if o.status.success() => {}
+            Ok(o) => return Some(format!("`{tool} --version` exited with {}", o.status)),
+            Err(e) => return Some(format!("`{tool}` cannot be run: {e}")),
+        }
+    }
+    None
+}
+
+/// Reports that a test cannot run: a loud note on stderr, or a failure when
+/// `FRESHCACHE_REQUIRE_REDIS=1`.
+fn skip(test: &str, why: &str) {
+    let message = format!(
+        "Redis fault tests SKIPPED ({test}): {why}. Install redis-server and redis-cli (package redis-server / redis-tools) to run them."
+    );
+    if std::env::var("FRESHCACHE_REQUIRE_REDIS").as_deref() == Ok("1") {
+        panic!("{message} FRESHCACHE_REQUIRE_REDIS=1 makes this a failure.");
+    }
+    let bar = "!".repeat(100);
+    eprintln!(
+        "\n{bar}\n!!! {message}\n!!! Set FRESHCACHE_REQUIRE_REDIS=1 to make this a failure.\n{bar}\n"
+    );
+}
+
+fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("a free loopback port");
+    listener.local_addr().expect("its address").port()
+}
+
+/// Whether a Redis server answers PING on `port` within 200 ms.
+fn answers_ping(port: u16) -> bool {
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_millis(200)) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_millis(200)));
+    let _ = s.set_write_timeout(Some(Duration::from_millis(200)));
+    let mut reply = [0u8; 7];
+    s.write_all(b"PING\r\n").is_ok() && s.read_exact(&mut reply).is_ok() && &reply == b"+PONG\r\n"
+}
+
+/// A `redis-server` this test started, on its own port and directory; killed on drop.
+struct RedisServer {
+    port: u16,
+    dir: TempDir,
+    child: Mutex<Option<Child>>,
+}
+
+impl RedisServer {
+    /// Starts a server, or reports the skip and returns `None` when Redis is not installed.
+    fn start(test: &str) -> Option<RedisServer> {
+        if let Some(why) = redis_tools_missing() {
+            skip(test, &why);
+            return None;
+        }
+        let mut last = String::new();
+        for _ in 0..5 {
+            let server = RedisServer {
+                port: free_port(),
+                dir: TempDir::new("server"),
+                child: Mutex::new(None),
+            };
+            match server.spawn() {
+                Ok(_) => return Some(server),
+                // Someone else took the port in between: try another.
+                Err(e) => last = e,
+            }
+        }
+        panic!("redis-server would not start: {last}");
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    fn child(&self) -> MutexGuard<'_, Option<Child>> {
+        self.child.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Runs `redis-server` on this server's port and directory and waits until it answers PING;
+    /// returns when it did.
+    fn spawn(&self) -> Result<Instant, String> {
+        let log_path = self.dir.path().join("redis.log");
+        let log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .map_err(|e| e.to_string())?;
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string()])
+            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .args(["--enable-debug-command", "local"])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().map_err(|e| e.to_string())?)
+            .stderr(log)
+            .spawn()
+            .map_err(|e| format!("cannot run redis-server: {e}"))?;
+        *self.child() = Some(child);
+        let started = Instant::now();
+        loop {
+            if answers_ping(self.port) {
+                return Ok(Instant::now());
+            }
+            let exited = self
+                .child()
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten());
+            if let Some(status) = exited {
+                *self.child() = None;
+                let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(5).collect();
+                return Err(format!(
+                    "redis-server on port {} exited with {status}: {}",
+                    self.port,
+                    tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
+                ));
+            }
+            if started.elapsed() > SERVER_START {
+                return Err(format!(
+                    "redis-server on port {} did not answer PING within {SERVER_START:?}",
+                    self.port
+                ));
+            }
+            std::thread::sleep(POLL);
+        }
+    }
+
+    fn signal(&self, signal: libc::c_int) {
+        let guard = self.child();
+        let child = guard.as_ref().expect("the server is running");
+        let pid = child.id() as libc::pid_t;
+        // SAFETY: kill(2) takes no pointers; `pid` is our own child, not reaped yet (it is reaped
+        // only through `self.child`, which this guard holds), so the pid cannot name another
+        // process.
+        let rc = unsafe { libc::kill(pid, signal) };
+        assert_eq!(rc, 0, "kill({pid}, {signal}) failed");
+    }
+
+    /// `kill -9` the server and reap it.
+    fn kill9(&self) {
+        self.signal(libc::SIGKILL);
+        if let Some(mut child) = self.child().take() {
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts a new server on the same port and directory (it comes back empty); returns when it
+    /// answered PING.
+    fn restart(&self) -> Instant {
+        self.spawn()
+            .unwrap_or_else(|e| panic!("restart failed: {e}"))
+    }
+
+    /// `redis-cli -p PORT args...`, returning its output.
+    fn cli(&self, args: &[&str]) -> String {
+        self.cli_with_stdin(args, None)
+    }
+
+    /// `redis-cli -p PORT -x args...` with `stdin` as the last argument (when given).
+    fn cli_with_stdin(&self, args: &[&str], stdin: Option<&[u8]>) -> String {
+        let mut cmd = Command::new("redis-cli");
+        cmd.args(["-h", "127.0.0.1", "-p", &self.port.to_string()]);
+        if stdin.is_some() {
+            cmd.arg("-x");
+        }
+        let mut child = cmd
+            .args(args)
+            .stdin(if stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("redis-cli runs");
+        if let Some(bytes) = stdin {
+            let mut pipe = child.stdin.take().expect("redis-cli's stdin");
+            pipe.write_all(bytes).expect("redis-cli reads its stdin");
+        }
+        let out = child.wait_with_output().expect("redis-cli ends");
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "redis-cli {args:?} failed ({}): {stdout} {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        stdout
+    }
+
+    /// A command whose reply is an integer (the last line of redis-cli's output).
+    fn cli_int(&self, args: &[&str]) -> i64 {
+        int_reply(&self.cli(args), args)
+    }
+
+    /// `PUBLISH channel payload` with redis-cli; returns how many subscribers received it.
+    fn publish(&self, channel: &str, payload: &[u8]) -> i64 {
+        let args = ["PUBLISH", channel];
+        match std::str::from_utf8(payload) {
+            // What a user types.
+            Ok(text) if payload.len() < 4096 && !payload.contains(&0) => {
+                int_reply(&self.cli(&["PUBLISH", channel, text]), &args)
+            }
+            // Large or binary: from stdin, as `redis-cli -x PUBLISH channel < file`.
+            _ => int_reply(&self.cli_with_stdin(&args, Some(payload)), &args),
+        }
+    }
+
+    /// Waits until `n` connections subscribe to `channel` (every bus subscribes to it).
+    fn wait_for_subscribers(&self, channel: &str, n: i64) {
+        let started = Instant::now();
+        loop {
+            let count = self.cli_int(&["PUBSUB", "NUMSUB", channel]);
+            if count >= n {
+                return;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "waited 10 s for {n} subscribers to {channel}; {count} are"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Keys matching `pattern`, by `SCAN`.
+    fn scan(&self, pattern: &str) -> Vec<String> {
+        self.cli(&["--scan", "--pattern", pattern])
+            .lines()
+            .map(str::to_string)
+            .filter(|l| !l.is_empty())
+            .collect()
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child().take() {
+            let pid = child.id() as libc::pid_t;
+            // SAFETY: as in `signal`: our own child, not yet reaped. A stopped server is woken
+            // first so that it can die and be reaped.
+            unsafe {
+                libc::kill(pid, libc::SIGCONT);
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn int_reply(out: &str, args: &[&str]) -> i64 {
+    out.lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .and_then(|l| l.trim().parse().ok())
+        .unwrap_or_else(|| panic!("redis-cli {args:?} did not answer an integer: {out:?}"))
+}
+
+/// A child process killed (and reaped) on drop.
+struct Proc {
+    child: Child,
+}
+
+impl Proc {
+    fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child
+            .try_wait()
+            .expect("the process can be waited for")
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+        }
+        let _ = self.child.wait();
+    }
+}
+
+/// The real binary, with none of its environment defaults leaking in from the caller.
+fn freshcache(args: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_freshcache"));
+    for var in [
+        "FRESHCACHE_ENV",
+        "FRESHCACHE_WAREHOUSE",
+        "FRESHCACHE_DATA_DIR",
+        "FRESHCACHE_LATENCY",
+        "FRESHCACHE_REDIS",
+    ] {
+        cmd.env_remove(var);
+    }
+    cmd.args(args).stdin(Stdio::null());
+    cmd
+}
+
+/// `freshcache --data-dir DIR warehouse init --sales 5000`: the embedded demo warehouse.
+fn init_warehouse(data_dir: &Path) {
+    let dir = data_dir.to_str().expect("a UTF-8 path");
+    let out = freshcache(&["--data-dir", dir, "warehouse", "init", "--sales", "5000"])
+        .output()
+        .expect("freshcache runs");
+    assert!(
+        out.status.success(),
+        "warehouse init failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Spawns the binary with stdout and stderr going to files in `dir` named after `name`.
+fn spawn_logged(dir: &Path, name: &str, args: &[&str]) -> Proc {
+    let stdout = File::create(dir.join(format!("{name}.out"))).expect("a log file");
+    let stderr = File::create(dir.join(format!("{name}.err"))).expect("a log file");
+    let child = freshcache(args)
+        .stdout(stdout)
+        .stderr(stderr)
+        .spawn()
+        .expect("freshcache runs");
+    Proc { child }
+}
+
+fn read_log(dir: &Path, name: &str) -> (String, String) {
+    let read =
+        |ext: &str| std::fs::read_to_string(dir.join(format!("{name}.{ext}"))).unwrap_or_default();
+    (read("out"), read("err"))
+}
+
+fn clock() -> SharedClock {
+    Arc::new(SystemClock)
+}
+
+fn catalog() -> Arc<Catalog> {
+    Arc::new(Catalog::bundled().expect("the bundled catalog"))
+}
+
+fn warehouse(latency: Duration) -> Arc<MemoryWarehouse> {
+    Arc::new(MemoryWarehouse::for_tables(catalog().tables(), latency))
+}
+
+fn link(server: &RedisServer) -> Arc<RedisLink> {
+    Arc::new(RedisLink::open(&server.url(), CONNECT_TIMEOUT, RESPONSE_TIMEOUT).expect("a link"))
+}
+
+/// One API server: its own link, store, bus, engine and instance, on the test's Redis.
+struct Node {
+    bus: Arc<RedisBus>,
+    store: Arc<RedisStore>,
+    instance: Instance,
+}
+
+impl Node {
+    async fn start(
+        server: &RedisServer,
+        warehouse: &Arc<MemoryWarehouse>,
+        local_tier: bool,
+        config: InstanceConfig,
+    ) -> Node {
+        let catalog = catalog();
+        let tables = catalog.tables().clone();
+        let link = link(server);
+        let fills = Arc::new(Fills::default());
+        let store = Arc::new(RedisStore::new(link.clone(), tables.clone(), fills.clone()));
+        let bus = Arc::new(RedisBus::start(link, tables, clock(), fills));
+        let engine = Engine::builder(catalog, warehouse.clone())
+            .clock(clock())
+            .shared(store.clone())
+            .local_tier(local_tier)
+            .build()
+            .expect("an engine");
+        let instance = Instance::new(engine, bus.clone(), warehouse.clone(), None, config);
+        instance.start().await.expect("the instance starts");
+        Node {
+            bus,
+            store,
+            instance,
+        }
+    }
+
+    fn engine(&self) -> &Engine {
+        self.instance.engine()
+    }
+}
+
+fn sales() -> TableId {
+    catalog().tables().id("sales").expect("sales")
+}
+
+fn sales_version(answer: &Answer) -> u64 {
+    answer
+        .versions()
+        .iter()
+        .find(|(t, _)| *t == sales())
+        .map(|(_, v)| v)
+        .expect("the answer reads sales")
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let i = ((sorted.len() - 1) as f64 * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.1} ms", d.as_secs_f64() * 1000.0)
+}
+
+/// The payloads of `malformed_payloads_published_with_redis_cli`, each with the reason it must be
+/// refused for.
+fn malformed_payloads() -> Vec<(Vec<u8>, &'static str)> {
+    let big = format!(
+        "{{\"timestamp\": \"2026-11-26T10:00:00\", \"tables\": [\"sales\"], \"pad\": \"{}\"}}",
+        "x".repeat(70 * 1024)
+    );
+    let text = |s: &str| s.as_bytes().to_vec();
+    vec![
+        (text("not json"), "not JSON"),
+        (text(""), "not JSON"),
+        (text(r#"{"tables": ["sales"]"#), "not JSON"),
+        (text(r#"["sales"]"#), "not a JSON object"),
+        (text(r#""sales""#), "not a JSON object"),
+        (text("null"), "not a JSON object"),
+        (text(r#"{"tables": "sales"}"#), "must be a list"),
+        (text(r#"{"tables": [1, 2]}"#), "must be a list"),
+        (text(r#"{"tables": []}"#), "names nothing"),
+        (text(r#"{"tables": ["salez"]}"#), "unknown table"),
+        (
+            text(r#"{"tables": ["sales", "../../etc/passwd"]}"#),
+            "unknown table",
+        ),
+        (text(r#"{"tables": ["sa\u001b[2Jles"]}"#), "unknown table"),
+        (
+            b"{\"tables\": [\"sales\x1b[2J\x1b]0;pwned\x07\"]}".to_vec(),
+            "not JSON",
+        ),
+        (
+            b"{\"tables\": [\"sales\xff\xfe\x00\"]}".to_vec(),
+            "not JSON",
+        ),
+        (big.into_bytes(), "larger than"),
+        (
+            text(r#"{"tables": ["sales"], "versions": {"sales": "7"}}"#),
+            "whole number",
+        ),
+        (
+            text(r#"{"tables": ["sales"], "versions": {"sales": -1}}"#),
+            "whole number",
+        ),
+        (
+            text(r#"{"tables": ["sales"], "versions": {"sales": 1.5}}"#),
+            "whole number",
+        ),
+        (
+            text(r#"{"tables": ["sales"], "versions": [3]}"#),
+            "must be an object",
+        ),
+        (
+            text(r#"{"tables": ["sales"], "timestamp": "2026-11-26\u0007T10:00", "batch": 7}"#),
+            "without control characters",
+        ),
+    ]
+}
+
+#[test]
+fn malformed_payloads_published_with_redis_cli() {
+    let _serial = serial();
+    let Some(server) = RedisServer::start("malformed_payloads_published_with_redis_cli") else {
+        return;
+    };
+    runtime().block_on(async {
+        let wh = warehouse(Duration::from_millis(5));
+        let a = Node::start(&server, &wh, true, InstanceConfig::default()).await;
+        blocking(|| server.wait_for_subscribers(CHANNEL, 1));
+
+        let payloads = malformed_payloads();
+        assert_eq!(payloads.len(), 20);
+        for (payload, _) in &payloads {
+            let received = blocking(|| server.publish(CHANNEL, payload));
+            assert_eq!(received, 1, "one subscriber on {CHANNEL}");
+        }
+        let started = Instant::now();
+        let bad_events = loop {
+            let history = a.bus.history(0, 1000).await.expect("the event log");
+            let bad: Vec<(String, String)> = history
+                .iter()
+                .filter_map(|e| match &e.kind {
+                    EventKind::BadInput {
+                        reason, excerpt, ..
+                    } => Some((reason.clone(), excerpt.clone())),
+                    _ => None,
+                })
+                .collect();
+            if a.instance.counters().bad_events >= 20 && bad.len() >= 20 {
+                break bad;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "waited 10 s for 20 bad events; counted {}, logged {}",
+                a.instance.counters().bad_events,
+                bad.len()
+            );
+            tokio::time::sleep(POLL).await;
+        };
+        assert_eq!(a.instance.counters().bad_events, 20);
+        assert_eq!(bad_events.len(), 20, "{bad_events:#?}");
+        for ((reason, excerpt), (payload, expected)) in bad_events.iter().zip(&payloads) {
+            assert!(
+                reason.contains(expected),
+                "payload {:?} was refused for {reason:?}, expected {expected:?}",
+                String::from_utf8_lossy(&payload[..payload.len().min(60)])
+            );
+            assert!(
+                !reason.chars().any(char::is_control) && !excerpt.chars().any(char::is_control),
+                "control characters reached the log: {reason:?} {excerpt:?}"
+            );
+            assert!(excerpt.chars().count() <= 121, "{excerpt:?}");
+        }
+        let truth = a.bus.versions().await.expect("the version truth");
+        assert!(
+            truth.versions().iter().all(|v| *v == 0),
+            "a malformed payload changed the truth: {:?}",
+            truth.versions()
+        );
+        assert!(
+            a.engine().versions().versions().iter().all(|v| *v == 0),
+            "a malformed payload changed the engine: {:?}",
+            a.engine().versions().versions()
+        );
+
+        // A valid seed-style payload, received by two instances, bumps sales once.
+        let b = Node::start(&server, &wh, true, InstanceConfig::default()).await;
+        blocking(|| server.wait_for_subscribers(CHANNEL, 2));
+        let seed = br#"{"timestamp": "2026-11-26T10:00:03.123456", "tables": ["sales"]}"#;
+        assert_eq!(blocking(|| server.publish(CHANNEL, seed)), 2);
+        let sales = sales();
+        let started = Instant::now();
+        loop {
+            let truth = a.bus.versions().await.expect("the version truth");
+            if truth.version(sales) >= 1
+                && a.engine().versions().version(sales) >= 1
+                && b.engine().versions().version(sales) >= 1
+            {
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "waited 10 s for the seed payload to bump sales"
+            );
+            tokio::time::sleep(POLL).await;
+        }
+        // The same message again, then a sentinel each instance handles after it.
+        assert_eq!(blocking(|| server.publish(CHANNEL, seed)), 2);
+        assert_eq!(blocking(|| server.publish(CHANNEL, b"sentinel")), 2);
+        let started = Instant::now();
+        while a.instance.counters().bad_events < 21 || b.instance.counters().bad_events < 1 {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "waited 10 s for the sentinel"
+            );
+            tokio::time::sleep(POLL).await;
+        }
+        let truth = a.bus.versions().await.expect("the version truth");
+        let history = a.bus.history(0, 1000).await.expect("the event log");
+        let updates = history
+            .iter()
+            .filter(|e| matches!(e.kind, EventKind::WarehouseUpdated { .. }))
+            .count();
+        assert_eq!(truth.version(sales), 1, "truth {:?}", truth.versions());
+        assert_eq!(a.engine().versions().version(sales), 1);
+        assert_eq!(b.engine().versions().version(sales), 1);
+        assert_eq!(
+            truth.versions().iter().sum::<u64>(),
+            1,
+            "only sales moved: {:?}",
+            truth.versions()
+        );
+        assert_eq!(updates, 1, "one warehouse_updated event for two deliveries");
+        eprintln!(
+            "malformed payloads: 20 published with redis-cli, 20 counted and logged as bad_input, \
+             versions unchanged; the seed payload delivered twice to 2 instances bumped sales once"
+        );
+    });
+}
+
+#[test]
+fn lost_message_caught_within_the_poll_interval() {
+    const ROUNDS: usize = 20;
+    let _serial = serial();
+    let Some(server) = RedisServer::start("lost_message_caught_within_the_poll_interval") else {
+        return;
+    };
+    runtime().block_on(async {
+        let wh = warehouse(Duration::from_millis(5));
+        let config = InstanceConfig::default();
+        let limit = config.poll_interval + Duration::from_millis(100);
+        let mut nodes = Vec::new();
+        for _ in 0..3 {
+            nodes.push(Node::start(&server, &wh, true, config.clone()).await);
+        }
+        let catalog = catalog();
+        let etl = RedisBus::start(
+            link(&server),
+            catalog.tables().clone(),
+            clock(),
+            Arc::new(Fills::default()),
+        );
+        let sales = sales();
+        let mut latencies = Vec::new();
+        let mut late = Vec::new();
+        for round in 1..=ROUNDS {
+            // Everyone is subscribed again before the next cut, so every round cuts all four.
+            blocking(|| server.wait_for_subscribers(CHANNEL, 4));
+            let killed = blocking(|| server.cli_int(&["CLIENT", "KILL", "TYPE", "pubsub"]));
+            assert_eq!(killed, 4, "CLIENT KILL TYPE pubsub cut every subscriber");
+            let began = Instant::now();
+            let outcome = etl
+                .bump(&[sales], "manual", BumpMode::Force, false)
+                .await
+                .expect("the bump");
+            let target = outcome.versions.version(sales);
+            let mut reached: Vec<Option<Duration>> = vec![None; nodes.len()];
+            while reached.iter().any(Option::is_none) && began.elapsed() < Duration::from_secs(5) {
+                for (i, node) in nodes.iter().enumerate() {
+                    if reached[i].is_none() && node.engine().versions().version(sales) >= target {
+                        reached[i] = Some(began.elapsed());
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            for (i, r) in reached.iter().enumerate() {
+                let took = r.unwrap_or(Duration::from_secs(5));
+                latencies.push(took);
+                if took > limit {
+                    late.push(format!(
+                        "round {round}: instance {i} reached sales={target} after {}",
+                        ms(took)
+                    ));
+                }
+            }
+        }
+        latencies.sort();
+        let worst = *latencies.last().expect("rounds ran");
+        let resyncs: u64 = nodes.iter().map(|n| n.instance.counters().resyncs).sum();
+        eprintln!(
+            "lost messages: {ROUNDS} rounds of CLIENT KILL TYPE pubsub + bump, 3 instances: \
+             p50 {}, p90 {}, worst {} (limit {}); {resyncs} caught by the poll",
+            ms(percentile(&latencies, 0.5)),
+            ms(percentile(&latencies, 0.9)),
+            ms(worst),
+            ms(limit)
+        );
+        assert!(
+            late.is_empty(),
+            "{} of {} catch-ups were later than the poll interval + 100 ms:\n{}",
+            late.len(),
+            ROUNDS * 3,
+            late.join("\n")
+        );
+    });
+}
+
+/// What one get of `redis_killed_and_restarted_under_load` gave.
+struct Sample {
+    at: Instant,
+    request: usize,
+    sales: u64,
+    source: Source,
+}
+
+#[test]
+fn redis_killed_and_restarted_under_load() {
+    let _serial = serial();
+    let Some(server) = RedisServer::start("redis_killed_and_restarted_under_load") else {
+        return;
+    };
+    runtime().block_on(async {
+        let wh = warehouse(Duration::from_millis(5));
+        let node = Node::start(&server, &wh, false, InstanceConfig::default()).await;
+        let sales = sales();
+        for _ in 0..2 {
+            node.instance
+                .invalidate(&[sales])
+                .await
+                .expect("invalidate");
+        }
+        assert_eq!(node.engine().versions().version(sales), 2);
+
+        let engine = node.engine().clone();
+        let mut requests = Vec::new();
+        for year in ["2026", "2025"] {
+            for quarter in ["Q1", "Q2", "Q3", "Q4"] {
+                requests.push(
+                    engine
+                        .request("sales_by_region", &[("quarter", quarter), ("year", year)])
+                        .expect("a request"),
+                );
+            }
+        }
+        requests.push(
+            engine
+                .request("quarterly_trend", &[("year", "2026")])
+                .expect("a request"),
+        );
+        requests.push(
+            engine
+                .request("revenue_by_product", &[("year", "2026")])
+                .expect("a request"),
+        );
+        let requests = Arc::new(requests);
+
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut workers = Vec::new();
+        for w in 0..8 {
+            let (engine, requests, stop) = (engine.clone(), requests.clone(), stop.clone());
+            workers.push(tokio::spawn(async move {
+                let mut samples = Vec::new();
+                let mut failures = Vec::new();
+                let mut n = w;
+                while !stop.load(Ordering::Relaxed) {
+                    let i = n % requests.len();
+                    n += 1;
+                    match engine.get(&requests[i]).await {
+                        Ok(a) => samples.push(Sample {
+                            at: Instant::now(),
+                            request: i,
+                            sales: sales_version(&a),
+                            source: a.source,
+                        }),
+                        Err(e) => failures.push(e.to_string()),
+                    }
+                    tokio::task::yield_now().await;
+                }
+                (samples, failures)
+            }));
+        }
+        // Samples the engine's health while the load runs.
+        let monitor = {
+            let (engine, stop) = (engine.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut degraded = Vec::new();
+                let mut shared_hits = Vec::new();
+                while !stop.load(Ordering::Relaxed) {
+                    let now = Instant::now();
+                    if engine.degraded().is_some() {
+                        degraded.push(now);
+                    }
+                    shared_hits.push((now, engine.stats().shared_hits));
+                    tokio::time::sleep(POLL).await;
+                }
+                (degraded, shared_hits)
+            })
+        };
+
+        let start = Instant::now();
+        tokio::time::sleep_until((start + Duration::from_secs(1)).into()).await;
+        blocking(|| server.kill9());
+        let killed = Instant::now();
+        tokio::time::sleep_until((start + Duration::from_secs(3)).into()).await;
+        let pong = blocking(|| server.restart());
+        // The truth comes back empty and is re-seeded by the instance's next poll.
+        let reseeded = loop {
+            if let Ok(truth) = node.bus.versions().await
+                && truth.version(sales) >= 2
+            {
+                break pong.elapsed();
+            }
+            assert!(
+                pong.elapsed() < Duration::from_secs(5),
+                "the version truth was not re-seeded within 5 s of the restart"
+            );
+            tokio::time::sleep(POLL).await;
+        };
+        tokio::time::sleep_until((start + Duration::from_secs(8)).into()).await;
+        stop.store(true, Ordering::Relaxed);
+        let mut samples = Vec::new();
+        let mut failures = Vec::new();
+        for w in workers {
+            let (s, f) = w.await.expect("a worker");
+            samples.extend(s);
+            failures.extend(f);
+        }
+        let (degraded, shared_hits) = monitor.await.expect("the monitor");
+        samples.sort_by_key(|s| s.at);
+
+        // Versions never go backwards, per request.
+        let mut highest = vec![0u64; requests.len()];
+        let mut backwards = Vec::new();
+        for s in &samples {
+            if s.sales < highest[s.request] {
+                backwards.push(format!(
+                    "{} answered at sales={} after sales={} was served",
+                    requests[s.request], s.sales, highest[s.request]
+                ));
+            }
+            highest[s.request] = highest[s.request].max(s.sales);
+        }
+        let during_outage = samples
+            .iter()
+            .filter(|s| s.at > killed && s.at < pong)
+            .count();
+        let degraded_while_down = degraded.iter().any(|t| *t > killed && *t < pong);
+        // The honest signal that the shared tier answers again: its hit counter moves.
+        let hits_at_pong = shared_hits
+            .iter()
+            .rev()
+            .find(|(t, _)| *t <= pong)
+            .map_or(0, |(_, n)| *n);
+        let first_shared_hit = shared_hits
+            .iter()
+            .find(|(t, n)| *t > pong && *n > hits_at_pong)
+            .map(|(t, _)| t.duration_since(pong));
+        // And the first answer marked as coming from the cache (local tier off: the shared one).
+        let first_cache_answer = samples
+            .iter()
+            .find(|s| s.at > pong && s.source == Source::Cache)
+            .map(|s| s.at.duration_since(pong));
+        let counters = node.instance.counters();
+        eprintln!(
+            "kill -9 and restart under load: {} gets ({} while Redis was down), {} failed; \
+             degraded while down: {degraded_while_down}; after PING: first shared hit {}, first \
+             cache answer {}; truth re-seeded after {} ({} reseeds); breaker opened {} times",
+            samples.len(),
+            during_outage,
+            failures.len(),
+            first_shared_hit.map_or("never".into(), ms),
+            first_cache_answer.map_or("never".into(), ms),
+            ms(reseeded),
+            counters.reseeds,
+            node.store.link().breaker().times_opened()
+        );
+        assert!(
+            failures.is_empty(),
+            "{} gets failed, e.g. {:?}",
+            failures.len(),
+            &failures[..failures.len().min(5)]
+        );
+        assert!(
+            backwards.is_empty(),
+            "versions went backwards:\n{}",
+            backwards.join("\n")
+        );
+        assert!(
+            during_outage > 0,
+            "no get was answered while Redis was down"
+        );
+        assert!(
+            degraded_while_down,
+            "engine.degraded() was never Some while Redis was down"
+        );
+        assert!(
+            counters.reseeds >= 1,
+            "the truth was not re-seeded by a resync"
+        );
+        let limit = Duration::from_secs(2);
+        assert!(
+            first_shared_hit.is_some_and(|d| d <= limit),
+            "the shared tier did not answer within {limit:?} of the restart (first shared hit: \
+             {first_shared_hit:?})"
+        );
+        assert!(
+            first_cache_answer.is_some_and(|d| d <= limit),
+            "no answer came from the shared tier within {limit:?} of the restart (first: \
+             {first_cache_answer:?})"
+        );
+    });
+}
+
+/// The `i`-th request of a sequence of distinct requests (5 500 of them), none ever cached.
+fn distinct_request(engine: &Engine, i: usize) -> Request {
+    const REGIONS: [&str; 5] = [
+        "North America",
+        "Europe",
+        "Asia Pacific",
+        "Latin America",
+        "Middle East & Africa",
+    ];
+    let region = REGIONS[i % 5];
+    let year = (2020 + (i / 5) % 11).to_string();
+    let limit = (1 + (i / 55) % 100).to_string();
+    engine
+        .request(
+            "top_products_in_region",
+            &[
+                ("region", region),
+                ("year", year.as_str()),
+                ("limit", limit.as_str()),
+            ],
+        )
+        .expect("a request")
+}
+
+#[test]
+fn frozen_redis_costs_at_most_one_timeout() {
+    let _serial = serial();
+    let Some(server) = RedisServer::start("frozen_redis_costs_at_most_one_timeout") else {
+        return;
+    };
+    runtime().block_on(async {
+        let latency = Duration::from_millis(50);
+        let limit = RESPONSE_TIMEOUT + latency + Duration::from_millis(250);
+        let wh = warehouse(latency);
+        let node = Node::start(&server, &wh, true, InstanceConfig::default()).await;
+        let engine = node.engine().clone();
+        let next = Arc::new(AtomicUsize::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut workers = Vec::new();
+        for _ in 0..4 {
+            let (engine, next, stop) = (engine.clone(), next.clone(), stop.clone());
+            workers.push(tokio::spawn(async move {
+                let mut took = Vec::new();
+                let mut failures = Vec::new();
+                while !stop.load(Ordering::Relaxed) {
+                    let request = distinct_request(&engine, next.fetch_add(1, Ordering::Relaxed));
+                    let began = Instant::now();
+                    match engine.get(&request).await {
+                        Ok(_) => took.push((began, began.elapsed())),
+                        Err(e) => failures.push(e.to_string()),
+                    }
+                }
+                (took, failures)
+            }));
+        }
+        let start = Instant::now();
+        tokio::time::sleep_until((start + Duration::from_secs(1)).into()).await;
+        server.signal(libc::SIGSTOP);
+        let stopped = Instant::now();
+        tokio::time::sleep_until((stopped + Duration::from_secs(3)).into()).await;
+        server.signal(libc::SIGCONT);
+        let resumed = Instant::now();
+        tokio::time::sleep_until((resumed + Duration::from_millis(500)).into()).await;
+        stop.store(true, Ordering::Relaxed);
+        let mut took = Vec::new();
+        let mut failures = Vec::new();
+        for w in workers {
+            let (t, f) = w.await.expect("a worker");
+            took.extend(t);
+            failures.extend(f);
+        }
+        assert!(
+            next.load(Ordering::Relaxed) < 5_500,
+            "ran out of distinct requests"
+        );
+
+        // After SIGCONT the shared tier is used again: the breaker closes and a new answer is
+        // stored in Redis.
+        let started = Instant::now();
+        while engine.degraded().is_some() {
+            assert!(
+                started.elapsed() < Duration::from_secs(5),
+                "still degraded 5 s after SIGCONT"
+            );
+            tokio::time::sleep(POLL).await;
+        }
+        let recovered = resumed.elapsed();
+        let request = distinct_request(&engine, next.fetch_add(1, Ordering::Relaxed));
+        let answer = engine.get(&request).await.expect("a get after SIGCONT");
+        let key = EntryKey::new(request.fingerprint(), [sales_version(&answer), 0, 0, 0]);
+        let name = node.store.entry_key(&request, &key);
+        let stored = blocking(|| server.cli_int(&["EXISTS", &name]));
+
+        let during: Vec<Duration> = took
+            .iter()
+            .filter(|(began, d)| *began + *d > stopped && *began < resumed)
+            .map(|(_, d)| *d)
+            .collect();
+        let mut all: Vec<Duration> = took.iter().map(|(_, d)| *d).collect();
+        all.sort();
+        let mut during_sorted = during.clone();
+        during_sorted.sort();
+        let slow: Vec<String> = took
+            .iter()
+            .filter(|(_, d)| *d > limit)
+            .map(|(began, d)| {
+                let when = if *began >= stopped {
+                    format!("{} after", ms(began.duration_since(stopped)))
+                } else {
+                    format!("{} before", ms(stopped.duration_since(*began)))
+                };
+                format!("a get that began {when} SIGSTOP took {}", ms(*d))
+            })
+            .collect();
+        eprintln!(
+            "SIGSTOP for 3 s: {} gets ({} during the freeze), {} failed; during the freeze p50 {}, \
+             p99 {}, worst {}; worst overall {} (limit {}); breaker opened {} times; healthy again \
+             {} after SIGCONT",
+            took.len(),
+            during.len(),
+            failures.len(),
+            ms(percentile(&during_sorted, 0.5)),
+            ms(percentile(&during_sorted, 0.99)),
+            ms(during_sorted.last().copied().unwrap_or_default()),
+            ms(all.last().copied().unwrap_or_default()),
+            ms(limit),
+            node.store.link().breaker().times_opened(),
+            ms(recovered)
+        );
+        assert!(
+            failures.is_empty(),
+            "{} gets failed, e.g. {:?}",
+            failures.len(),
+            &failures[..failures.len().min(5)]
+        );
+        assert!(
+            during.len() >= 20,
+            "only {} gets ran during the freeze",
+            during.len()
+        );
+        assert!(
+            slow.is_empty(),
+            "{} gets took longer than the response timeout + warehouse latency + 250 ms (a get \
+             that began shortly before SIGSTOP was loading under the lease; see \
+             a_freeze_during_a_load_costs_at_most_one_timeout):\n{}",
+            slow.len(),
+            slow.join("\n")
+        );
+        assert_eq!(
+            stored, 1,
+            "the answer after SIGCONT was not stored in Redis ({name})"
+        );
+    });
+}
+
+#[test]
+fn a_freeze_during_a_load_costs_at_most_one_timeout() {
+    const ROUNDS: usize = 3;
+    let _serial = serial();
+    let Some(server) = RedisServer::start("a_freeze_during_a_load_costs_at_most_one_timeout")
+    else {
+        return;
+    };
+    runtime().block_on(async {
+        let latency = Duration::from_millis(100);
+        let limit = RESPONSE_TIMEOUT + latency + Duration::from_millis(250);
+        let wh = warehouse(latency);
+        let node = Node::start(&server, &wh, true, InstanceConfig::default()).await;
+        let engine = node.engine().clone();
+        let mut rounds = Vec::new();
+        for round in 0..ROUNDS {
+            let started = Instant::now();
+            while engine.degraded().is_some() {
+                assert!(
+                    started.elapsed() < Duration::from_secs(5),
+                    "still degraded 5 s after SIGCONT"
+                );
+                tokio::time::sleep(POLL).await;
+            }
+            let request = distinct_request(&engine, round);
+            let fingerprint = format!("{:032x}", request.fingerprint());
+            let queries = wh.queries();
+            let began = Instant::now();
+            let get = {
+                let engine = engine.clone();
+                tokio::spawn(async move { engine.get(&request).await.map(|a| a.source) })
+            };
+            // The freeze lands while the warehouse works under the lease.
+            while wh.queries() == queries {
+                assert!(
+                    began.elapsed() < Duration::from_secs(5),
+                    "the load did not start"
+                );
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            let leases = blocking(|| server.scan(&format!("fc:*:l:*:{fingerprint}:*")));
+            assert_eq!(leases.len(), 1, "the load runs under its lease: {leases:?}");
+            server.signal(libc::SIGSTOP);
+            let stopped = Instant::now();
+            let outcome = get.await.expect("the get task");
+            let took = began.elapsed();
+            let after_stop = stopped.elapsed();
+            server.signal(libc::SIGCONT);
+            assert!(
+                outcome.is_ok(),
+                "round {round}: the get failed: {outcome:?}"
+            );
+            rounds.push((took, after_stop));
+        }
+        eprintln!(
+            "SIGSTOP during a {} load under the lease: gets took {} (limit {}), of which {} after \
+             the freeze",
+            ms(latency),
+            rounds
+                .iter()
+                .map(|(t, _)| ms(*t))
+                .collect::<Vec<_>>()
+                .join(", "),
+            ms(limit),
+            rounds
+                .iter()
+                .map(|(_, a)| ms(*a))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        let slow: Vec<String> = rounds
+            .iter()
+            .enumerate()
+            .filter(|(_, (took, _))| *took > limit)
+            .map(|(i, (took, after))| {
+                format!(
+                    "round {i}: the get took {} ({} of them after the freeze began), more than the \
+                     {} load + one {} response timeout + 250 ms",
+                    ms(*took),
+                    ms(*after),
+                    ms(latency),
+                    ms(RESPONSE_TIMEOUT)
+                )
+            })
+            .collect();
+        assert!(
+            slow.is_empty(),
+            "a Redis freeze during a load under the lease cost the user more than one timeout: \
+             the answer waits for storing the entry and releasing the lease, each bounded by its \
+             own response timeout:\n{}",
+            slow.join("\n")
+        );
+    });
+}
+
+#[test]
+fn lease_holder_killed_mid_load() {
+    const LEASE: Duration = Duration::from_secs(2);
+    let _serial = serial();
+    let Some(server) = RedisServer::start("lease_holder_killed_mid_load") else {
+        return;
+    };
+    let data = TempDir::new("data");
+    let dir = data.path().to_str().expect("a UTF-8 path").to_string();
+    init_warehouse(data.path());
+    let url = server.url();
+
+    // Every fill notification (one per load stored under a lease), as a user would watch them.
+    let mut watcher = Proc {
+        child: Command::new("redis-cli")
+            .args(["-h", "127.0.0.1", "-p", &server.port.to_string()])
+            .args(["SUBSCRIBE", FILLS_CHANNEL])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-cli runs"),
+    };
+    let lines = Arc::new(Mutex::new(Vec::<String>::new()));
+    {
+        let stdout = watcher.child.stdout.take().expect("its stdout");
+        let lines = lines.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                lines.lock().unwrap_or_else(|p| p.into_inner()).push(line);
+            }
+        });
+    }
+    let fills = |lines: &Arc<Mutex<Vec<String>>>| -> Vec<String> {
+        let l = lines.lock().unwrap_or_else(|p| p.into_inner());
+        l.windows(3)
+            .filter(|w| w[0] == "message" && w[1] == FILLS_CHANNEL)
+            .map(|w| w[2].clone())
+            .collect()
+    };
+    let started = Instant::now();
+    while !lines
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .iter()
+        .any(|l| l == "subscribe")
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "redis-cli did not subscribe"
+        );
+        std::thread::sleep(POLL);
+    }
+
+    let query = ["get", "sales_by_region", "quarter=Q1", "year=2026"];
+    let args = |latency: &str| -> Vec<String> {
+        let mut a: Vec<String> = [
+            "--redis",
+            &url,
+            "--data-dir",
+            &dir,
+            "--latency",
+            latency,
+            "--lease",
+            "2s",
+            "--json",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        a.extend(query.iter().map(|s| s.to_string()));
+        a
+    };
+    let holder_args = args("20s");
+    let mut holder = spawn_logged(data.path(), "holder", &as_refs(&holder_args));
+    let started = Instant::now();
+    let lease_key = loop {
+        if let Some(k) = server.scan("fc:*:l:*").into_iter().next() {
+            break k;
+        }
+        if let Some(status) = holder.exited() {
+            let (out, err) = read_log(data.path(), "holder");
+            panic!("the holder exited ({status}) before taking the lease: {out} {err}");
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the holder took no lease within 20 s"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    holder.child.kill().expect("kill -9 the holder");
+    let killed = Instant::now();
+    let _ = holder.child.wait();
+    let pttl = server.cli_int(&["PTTL", &lease_key]);
+
+    let waiter_args = args("300ms");
+    let mut waiters: Vec<Proc> = (0..3)
+        .map(|i| spawn_logged(data.path(), &format!("waiter{i}"), &as_refs(&waiter_args)))
+        .collect();
+    let limit = LEASE + Duration::from_secs(3);
+    let mut statuses = vec![None; waiters.len()];
+    while statuses.iter().any(Option::is_none) && killed.elapsed() < limit + Duration::from_secs(10)
+    {
+        for (i, w) in waiters.iter_mut().enumerate() {
+            if statuses[i].is_none()
+                && let Some(status) = w.exited()
+            {
+                statuses[i] = Some((status, killed.elapsed()));
+            }
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let all_done = killed.elapsed();
+    // Everything published before this sentinel has been read once the sentinel is.
+    assert_eq!(server.cli_int(&["PUBLISH", FILLS_CHANNEL, "sentinel"]), 1);
+    let started = Instant::now();
+    while !fills(&lines).iter().any(|f| f == "sentinel") {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the sentinel never arrived"
+        );
+        std::thread::sleep(POLL);
+    }
+    let loads: Vec<String> = fills(&lines)
+        .into_iter()
+        .filter(|f| f != "sentinel")
+        .collect();
+
+    let mut sources = Vec::new();
+    let mut report = Vec::new();
+    for (i, status) in statuses.iter().enumerate() {
+        let (out, err) = read_log(data.path(), &format!("waiter{i}"));
+        let (status, took) = status.unwrap_or_else(|| {
+            panic!(
+                "waiter {i} did not finish within {:?}: {out} {err}",
+                limit + Duration::from_secs(10)
+            )
+        });
+        assert!(
+            status.success(),
+            "waiter {i} failed ({status}): {out} {err}"
+        );
+        let answer: Value = serde_json::from_str(out.trim())
+            .unwrap_or_else(|e| panic!("waiter {i} printed no JSON ({e}): {out} {err}"));
+        assert_eq!(answer["freshness"], "fresh", "waiter {i}: {answer}");
+        let source = answer["source"].as_str().unwrap_or("?").to_string();
+        report.push(format!("waiter {i}: {source} after {}", ms(took)));
+        sources.push(source);
+    }
+    eprintln!(
+        "lease holder killed: its lease had {pttl} ms left; 3 waiters done {} after the kill \
+         (limit {}); {} takeover load(s) stored; {}",
+        ms(all_done),
+        ms(limit),
+        loads.len(),
+        report.join(", ")
+    );
+    assert_eq!(
+        loads.len(),
+        1,
+        "expected exactly one takeover load after the lease expired; fills: {loads:?}"
+    );
+    assert!(
+        all_done >= Duration::from_millis(pttl.max(0) as u64),
+        "a waiter finished {} after the kill, before the dead holder's lease ({pttl} ms left) \
+         expired",
+        ms(all_done)
+    );
+    assert!(
+        all_done <= limit,
+        "the waiters took {} (limit {})",
+        ms(all_done),
+        ms(limit)
+    );
+    let from_warehouse = sources.iter().filter(|s| *s == "warehouse").count();
+    assert!(
+        from_warehouse == 1
+            && sources
+                .iter()
+                .all(|s| s == "warehouse" || s == "cache" || s == "coalesced"),
+        "exactly one waiter loaded from the warehouse (one fill was stored), but {from_warehouse} \
+         of 3 report \"source\":\"warehouse\": {sources:?}. An answer another process loaded under \
+         its lease while this one waited is labelled as this request's own warehouse query"
+    );
+}
+
+#[test]
+fn stats_sums_live_instances() {
+    let _serial = serial();
+    let Some(server) = RedisServer::start("stats_sums_live_instances") else {
+        return;
+    };
+    let data = TempDir::new("data");
+    let dir = data.path().to_str().expect("a UTF-8 path").to_string();
+    init_warehouse(data.path());
+    let url = server.url();
+    let traffic = [
+        "--redis",
+        &url,
+        "--data-dir",
+        &dir,
+        "--latency",
+        "10ms",
+        "--json",
+        "traffic",
+        "--users",
+        "5",
+        "--duration",
+        "4s",
+        "--think",
+        "1s",
+    ];
+    let mut runs: Vec<Proc> = (0..2)
+        .map(|i| spawn_logged(data.path(), &format!("traffic{i}"), &traffic))
+        .collect();
+    let started = Instant::now();
+    let stats = loop {
+        let out = freshcache(&["--redis", &url, "--data-dir", &dir, "--json", "stats"])
+            .output()
+            .expect("freshcache runs");
+        assert!(
+            out.status.success(),
+            "stats failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let doc: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "stats printed no JSON ({e}): {}",
+                String::from_utf8_lossy(&out.stdout)
+            )
+        });
+        let running = runs.iter_mut().all(|r| r.exited().is_none());
+        assert!(
+            running,
+            "a traffic process ended before stats saw both: {:?}",
+            (0..2)
+                .map(|i| read_log(data.path(), &format!("traffic{i}")))
+                .collect::<Vec<_>>()
+        );
+        let both = doc["instances"].as_u64().is_some_and(|n| n >= 2);
+        let asked = doc["hits"].as_u64().unwrap_or(0) + doc["misses"].as_u64().unwrap_or(0) > 0;
+        if both && asked {
+            break doc;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(4),
+            "stats never saw 2 live instances with traffic: {doc}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let versions = stats["versions"]
+        .as_object()
+        .unwrap_or_else(|| panic!("`versions` is not an object: {stats}"));
+    let names: Vec<&str> = versions.keys().map(String::as_str).collect();
+    assert_eq!(names, ["customers", "inventory", "sales"], "{stats}");
+    assert!(versions.values().all(Value::is_u64), "{stats}");
+    for key in [
+        "instances",
+        "hits",
+        "stale",
+        "misses",
+        "warehouse_queries",
+        "bad_events",
+    ] {
+        assert!(
+            stats[key].is_u64(),
+            "`{key}` is missing or not a number: {stats}"
+        );
+    }
+    assert!(stats["instances"].as_u64() >= Some(2), "{stats}");
+
+    let started = Instant::now();
+    let mut summaries = BTreeMap::new();
+    for (i, r) in runs.iter_mut().enumerate() {
+        let status = loop {
+            if let Some(s) = r.exited() {
+                break s;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(15),
+                "traffic {i} did not end"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let (out, err) = read_log(data.path(), &format!("traffic{i}"));
+        assert!(status.success(), "traffic {i} failed ({status}): {err}");
+        let summary: Value = serde_json::from_str(out.trim())
+            .unwrap_or_else(|e| panic!("traffic {i} printed no JSON ({e}): {out}"));
+        assert_eq!(summary["errors"], 0, "traffic {i}: {summary}");
+        summaries.insert(i, summary["requests"].clone());
+    }
+    eprintln!(
+        "stats over 2 traffic processes: instances {}, hits {}, misses {}, warehouse queries {}, \
+         versions {}; the processes asked {:?} questions",
+        stats["instances"],
+        stats["hits"],
+        stats["misses"],
+        stats["warehouse_queries"],
+        stats["versions"],
+        summaries.values().collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn a_bump_right_after_an_empty_restart_is_not_swallowed() {
+    const BATCH: &str = "20261126-11:00";
+    let _serial = serial();
+    let Some(server) = RedisServer::start("a_bump_right_after_an_empty_restart_is_not_swallowed")
+    else {
+        return;
+    };
+    runtime().block_on(async {
+        let wh = warehouse(Duration::from_millis(5));
+        // A polls the truth only when the test says so: the ETL's bump below lands before A's
+        // next poll, as it does whenever an ETL completes within one poll interval of a restart.
+        let a = Node::start(
+            &server,
+            &wh,
+            true,
+            InstanceConfig {
+                poll_interval: Duration::from_secs(3600),
+                ..InstanceConfig::default()
+            },
+        )
+        .await;
+        let sales = sales();
+        for _ in 0..2 {
+            a.instance.invalidate(&[sales]).await.expect("invalidate");
+        }
+        let request = a
+            .engine()
+            .request("sales_by_region", &[("quarter", "Q1"), ("year", "2026")])
+            .expect("a request");
+        let before = a.engine().get(&request).await.expect("a get");
+        assert_eq!(sales_version(&before), 2);
+        assert_eq!(MemoryWarehouse::versions_in(before.value()), Some(vec![0]));
+        let seq_before = a
+            .bus
+            .history(0, 1000)
+            .await
+            .expect("the event log")
+            .last()
+            .map_or(0, |e| e.seq);
+
+        blocking(|| {
+            server.kill9();
+            server.restart();
+        });
+        // The ETL process starts on the restarted server, new data lands, and it completes the
+        // batch, as `freshcache etl-complete --batch B` does.
+        let etl = Node::start(&server, &wh, true, InstanceConfig::default()).await;
+        blocking(|| server.wait_for_subscribers(CHANNEL, 2));
+        let mut feed = a.bus.subscribe();
+        let now = clock().now_ms();
+        wh.load_table("sales", BATCH, now, false)
+            .await
+            .expect("the ETL load");
+        let report = etl
+            .instance
+            .etl_complete(BATCH, &[sales])
+            .await
+            .expect("etl-complete");
+        assert_eq!(report.bumped, ["sales"], "{report:?}");
+        let heard = tokio::time::timeout(Duration::from_secs(2), async {
+            loop {
+                match feed.recv().await {
+                    Ok(e) => {
+                        if let EventKind::WarehouseUpdated { batch, .. } = &e.kind
+                            && batch == BATCH
+                        {
+                            return Some(e.seq);
+                        }
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+                }
+            }
+        })
+        .await
+        .ok()
+        .flatten();
+        let logged_seq = etl
+            .bus
+            .history(0, 1000)
+            .await
+            .expect("the event log")
+            .iter()
+            .find(
+                |e| matches!(&e.kind, EventKind::WarehouseUpdated { batch, .. } if batch == BATCH),
+            )
+            .map(|e| e.seq);
+        // What A's next poll does.
+        a.instance.resync().await;
+        let after = a.engine().get(&request).await.expect("a get");
+        let truth = a.bus.versions().await.expect("the version truth");
+        let data_after = MemoryWarehouse::versions_in(after.value());
+
+        let mut violations = Vec::new();
+        if heard.is_none() {
+            violations.push(format!(
+                "A's live feed never delivered the warehouse_updated event of batch {BATCH}: the \
+                 restarted server numbered it seq {logged_seq:?}, while A had already delivered \
+                 seqs up to {seq_before} before the restart, so RedisBus dropped it as a duplicate \
+                 (the event seq counter restarts at 1 when Redis comes back empty)"
+            ));
+        }
+        if after.freshness == Freshness::Fresh && data_after == Some(vec![0]) {
+            violations.push(format!(
+                "stale data served as fresh: after batch {BATCH} loaded sales data version 1 and \
+                 was bumped (the bump took the emptied truth's sales from 0 to {}), A answers {} \
+                 with sales data version 0 marked fresh, computed at sales={}; A's engine has \
+                 sales={}, the truth now sales={}. The bump's version was lower than the {} A had \
+                 seen, so A's merge ignored it, and A's resync then raised the truth back to {}: \
+                 the update was swallowed",
+                report.versions["sales"],
+                request,
+                sales_version(&after),
+                a.engine().versions().version(sales),
+                truth.version(sales),
+                sales_version(&before),
+                truth.version(sales),
+            ));
+        }
+        eprintln!(
+            "bump right after an empty restart: A heard it on its feed: {}; A answers data \
+             version {:?} ({}) at sales={}, truth sales={}",
+            heard.is_some(),
+            data_after,
+            if after.freshness.is_fresh() {
+                "fresh"
+            } else {
+                "stale"
+            },
+            sales_version(&after),
+            truth.version(sales)
+        );
+        assert!(violations.is_empty(), "{}", violations.join("\n\n"));
+    });
+}
+
+fn as_refs(args: &[String]) -> Vec<&str> {
+    args.iter().map(String::as_str).collect()
+}
