@@ -55,18 +55,16 @@ pub fn mask_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return "(not a URL)".into();
     };
-    let (authority, path) = match rest.find('/') {
-        Some(i) => rest.split_at(i),
-        None => (rest, ""),
-    };
-    let masked = match authority.rsplit_once('@') {
+    // The user information ends at the last `@`: a password may hold `/`, `?`, `#` or `@`
+    // unescaped, and masking too much is better than showing a password.
+    let masked = match rest.rsplit_once('@') {
         Some((userinfo, host)) => match userinfo.split_once(':') {
             Some((user, _)) => format!("{user}:***@{host}"),
             None => format!("{userinfo}@{host}"),
         },
-        None => authority.to_string(),
+        None => rest.to_string(),
     };
-    crate::text::clean_line(&format!("{scheme}://{masked}{path}"))
+    crate::text::clean_line(&format!("{scheme}://{masked}"))
 }
 
 /// Why a call to Redis failed.
@@ -95,6 +93,14 @@ enum BreakerState {
     HalfOpen,
 }
 
+/// What the breaker lets through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Admit {
+    Yes,
+    Probe,
+    No,
+}
+
 /// A circuit breaker.
 #[derive(Debug)]
 pub struct Breaker {
@@ -115,22 +121,30 @@ impl Breaker {
     /// Whether a call may go through now (an open breaker lets one probe through after its
     /// cool-down).
     pub fn allow(&self) -> bool {
+        self.admit() != Admit::No
+    }
+
+    /// Like [`Breaker::allow`], telling a probe from an ordinary call.
+    fn admit(&self) -> Admit {
         let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
         match *s {
-            BreakerState::Closed { .. } => true,
+            BreakerState::Closed { .. } => Admit::Yes,
             BreakerState::Open { until } if Instant::now() >= until => {
                 *s = BreakerState::HalfOpen;
-                true
+                Admit::Probe
             }
-            BreakerState::Open { .. } => false,
+            BreakerState::Open { .. } => Admit::No,
             // One probe at a time: others wait for its outcome.
-            BreakerState::HalfOpen => false,
+            BreakerState::HalfOpen => Admit::No,
         }
     }
 
     /// Records a success: closes the breaker.
     pub fn success(&self) {
         let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if !matches!(*s, BreakerState::Closed { .. }) {
+            tracing::info!("Redis answers again: circuit closed");
+        }
         *s = BreakerState::Closed { failures: 0 };
     }
 
@@ -148,10 +162,25 @@ impl Breaker {
             BreakerState::HalfOpen | BreakerState::Open { .. } => true,
         };
         if open {
+            if matches!(*s, BreakerState::Closed { .. }) {
+                tracing::warn!(
+                    "Redis failed {BREAKER_THRESHOLD} calls in a row: circuit open, the cache runs degraded (warehouse direct) and probes every {} ms",
+                    BREAKER_COOL_DOWN.as_millis()
+                );
+            }
             *s = BreakerState::Open {
                 until: Instant::now() + BREAKER_COOL_DOWN,
             };
             self.opened.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Evidence from elsewhere (a new pub/sub connection) that the server is back: an open
+    /// breaker probes with the next call instead of waiting out its cool-down.
+    pub fn probe_soon(&self) {
+        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if let BreakerState::Open { until } = &mut *s {
+            *until = Instant::now();
         }
     }
 
@@ -190,6 +219,19 @@ impl fmt::Debug for RedisLink {
 
 fn classify(e: &redis::RedisError) -> LinkError {
     let text = crate::text::clean_short(&e.to_string(), 200);
+    if e.kind() == redis::ErrorKind::AuthenticationFailed
+        || text.contains("WRONGPASS")
+        || text.contains("NOAUTH")
+    {
+        return LinkError::Unavailable(format!(
+            "Redis refused the credentials ({text}); check the user and password in the Redis URL"
+        ));
+    }
+    if text.contains("certificate") {
+        return LinkError::Unavailable(format!(
+            "{text}; for a server whose certificate a private authority signed, give that authority with --redis-ca FILE"
+        ));
+    }
     if e.is_connection_refusal() || e.is_timeout() || e.is_connection_dropped() || e.is_io_error() {
         LinkError::Unavailable(text)
     } else {
@@ -205,6 +247,17 @@ impl RedisLink {
         connect_timeout: Duration,
         response_timeout: Duration,
     ) -> Result<Self, LinkError> {
+        Self::open_tls(url, None, connect_timeout, response_timeout)
+    }
+
+    /// [`RedisLink::open`]; a `rediss://` URL trusts `ca` (a PEM certificate authority) if
+    /// given, else the system's certificates.
+    pub fn open_tls(
+        url: &str,
+        ca: Option<&std::path::Path>,
+        connect_timeout: Duration,
+        response_timeout: Duration,
+    ) -> Result<Self, LinkError> {
         let describe = mask_url(url);
         let bad = |why: String| LinkError::BadUrl {
             url: describe.clone(),
@@ -213,7 +266,19 @@ impl RedisLink {
         if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
             return Err(bad("the scheme must be redis:// or rediss://".into()));
         }
-        let client = redis::Client::open(url).map_err(|e| bad(e.to_string()))?;
+        let client = match ca {
+            Some(path) if url.starts_with("rediss://") => {
+                let pem = std::fs::read(path)
+                    .map_err(|e| bad(format!("cannot read the CA file {}: {e}", path.display())))?;
+                let certs = redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(pem),
+                };
+                redis::Client::build_with_tls(url, certs).map_err(|e| bad(e.to_string()))?
+            }
+            Some(_) => return Err(bad("a CA file needs a rediss:// URL".into())),
+            None => redis::Client::open(url).map_err(|e| bad(e.to_string()))?,
+        };
         // Fail fast while Redis is down: one retry with a short backoff; every call is bounded
         // by `response_timeout` around it anyway (a reconnect in progress is not covered by the
         // crate's own timeouts).
@@ -283,10 +348,44 @@ impl RedisLink {
         F: FnOnce(ConnectionManager) -> Fut,
         Fut: Future<Output = redis::RedisResult<T>>,
     {
-        if !self.breaker.allow() {
-            return Err(LinkError::Unavailable(
-                "circuit open after repeated failures".into(),
-            ));
+        match self.breaker.admit() {
+            Admit::Yes => {}
+            Admit::No => {
+                return Err(LinkError::Unavailable(
+                    "circuit open after repeated failures".into(),
+                ));
+            }
+            // The probe is a PING, not the caller's command (which may not be safe to send
+            // twice): the first command on a connection that died with its server fails while
+            // the connection is re-made, so the PING gets a second chance before the breaker
+            // decides. Both share one timeout: a probe costs the caller no more than a call.
+            Admit::Probe => {
+                let deadline = tokio::time::Instant::now() + limit;
+                let mut up = false;
+                for attempt in 0..2 {
+                    if attempt > 0 {
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                    let mut c = self.conn.clone();
+                    let cmd = redis::cmd("PING");
+                    let ping = cmd.query_async::<String>(&mut c);
+                    match tokio::time::timeout_at(deadline, ping).await {
+                        Ok(Ok(_)) => {
+                            up = true;
+                            break;
+                        }
+                        Ok(Err(_)) => {}
+                        Err(_) => break,
+                    }
+                }
+                if !up {
+                    self.breaker.failure();
+                    return Err(LinkError::Unavailable(
+                        "circuit open: Redis still does not answer".into(),
+                    ));
+                }
+                self.breaker.success();
+            }
         }
         match tokio::time::timeout(limit, f(self.conn.clone())).await {
             Ok(Ok(v)) => {
@@ -326,6 +425,14 @@ mod tests {
         assert_eq!(mask_url("redis://:s3cret@h"), "redis://:***@h");
         assert_eq!(mask_url("rediss://h:6379"), "rediss://h:6379");
         assert_eq!(mask_url("nonsense"), "(not a URL)");
+        for pw in ["p/w", "p?w", "p#w", "p@w", "p:w"] {
+            let m = mask_url(&format!("redis://ann:{pw}@h:1/0"));
+            assert_eq!(m, "redis://ann:***@h:1/0", "{pw}");
+        }
+        assert_eq!(
+            mask_url("redis://:S3nt/inel@127.0.0.1:1"),
+            "redis://:***@127.0.0.1:1"
+        );
         assert_eq!(format!("{:?}", Secret::new("pw")), "***");
         assert_eq!(Secret::new("pw").to_string(), "***");
     }
@@ -375,5 +482,19 @@ mod tests {
         b.success();
         assert!(!b.is_open() && b.allow());
         assert_eq!(b.times_opened(), 2);
+    }
+
+    #[test]
+    fn news_that_the_server_is_back_cuts_the_cool_down_short() {
+        let b = Breaker::default();
+        b.probe_soon();
+        assert!(!b.is_open(), "a closed breaker stays closed");
+        for _ in 0..BREAKER_THRESHOLD {
+            b.failure();
+        }
+        assert!(!b.allow(), "cooling down");
+        b.probe_soon();
+        assert!(b.allow(), "probes at once");
+        assert!(!b.allow(), "still one probe at a time");
     }
 }

@@ -3,7 +3,7 @@
 //! | key / channel | holds |
 //! |---|---|
 //! | `{freshcache}:versions`, `:batches`, `:updated` | per table: version, last batch, when bumped (hashes) |
-//! | `{freshcache}:meta` | batch label, last update, generation |
+//! | `{freshcache}:meta` | batch label, last update, generation, the log's epoch |
 //! | `{freshcache}:seq` | the event sequence counter |
 //! | `{freshcache}:events` | the durable event log: a stream capped at [`LOG_LIMIT`] entries |
 //! | `{freshcache}:instances` | each instance's latest report (its heartbeat) |
@@ -97,6 +97,15 @@ redis.call('PUBLISH', 'freshcache:events', body)
 return {seq, body}
 "#;
 
+const READ_LOG: &str = r#"
+redis.call('HSETNX', KEYS[1], 'epoch', ARGV[1])
+local epoch = redis.call('HGET', KEYS[1], 'epoch')
+if ARGV[2] then
+  return {epoch, redis.call('XRANGE', KEYS[2], ARGV[2], '+', 'COUNT', 1000)}
+end
+return {epoch, redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)}
+"#;
+
 const RAISE: &str = r#"
 local raised = 0
 local seq = tonumber(redis.call('GET', KEYS[3]) or '0')
@@ -121,9 +130,14 @@ struct Inner {
     delivered: Mutex<Delivered>,
     /// The id and sequence number of the last log entry read.
     last_read: Mutex<(String, u64)>,
+    /// The epoch of the log last read.
+    epoch: Mutex<Option<String>>,
+    /// One catch-up at a time: two reading the same entries would each decide the log restarted.
+    catching_up: tokio::sync::Mutex<()>,
     bump: Script,
     publish: Script,
     raise: Script,
+    read_log: Script,
 }
 
 /// The Redis bus. Cheap to clone.
@@ -163,9 +177,12 @@ impl RedisBus {
                 raw,
                 delivered: Mutex::new(Delivered::default()),
                 last_read: Mutex::new((String::new(), 0)),
+                epoch: Mutex::new(None),
+                catching_up: tokio::sync::Mutex::new(()),
                 bump: Script::new(BUMP),
                 publish: Script::new(PUBLISH),
                 raise: Script::new(RAISE),
+                read_log: Script::new(READ_LOG),
             }),
         };
         let weak = Arc::downgrade(&bus.inner);
@@ -191,37 +208,34 @@ fn deliver(inner: &Inner, events: Vec<Event>) -> usize {
 }
 
 /// Reads the log after the last stream id seen (or, the first time, starts from its end).
+///
+/// The log carries an epoch (a random token the first reader of a new log writes into
+/// `{freshcache}:meta`). A Redis that restarted empty starts a new log whose sequence numbers
+/// start again at 1; its new epoch tells, and what was delivered from the old log is forgotten,
+/// or the new events would pass for duplicates.
 async fn catch_up_inner(inner: &Inner) -> Result<usize, BusError> {
-    let (last, last_seq) = inner
+    let _one = inner.catching_up.lock().await;
+    let (last, _) = inner
         .last_read
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .clone();
-    let start = if last.is_empty() {
-        // First contact: history is read with `history`; the feed starts now.
-        let newest: Vec<(String, Vec<(String, String)>)> = inner
-            .link
-            .call(|mut c| async move {
-                redis::cmd("XREVRANGE")
-                    .arg(EVENTS)
-                    .arg("+")
-                    .arg("-")
-                    .arg("COUNT")
-                    .arg(1)
-                    .query_async(&mut c)
-                    .await
-            })
-            .await
-            .map_err(bus_err)?;
-        let (id, seq) = newest
-            .first()
+    let first_contact = last.is_empty();
+    let (epoch, entries) = read_log(inner, if first_contact { None } else { Some(&last) }).await?;
+    let known = inner
+        .epoch
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .replace(epoch.clone());
+    let new_log = known.is_some_and(|k| k != epoch);
+    if first_contact {
+        // The feed starts now; history is read with `history`.
+        let (id, seq) = entries
+            .into_iter()
+            .next()
             .map(|(id, fields)| {
-                let seq = fields
-                    .iter()
-                    .find(|(k, _)| k == "seq")
-                    .and_then(|(_, v)| v.parse().ok())
-                    .unwrap_or(0);
-                (id.clone(), seq)
+                let seq = parse_entry(&fields).map_or(0, |e| e.seq);
+                (id, seq)
             })
             .unwrap_or_else(|| ("0-0".to_string(), 0));
         {
@@ -235,43 +249,50 @@ async fn catch_up_inner(inner: &Inner) -> Result<usize, BusError> {
         }
         *inner.last_read.lock().unwrap_or_else(|p| p.into_inner()) = (id, seq);
         return Ok(0);
+    }
+    let entries = if new_log {
+        tracing::warn!(
+            "the event log was recreated (Redis restarted empty): reading the new one from its start"
+        );
+        *inner.delivered.lock().unwrap_or_else(|p| p.into_inner()) = Delivered::default();
+        read_log(inner, Some("0-0")).await?.1
     } else {
-        format!("({last}")
+        entries
     };
-    let entries: Vec<(String, Vec<(String, String)>)> = inner
-        .link
-        .call(|mut c| async move {
-            redis::cmd("XRANGE")
-                .arg(EVENTS)
-                .arg(start)
-                .arg("+")
-                .arg("COUNT")
-                .arg(1000)
-                .query_async(&mut c)
-                .await
-        })
-        .await
-        .map_err(bus_err)?;
     let mut events = Vec::with_capacity(entries.len());
     let mut newest = None;
     for (id, fields) in entries {
-        if let Some(e) = parse_entry(&fields) {
-            newest = Some((id, e.seq));
-            events.push(e);
-        } else {
-            newest = Some((id, newest.as_ref().map_or(last_seq, |n| n.1)));
-        }
+        let e = parse_entry(&fields);
+        newest = Some((id, e.as_ref().map_or(0, |e| e.seq)));
+        events.extend(e);
     }
     if let Some(n) = newest {
         *inner.last_read.lock().unwrap_or_else(|p| p.into_inner()) = n;
-    }
-    // Sequence numbers only grow along the log; one at or below the last entry read means the
-    // log was recreated (a Redis restarted empty) and its numbering started again. Forget what
-    // was delivered, or the new events would pass for duplicates.
-    if events.first().is_some_and(|e| e.seq <= last_seq) {
-        *inner.delivered.lock().unwrap_or_else(|p| p.into_inner()) = Delivered::default();
+    } else if new_log {
+        *inner.last_read.lock().unwrap_or_else(|p| p.into_inner()) = ("0-0".to_string(), 0);
     }
     Ok(deliver(inner, events))
+}
+
+type LogEntry = (String, Vec<(String, String)>);
+
+/// The log's epoch (set now if the log has none) and its entries after `after`, or with `None`
+/// its newest entry.
+async fn read_log(inner: &Inner, after: Option<&str>) -> Result<(String, Vec<LogEntry>), BusError> {
+    let token = format!("{:016x}", fastrand::u64(..));
+    let after = after.map(|a| format!("({a}"));
+    inner
+        .link
+        .call(|mut c| async move {
+            let mut inv = inner.read_log.key(META);
+            inv.key(EVENTS).arg(token);
+            if let Some(a) = after {
+                inv.arg(a);
+            }
+            inv.invoke_async(&mut c).await
+        })
+        .await
+        .map_err(bus_err)
 }
 
 fn parse_entry(fields: &[(String, String)]) -> Option<Event> {
@@ -280,6 +301,20 @@ fn parse_entry(fields: &[(String, String)]) -> Option<Event> {
     let mut e: Event = serde_json::from_str(body).ok()?;
     e.seq = seq;
     Some(e)
+}
+
+/// Catches up in the background, retrying for a few seconds: right after a restart the link
+/// may still refuse calls while its breaker cools down.
+fn spawn_catch_up(inner: Arc<Inner>) {
+    tokio::spawn(async move {
+        for _ in 0..15 {
+            match catch_up_inner(&inner).await {
+                Ok(_) => return,
+                Err(e) => tracing::debug!("catching up on the event log failed: {e}"),
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    });
 }
 
 /// Keeps a pub/sub connection subscribed, reconnecting with a bounded backoff, until the bus is
@@ -306,9 +341,10 @@ async fn subscribe_loop(weak: std::sync::Weak<Inner>) {
         backoff = Duration::from_millis(100);
         {
             let Some(inner) = weak.upgrade() else { return };
+            inner.link.breaker().probe_soon();
             // Whatever was published while we were away: read it from the log; and any fill
             // notification may be lost, so every waiter looks again.
-            let _ = catch_up_inner(&inner).await;
+            spawn_catch_up(inner.clone());
             inner.fills.notify_all();
         }
         let mut stream = ps.into_on_message();
@@ -331,8 +367,10 @@ async fn subscribe_loop(weak: std::sync::Weak<Inner>) {
                         if deliver(&inner, vec![e]) == 0 || gap {
                             // A sequence number was skipped (a message was lost), or one seen
                             // before came again (ours echoed, or a log that started over): the
-                            // log tells which.
-                            let _ = catch_up_inner(&inner).await;
+                            // log tells which. Right after a restart the link may still refuse
+                            // calls (its breaker cools down): keep trying for a few seconds, off
+                            // this loop, so fill notifications keep flowing meanwhile.
+                            spawn_catch_up(inner.clone());
                         }
                     }
                 }

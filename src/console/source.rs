@@ -18,7 +18,9 @@ use crate::engine::RefreshProgress;
 use crate::engine::clock::Millis;
 use crate::engine::policy::Strategy;
 use crate::engine::stats::{LatencySummary, StatsSnapshot, histogram};
+use crate::engine::versions::VersionVector;
 use crate::instance::{Environment, Instance};
+use crate::store::TableKeys;
 
 /// How a table is doing.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -237,6 +239,9 @@ struct Collector {
     previous: Option<(std::time::Instant, StatsSnapshot)>,
     user_hist: Histogram<u64>,
     last_sample: Sample,
+    /// The shared store's per-table counts and when they were read (they cost a few Redis calls:
+    /// read every couple of seconds, not every frame).
+    shared_keys: Option<(std::time::Instant, Vec<TableKeys>)>,
 }
 
 impl Collector {
@@ -250,6 +255,7 @@ impl Collector {
             previous: None,
             user_hist: histogram(),
             last_sample: Sample::default(),
+            shared_keys: None,
         };
         for e in history {
             c.note(e);
@@ -292,12 +298,44 @@ impl Collector {
         }
     }
 
+    /// The shared store's per-table counts, read at most every two seconds; `None` when there is
+    /// no shared store or it does not answer (the in-process counts are shown then).
+    async fn shared_table_keys(&mut self, versions: &VersionVector) -> Option<Vec<TableKeys>> {
+        let shared = self.instance.engine().shared_store()?.clone();
+        let stale = self
+            .shared_keys
+            .as_ref()
+            .is_none_or(|(at, _)| at.elapsed() >= std::time::Duration::from_secs(2));
+        if stale {
+            let read = tokio::time::timeout(
+                std::time::Duration::from_secs(1),
+                shared.table_keys(versions),
+            )
+            .await;
+            match read {
+                Ok(Ok(keys)) => self.shared_keys = Some((std::time::Instant::now(), keys)),
+                // Keep the last counts a little longer rather than flicker to the local ones.
+                _ => {
+                    if self
+                        .shared_keys
+                        .as_ref()
+                        .is_some_and(|(at, _)| at.elapsed() > std::time::Duration::from_secs(10))
+                    {
+                        self.shared_keys = None;
+                    }
+                }
+            }
+        }
+        self.shared_keys.as_ref().map(|(_, k)| k.clone())
+    }
+
     async fn snapshot(&mut self) -> Snapshot {
+        let versions = self.instance.engine().versions();
+        let shared = self.shared_table_keys(&versions).await;
         let instance = &self.instance;
         let engine = instance.engine();
         let catalog = engine.catalog().clone();
         let tables = catalog.tables();
-        let versions = engine.versions();
         let own = engine.stats();
         let own_keys = engine.table_keys();
         // Other instances' latest reports (their counters are up to a second old).
@@ -348,6 +386,11 @@ impl Collector {
         };
         self.previous = Some((now, stats.clone()));
         self.last_sample = sample;
+        // On Redis the cache is the shared store: its counts, not the sum of the processes'
+        // in-process tiers (which hold copies of the same entries).
+        if let Some(shared) = shared {
+            keys = shared;
+        }
         let rows = tables
             .ids()
             .map(|t| {

@@ -5,7 +5,8 @@
 //! What it does, and where:
 //! * **Sync** ([`Instance::start`]): applies `warehouse_updated` events as they arrive, re-reads the
 //!   version truth every `poll_interval` and after a lagged feed (the lost-message guard), and
-//!   reloads the hottest keys of every table whose version went up (refresh-ahead).
+//!   reloads the hottest keys of every table whose version went up (refresh-ahead). How long
+//!   updates made elsewhere took to arrive is kept in [`Instance::invalidation_lag`].
 //! * **The invalidation protocol** ([`Instance::etl_complete`]): checks the warehouse's
 //!   `update_log`, bumps only the tables that reached the batch — atomically, on the bus — and
 //!   reports the ones behind in a `partial_update` event.
@@ -20,15 +21,16 @@ mod guard;
 pub mod schedule;
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use hdrhistogram::Histogram;
 use serde::Serialize;
 use tokio::sync::{broadcast, watch};
 
 use crate::bus::{Behind, BumpMode, Bus, BusError, EventKind, Incoming, parse_warehouse_updated};
-use crate::engine::clock::format_batch_label;
+use crate::engine::clock::{Millis, format_batch_label};
 use crate::engine::policy::Strategy;
 use crate::engine::versions::{TableId, VersionVector};
 use crate::engine::{Engine, RefreshProgress};
@@ -36,6 +38,13 @@ use crate::warehouse::etl::{self, EtlPlan, EtlRun, TableLoad};
 use crate::warehouse::{EtlTarget, Warehouse, WarehouseError};
 
 pub use guard::{Action, Environment, Operator};
+
+/// Housekeeping runs every this many report ticks (seconds).
+const HOUSEKEEPING_EVERY: u32 = 5;
+/// How long one instance keeps the fleet's housekeeping turn.
+const HOUSEKEEPING_LEASE: Duration = Duration::from_secs(5);
+/// Entries purged per housekeeping round, at most.
+const PURGE_BUDGET: usize = 10_000;
 
 /// How an instance behaves.
 #[derive(Debug, Clone)]
@@ -112,6 +121,7 @@ struct Counters {
     sync_errors: AtomicU64,
     applied_updates: AtomicU64,
     reseeds: AtomicU64,
+    purged: AtomicU64,
 }
 
 /// A copy of the instance counters.
@@ -129,6 +139,8 @@ pub struct InstanceCounters {
     pub applied_updates: u64,
     /// Times the version truth was found behind this engine and raised back.
     pub reseeds: u64,
+    /// Entries of old versions this instance purged from the shared store.
+    pub purged: u64,
 }
 
 struct Inner {
@@ -142,6 +154,11 @@ struct Inner {
     counters: Counters,
     shutdown: watch::Sender<bool>,
     last_refresh: watch::Sender<RefreshProgress>,
+    /// Invalidation lag in real microseconds (see [`Instance::invalidation_lag`]). Written once
+    /// per applied update, read per scrape: an uncontended mutex.
+    lag: Mutex<Histogram<u64>>,
+    /// Why the version truth could not be read at start, if it could not.
+    start_error: Mutex<Option<String>>,
 }
 
 /// One engine instance and its background work. Cheap to clone.
@@ -189,6 +206,8 @@ impl Instance {
                 counters: Counters::default(),
                 shutdown,
                 last_refresh,
+                lag: Mutex::new(crate::engine::stats::histogram()),
+                start_error: Mutex::new(None),
             }),
         }
     }
@@ -233,7 +252,45 @@ impl Instance {
             sync_errors: c.sync_errors.load(Ordering::Relaxed),
             applied_updates: c.applied_updates.load(Ordering::Relaxed),
             reseeds: c.reseeds.load(Ordering::Relaxed),
+            purged: c.purged.load(Ordering::Relaxed),
         }
+    }
+
+    /// How long updates made elsewhere took to reach this instance, in real microseconds: from
+    /// the bump (the time of its `warehouse_updated` event, or — when a re-read of the version
+    /// truth found it because the message was lost or late — the truth's last update time of the
+    /// tables it raised) to this engine applying it. One sample per application that raised a
+    /// version; bumps made by this instance itself are applied at once and not sampled, nor are
+    /// raw messages from other publishers (their bump time is unknown). Accelerated demo clocks
+    /// are scaled back to real time; a bump stamped in the future (clock skew) counts as 0.
+    pub fn invalidation_lag(&self) -> Histogram<u64> {
+        self.inner
+            .lag
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Records that a bump made at `bumped_ms` (engine clock) was applied now.
+    fn record_lag(&self, bumped_ms: Millis) {
+        let clock = self.inner.engine.clock();
+        let clock_ms = clock.now_ms().saturating_sub(bumped_ms);
+        let real_us = (clock_ms as f64 * 1000.0 / clock.speed().max(1e-9)).round() as u64;
+        self.inner
+            .lag
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .saturating_record(real_us.max(1));
+    }
+
+    /// Why the version truth could not be read when this instance started (it then runs on the
+    /// versions it has until the bus answers), if it could not.
+    pub fn start_error(&self) -> Option<String> {
+        self.inner
+            .start_error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Progress of the latest refresh-ahead or warm.
@@ -244,7 +301,26 @@ impl Instance {
     /// Reads the version truth once (a new truth first adopts the batches the warehouse's
     /// `update_log` holds) and starts the sync loop in the background.
     pub async fn start(&self) -> Result<(), InstanceError> {
-        let mut truth = self.inner.bus.versions().await?;
+        let mut truth = match self.inner.bus.versions().await {
+            Ok(truth) => truth,
+            Err(e) => {
+                // Redis down is no reason not to answer: the engine starts at the versions it
+                // has (loads go to the warehouse, so what it serves meanwhile is current) and
+                // the sync loop applies the truth as soon as the bus answers.
+                tracing::warn!(bus = %self.inner.bus.describe(), "starting without the version truth: {e}");
+                self.inner
+                    .counters
+                    .sync_errors
+                    .fetch_add(1, Ordering::Relaxed);
+                *self
+                    .inner
+                    .start_error
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
+                self.spawn_loops();
+                return Ok(());
+            }
+        };
         let tables = self.inner.engine.catalog().tables().clone();
         if tables.ids().any(|t| truth.table_batch(t).is_empty()) {
             // An unreachable warehouse is no reason not to start: adopt on the next start.
@@ -264,6 +340,18 @@ impl Instance {
             }
         }
         self.inner.engine.apply_versions(&truth);
+        tracing::info!(
+            instance = %self.inner.id,
+            bus = %self.inner.bus.describe(),
+            warehouse = %self.inner.warehouse.describe(),
+            env = %self.inner.config.env,
+            "instance started"
+        );
+        self.spawn_loops();
+        Ok(())
+    }
+
+    fn spawn_loops(&self) {
         let this = self.clone();
         let feed = self.inner.bus.subscribe();
         let shutdown = self.inner.shutdown.subscribe();
@@ -271,7 +359,6 @@ impl Instance {
         let this = self.clone();
         let shutdown = self.inner.shutdown.subscribe();
         tokio::spawn(async move { this.report_loop(shutdown).await });
-        Ok(())
     }
 
     /// This instance's report: counters, recent latency, live keys per table.
@@ -299,6 +386,7 @@ impl Instance {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut previous = crate::engine::stats::histogram();
+        let mut ticks = 0u32;
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
@@ -315,6 +403,35 @@ impl Instance {
                     .sync_errors
                     .fetch_add(1, Ordering::Relaxed);
             }
+            ticks += 1;
+            if ticks % HOUSEKEEPING_EVERY == 0 {
+                self.housekeeping().await;
+            }
+        }
+    }
+
+    /// Off the request path, every few seconds: entries past their keep-until leave this
+    /// process's tier, and — by one instance of the fleet at a time — entries of versions no rule
+    /// can serve any more leave the shared store, in bounded batches.
+    async fn housekeeping(&self) {
+        let engine = &self.inner.engine;
+        engine.purge_expired(PURGE_BUDGET);
+        let Some(shared) = engine.shared_store() else {
+            return;
+        };
+        if !matches!(shared.housekeeping_lock(HOUSEKEEPING_LEASE).await, Ok(true)) {
+            return;
+        }
+        match shared.purge(&engine.versions(), PURGE_BUDGET).await {
+            Ok(0) => {}
+            Ok(n) => {
+                self.inner
+                    .counters
+                    .purged
+                    .fetch_add(n as u64, Ordering::Relaxed);
+                tracing::debug!(entries = n, "purged old versions from the shared store");
+            }
+            Err(e) => tracing::warn!("purge of old versions failed (retried later): {e}"),
         }
     }
 
@@ -351,7 +468,7 @@ impl Instance {
                 received = feed.recv() => match received {
                     Ok(event) => {
                         if let EventKind::WarehouseUpdated { versions, batch, .. } = &event.kind {
-                            self.apply_remote(versions, batch, event.at_ms);
+                            self.apply_remote(versions, batch, Some(event.at_ms));
                         }
                     }
                     Err(broadcast::error::RecvError::Lagged(n)) => {
@@ -371,14 +488,25 @@ impl Instance {
         }
     }
 
-    fn apply_remote(&self, versions: &BTreeMap<String, u64>, batch: &str, at_ms: u64) {
+    /// Applies versions received from elsewhere, bumped at `bumped_at` when that is known (else
+    /// they are stamped now, and no lag is recorded).
+    fn apply_remote(
+        &self,
+        versions: &BTreeMap<String, u64>,
+        batch: &str,
+        bumped_at: Option<Millis>,
+    ) {
         let engine = &self.inner.engine;
+        let at_ms = bumped_at.unwrap_or_else(|| engine.clock().now_ms());
         let incoming =
             engine
                 .versions()
                 .with_versions(engine.catalog().tables(), versions, batch, at_ms);
         let raised = engine.apply_versions(&incoming);
         if !raised.is_empty() {
+            if let Some(at) = bumped_at {
+                self.record_lag(at);
+            }
             self.inner
                 .counters
                 .applied_updates
@@ -406,6 +534,16 @@ impl Instance {
         };
         let raised = self.inner.engine.apply_versions(&truth);
         if !raised.is_empty() {
+            // The truth keeps only each table's latest bump time, so this is a lower bound of how
+            // long the oldest missed bump waited; 0 (never stamped) says nothing.
+            if let Some(oldest) = raised
+                .iter()
+                .map(|&t| truth.table_updated_ms(t))
+                .filter(|&ms| ms > 0)
+                .min()
+            {
+                self.record_lag(oldest);
+            }
             self.inner.counters.resyncs.fetch_add(1, Ordering::Relaxed);
             self.refresh_ahead(&raised);
         }
@@ -544,8 +682,8 @@ impl Instance {
                     .iter()
                     .map(|(t, v)| (tables.name(*t).to_string(), *v))
                     .collect();
-                let now = self.inner.engine.clock().now_ms();
-                self.apply_remote(&by_name, batch.as_deref().unwrap_or(""), now);
+                // Another publisher's message: when it bumped is not known.
+                self.apply_remote(&by_name, batch.as_deref().unwrap_or(""), None);
                 Ok(())
             }
             Ok(message) => {

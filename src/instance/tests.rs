@@ -385,3 +385,106 @@ async fn refresh_ahead_reloads_the_hot_keys_after_an_update() {
     assert_eq!(engine.stats().loads, loads + 1);
     let _ = w.clock.now_ms();
 }
+
+/// An instance that is not started (no sync loop), so a test alone decides what it applies.
+fn unstarted(clock: crate::engine::clock::SharedClock) -> (Instance, LocalBus) {
+    let catalog = Arc::new(Catalog::bundled().unwrap());
+    let warehouse = Arc::new(crate::warehouse::MemoryWarehouse::for_tables(
+        catalog.tables(),
+        Duration::ZERO,
+    ));
+    let bus = LocalBus::in_memory(catalog.tables().clone(), clock.clone()).unwrap();
+    let engine = Engine::builder(catalog, warehouse.clone())
+        .clock(clock)
+        .build()
+        .unwrap();
+    let instance = Instance::new(
+        engine,
+        Arc::new(bus.clone()),
+        warehouse,
+        None,
+        InstanceConfig::default(),
+    );
+    (instance, bus)
+}
+
+fn lag_us(instance: &Instance) -> Vec<u64> {
+    let h = instance.invalidation_lag();
+    h.iter_recorded()
+        .flat_map(|v| {
+            std::iter::repeat_n(
+                h.median_equivalent(v.value_iterated_to()),
+                v.count_since_last_iteration() as usize,
+            )
+        })
+        .collect()
+}
+
+fn near(actual: u64, expected: u64) -> bool {
+    actual.abs_diff(expected) * 100 <= expected
+}
+
+#[tokio::test]
+async fn invalidation_lag_is_measured_from_the_bump_to_its_application() {
+    let clock = ManualClock::new(T1000);
+    let (instance, bus) = unstarted(clock.clone());
+    let tables = instance.engine().catalog().tables().clone();
+    let (sales, inventory) = (tables.id("sales").unwrap(), tables.id("inventory").unwrap());
+
+    // A bump whose message was lost: found by the re-read of the truth 3 s later.
+    bus.bump(&[inventory], "b1", BumpMode::Force, false)
+        .await
+        .unwrap();
+    clock.advance(Duration::from_secs(3));
+    assert_eq!(instance.resync().await, vec![inventory]);
+    assert_eq!(lag_us(&instance).len(), 1);
+    assert!(
+        near(lag_us(&instance)[0], 3_000_000),
+        "{:?}",
+        lag_us(&instance)
+    );
+    // Nothing new to apply: no sample.
+    assert!(instance.resync().await.is_empty());
+    assert_eq!(lag_us(&instance).len(), 1);
+
+    // An event stamped 2.5 s ago raises sales: one sample of 2.5 s.
+    let now = clock.now_ms();
+    let to = |v: u64| BTreeMap::from([("sales".to_string(), v)]);
+    instance.apply_remote(&to(1), "b2", Some(now - 2_500));
+    let lags = lag_us(&instance);
+    assert_eq!(lags.len(), 2);
+    assert!(near(lags[0], 2_500_000), "{lags:?}");
+
+    // The same event again (and an older one) raises nothing: no sample.
+    instance.apply_remote(&to(1), "b2", Some(now - 2_500));
+    instance.apply_remote(&to(0), "b0", Some(now - 9_000));
+    assert_eq!(lag_us(&instance).len(), 2);
+
+    // Another publisher's message: its bump time is unknown, so it is applied but not sampled.
+    instance.apply_remote(&to(2), "b3", None);
+    assert_eq!(instance.engine().versions().version(sales), 2);
+    assert_eq!(lag_us(&instance).len(), 2);
+
+    // A clock skewed behind the bumper's: the lag counts as (almost) nothing, never negative.
+    instance.apply_remote(&to(3), "b4", Some(now + 60_000));
+    let lags = lag_us(&instance);
+    assert_eq!(lags.len(), 3);
+    assert!(lags[0] <= 1, "{lags:?}");
+}
+
+#[tokio::test]
+async fn invalidation_lag_is_in_real_time_under_an_accelerated_clock() {
+    // An hour a minute: 60 clock seconds pass per real second.
+    let clock = crate::engine::clock::ScaledClock::new(T1000, 60.0);
+    let (instance, _bus) = unstarted(clock.clone());
+    let bumped = clock.now_ms() - 30_000;
+    instance.apply_remote(
+        &BTreeMap::from([("sales".to_string(), 1)]),
+        "b1",
+        Some(bumped),
+    );
+    let lags = lag_us(&instance);
+    assert_eq!(lags.len(), 1);
+    // 30 clock seconds are half a real second (plus the little real time this test took).
+    assert!((495_000..1_000_000).contains(&lags[0]), "{lags:?}");
+}

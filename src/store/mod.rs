@@ -293,6 +293,12 @@ pub trait Store: Send + Sync {
         None
     }
 
+    /// Takes the fleet's housekeeping turn for `ttl` if nobody holds it (one purger at a time
+    /// across processes). A store of one process is always its own turn.
+    fn housekeeping_lock(&self, _ttl: Duration) -> BoxFuture<'_, Result<bool, StoreError>> {
+        Box::pin(std::future::ready(Ok(true)))
+    }
+
     /// Drops entries no rule can serve any more (old versions, past `keep_until`), at most `budget`
     /// of them, off the request path. Returns how many went.
     fn purge<'a>(

@@ -38,6 +38,10 @@ pub const FILLS_CHANNEL: &str = "freshcache:fills";
 
 /// Keys purged per batch.
 pub const PURGE_BATCH: usize = 500;
+/// The pause between two purge batches: Redis serves everyone else in between.
+const PURGE_PAUSE: Duration = Duration::from_millis(2);
+/// Whoever holds it does the fleet's housekeeping (purging old versions) for a while.
+const HOUSEKEEPING_KEY: &str = "fc:{_}:housekeeping";
 
 /// Waiters for fill notifications, by entry key. The bus's subscriber calls [`Fills::notify`].
 #[derive(Default)]
@@ -285,6 +289,26 @@ impl RedisStore {
         Ok(raw.and_then(|b| serde_json::from_slice::<Entry>(&b).ok().map(Arc::new)))
     }
 
+    /// Drops the (empty) index of an old version and its mention in the table's version set.
+    async fn forget_version(&self, index: &str, vkey: &str, v: u64) -> Result<(), StoreError> {
+        let (index, vkey) = (index.to_string(), vkey.to_string());
+        self.link
+            .call(|mut c| async move {
+                redis::pipe()
+                    .cmd("UNLINK")
+                    .arg(index)
+                    .ignore()
+                    .cmd("SREM")
+                    .arg(vkey)
+                    .arg(v)
+                    .ignore()
+                    .exec_async(&mut c)
+                    .await
+            })
+            .await
+            .map_err(store_err)
+    }
+
     /// Drops every indexed entry of `table` at versions below `below`, and expired entries of
     /// later versions, at most `budget` keys, in batches of [`PURGE_BATCH`].
     async fn purge_table(
@@ -341,22 +365,7 @@ impl RedisStore {
                     .map_err(store_err)?;
                 if keys.is_empty() {
                     if v < below {
-                        let (index, vkey) = (index.clone(), vkey.clone());
-                        self.link
-                            .call(|mut c| async move {
-                                redis::pipe()
-                                    .cmd("DEL")
-                                    .arg(index)
-                                    .ignore()
-                                    .cmd("SREM")
-                                    .arg(vkey)
-                                    .arg(v)
-                                    .ignore()
-                                    .exec_async(&mut c)
-                                    .await
-                            })
-                            .await
-                            .map_err(store_err)?;
+                        self.forget_version(&index, &vkey, v).await?;
                     }
                     break;
                 }
@@ -376,8 +385,13 @@ impl RedisStore {
                     .map_err(store_err)?;
                 purged += n;
                 if n < take {
+                    // That was the last of an old version: its index goes too.
+                    if v < below {
+                        self.forget_version(&index, &vkey, v).await?;
+                    }
                     break;
                 }
+                tokio::time::sleep(PURGE_PAUSE).await;
             }
         }
         Ok(purged)
@@ -589,6 +603,27 @@ impl Store for RedisStore {
                 "{} unreachable: answering from the warehouse",
                 self.link.describe()
             )
+        })
+    }
+
+    fn housekeeping_lock(&self, ttl: Duration) -> BoxFuture<'_, Result<bool, StoreError>> {
+        Box::pin(async move {
+            let holder = crate::bus::origin();
+            let taken: Option<String> = self
+                .link
+                .call(|mut c| async move {
+                    redis::cmd("SET")
+                        .arg(HOUSEKEEPING_KEY)
+                        .arg(holder)
+                        .arg("NX")
+                        .arg("PX")
+                        .arg(ttl.as_millis() as u64)
+                        .query_async(&mut c)
+                        .await
+                })
+                .await
+                .map_err(store_err)?;
+            Ok(taken.is_some())
         })
     }
 
