@@ -4,13 +4,15 @@
 //! Where to start reading:
 //! * [`engine`] — the cache itself: versioned keys, single-flight, stale-while-revalidate, XFetch
 //!   early refresh, stale-if-error, statistics. It knows nothing of the console or the CLI.
-//! * [`store`] — where entries live (in-process; Redis later), behind one trait.
+//! * [`store`] — where entries live (in-process, Redis), behind one trait.
 //! * [`warehouse`] — where answers come from, behind one trait; the ETL simulator.
 //! * [`bus`] — the version truth, the event log and the live feed, behind one trait.
 //! * [`instance`] — an engine wired to its bus and warehouse: sync, the invalidation protocol,
 //!   refresh-ahead, guarded operator actions.
 //! * [`console`] — the operations console (ratatui): state, update, view, one action registry.
 //! * [`cli`] — the `freshcache` command: the demo, headless commands and benchmark scenarios.
+//! * [`config`], [`logging`] and [`metrics`] — how an operator configures it (flags >
+//!   environment > file), where it writes its logs, and its Prometheus endpoint.
 //!
 //! Dependencies point one way: `cli` → `engine` → `store`/`warehouse` traits.
 
@@ -19,9 +21,12 @@
 
 pub mod bus;
 pub mod cli;
+pub mod config;
 pub mod console;
 pub mod engine;
 pub mod instance;
+pub mod logging;
+pub mod metrics;
 pub mod redis_link;
 pub mod store;
 pub mod text;

@@ -29,14 +29,28 @@ pub const T_1000_MS: u64 = 1_730_541_600_000;
 #[derive(Debug, Subcommand)]
 pub enum BenchCommand {
     /// N users ask one question at once: on a cold key, and right after a version bump.
+    #[command(
+        after_help = "Examples:\n  freshcache bench stampede --requesters 1000 --load-ms 200\n  freshcache bench stampede --strategies lock,freshcache\n  freshcache --redis redis://127.0.0.1:6379 --json bench stampede --processes 4 --keys 20"
+    )]
     Stampede(StampedeArgs),
     /// Invalidation lag: from `etl-complete` to the first fresh answer in another task.
+    #[command(after_help = "Example:\n  freshcache --json bench lag --rounds 500")]
     Lag(LagArgs),
     /// A compressed simulated day: hourly updates (one partial), virtual users, every strategy.
+    #[command(
+        after_help = "Examples:\n  freshcache bench day\n  freshcache --json bench day --users 1000 --hours 3 --hour-real 30s --strategies ttl,freshcache"
+    )]
     Day(DayArgs),
     /// Engine hits through Redis, in-process tier off and on, beside `redis-benchmark` (needs --redis).
+    #[command(
+        after_help = "Example:\n  freshcache --redis redis://127.0.0.1:6391 bench redis-hits --seconds 5"
+    )]
     RedisHits(RedisHitsArgs),
-    /// Bump and purge with many entries cached, beside the seed's KEYS + DEL (needs --redis).
+    /// Bump and purge with many entries cached, beside the seed's KEYS + DEL (needs --redis; use a
+    /// Redis of its own: it fills it and runs KEYS there).
+    #[command(
+        after_help = "Example:\n  freshcache --redis redis://127.0.0.1:6391 bench redis-invalidation --keys 1000000"
+    )]
     RedisInvalidation(RedisInvalidationArgs),
     /// One process of a multi-process stampede (started by `bench stampede --redis`).
     #[command(hide = true)]
@@ -89,7 +103,7 @@ pub struct DayArgs {
     #[arg(long, default_value = "60s", value_name = "DURATION")]
     pub think: String,
     /// Strategies to run (all when omitted).
-    #[arg(long = "strategy", value_name = "S")]
+    #[arg(long = "strategies", value_name = "S,S", value_delimiter = ',')]
     pub strategies: Vec<Strategy>,
 }
 
@@ -103,7 +117,7 @@ pub struct StampedeArgs {
     #[arg(long, default_value_t = 200)]
     pub load_ms: u64,
     /// Strategies to run (all when omitted; ignored with --redis).
-    #[arg(long = "strategy", value_name = "S")]
+    #[arg(long = "strategies", value_name = "S,S", value_delimiter = ',')]
     pub strategies: Vec<Strategy>,
     /// With --redis: API-server processes sharing the Redis, requesters split among them.
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=64))]

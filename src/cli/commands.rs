@@ -113,12 +113,21 @@ pub struct StatsArgs {
     /// Instances heard from within this long count as live.
     #[arg(long, default_value = "5s", value_name = "DURATION")]
     pub live: String,
+    /// Keep printing, once per --interval, until interrupted (with --json: JSON Lines).
+    #[arg(long)]
+    pub watch: bool,
+    /// How often --watch prints.
+    #[arg(long, default_value = "1s", value_name = "DURATION")]
+    pub interval: String,
 }
 
 /// `warehouse` subcommands.
 #[derive(Debug, Subcommand)]
 pub enum WarehouseCommand {
     /// Creates the schema and loads the demo data (100 000 sales) unless present.
+    #[command(
+        after_help = "Examples:\n  freshcache warehouse init\n  freshcache --warehouse postgres://analyst@127.0.0.1/sales warehouse init --sales 50000"
+    )]
     Init {
         /// Sales rows to generate.
         #[arg(long, default_value_t = 100_000)]
@@ -128,6 +137,9 @@ pub enum WarehouseCommand {
         customers: u32,
     },
     /// Shows update_log and the versions the caches use.
+    #[command(
+        after_help = "Examples:\n  freshcache warehouse status\n  freshcache --redis redis://127.0.0.1:6379 --json warehouse status"
+    )]
     Status,
 }
 
@@ -135,6 +147,9 @@ pub enum WarehouseCommand {
 #[derive(Debug, Subcommand)]
 pub enum EtlCommand {
     /// Loads a batch now (then runs etl-complete for it).
+    #[command(
+        after_help = "Examples:\n  freshcache etl run\n  freshcache etl run --batch 20261126-10:00 --fail inventory --late customers=10m"
+    )]
     Run {
         /// The batch label (default: one for now).
         #[arg(long)]
@@ -204,6 +219,15 @@ pub async fn get(g: &GlobalArgs, args: GetArgs) -> Result<(), CliError> {
         .get(&request)
         .await
         .map_err(|e| CliError::new(super::EXIT_FAILURE, e.to_string()))?;
+    if let Some(why) = instance
+        .start_error()
+        .or_else(|| instance.engine().degraded())
+    {
+        eprintln!(
+            "freshcache: warning: running degraded, the shared cache did not answer ({}); this answer came straight from the warehouse",
+            clean_line(&why)
+        );
+    }
     let tables = world.catalog.tables();
     let rows: Rows = serde_json::from_str(answer.value()).unwrap_or_default();
     if g.json {
@@ -433,6 +457,7 @@ pub async fn warm(g: &GlobalArgs, args: WarmArgs) -> Result<(), CliError> {
 pub async fn traffic(g: &GlobalArgs, args: TrafficArgs) -> Result<(), CliError> {
     let world = World::open(g).await?;
     let instance = world.instance(g).await?;
+    let _metrics = super::serve_metrics(g, &instance)?;
     let duration = args
         .duration
         .as_deref()
@@ -759,7 +784,39 @@ async fn wait_for_late(instance: &Instance, run: &EtlRun) {
 pub async fn stats(g: &GlobalArgs, args: StatsArgs) -> Result<(), CliError> {
     let live = parse_duration(&args.live)
         .map_err(|e| CliError::new(EXIT_BAD_INPUT, format!("--live: {e}")))?;
+    let every = parse_duration(&args.interval)
+        .ok()
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| {
+            CliError::new(
+                EXIT_BAD_INPUT,
+                format!(
+                    "--interval: `{}` is not a positive duration; e.g. 1s, 500ms",
+                    crate::text::clean_short(&args.interval, 40)
+                ),
+            )
+        })?;
     let world = World::open(g).await?;
+    if !args.watch {
+        let doc = stats_doc(&world, live).await?;
+        return print_stats(g, &world, &doc, false);
+    }
+    // One document (a JSON line, or a block of text) per interval until interrupted; a Redis
+    // that stops answering is reported on stderr and retried, not fatal.
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => return Ok(()),
+            _ = tick.tick() => match stats_doc(&world, live).await {
+                Ok(doc) => print_stats(g, &world, &doc, true)?,
+                Err(e) => eprintln!("freshcache: {}", crate::text::clean_line(&e.message)),
+            },
+        }
+    }
+}
+
+async fn stats_doc(world: &World, live: Duration) -> Result<serde_json::Value, CliError> {
     let unavailable =
         |e: crate::bus::BusError| CliError::new(super::EXIT_UNAVAILABLE, e.to_string());
     let versions = world.bus.versions().await.map_err(unavailable)?;
@@ -777,7 +834,8 @@ pub async fn stats(g: &GlobalArgs, args: StatsArgs) -> Result<(), CliError> {
         degraded += r.degraded as usize;
     }
     let by_name = crate::bus::versions_by_name(&versions, world.catalog.tables());
-    let doc = json!({
+    Ok(json!({
+        "at": crate::engine::clock::format_rfc3339(world.clock.now_ms()),
         "versions": by_name,
         "batch": versions.batch.as_ref(),
         "instances": reports.len(),
@@ -792,32 +850,59 @@ pub async fn stats(g: &GlobalArgs, args: StatsArgs) -> Result<(), CliError> {
         "shared_hits": total.shared_hits,
         "lease_waits": total.lease_waits,
         "bad_events": bad,
-    });
+    }))
+}
+
+fn print_stats(
+    g: &GlobalArgs,
+    world: &World,
+    doc: &serde_json::Value,
+    watching: bool,
+) -> Result<(), CliError> {
     if g.json {
-        return print_json(&doc);
+        return print_json(doc);
+    }
+    let n = |k: &str| doc[k].as_u64().unwrap_or(0);
+    if watching {
+        println!("-- {}", doc["at"].as_str().unwrap_or(""));
     }
     println!(
         "{} live instance(s) on {}",
-        reports.len(),
+        n("instances"),
         world.bus.describe()
     );
+    let versions = doc["versions"]
+        .as_object()
+        .map(|o| {
+            o.iter()
+                .map(|(t, v)| format!("{t}={v}"))
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .unwrap_or_default();
     println!(
-        "versions   {}  (batch {})",
-        by_name
-            .iter()
-            .map(|(t, v)| format!("{t}={v}"))
-            .collect::<Vec<_>>()
-            .join(" "),
-        versions.batch
+        "versions   {versions}  (batch {})",
+        doc["batch"].as_str().unwrap_or("")
     );
     println!(
         "requests   {}  hits {}  stale {}  misses {}  coalesced {}",
-        total.requests, total.fresh_hits, total.stale_served, total.misses, total.coalesced
+        n("requests"),
+        n("hits"),
+        n("stale"),
+        n("misses"),
+        n("coalesced")
     );
     println!(
         "warehouse  {} queries, {} errors; shared hits {}, lease waits {}",
-        total.loads, total.load_errors, total.shared_hits, total.lease_waits
+        n("warehouse_queries"),
+        n("load_errors"),
+        n("shared_hits"),
+        n("lease_waits")
     );
-    println!("bad events {bad}; degraded instances {degraded}");
+    println!(
+        "bad events {}; degraded instances {}",
+        n("bad_events"),
+        n("degraded_instances")
+    );
     Ok(())
 }

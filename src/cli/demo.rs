@@ -121,6 +121,7 @@ pub async fn run(g: &GlobalArgs, args: DemoArgs) -> Result<(), CliError> {
         },
     );
     instance.start().await?;
+    let _metrics = super::serve_metrics(g, &instance)?;
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
     crate::instance::schedule::spawn_etl(
         instance.clone(),
@@ -162,6 +163,7 @@ pub async fn run(g: &GlobalArgs, args: DemoArgs) -> Result<(), CliError> {
 pub async fn console(g: &GlobalArgs, args: ConsoleArgs) -> Result<(), CliError> {
     let world = World::open(g).await?;
     let instance = world.instance(g).await?;
+    let _metrics = super::serve_metrics(g, &instance)?;
     let source = Source::attach(instance.clone(), args.price_per_query).await;
     let result =
         tokio::task::spawn_blocking(move || console::run(source, ConsoleOptions::from_env()))

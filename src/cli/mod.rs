@@ -13,6 +13,8 @@
 //! | 3 | refused by a guard: read-only mode, production, no confirmation |
 //! | 4 | bad input: unknown query, table or parameter, bad batch label, bad file |
 //! | 5 | a backend is unavailable: warehouse or state store unreachable or not initialised |
+//! | 6 | the configuration is wrong: file, environment variable or value |
+//! | 101 | internal error (a bug): one line on stderr, details in the log |
 
 pub mod bench;
 pub mod bench_redis;
@@ -24,14 +26,14 @@ mod world;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use crate::engine::catalog::CatalogError;
 use crate::engine::policy::Strategy;
 use crate::instance::{Environment, InstanceError};
 use crate::warehouse::WarehouseError;
 
-pub use world::World;
+pub use world::{MetricsGuard, World, serve_metrics};
 
 /// Exit code: success.
 pub const EXIT_OK: u8 = 0;
@@ -45,6 +47,8 @@ pub const EXIT_REFUSED: u8 = 3;
 pub const EXIT_BAD_INPUT: u8 = 4;
 /// Exit code: a backend is unavailable.
 pub const EXIT_UNAVAILABLE: u8 = 5;
+/// Exit code: the configuration is wrong.
+pub const EXIT_CONFIG: u8 = 6;
 
 const EXIT_CODES: &str = "Exit codes:
   0  success
@@ -52,7 +56,13 @@ const EXIT_CODES: &str = "Exit codes:
   2  the command line is wrong (unknown option, bad value)
   3  refused by a guard: read-only mode, production, no confirmation
   4  bad input: unknown query, table or parameter, bad batch label, bad file
-  5  a backend is unavailable: warehouse or state store unreachable or not initialised";
+  5  a backend is unavailable: warehouse or state store unreachable or not initialised
+  6  the configuration is wrong: file, environment variable or value (see `freshcache config check`)
+  101  internal error (a bug): one line on stderr, details in the log
+
+Configuration: flags > FRESHCACHE_* environment > --config FILE (default
+$XDG_CONFIG_HOME/freshcache/config.toml) > defaults. `freshcache config default` prints a
+documented file. Logs: $XDG_STATE_HOME/freshcache/logs (--log-dir).";
 
 /// Keeps expensive data-warehouse answers cached, fresh and safe.
 #[derive(Debug, Parser)]
@@ -101,28 +111,78 @@ pub struct GlobalArgs {
     /// Embedded (no server) when omitted.
     #[arg(long, global = true, env = "FRESHCACHE_REDIS", value_name = "URL")]
     pub redis: Option<String>,
+    /// With a rediss:// URL, a PEM file of the certificate authority to trust (instead of the
+    /// system's).
+    #[arg(long, global = true, env = "FRESHCACHE_REDIS_CA", value_name = "FILE")]
+    pub redis_ca: Option<std::path::PathBuf>,
     /// Longest wait for one Redis call before the cache falls back to the warehouse.
-    #[arg(long, global = true, default_value = "300ms", value_name = "DURATION")]
+    #[arg(
+        long,
+        global = true,
+        env = "FRESHCACHE_REDIS_TIMEOUT",
+        default_value = "300ms",
+        value_name = "DURATION"
+    )]
     pub redis_timeout: String,
     /// With --redis, keep no in-process tier in front of it (every hit goes to Redis).
-    #[arg(long, global = true)]
+    #[arg(long, global = true, env = "FRESHCACHE_NO_LOCAL_TIER")]
     pub no_local_tier: bool,
     /// With --redis, how long a load's lease lasts (extended while it runs); a dead holder's
     /// lease is taken over after at most this long.
-    #[arg(long, global = true, default_value = "10s", value_name = "DURATION")]
+    #[arg(
+        long,
+        global = true,
+        env = "FRESHCACHE_LEASE",
+        default_value = "10s",
+        value_name = "DURATION"
+    )]
     pub lease: String,
     /// Refuse every action that changes anything (enforced below the UI).
-    #[arg(long, global = true)]
+    #[arg(long, global = true, env = "FRESHCACHE_READ_ONLY")]
     pub read_only: bool,
     /// How long one clock hour lasts in real time, to accelerate the schedule, e.g. 60s.
-    #[arg(long, global = true, value_name = "DURATION")]
+    #[arg(long, global = true, env = "FRESHCACHE_HOUR", value_name = "DURATION")]
     pub hour: Option<String>,
     /// Strategy: ttl, lock, swr, early, versioned or freshcache (the default).
-    #[arg(long, global = true, value_name = "S")]
+    #[arg(long, global = true, env = "FRESHCACHE_STRATEGY", value_name = "S")]
     pub strategy: Option<Strategy>,
     /// Print JSON instead of text.
     #[arg(long, global = true)]
     pub json: bool,
+    /// Configuration file (default: $XDG_CONFIG_HOME/freshcache/config.toml if present).
+    #[arg(long, global = true, env = "FRESHCACHE_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Log level or filter: trace, debug, info, warn, error, off, or e.g. freshcache=debug
+    /// (RUST_LOG, when set, wins).
+    #[arg(
+        long,
+        global = true,
+        env = "FRESHCACHE_LOG_LEVEL",
+        value_name = "FILTER"
+    )]
+    pub log_level: Option<String>,
+    /// Directory of the daily log files (default: $XDG_STATE_HOME/freshcache/logs).
+    #[arg(long, global = true, env = "FRESHCACHE_LOG_DIR", value_name = "DIR")]
+    pub log_dir: Option<PathBuf>,
+    /// Daily log files kept.
+    #[arg(
+        long,
+        global = true,
+        env = "FRESHCACHE_LOG_KEEP",
+        default_value_t = 7,
+        value_name = "N",
+        value_parser = clap::value_parser!(u32).range(1..=365)
+    )]
+    pub log_keep: u32,
+    /// Serve Prometheus metrics at http://ADDR/metrics (demo, console, traffic), e.g.
+    /// 127.0.0.1:9464.
+    #[arg(
+        long,
+        global = true,
+        env = "FRESHCACHE_METRICS_ADDR",
+        value_name = "ADDR"
+    )]
+    pub metrics_addr: Option<String>,
 }
 
 /// The commands.
@@ -130,8 +190,14 @@ pub struct GlobalArgs {
 pub enum Command {
     /// Runs the embedded demo with the live console: a warehouse that updates every (accelerated)
     /// hour, simulated users, and what the cache does about it. The default command.
+    #[command(
+        after_help = "Examples:\n  freshcache demo\n  freshcache demo --users 2000 --hour 30s\n  freshcache demo --headless --json"
+    )]
     Demo(demo::DemoArgs),
     /// The console over the configured cache (the data directory's embedded state, or Redis).
+    #[command(
+        after_help = "Examples:\n  freshcache console\n  freshcache --redis redis://cache.internal:6379/0 --read-only console\n  freshcache --env staging --redis redis://127.0.0.1:6379 --metrics-addr 127.0.0.1:9464 console"
+    )]
     Console(demo::ConsoleArgs),
     /// Answers one catalog question and says how fresh the answer is.
     #[command(after_help = "Example:\n  freshcache get sales_by_region quarter=Q1 year=2026")]
@@ -152,6 +218,7 @@ pub enum Command {
     )]
     Invalidate(commands::InvalidateArgs),
     /// Loads the hottest keys ahead of need and reports progress.
+    #[command(after_help = "Examples:\n  freshcache warm --top 50\n  freshcache --json warm")]
     Warm(commands::WarmArgs),
     /// Runs one engine instance (a stand-in API server) with simulated chatbot users and prints a
     /// summary when it ends or is interrupted.
@@ -159,19 +226,61 @@ pub enum Command {
         after_help = "Example:\n  freshcache traffic --users 200 --duration 30s --with-etl --hour 60s"
     )]
     Traffic(commands::TrafficArgs),
-    /// Lists the event log.
+    /// Lists the event log (with --json: JSON Lines); --follow keeps printing new events.
+    #[command(
+        after_help = "Examples:\n  freshcache events --limit 20\n  freshcache --redis redis://127.0.0.1:6379 --json events --follow | jq .type"
+    )]
     Events(commands::EventsArgs),
-    /// Counters summed over every live instance, and the versions.
+    /// Counters summed over every live instance, and the versions; --watch keeps printing.
+    #[command(
+        after_help = "Examples:\n  freshcache stats\n  freshcache --redis redis://127.0.0.1:6379 --json stats\n  freshcache --json stats --watch --interval 5s"
+    )]
     Stats(commands::StatsArgs),
     /// The warehouse itself: create the demo data, show update_log.
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  freshcache warehouse status\n  freshcache --warehouse postgres://analyst@127.0.0.1/sales warehouse init --sales 50000"
+    )]
     Warehouse(commands::WarehouseCommand),
     /// The ETL simulator: load a batch now.
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  freshcache etl run\n  freshcache etl run --fail inventory --late customers=10m"
+    )]
     Etl(commands::EtlCommand),
     /// Benchmark scenarios.
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  freshcache bench stampede --requesters 1000\n  freshcache --redis redis://127.0.0.1:6379 --json bench stampede --processes 4 --keys 20\n  freshcache bench day --hours 3 --hour-real 30s"
+    )]
     Bench(bench::BenchCommand),
+    /// The configuration: check it, print the documented default file.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Prints a shell completion script.
+    #[command(
+        after_help = "Examples:\n  freshcache completions bash > ~/.local/share/bash-completion/completions/freshcache\n  freshcache completions zsh > ~/.zfunc/_freshcache\n  freshcache completions fish > ~/.config/fish/completions/freshcache.fish"
+    )]
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+}
+
+/// `config` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Validates the configuration (file, environment, flags) and prints the effective values,
+    /// passwords masked, with where each came from.
+    #[command(
+        after_help = "Examples:\n  freshcache config check\n  freshcache --config /etc/freshcache.toml config check --json"
+    )]
+    Check,
+    /// Prints the documented default configuration file.
+    #[command(
+        after_help = "Example:\n  freshcache config default > ~/.config/freshcache/config.toml"
+    )]
+    Default,
 }
 
 /// A failure with the exit code that goes with it.
@@ -236,14 +345,65 @@ impl From<anyhow::Error> for CliError {
 
 /// Parses the command line and runs it; the binary's whole `main`.
 pub fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let usage = |e: clap::Error| {
+        let code = if e.use_stderr() { EXIT_USAGE } else { EXIT_OK };
+        let _ = e.print();
+        ExitCode::from(code)
+    };
+    let matches = match Cli::command().try_get_matches() {
+        Ok(m) => m,
+        Err(e) => return usage(e),
+    };
+    let mut cli = match Cli::from_arg_matches(&matches) {
         Ok(cli) => cli,
+        Err(e) => return usage(e),
+    };
+    let config = match crate::config::resolve(&mut cli.global, &matches) {
+        Ok(report) => report,
         Err(e) => {
-            let code = if e.use_stderr() { EXIT_USAGE } else { EXIT_OK };
-            let _ = e.print();
-            return ExitCode::from(code);
+            eprintln!("freshcache: {}", output::clean_line(&e.0));
+            return ExitCode::from(EXIT_CONFIG);
         }
     };
+    // Commands that only print need no logs.
+    let _logs = match &cli.command {
+        Some(Command::Completions { .. } | Command::Config(_)) => None,
+        _ => Some(crate::logging::init(&cli.global)),
+    };
+    match cli.command {
+        Some(Command::Completions { shell }) => {
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "freshcache", &mut script);
+            return match std::io::Write::write_all(&mut std::io::stdout(), &script) {
+                Ok(()) => ExitCode::from(EXIT_OK),
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::from(EXIT_OK),
+                Err(e) => {
+                    eprintln!("freshcache: cannot write the script: {e}");
+                    ExitCode::from(EXIT_FAILURE)
+                }
+            };
+        }
+        Some(Command::Config(ConfigCommand::Default)) => {
+            print!("{}", crate::config::DEFAULT_FILE);
+            return ExitCode::from(EXIT_OK);
+        }
+        Some(Command::Config(ConfigCommand::Check)) => {
+            if cli.global.json {
+                return match output::print_json(&config) {
+                    Ok(()) => ExitCode::from(EXIT_OK),
+                    Err(e) => ExitCode::from(e.code),
+                };
+            }
+            crate::config::print(&config);
+            return ExitCode::from(EXIT_OK);
+        }
+        _ => {}
+    }
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        command = command_name(&cli.command),
+        "start"
+    );
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -258,11 +418,36 @@ pub fn main() -> ExitCode {
     // Background tasks (sync loops, refreshes) end with the runtime; never wait on them.
     runtime.shutdown_timeout(std::time::Duration::from_millis(200));
     match result {
-        Ok(()) => ExitCode::from(EXIT_OK),
+        Ok(()) => {
+            tracing::info!("done");
+            ExitCode::from(EXIT_OK)
+        }
         Err(e) => {
-            eprintln!("freshcache: {}", output::clean_line(&e.message));
+            let message = crate::logging::redact(&e.message);
+            tracing::warn!(code = e.code, "failed: {message}");
+            eprintln!("freshcache: {}", output::clean_line(&message));
             ExitCode::from(e.code)
         }
+    }
+}
+
+fn command_name(c: &Option<Command>) -> &'static str {
+    match c {
+        None | Some(Command::Demo(_)) => "demo",
+        Some(Command::Console(_)) => "console",
+        Some(Command::Get(_)) => "get",
+        Some(Command::EtlComplete(_)) => "etl-complete",
+        Some(Command::SimulatePartial(_)) => "simulate-partial",
+        Some(Command::Invalidate(_)) => "invalidate",
+        Some(Command::Warm(_)) => "warm",
+        Some(Command::Traffic(_)) => "traffic",
+        Some(Command::Events(_)) => "events",
+        Some(Command::Stats(_)) => "stats",
+        Some(Command::Warehouse(_)) => "warehouse",
+        Some(Command::Etl(_)) => "etl",
+        Some(Command::Bench(_)) => "bench",
+        Some(Command::Config(_)) => "config",
+        Some(Command::Completions { .. }) => "completions",
     }
 }
 
@@ -283,5 +468,51 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         Some(Command::Warehouse(c)) => commands::warehouse(&g, c).await,
         Some(Command::Etl(c)) => commands::etl(&g, c).await,
         Some(Command::Bench(b)) => bench::run(&g, b).await,
+        // Handled before the runtime starts.
+        Some(Command::Config(_) | Command::Completions { .. }) => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        // Clap's own checks (duplicate flags, a subcommand flag shadowing a global one, ...),
+        // which otherwise run only in debug builds, at the first parse.
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn every_command_has_examples_in_its_help() {
+        fn walk(c: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            let path = format!("{path} {}", c.get_name());
+            let hidden = c.is_hide_set();
+            let leaf = c.get_subcommands().next().is_none();
+            if !hidden
+                && leaf
+                && !c
+                    .get_after_help()
+                    .is_some_and(|h| h.to_string().contains("Example"))
+            {
+                missing.push(path.clone());
+            }
+            for s in c.get_subcommands() {
+                if s.get_name() != "help" {
+                    walk(s, &path, missing);
+                }
+            }
+        }
+        let mut missing = Vec::new();
+        for s in Cli::command().get_subcommands() {
+            if s.get_name() != "help" {
+                walk(s, "freshcache", &mut missing);
+            }
+        }
+        assert!(
+            missing.is_empty(),
+            "no examples in the help of: {missing:?}"
+        );
     }
 }

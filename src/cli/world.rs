@@ -130,8 +130,9 @@ impl World {
                 let timeout = parse_duration(&g.redis_timeout)
                     .map_err(|e| CliError::new(EXIT_BAD_INPUT, format!("--redis-timeout: {e}")))?;
                 let link = Arc::new(
-                    RedisLink::open(
+                    RedisLink::open_tls(
                         url,
+                        g.redis_ca.as_deref(),
                         Duration::from_secs(1),
                         timeout.max(Duration::from_millis(10)),
                     )
@@ -226,4 +227,23 @@ impl World {
     pub fn data_dir(&self) -> &Path {
         &self.data_dir
     }
+}
+
+/// While it lives, this process serves its metrics (with `--metrics-addr`).
+#[must_use = "the metrics endpoint stops when this is dropped"]
+pub struct MetricsGuard {
+    _stop: Option<tokio::sync::watch::Sender<bool>>,
+}
+
+/// Serves `instance`'s metrics on `--metrics-addr` until the guard is dropped; nothing without the
+/// flag. A bad address or one already in use is the command's error, before anything starts.
+pub fn serve_metrics(g: &GlobalArgs, instance: &Instance) -> Result<MetricsGuard, CliError> {
+    let Some(addr) = g.metrics_addr.as_deref() else {
+        return Ok(MetricsGuard { _stop: None });
+    };
+    let (stop, stop_rx) = tokio::sync::watch::channel(false);
+    crate::metrics::spawn(Some(addr), instance, stop_rx)
+        .map_err(|e| CliError::new(super::EXIT_CONFIG, e.to_string()))?;
+    tracing::info!(%addr, "serving metrics at http://{addr}/metrics");
+    Ok(MetricsGuard { _stop: Some(stop) })
 }
