@@ -531,6 +531,7 @@ fn validate(key: &str, v: &str) -> Result<(), String> {
                     mask_url(v)
                 ));
             }
+            crate::warehouse::postgres::check_url(v)?;
             v.parse::<tokio_postgres::Config>()
                 .map_err(|_| format!("{} does not parse as a PostgreSQL URL", mask_url(v)))?;
         }

@@ -131,14 +131,7 @@ pub fn redact(text: &str) -> String {
         let end = tail
             .find(|c: char| c.is_whitespace() || c == '"' || c == '\'')
             .unwrap_or(tail.len());
-        let authority = &tail[..end];
-        match authority.rsplit_once('@') {
-            Some((userinfo, host)) => match userinfo.split_once(':') {
-                Some((user, _)) => out.push_str(&format!("{user}:***@{host}")),
-                None => out.push_str(&format!("{userinfo}@{host}")),
-            },
-            None => out.push_str(authority),
-        }
+        out.push_str(&crate::redis_link::mask_authority(&tail[..end]));
         rest = &tail[end..];
     }
     out.push_str(rest);

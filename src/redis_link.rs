@@ -57,6 +57,12 @@ pub fn mask_url(url: &str) -> String {
     };
     // The user information ends at the last `@`: a password may hold `/`, `?`, `#` or `@`
     // unescaped, and masking too much is better than showing a password.
+    crate::text::clean_line(&format!("{scheme}://{}", mask_authority(rest)))
+}
+
+/// What follows `scheme://` in a URL, with the password in the user information and any
+/// `password=` query parameter replaced by `***`.
+pub fn mask_authority(rest: &str) -> String {
     let masked = match rest.rsplit_once('@') {
         Some((userinfo, host)) => match userinfo.split_once(':') {
             Some((user, _)) => format!("{user}:***@{host}"),
@@ -64,7 +70,17 @@ pub fn mask_url(url: &str) -> String {
         },
         None => rest.to_string(),
     };
-    crate::text::clean_line(&format!("{scheme}://{masked}"))
+    let Some((path, query)) = masked.split_once('?') else {
+        return masked;
+    };
+    let query: Vec<String> = query
+        .split('&')
+        .map(|p| match p.split_once('=') {
+            Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=***"),
+            _ => p.to_string(),
+        })
+        .collect();
+    format!("{path}?{}", query.join("&"))
 }
 
 /// Why a call to Redis failed.
@@ -348,6 +364,20 @@ impl RedisLink {
         F: FnOnce(ConnectionManager) -> Fut,
         Fut: Future<Output = redis::RedisResult<T>>,
     {
+        // An unavailable server is named (masked), so the operator knows which setting to fix.
+        self.call_unnamed(limit, f).await.map_err(|e| match e {
+            LinkError::Unavailable(why) => {
+                LinkError::Unavailable(format!("{}: {why}", self.describe))
+            }
+            other => other,
+        })
+    }
+
+    async fn call_unnamed<T, F, Fut>(&self, limit: Duration, f: F) -> Result<T, LinkError>
+    where
+        F: FnOnce(ConnectionManager) -> Fut,
+        Fut: Future<Output = redis::RedisResult<T>>,
+    {
         match self.breaker.admit() {
             Admit::Yes => {}
             Admit::No => {
@@ -432,6 +462,10 @@ mod tests {
         assert_eq!(
             mask_url("redis://:S3nt/inel@127.0.0.1:1"),
             "redis://:***@127.0.0.1:1"
+        );
+        assert_eq!(
+            mask_url("postgres://u@h:1/db?sslmode=require&password=s3cret"),
+            "postgres://u@h:1/db?sslmode=require&password=***"
         );
         assert_eq!(format!("{:?}", Secret::new("pw")), "***");
         assert_eq!(Secret::new("pw").to_string(), "***");

@@ -214,11 +214,22 @@ pub async fn get(g: &GlobalArgs, args: GetArgs) -> Result<(), CliError> {
     // Checked before anything touches the warehouse.
     let request = world.catalog.request(&args.query, &params)?;
     let instance = world.instance(g).await?;
-    let answer = instance
-        .engine()
-        .get(&request)
-        .await
-        .map_err(|e| CliError::new(super::EXIT_FAILURE, e.to_string()))?;
+    let answer = instance.engine().get(&request).await.map_err(|e| {
+        use crate::engine::{GetError, flight::LoadError};
+        use crate::warehouse::WarehouseError;
+        let code = match &e {
+            GetError::Catalog(_) => super::EXIT_BAD_INPUT,
+            GetError::Warehouse {
+                error:
+                    LoadError::Warehouse(
+                        WarehouseError::Unavailable(_) | WarehouseError::NotInitialised(_),
+                    ),
+                ..
+            } => super::EXIT_UNAVAILABLE,
+            _ => super::EXIT_FAILURE,
+        };
+        CliError::new(code, e.to_string())
+    })?;
     if let Some(why) = instance
         .start_error()
         .or_else(|| instance.engine().degraded())
@@ -445,12 +456,35 @@ pub async fn warm(g: &GlobalArgs, args: WarmArgs) -> Result<(), CliError> {
             } else {
                 eprintln!();
             }
-            return Ok(());
+            return warm_outcome(&p, world.warehouse.as_ref()).await;
         }
         if progress.changed().await.is_err() {
             return Ok(());
         }
     }
+}
+
+/// Success when every load worked; otherwise what went wrong, as an exit code: 5 when nothing
+/// loaded because the warehouse is unreachable, 1 otherwise.
+async fn warm_outcome(
+    p: &crate::engine::RefreshProgress,
+    warehouse: &dyn crate::warehouse::Warehouse,
+) -> Result<(), CliError> {
+    if p.failed == 0 {
+        return Ok(());
+    }
+    let failed = format!("warming: {} of {} loads failed", p.failed, p.total);
+    if p.done == 0 && p.skipped == 0 {
+        // Nothing loaded: ask the warehouse why, so the exit code says whether it is down.
+        if let Err(e) = warehouse.update_log().await {
+            let e = CliError::from(e);
+            return Err(CliError::new(e.code, format!("{failed}: {}", e.message)));
+        }
+    }
+    Err(CliError::new(
+        super::EXIT_FAILURE,
+        format!("{failed}; `freshcache get` on one of them shows why"),
+    ))
 }
 
 /// `freshcache traffic`.

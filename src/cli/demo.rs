@@ -63,7 +63,7 @@ pub struct ConsoleArgs {
 /// Runs the demo: the console on a terminal, the text story otherwise.
 pub async fn run(g: &GlobalArgs, args: DemoArgs) -> Result<(), CliError> {
     if args.headless || !std::io::stdout().is_terminal() {
-        return run_headless().await;
+        return run_headless(g.json).await;
     }
     let hour = parse_duration(g.hour.as_deref().unwrap_or("60s"))
         .map_err(|e| CliError::new(EXIT_BAD_INPUT, format!("--hour: {e}")))?;
@@ -175,8 +175,18 @@ pub async fn console(g: &GlobalArgs, args: ConsoleArgs) -> Result<(), CliError> 
 
 /// The story as text: 1000 users at 09:05 on a cold cache and at 10:00:30 after the update,
 /// with the seed's TTL and lock recipes and with freshcache.
-pub async fn run_headless() -> Result<(), CliError> {
+/// With `json`, prints the measurements as one JSON object instead.
+pub async fn run_headless(json: bool) -> Result<(), CliError> {
     let (users, load_ms) = (1000, 300);
+    if json {
+        let report = bench::stampede(
+            users,
+            load_ms,
+            &[Strategy::Ttl, Strategy::Lock, Strategy::Freshcache],
+        )
+        .await?;
+        return super::output::print_json(&report);
+    }
     println!("freshcache demo (embedded: in-process store, in-memory warehouse)");
     println!(
         "{users} users ask \"Q1 sales by region\" at 09:05 (cold cache) and at 10:00:30, right after the \

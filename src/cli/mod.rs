@@ -255,7 +255,10 @@ pub enum Command {
     )]
     Bench(bench::BenchCommand),
     /// The configuration: check it, print the documented default file.
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  freshcache config check\n  freshcache config default > ~/.config/freshcache/config.toml"
+    )]
     Config(ConfigCommand),
     /// Prints a shell completion script.
     #[command(
@@ -346,6 +349,10 @@ impl From<anyhow::Error> for CliError {
 /// Parses the command line and runs it; the binary's whole `main`.
 pub fn main() -> ExitCode {
     let usage = |e: clap::Error| {
+        if let Some(message) = bad_environment_value(&e) {
+            eprintln!("freshcache: {}", output::clean_line(&message));
+            return ExitCode::from(EXIT_CONFIG);
+        }
         let code = if e.use_stderr() { EXIT_USAGE } else { EXIT_OK };
         let _ = e.print();
         ExitCode::from(code)
@@ -423,12 +430,62 @@ pub fn main() -> ExitCode {
             ExitCode::from(EXIT_OK)
         }
         Err(e) => {
-            let message = crate::logging::redact(&e.message);
+            let mut message = crate::logging::redact(&e.message);
+            if e.code == EXIT_UNAVAILABLE
+                && message.contains("redis unavailable")
+                && !message.contains("credentials")
+            {
+                message.push_str(
+                    " (is Redis running there? the server is set with --redis or FRESHCACHE_REDIS)",
+                );
+            }
             tracing::warn!(code = e.code, "failed: {message}");
             eprintln!("freshcache: {}", output::clean_line(&message));
             ExitCode::from(e.code)
         }
     }
+}
+
+/// When clap refused a value that came from a `FRESHCACHE_*` variable rather than the command
+/// line, the message naming the variable: that is a configuration error (exit 6), not a usage one.
+fn bad_environment_value(e: &clap::Error) -> Option<String> {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    if !matches!(
+        e.kind(),
+        ErrorKind::InvalidValue | ErrorKind::ValueValidation
+    ) {
+        return None;
+    }
+    let Some(ContextValue::String(arg)) = e.get(ContextKind::InvalidArg) else {
+        return None;
+    };
+    let long = arg.split_whitespace().next()?.strip_prefix("--")?;
+    let command = Cli::command();
+    let var = command
+        .get_arguments()
+        .find(|a| a.get_long() == Some(long))?
+        .get_env()?
+        .to_str()?
+        .to_string();
+    let on_command_line = std::env::args_os().skip(1).any(|a| {
+        a.to_str()
+            .is_some_and(|a| a == format!("--{long}") || a.starts_with(&format!("--{long}=")))
+    });
+    let value = std::env::var(&var).ok()?;
+    if on_command_line {
+        return None;
+    }
+    let why = e
+        .to_string()
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .trim_start_matches("error: ")
+        .to_string();
+    Some(format!(
+        "environment variable {var}={}: {why} (fix or unset it)",
+        output::clean_line(&value)
+    ))
 }
 
 fn command_name(c: &Option<Command>) -> &'static str {

@@ -28,9 +28,9 @@ const SHARDS: usize = 32;
 /// Why a load produced no entry. Cloned to every waiter.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum LoadError {
-    /// The warehouse answered with an error.
+    /// The warehouse failed (it answered with an error, or is unreachable).
     #[error("{0}")]
-    Warehouse(String),
+    Warehouse(crate::warehouse::WarehouseError),
     /// The loader panicked.
     #[error("the loader panicked: {0}")]
     Panicked(String),

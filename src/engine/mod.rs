@@ -928,7 +928,7 @@ impl Engine {
             Ok(Ok(rows)) => rows,
             Ok(Err(e)) => {
                 inner.stats.incr(Counter::LoadErrors);
-                return Err(LoadError::Warehouse(e.to_string()));
+                return Err(LoadError::Warehouse(e));
             }
             Err(panic) => {
                 inner.stats.incr(Counter::LoadErrors);

@@ -196,7 +196,7 @@ async fn load(
         Ok(Ok(rows)) => rows,
         Ok(Err(e)) => {
             inner.stats.incr(Counter::LoadErrors);
-            return Err(LoadError::Warehouse(e.to_string()));
+            return Err(LoadError::Warehouse(e));
         }
         Err(panic) => {
             inner.stats.incr(Counter::LoadErrors);

@@ -65,15 +65,21 @@ pub enum Action {
     SimulatePartial,
     /// Change the engine's strategy.
     SwitchStrategy,
+    /// Run the ETL simulator (`etl run`): made-up data into the warehouse.
+    RunEtl,
+    /// Complete an ETL batch (`etl-complete`): bump what the update log confirms.
+    EtlComplete,
 }
 
 impl Action {
     /// Every action.
-    pub const ALL: [Action; 4] = [
+    pub const ALL: [Action; 6] = [
         Action::Invalidate,
         Action::Warm,
         Action::SimulatePartial,
         Action::SwitchStrategy,
+        Action::RunEtl,
+        Action::EtlComplete,
     ];
 
     /// The action's name in commands and the event log.
@@ -83,12 +89,16 @@ impl Action {
             Action::Warm => "warm",
             Action::SimulatePartial => "simulate-partial",
             Action::SwitchStrategy => "switch-strategy",
+            Action::RunEtl => "etl-run",
+            Action::EtlComplete => "etl-complete",
         }
     }
 
     /// Whether it needs a typed confirmation: it makes users miss or changes how they are served.
+    /// The ETL's own steps are run by jobs, which answer no prompts; they are guarded by
+    /// environment and read-only mode instead.
     pub fn dangerous(self) -> bool {
-        !matches!(self, Action::Warm)
+        !matches!(self, Action::Warm | Action::RunEtl | Action::EtlComplete)
     }
 
     /// Why `env` refuses the action outright, if it does.
@@ -100,6 +110,9 @@ impl Action {
             (Action::SwitchStrategy, Environment::Production) => {
                 Some("switching strategy is a demo feature, not in production")
             }
+            (Action::RunEtl, Environment::Production) => Some(
+                "the ETL simulator loads made-up data: staging and development only; in production the real ETL loads, then runs `freshcache etl-complete`",
+            ),
             _ => None,
         }
     }
@@ -181,6 +194,11 @@ mod tests {
         ));
         assert!(refusal(Action::SimulatePartial, Environment::Staging, false).is_none());
         assert!(refusal(Action::Invalidate, Environment::Production, false).is_none());
+        assert!(matches!(
+            refusal(Action::RunEtl, Environment::Production, false),
+            Some(InstanceError::Refused(_))
+        ));
+        assert!(refusal(Action::EtlComplete, Environment::Production, false).is_none());
         for a in Action::ALL {
             assert!(
                 refusal(a, Environment::Development, true).is_some(),

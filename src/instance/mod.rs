@@ -706,8 +706,20 @@ impl Instance {
 
     /// The invalidation protocol: checks `update_log` for which of `expected` (all tables when
     /// empty) reached `batch`, bumps those — only those, atomically — and reports the rest.
-    /// Running it twice, late, or out of order bumps nothing more.
+    /// Running it twice, late, or out of order bumps nothing more. Refused in read-only mode
+    /// (the bump event records who completed what).
     pub async fn etl_complete(
+        &self,
+        batch: &str,
+        expected: &[TableId],
+    ) -> Result<EtlCompleteReport, InstanceError> {
+        self.allow(Action::EtlComplete, &[batch.to_string()])
+            .await?;
+        self.complete_batch(batch, expected).await
+    }
+
+    /// [`Instance::etl_complete`] without the guard: the simulated ETL's own step.
+    pub(crate) async fn complete_batch(
         &self,
         batch: &str,
         expected: &[TableId],
@@ -835,10 +847,22 @@ impl Instance {
         Ok(())
     }
 
-    /// Runs one ETL batch into the warehouse (failing or deferring tables as `plan` says), logs
-    /// it, then runs the invalidation protocol for it. Late tables are loaded when their time
-    /// comes, followed by another `etl-complete` for the same batch.
+    /// Runs one simulated ETL batch into the warehouse (failing or deferring tables as `plan`
+    /// says), logs it, then runs the invalidation protocol for it. Late tables are loaded when
+    /// their time comes, followed by another `etl-complete` for the same batch. The simulator
+    /// writes made-up data: refused in production and in read-only mode.
     pub async fn run_etl(
+        &self,
+        batch: &str,
+        plan: &EtlPlan,
+    ) -> Result<(EtlRun, EtlCompleteReport), InstanceError> {
+        self.allow(Action::RunEtl, &[batch.to_string()]).await?;
+        self.load_batch(batch, plan).await
+    }
+
+    /// [`Instance::run_etl`] without the guard: the demo's scheduled ETL (part of the simulated
+    /// world, not an operator's action) and `simulate-partial` (guarded by its own action).
+    pub(crate) async fn load_batch(
         &self,
         batch: &str,
         plan: &EtlPlan,
@@ -882,7 +906,7 @@ impl Instance {
             self.inner.engine.set_updating(&all, false);
             return Err(e.into());
         }
-        let report = self.etl_complete(batch, &[]).await;
+        let report = self.complete_batch(batch, &[]).await;
         self.inner.engine.set_updating(&all, false);
         Ok((run, report?))
     }
@@ -897,7 +921,7 @@ impl Instance {
                 return;
             };
             let _ = etl::load_late(target.as_ref(), &table, &batch, clock.now_ms()).await;
-            let _ = this.etl_complete(&batch, &[]).await;
+            let _ = this.complete_batch(&batch, &[]).await;
         });
     }
 
@@ -1021,7 +1045,7 @@ impl Instance {
             fail: targets.clone(),
             late: Vec::new(),
         };
-        let result = self.run_etl(&batch, &plan).await;
+        let result = self.load_batch(&batch, &plan).await;
         let summary = match &result {
             Ok((_, report)) => format!(
                 "ok: batch {batch}; bumped {}; behind {}",

@@ -35,7 +35,7 @@ pub fn spawn_etl(
             }
             // The clock may have run a little past the boundary while we slept.
             let label = batch_label(clock.now_ms().max(at), interval);
-            let _ = instance.run_etl(&label, &plan_for(run)).await;
+            let _ = instance.load_batch(&label, &plan_for(run)).await;
             run += 1;
         }
     })

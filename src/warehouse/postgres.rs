@@ -146,9 +146,23 @@ fn clean_error(e: &tokio_postgres::Error) -> String {
     }
 }
 
+/// Refuses a URL whose password holds a raw `@`: the parser would take the rest of the password
+/// for the host name and show it in every message. The error shows the URL masked.
+pub fn check_url(url: &str) -> Result<(), String> {
+    let before_query = url.split('?').next().unwrap_or(url);
+    if before_query.matches('@').count() > 1 {
+        return Err(format!(
+            "bad PostgreSQL URL {}: more than one `@`; write an `@` inside the password as %40",
+            crate::redis_link::mask_url(url)
+        ));
+    }
+    Ok(())
+}
+
 impl PostgresWarehouse {
     /// A warehouse at `url` (`postgres://user[:password]@host:port/db`). Connects lazily.
     pub fn new(url: &str, latency: Latency) -> Result<Self, WarehouseError> {
+        check_url(url).map_err(WarehouseError::Unavailable)?;
         let mut config = Config::from_str(url).map_err(|e| {
             WarehouseError::Unavailable(format!(
                 "bad PostgreSQL URL (expected postgres://user[:password]@host[:port]/database): {}",
