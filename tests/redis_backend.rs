@@ -41,10 +41,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Command, ExitStatus, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::{Command, ExitStatus};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use freshcache::bus::{Bus, CHANNEL, EventKind};
@@ -224,61 +223,6 @@ fn wait_cli(mut proc: Proc, dir: &Path, name: &str, limit: Duration) -> CliRun {
 /// Runs the binary (see [`binary`]) with its output in files under `dir`, for at most `limit`.
 fn run_cli(dir: &Path, name: &str, args: &[&str], limit: Duration) -> CliRun {
     wait_cli(spawn_cli(dir, name, args), dir, name, limit)
-}
-
-/// A `redis-cli SUBSCRIBE channel` whose output lines are collected; killed on drop.
-struct Subscriber {
-    _proc: Proc,
-    lines: Arc<Mutex<Vec<String>>>,
-}
-
-impl Subscriber {
-    /// Subscribes and waits until the server confirmed it.
-    fn start(server: &RedisServer, channel: &str) -> Subscriber {
-        let mut proc = Proc {
-            child: server
-                .cli_command()
-                .args(["SUBSCRIBE", channel])
-                .stdin(Stdio::null())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("redis-cli runs"),
-        };
-        let lines = Arc::new(Mutex::new(Vec::<String>::new()));
-        {
-            let stdout = proc.child.stdout.take().expect("its stdout");
-            let lines = lines.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                    lines.lock().unwrap_or_else(|p| p.into_inner()).push(line);
-                }
-            });
-        }
-        let subscriber = Subscriber { _proc: proc, lines };
-        let started = Instant::now();
-        while !subscriber.lines().iter().any(|l| l == "subscribe") {
-            assert!(
-                started.elapsed() < Duration::from_secs(10),
-                "redis-cli did not subscribe to {channel}"
-            );
-            std::thread::sleep(POLL);
-        }
-        subscriber
-    }
-
-    fn lines(&self) -> Vec<String> {
-        self.lines.lock().unwrap_or_else(|p| p.into_inner()).clone()
-    }
-
-    /// The payloads received on `channel`, in order.
-    fn messages(&self, channel: &str) -> Vec<String> {
-        self.lines()
-            .windows(3)
-            .filter(|w| w[0] == "message" && w[1] == channel)
-            .map(|w| w[2].clone())
-            .collect()
-    }
 }
 
 /// Milliseconds since the epoch of an ISO-8601 / RFC 3339 date-time

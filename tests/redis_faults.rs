@@ -37,10 +37,8 @@
 //! where that is a failure.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use freshcache::bus::{BumpMode, Bus, CHANNEL, EventKind, RedisBus};
@@ -779,46 +777,8 @@ fn lease_holder_killed_mid_load() {
     let url = server.url();
 
     // Every fill notification (one per load stored under a lease), as a user would watch them.
-    let mut watcher = Proc {
-        child: Command::new("redis-cli")
-            .args(["-h", "127.0.0.1", "-p", &server.port.to_string()])
-            .args(["SUBSCRIBE", FILLS_CHANNEL])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-cli runs"),
-    };
-    let lines = Arc::new(Mutex::new(Vec::<String>::new()));
-    {
-        let stdout = watcher.child.stdout.take().expect("its stdout");
-        let lines = lines.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                lines.lock().unwrap_or_else(|p| p.into_inner()).push(line);
-            }
-        });
-    }
-    let fills = |lines: &Arc<Mutex<Vec<String>>>| -> Vec<String> {
-        let l = lines.lock().unwrap_or_else(|p| p.into_inner());
-        l.windows(3)
-            .filter(|w| w[0] == "message" && w[1] == FILLS_CHANNEL)
-            .map(|w| w[2].clone())
-            .collect()
-    };
-    let started = Instant::now();
-    while !lines
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .iter()
-        .any(|l| l == "subscribe")
-    {
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "redis-cli did not subscribe"
-        );
-        std::thread::sleep(POLL);
-    }
+    let watcher = Subscriber::start(&server, FILLS_CHANNEL);
+    let fills = || watcher.messages(FILLS_CHANNEL);
 
     let query = ["get", "sales_by_region", "quarter=Q1", "year=2026"];
     let args = |latency: &str| -> Vec<String> {
@@ -882,17 +842,14 @@ fn lease_holder_killed_mid_load() {
     // Everything published before this sentinel has been read once the sentinel is.
     assert_eq!(server.cli_int(&["PUBLISH", FILLS_CHANNEL, "sentinel"]), 1);
     let started = Instant::now();
-    while !fills(&lines).iter().any(|f| f == "sentinel") {
+    while !fills().iter().any(|f| f == "sentinel") {
         assert!(
             started.elapsed() < Duration::from_secs(10),
             "the sentinel never arrived"
         );
         std::thread::sleep(POLL);
     }
-    let loads: Vec<String> = fills(&lines)
-        .into_iter()
-        .filter(|f| f != "sentinel")
-        .collect();
+    let loads: Vec<String> = fills().into_iter().filter(|f| f != "sentinel").collect();
 
     let mut sources = Vec::new();
     let mut report = Vec::new();

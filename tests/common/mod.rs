@@ -7,7 +7,7 @@
 #![allow(dead_code)]
 
 use std::fs::{File, OpenOptions};
-use std::io::{Read, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -606,4 +606,59 @@ pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
 
 pub fn ms(d: Duration) -> String {
     format!("{:.1} ms", d.as_secs_f64() * 1000.0)
+}
+
+/// A `redis-cli SUBSCRIBE channel` whose output lines are collected; killed on drop.
+pub struct Subscriber {
+    _proc: Proc,
+    lines: Arc<Mutex<Vec<String>>>,
+}
+
+impl Subscriber {
+    /// Subscribes and waits until the server confirmed it.
+    pub fn start(server: &RedisServer, channel: &str) -> Subscriber {
+        let mut proc = Proc {
+            child: server
+                .cli_command()
+                .args(["SUBSCRIBE", channel])
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("redis-cli runs"),
+        };
+        let lines = Arc::new(Mutex::new(Vec::<String>::new()));
+        {
+            let stdout = proc.child.stdout.take().expect("its stdout");
+            let lines = lines.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                    lines.lock().unwrap_or_else(|p| p.into_inner()).push(line);
+                }
+            });
+        }
+        let subscriber = Subscriber { _proc: proc, lines };
+        let started = Instant::now();
+        while !subscriber.lines().iter().any(|l| l == "subscribe") {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "redis-cli did not subscribe to {channel}"
+            );
+            std::thread::sleep(POLL);
+        }
+        subscriber
+    }
+
+    pub fn lines(&self) -> Vec<String> {
+        self.lines.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The payloads received on `channel`, in order.
+    pub fn messages(&self, channel: &str) -> Vec<String> {
+        self.lines()
+            .windows(3)
+            .filter(|w| w[0] == "message" && w[1] == channel)
+            .map(|w| w[2].clone())
+            .collect()
+    }
 }
