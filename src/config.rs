@@ -536,7 +536,13 @@ fn validate(key: &str, v: &str) -> Result<(), String> {
                 .map_err(|_| format!("{} does not parse as a PostgreSQL URL", mask_url(v)))?;
         }
         "redis.ca" => {
-            std::fs::metadata(v).map_err(|e| format!("{}: cannot read it: {e}", quoted()))?;
+            let pem = std::fs::read(v).map_err(|e| format!("{}: cannot read it: {e}", quoted()))?;
+            if !String::from_utf8_lossy(&pem).contains("-----BEGIN CERTIFICATE-----") {
+                return Err(format!(
+                    "{} holds no PEM certificate (-----BEGIN CERTIFICATE-----)",
+                    quoted()
+                ));
+            }
         }
         "log.level" => {
             tracing_subscriber::EnvFilter::try_new(v).map_err(|e| {

@@ -243,9 +243,14 @@ fn classify(e: &redis::RedisError) -> LinkError {
             "Redis refused the credentials ({text}); check the user and password in the Redis URL"
         ));
     }
+    if text.contains("NotValidForName") || text.contains("not valid for name") {
+        return LinkError::Unavailable(format!(
+            "{text}; the server's certificate does not name the host in the URL: connect with a name or address it lists"
+        ));
+    }
     if text.contains("certificate") {
         return LinkError::Unavailable(format!(
-            "{text}; for a server whose certificate a private authority signed, give that authority with --redis-ca FILE"
+            "{text}; for a server whose certificate a private authority signed, give that authority with --redis-ca FILE (or FRESHCACHE_REDIS_CA)"
         ));
     }
     if e.is_connection_refusal() || e.is_timeout() || e.is_connection_dropped() || e.is_io_error() {
@@ -286,6 +291,12 @@ impl RedisLink {
             Some(path) if url.starts_with("rediss://") => {
                 let pem = std::fs::read(path)
                     .map_err(|e| bad(format!("cannot read the CA file {}: {e}", path.display())))?;
+                if !String::from_utf8_lossy(&pem).contains("-----BEGIN CERTIFICATE-----") {
+                    return Err(bad(format!(
+                        "the CA file {} holds no PEM certificate (-----BEGIN CERTIFICATE-----)",
+                        path.display()
+                    )));
+                }
                 let certs = redis::TlsCertificates {
                     client_tls: None,
                     root_cert: Some(pem),

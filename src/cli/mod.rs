@@ -431,18 +431,24 @@ pub fn main() -> ExitCode {
         }
         Err(e) => {
             let mut message = crate::logging::redact(&e.message);
-            if e.code == EXIT_UNAVAILABLE
-                && message.contains("redis unavailable")
-                && !message.contains("credentials")
-            {
-                message.push_str(
-                    " (is Redis running there? the server is set with --redis or FRESHCACHE_REDIS)",
-                );
+            if e.code == EXIT_UNAVAILABLE && message.contains("redis unavailable") {
+                message.push_str(redis_hint(&message));
             }
             tracing::warn!(code = e.code, "failed: {message}");
             eprintln!("freshcache: {}", output::clean_line(&message));
             ExitCode::from(e.code)
         }
+    }
+}
+
+/// What to check when Redis did not answer, unless the message already says it.
+fn redis_hint(message: &str) -> &'static str {
+    if message.contains("credentials") || message.contains("certificate") {
+        ""
+    } else if message.contains("reset by peer") || message.contains("end of file") {
+        " (a server that speaks TLS closes plain connections: then use a rediss:// URL)"
+    } else {
+        " (is Redis running there? the server is set with --redis or FRESHCACHE_REDIS)"
     }
 }
 

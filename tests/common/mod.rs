@@ -100,7 +100,7 @@ pub fn redis_tools_missing() -> Option<String> {
 /// `FRESHCACHE_REQUIRE_REDIS=1`.
 pub fn skip(test: &str, why: &str) {
     let message = format!(
-        "Redis tests SKIPPED ({test}): {why}. Install redis-server and redis-cli (package redis-server / redis-tools) to run them."
+        "Redis tests SKIPPED ({test}): {why}. Install what is missing (redis-server and redis-cli: packages redis-server, redis-tools) to run them."
     );
     if std::env::var("FRESHCACHE_REQUIRE_REDIS").as_deref() == Ok("1") {
         panic!("{message} FRESHCACHE_REQUIRE_REDIS=1 makes this a failure.");
@@ -454,15 +454,12 @@ impl Drop for Proc {
 /// The real binary, with none of its environment defaults leaking in from the caller.
 pub fn freshcache(args: &[&str]) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_freshcache"));
-    for var in [
-        "FRESHCACHE_ENV",
-        "FRESHCACHE_WAREHOUSE",
-        "FRESHCACHE_DATA_DIR",
-        "FRESHCACHE_LATENCY",
-        "FRESHCACHE_REDIS",
-    ] {
-        cmd.env_remove(var);
+    for (var, _) in std::env::vars_os() {
+        if var.to_string_lossy().starts_with("FRESHCACHE_") {
+            cmd.env_remove(var);
+        }
     }
+    cmd.env_remove("RUST_LOG");
     cmd.args(args).stdin(Stdio::null());
     cmd
 }
