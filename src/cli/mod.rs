@@ -447,6 +447,8 @@ fn redis_hint(message: &str) -> &'static str {
         ""
     } else if message.contains("reset by peer") || message.contains("end of file") {
         " (a server that speaks TLS closes plain connections: then use a rediss:// URL)"
+    } else if message.contains("rediss://") && message.contains("no answer within") {
+        " (is Redis running there, and does it speak TLS on that port? for a plain server use redis://)"
     } else {
         " (is Redis running there? the server is set with --redis or FRESHCACHE_REDIS)"
     }

@@ -383,7 +383,12 @@ impl Instance {
 
     /// Reports about once a second (the heartbeat other consoles and `stats` read).
     async fn report_loop(self, mut shutdown: watch::Receiver<bool>) {
-        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        // The first report after a second, not at once: a one-shot command (`invalidate`,
+        // `stats`) that is done by then never shows up as a live instance.
+        let mut tick = tokio::time::interval_at(
+            tokio::time::Instant::now() + Duration::from_secs(1),
+            Duration::from_secs(1),
+        );
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut previous = crate::engine::stats::histogram();
         let mut ticks = 0u32;
