@@ -388,6 +388,22 @@ pub fn resolve(g: &mut GlobalArgs, matches: &ArgMatches) -> Result<Report, Confi
             Some(_) => Origin::Flag {
                 flag: k.flag.to_string(),
             },
+            None if TYPED_FROM_ENV.contains(&k.key) && std::env::var_os(k.env).is_some() => {
+                let raw = std::env::var(k.env).unwrap_or_default();
+                let shown = crate::text::clean_short(&raw, 80);
+                let value = env_value(k.key, &raw)
+                    .and_then(|v| set(g, k.key, v))
+                    .map_err(|why| {
+                        ConfigError(format!(
+                            "environment variable {}=`{shown}`: {why} (fix or unset it)",
+                            k.env
+                        ))
+                    });
+                value?;
+                Origin::Env {
+                    var: k.env.to_string(),
+                }
+            }
             None => match loaded
                 .as_ref()
                 .and_then(|(p, (text, file))| file.value(k.key).map(|v| (p, text, v)))
@@ -435,6 +451,36 @@ fn mask(key: &str, value: &str) -> String {
         "redis.url" => mask_url(value),
         "warehouse.url" if value.contains("://") => mask_url(value),
         _ => crate::text::clean_line(value),
+    }
+}
+
+/// Settings whose flag has a typed value: their variables are read here rather than by clap, which
+/// would reject a bad value as a command-line error (and even when the flag overrides it).
+const TYPED_FROM_ENV: [&str; 5] = [
+    "environment",
+    "read_only",
+    "strategy",
+    "redis.local_tier",
+    "log.keep",
+];
+
+/// The value of `key`'s environment variable, as the file would give it.
+fn env_value(key: &str, raw: &str) -> Result<FileValue, String> {
+    let boolean = || match raw.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "0" | "false" | "no" | "off" | "" => Ok(false),
+        _ => Err("expected true or false (also 1/0, yes/no, on/off)".to_string()),
+    };
+    match key {
+        "read_only" => boolean().map(FileValue::Bool),
+        // The variable is FRESHCACHE_NO_LOCAL_TIER: true turns the tier off.
+        "redis.local_tier" => boolean().map(|b| FileValue::Bool(!b)),
+        "log.keep" => raw
+            .trim()
+            .parse()
+            .map(FileValue::Int)
+            .map_err(|_| "expected a whole number from 1 to 365".to_string()),
+        _ => Ok(FileValue::Text(raw.to_string())),
     }
 }
 

@@ -1854,9 +1854,9 @@ fn bad_configuration_exits_6_and_says_where() {
     );
 }
 
-/// Exit code 6 covers "the configuration is wrong: file, environment variable or value", and a
-/// bad FRESHCACHE_REDIS_TIMEOUT gets it; but a bad value in a variable clap parses itself exits 2
-/// with a message naming the flag (`--env`), not the variable the operator must fix.
+/// Exit code 6 is "the configuration is wrong: file, environment variable or value": a bad value in
+/// a variable of a typed setting gets it too, with the variable named (not the flag, which the
+/// operator did not give).
 #[test]
 fn bad_values_in_environment_variables_exit_6_and_name_the_variable() {
     let s = Sandbox::with_data();
@@ -1878,6 +1878,45 @@ fn bad_values_in_environment_variables_exit_6_and_name_the_variable() {
         }
     }
     assert_none(&problems, "bad FRESHCACHE_* values");
+}
+
+/// Flags > environment: a flag overrides its variable even when the variable's value is bad; and
+/// a boolean variable reads 1, yes, on and true alike.
+#[test]
+fn a_flag_overrides_a_bad_variable_and_booleans_read_like_booleans() {
+    let s = Sandbox::with_data();
+    let out = s
+        .fc()
+        .env("FRESHCACHE_STRATEGY", "fastest")
+        .args(["--strategy", "ttl", "--json", "config", "check"])
+        .run();
+    out.expect(0);
+    let settings = out.json()["settings"].clone();
+    let strategy = settings
+        .as_array()
+        .and_then(|a| a.iter().find(|x| x["key"] == "strategy"))
+        .unwrap_or_else(|| panic!("no strategy in {settings}"))
+        .clone();
+    assert_eq!(strategy["value"], "ttl", "{strategy}");
+    assert_eq!(strategy["origin"]["kind"], "flag", "{strategy}");
+    let mut problems = Vec::new();
+    for value in ["1", "yes", "on", "TRUE"] {
+        let before = s.status();
+        let out = s
+            .fc()
+            .env("FRESHCACHE_READ_ONLY", value)
+            .args(["invalidate", "--all", "--yes"])
+            .run();
+        out.no_panic();
+        if out.status.code() != Some(3) || versions(&s.status()) != versions(&before) {
+            problems.push(format!(
+                "FRESHCACHE_READ_ONLY={value}: invalidate exited {:?} ({})",
+                out.status.code(),
+                out.stderr.trim()
+            ));
+        }
+    }
+    assert_none(&problems, "boolean variables");
 }
 
 // ---------------------------------------------------------------------------------------------

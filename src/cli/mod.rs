@@ -80,12 +80,8 @@ pub struct Cli {
 #[derive(Debug, Args, Clone, Default)]
 pub struct GlobalArgs {
     /// Environment: production, staging or development. Production refuses simulations.
-    #[arg(
-        long,
-        global = true,
-        env = "FRESHCACHE_ENV",
-        default_value = "development"
-    )]
+    /// [env: FRESHCACHE_ENV]
+    #[arg(long, global = true, default_value = "development")]
     pub env: Environment,
     /// Warehouse: a SQLite file (embedded; default DATA_DIR/warehouse.sqlite) or
     /// postgres://user[:password]@host[:port]/database.
@@ -125,7 +121,8 @@ pub struct GlobalArgs {
     )]
     pub redis_timeout: String,
     /// With --redis, keep no in-process tier in front of it (every hit goes to Redis).
-    #[arg(long, global = true, env = "FRESHCACHE_NO_LOCAL_TIER")]
+    /// [env: FRESHCACHE_NO_LOCAL_TIER]
+    #[arg(long, global = true)]
     pub no_local_tier: bool,
     /// With --redis, how long a load's lease lasts (extended while it runs); a dead holder's
     /// lease is taken over after at most this long.
@@ -138,13 +135,15 @@ pub struct GlobalArgs {
     )]
     pub lease: String,
     /// Refuse every action that changes anything (enforced below the UI).
-    #[arg(long, global = true, env = "FRESHCACHE_READ_ONLY")]
+    /// [env: FRESHCACHE_READ_ONLY]
+    #[arg(long, global = true)]
     pub read_only: bool,
     /// How long one clock hour lasts in real time, to accelerate the schedule, e.g. 60s.
     #[arg(long, global = true, env = "FRESHCACHE_HOUR", value_name = "DURATION")]
     pub hour: Option<String>,
     /// Strategy: ttl, lock, swr, early, versioned or freshcache (the default).
-    #[arg(long, global = true, env = "FRESHCACHE_STRATEGY", value_name = "S")]
+    /// [env: FRESHCACHE_STRATEGY]
+    #[arg(long, global = true, value_name = "S")]
     pub strategy: Option<Strategy>,
     /// Print JSON instead of text.
     #[arg(long, global = true)]
@@ -164,11 +163,10 @@ pub struct GlobalArgs {
     /// Directory of the daily log files (default: $XDG_STATE_HOME/freshcache/logs).
     #[arg(long, global = true, env = "FRESHCACHE_LOG_DIR", value_name = "DIR")]
     pub log_dir: Option<PathBuf>,
-    /// Daily log files kept.
+    /// Daily log files kept. [env: FRESHCACHE_LOG_KEEP]
     #[arg(
         long,
         global = true,
-        env = "FRESHCACHE_LOG_KEEP",
         default_value_t = 7,
         value_name = "N",
         value_parser = clap::value_parser!(u32).range(1..=365)
@@ -349,10 +347,6 @@ impl From<anyhow::Error> for CliError {
 /// Parses the command line and runs it; the binary's whole `main`.
 pub fn main() -> ExitCode {
     let usage = |e: clap::Error| {
-        if let Some(message) = bad_environment_value(&e) {
-            eprintln!("freshcache: {}", output::clean_line(&message));
-            return ExitCode::from(EXIT_CONFIG);
-        }
         let code = if e.use_stderr() { EXIT_USAGE } else { EXIT_OK };
         let _ = e.print();
         ExitCode::from(code)
@@ -452,48 +446,6 @@ fn redis_hint(message: &str) -> &'static str {
     } else {
         " (is Redis running there? the server is set with --redis or FRESHCACHE_REDIS)"
     }
-}
-
-/// When clap refused a value that came from a `FRESHCACHE_*` variable rather than the command
-/// line, the message naming the variable: that is a configuration error (exit 6), not a usage one.
-fn bad_environment_value(e: &clap::Error) -> Option<String> {
-    use clap::error::{ContextKind, ContextValue, ErrorKind};
-    if !matches!(
-        e.kind(),
-        ErrorKind::InvalidValue | ErrorKind::ValueValidation
-    ) {
-        return None;
-    }
-    let Some(ContextValue::String(arg)) = e.get(ContextKind::InvalidArg) else {
-        return None;
-    };
-    let long = arg.split_whitespace().next()?.strip_prefix("--")?;
-    let command = Cli::command();
-    let var = command
-        .get_arguments()
-        .find(|a| a.get_long() == Some(long))?
-        .get_env()?
-        .to_str()?
-        .to_string();
-    let on_command_line = std::env::args_os().skip(1).any(|a| {
-        a.to_str()
-            .is_some_and(|a| a == format!("--{long}") || a.starts_with(&format!("--{long}=")))
-    });
-    let value = std::env::var(&var).ok()?;
-    if on_command_line {
-        return None;
-    }
-    let why = e
-        .to_string()
-        .lines()
-        .next()
-        .unwrap_or_default()
-        .trim_start_matches("error: ")
-        .to_string();
-    Some(format!(
-        "environment variable {var}={}: {why} (fix or unset it)",
-        output::clean_line(&value)
-    ))
 }
 
 fn command_name(c: &Option<Command>) -> &'static str {
