@@ -1584,16 +1584,23 @@ fn guards_refuse_with_exit_3_and_change_nothing() {
     }
 }
 
-/// `etl run` is the ETL *simulator*: it writes generated rows into the warehouse and bumps
-/// versions. `--read-only` promises to "refuse every action that changes anything" and
-/// production "refuses simulations".
+/// `etl run` and `traffic --with-etl` run the ETL *simulator*: it writes generated rows into the
+/// warehouse and bumps versions. `--read-only` promises to "refuse every action that changes
+/// anything" and production "refuses simulations".
 #[test]
 fn read_only_and_production_refuse_the_etl_simulator() {
     let mut problems = Vec::new();
-    for flags in [&["--read-only"][..], &["--env", "production"][..]] {
+    let simulators = [
+        &["etl", "run"][..],
+        &["traffic", "--users", "2", "--duration", "2s", "--with-etl"][..],
+    ];
+    for (flags, command) in [&["--read-only"][..], &["--env", "production"][..]]
+        .into_iter()
+        .flat_map(|f| simulators.iter().map(move |c| (f, *c)))
+    {
         let s = Sandbox::with_data();
         let before = s.status();
-        let out = s.fc().args(flags).args(["etl", "run"]).run();
+        let out = s.fc().args(flags).args(command).run();
         out.no_panic();
         let after = s.status();
         if out.status.code() != Some(3) {
@@ -1614,7 +1621,7 @@ fn read_only_and_production_refuse_the_etl_simulator() {
             ));
         }
     }
-    assert_none(&problems, "guards around `etl run`");
+    assert_none(&problems, "guards around the ETL simulator");
 }
 
 // ---------------------------------------------------------------------------------------------

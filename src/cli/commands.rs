@@ -226,6 +226,8 @@ pub async fn get(g: &GlobalArgs, args: GetArgs) -> Result<(), CliError> {
                     ),
                 ..
             } => super::EXIT_UNAVAILABLE,
+            // It did not answer in time: for the caller, unavailable.
+            GetError::Timeout { .. } => super::EXIT_UNAVAILABLE,
             _ => super::EXIT_FAILURE,
         };
         CliError::new(code, e.to_string())
@@ -502,6 +504,13 @@ pub async fn traffic(g: &GlobalArgs, args: TrafficArgs) -> Result<(), CliError> 
         .map_err(|e| CliError::new(EXIT_BAD_INPUT, format!("--think: {e}")))?;
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
     if args.with_etl {
+        // The simulator writes made-up data into the configured warehouse.
+        instance
+            .allow(
+                crate::instance::Action::RunEtl,
+                &["hourly schedule".to_string()],
+            )
+            .await?;
         crate::instance::schedule::spawn_etl(
             instance.clone(),
             Duration::from_secs(3600),

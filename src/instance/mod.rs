@@ -948,7 +948,9 @@ impl Instance {
     }
 
     /// Refuses `action` if read-only mode or the environment forbids it, logging the refusal.
-    async fn allow(&self, action: Action, targets: &[String]) -> Result<(), InstanceError> {
+    /// The guarded methods call it themselves; a caller that starts guarded work of its own (the
+    /// ETL simulator on a schedule, `traffic --with-etl`) asks first.
+    pub async fn allow(&self, action: Action, targets: &[String]) -> Result<(), InstanceError> {
         let refusal = guard::refusal(action, self.inner.config.env, self.inner.config.read_only);
         if let Some(e) = refusal {
             self.audit(action, targets.to_vec(), &e.to_string()).await;
