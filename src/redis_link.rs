@@ -61,7 +61,7 @@ pub fn mask_url(url: &str) -> String {
 }
 
 /// What follows `scheme://` in a URL, with the password in the user information and any
-/// `password=` query parameter replaced by `***`.
+/// `password=` (or `sslpassword=`, ...) query parameter replaced by `***`.
 pub fn mask_authority(rest: &str) -> String {
     let masked = match rest.rsplit_once('@') {
         Some((userinfo, host)) => match userinfo.split_once(':') {
@@ -76,7 +76,7 @@ pub fn mask_authority(rest: &str) -> String {
     let query: Vec<String> = query
         .split('&')
         .map(|p| match p.split_once('=') {
-            Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=***"),
+            Some((k, _)) if k.to_ascii_lowercase().ends_with("password") => format!("{k}=***"),
             _ => p.to_string(),
         })
         .collect();
@@ -211,6 +211,17 @@ impl Breaker {
     /// How many times it has opened.
     pub fn times_opened(&self) -> u64 {
         self.opened.load(Ordering::Relaxed)
+    }
+}
+
+/// Re-opens the breaker when dropped armed: a probe that never finished failed.
+struct ProbeGuard<'a>(Option<&'a Breaker>);
+
+impl Drop for ProbeGuard<'_> {
+    fn drop(&mut self) {
+        if let Some(b) = self.0 {
+            b.failure();
+        }
     }
 }
 
@@ -399,8 +410,11 @@ impl RedisLink {
             // The probe is a PING, not the caller's command (which may not be safe to send
             // twice): the first command on a connection that died with its server fails while
             // the connection is re-made, so the PING gets a second chance before the breaker
-            // decides. Both share one timeout: a probe costs the caller no more than a call.
+            // decides. The two attempts share one timeout. A caller that gives up during the
+            // probe (its future dropped) must not leave the breaker half-open for good: the
+            // guard counts that as a failed probe.
             Admit::Probe => {
+                let mut unsettled = ProbeGuard(Some(&self.breaker));
                 let deadline = tokio::time::Instant::now() + limit;
                 let mut up = false;
                 for attempt in 0..2 {
@@ -419,6 +433,7 @@ impl RedisLink {
                         Err(_) => break,
                     }
                 }
+                unsettled.0 = None;
                 if !up {
                     self.breaker.failure();
                     return Err(LinkError::Unavailable(
@@ -475,8 +490,8 @@ mod tests {
             "redis://:***@127.0.0.1:1"
         );
         assert_eq!(
-            mask_url("postgres://u@h:1/db?sslmode=require&password=s3cret"),
-            "postgres://u@h:1/db?sslmode=require&password=***"
+            mask_url("postgres://u@h:1/db?sslmode=require&password=s3cret&sslpassword=k3y"),
+            "postgres://u@h:1/db?sslmode=require&password=***&sslpassword=***"
         );
         assert_eq!(format!("{:?}", Secret::new("pw")), "***");
         assert_eq!(Secret::new("pw").to_string(), "***");
@@ -527,6 +542,21 @@ mod tests {
         b.success();
         assert!(!b.is_open() && b.allow());
         assert_eq!(b.times_opened(), 2);
+    }
+
+    #[test]
+    fn a_probe_given_up_half_way_reopens_the_breaker() {
+        let b = Breaker::default();
+        for _ in 0..BREAKER_THRESHOLD {
+            b.failure();
+        }
+        b.probe_soon();
+        assert!(b.allow(), "the probe");
+        assert!(!b.allow(), "half-open: nobody else");
+        drop(ProbeGuard(Some(&b)));
+        assert!(b.is_open() && !b.allow(), "open again, cooling down");
+        b.probe_soon();
+        assert!(b.allow(), "and probing again after the cool-down");
     }
 
     #[test]

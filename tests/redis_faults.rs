@@ -1163,6 +1163,66 @@ fn a_bump_right_after_an_empty_restart_is_not_swallowed() {
     });
 }
 
+/// A Redis restored from an older state keeps the log's epoch but its event counter goes back:
+/// the numbers a running instance has already delivered are used again, for new events. Those
+/// must still reach its feed.
+#[test]
+fn events_after_the_counter_went_back_still_reach_the_feed() {
+    let _serial = serial();
+    let Some(server) =
+        RedisServer::start("events_after_the_counter_went_back_still_reach_the_feed")
+    else {
+        return;
+    };
+    runtime().block_on(async {
+        let wh = warehouse(Duration::from_millis(5));
+        let quiet = InstanceConfig {
+            poll_interval: Duration::from_secs(3600),
+            ..InstanceConfig::default()
+        };
+        let a = Node::start(&server, &wh, true, quiet.clone()).await;
+        let sales = sales();
+        for _ in 0..5 {
+            a.instance.invalidate(&[sales]).await.expect("invalidate");
+        }
+        let counter = blocking(|| server.cli_int(&["GET", "{freshcache}:seq"]));
+        assert!(counter >= 5, "the counter is at {counter}");
+        // The restore: the counter is back at 2, the epoch and the log are as they were.
+        blocking(|| server.cli(&["SET", "{freshcache}:seq", "2"]));
+        let mut feed = a.bus.subscribe();
+        let b = Node::start(&server, &wh, true, quiet).await;
+        let wanted = a.engine().versions().version(sales) + 1;
+        b.instance
+            .invalidate(&[sales])
+            .await
+            .expect("invalidate by B");
+        let heard = tokio::time::timeout(Duration::from_secs(3), async {
+            loop {
+                match feed.recv().await {
+                    Ok(e) => {
+                        if let EventKind::WarehouseUpdated { versions, .. } = &e.kind
+                            && versions.get("sales") == Some(&wanted)
+                        {
+                            return Some(e.seq);
+                        }
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+                }
+            }
+        })
+        .await
+        .ok()
+        .flatten();
+        assert!(
+            heard.is_some(),
+            "A's feed never delivered B's bump to sales={wanted}, numbered after a counter that \
+             went back from {counter} to 2"
+        );
+        assert_eq!(heard, Some(3), "B's bump was numbered 3");
+    });
+}
+
 fn as_refs(args: &[String]) -> Vec<&str> {
     args.iter().map(String::as_str).collect()
 }

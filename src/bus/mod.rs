@@ -76,6 +76,18 @@ impl Delivered {
         }
         true
     }
+
+    /// Counts everything up to `seq` as delivered, keeping what was delivered above it.
+    pub(crate) fn raise_to(&mut self, seq: u64) {
+        if seq <= self.watermark {
+            return;
+        }
+        self.watermark = seq;
+        self.above = self.above.split_off(&(seq + 1));
+        while self.above.remove(&(self.watermark + 1)) {
+            self.watermark += 1;
+        }
+    }
 }
 
 /// The pub/sub channel of the seed's protocol.
@@ -511,6 +523,22 @@ mod tests {
 
     fn tables() -> Tables {
         Tables::new(["sales", "inventory", "customers"]).unwrap()
+    }
+
+    #[test]
+    fn delivered_marks_each_sequence_once_and_raising_keeps_what_is_above() {
+        let mut d = Delivered::default();
+        assert!(d.mark(1) && d.mark(3) && !d.mark(3) && !d.mark(1));
+        assert_eq!(d.watermark, 1);
+        assert!(d.mark(2));
+        assert_eq!((d.watermark, d.above.len()), (3, 0), "the gap closed");
+        assert!(d.mark(7) && d.mark(9));
+        d.raise_to(6);
+        assert_eq!(d.watermark, 7, "6 raised, 7 was already there");
+        assert!(!d.mark(5) && !d.mark(9) && d.mark(8));
+        assert_eq!(d.watermark, 9);
+        d.raise_to(4);
+        assert_eq!(d.watermark, 9, "never lowered");
     }
 
     #[test]

@@ -100,10 +100,11 @@ return {seq, body}
 const READ_LOG: &str = r#"
 redis.call('HSETNX', KEYS[1], 'epoch', ARGV[1])
 local epoch = redis.call('HGET', KEYS[1], 'epoch')
+local seq = tonumber(redis.call('GET', KEYS[3]) or '0')
 if ARGV[2] then
-  return {epoch, redis.call('XRANGE', KEYS[2], ARGV[2], '+', 'COUNT', 1000)}
+  return {epoch, seq, redis.call('XRANGE', KEYS[2], ARGV[2], '+', 'COUNT', 1000)}
 end
-return {epoch, redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)}
+return {epoch, seq, redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)}
 "#;
 
 const RAISE: &str = r#"
@@ -209,19 +210,32 @@ fn deliver(inner: &Inner, events: Vec<Event>) -> usize {
 
 /// Reads the log after the last stream id seen (or, the first time, starts from its end).
 ///
-/// The log carries an epoch (a random token the first reader of a new log writes into
-/// `{freshcache}:meta`). A Redis that restarted empty starts a new log whose sequence numbers
-/// start again at 1; its new epoch tells, and what was delivered from the old log is forgotten,
-/// or the new events would pass for duplicates.
+/// Sequence numbers can be used again, and the new events must not pass for duplicates:
+/// - a Redis that restarted empty starts a new log numbered from 1: the log carries an epoch (a
+///   random token the first reader of a new log writes into `{freshcache}:meta`), and a new epoch
+///   means reading the new log from its start with nothing counted as delivered;
+/// - a Redis restored from an older state keeps the epoch, but its counter goes back: a counter
+///   below what was already delivered forgets what was delivered, and along the log an entry
+///   whose number does not grow marks where the numbering started again.
+///
+/// Either way a few old events may be delivered twice; none is lost.
 async fn catch_up_inner(inner: &Inner) -> Result<usize, BusError> {
     let _one = inner.catching_up.lock().await;
-    let (last, _) = inner
+    let (last, last_seq) = inner
         .last_read
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .clone();
     let first_contact = last.is_empty();
-    let (epoch, entries) = read_log(inner, if first_contact { None } else { Some(&last) }).await?;
+    // Taken before the read: every event delivered by then was numbered below the counter the
+    // read returns, unless the counter went back.
+    let delivered_before = inner
+        .delivered
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .watermark;
+    let (epoch, counter, entries) =
+        read_log(inner, if first_contact { None } else { Some(&last) }).await?;
     let known = inner
         .epoch
         .lock()
@@ -238,24 +252,28 @@ async fn catch_up_inner(inner: &Inner) -> Result<usize, BusError> {
                 (id, seq)
             })
             .unwrap_or_else(|| ("0-0".to_string(), 0));
-        {
-            let mut d = inner.delivered.lock().unwrap_or_else(|p| p.into_inner());
-            if d.watermark < seq {
-                *d = Delivered {
-                    watermark: seq,
-                    ..Delivered::default()
-                };
-            }
-        }
+        inner
+            .delivered
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .raise_to(seq);
         *inner.last_read.lock().unwrap_or_else(|p| p.into_inner()) = (id, seq);
         return Ok(0);
+    }
+    if !new_log && counter < delivered_before {
+        // Same log, but its counter went back (Redis restored from an older snapshot, a failover
+        // to a replica that lagged): the numbers above it will be used again.
+        tracing::warn!(
+            "the event counter went back from {delivered_before} to {counter} (Redis restored from an older state): delivering by the log again"
+        );
+        *inner.delivered.lock().unwrap_or_else(|p| p.into_inner()) = Delivered::default();
     }
     let entries = if new_log {
         tracing::warn!(
             "the event log was recreated (Redis restarted empty): reading the new one from its start"
         );
         *inner.delivered.lock().unwrap_or_else(|p| p.into_inner()) = Delivered::default();
-        read_log(inner, Some("0-0")).await?.1
+        read_log(inner, Some("0-0")).await?.2
     } else {
         entries
     };
@@ -271,21 +289,39 @@ async fn catch_up_inner(inner: &Inner) -> Result<usize, BusError> {
     } else if new_log {
         *inner.last_read.lock().unwrap_or_else(|p| p.into_inner()) = ("0-0".to_string(), 0);
     }
-    Ok(deliver(inner, events))
+    // Along the log, sequence numbers only grow; where one does not, the numbering started again
+    // (the counter went back) and what follows is new, whatever numbers it reuses.
+    let mut previous = if new_log { 0 } else { last_seq };
+    let mut delivered = inner.delivered.lock().unwrap_or_else(|p| p.into_inner());
+    let mut n = 0;
+    for e in events {
+        if e.seq <= previous {
+            *delivered = Delivered::default();
+        }
+        previous = e.seq;
+        if delivered.mark(e.seq) {
+            n += 1;
+            let _ = inner.feed.send(e);
+        }
+    }
+    Ok(n)
 }
 
 type LogEntry = (String, Vec<(String, String)>);
 
-/// The log's epoch (set now if the log has none) and its entries after `after`, or with `None`
-/// its newest entry.
-async fn read_log(inner: &Inner, after: Option<&str>) -> Result<(String, Vec<LogEntry>), BusError> {
+/// The log's epoch (set now if the log has none), its event counter, and its entries after
+/// `after`, or with `None` its newest entry.
+async fn read_log(
+    inner: &Inner,
+    after: Option<&str>,
+) -> Result<(String, u64, Vec<LogEntry>), BusError> {
     let token = format!("{:016x}", fastrand::u64(..));
     let after = after.map(|a| format!("({a}"));
     inner
         .link
         .call(|mut c| async move {
             let mut inv = inner.read_log.key(META);
-            inv.key(EVENTS).arg(token);
+            inv.key(EVENTS).key(SEQ).arg(token);
             if let Some(a) = after {
                 inv.arg(a);
             }
