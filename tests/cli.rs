@@ -1624,6 +1624,30 @@ fn read_only_and_production_refuse_the_etl_simulator() {
     assert_none(&problems, "guards around the ETL simulator");
 }
 
+/// `warehouse init` writes the demo schema and data: not into a production warehouse, and not in
+/// read-only mode; refused before anything is created.
+#[test]
+fn warehouse_init_is_refused_in_production_and_read_only() {
+    for (flags, says) in [
+        (&["--read-only"][..], "read-only"),
+        (&["--env", "production"][..], "production"),
+    ] {
+        let s = Sandbox::empty();
+        s.fc()
+            .args(flags)
+            .args(["warehouse", "init", "--sales", "10"])
+            .run()
+            .fails(3, &[says]);
+        let created: Vec<_> = std::fs::read_dir(s.data())
+            .map(|d| d.filter_map(Result::ok).map(|e| e.file_name()).collect())
+            .unwrap_or_default();
+        assert!(
+            created.is_empty(),
+            "{flags:?}: the refused init created {created:?}"
+        );
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Unavailable backends (5)
 // ---------------------------------------------------------------------------------------------

@@ -704,6 +704,13 @@ pub async fn events(g: &GlobalArgs, args: EventsArgs) -> Result<(), CliError> {
 pub async fn warehouse(g: &GlobalArgs, cmd: WarehouseCommand) -> Result<(), CliError> {
     match cmd {
         WarehouseCommand::Init { sales, customers } => {
+            // Checked before anything is opened: opening the embedded warehouse creates it.
+            if let Some(e) =
+                crate::instance::refusal(crate::instance::Action::InitWarehouse, g.env, g.read_only)
+            {
+                tracing::warn!("refused: warehouse init: {e}");
+                return Err(e.into());
+            }
             let size = DemoSize { customers, sales };
             let (world, created) = World::open_sized(g, size).await?;
             let loaded = created || world.init_demo(size).await?;

@@ -69,17 +69,20 @@ pub enum Action {
     RunEtl,
     /// Complete an ETL batch (`etl-complete`): bump what the update log confirms.
     EtlComplete,
+    /// Create the demo schema and data in an empty warehouse (`warehouse init`).
+    InitWarehouse,
 }
 
 impl Action {
     /// Every action.
-    pub const ALL: [Action; 6] = [
+    pub const ALL: [Action; 7] = [
         Action::Invalidate,
         Action::Warm,
         Action::SimulatePartial,
         Action::SwitchStrategy,
         Action::RunEtl,
         Action::EtlComplete,
+        Action::InitWarehouse,
     ];
 
     /// The action's name in commands and the event log.
@@ -91,6 +94,7 @@ impl Action {
             Action::SwitchStrategy => "switch-strategy",
             Action::RunEtl => "etl-run",
             Action::EtlComplete => "etl-complete",
+            Action::InitWarehouse => "warehouse-init",
         }
     }
 
@@ -98,7 +102,10 @@ impl Action {
     /// The ETL's own steps are run by jobs, which answer no prompts; they are guarded by
     /// environment and read-only mode instead.
     pub fn dangerous(self) -> bool {
-        !matches!(self, Action::Warm | Action::RunEtl | Action::EtlComplete)
+        !matches!(
+            self,
+            Action::Warm | Action::RunEtl | Action::EtlComplete | Action::InitWarehouse
+        )
     }
 
     /// Why `env` refuses the action outright, if it does.
@@ -110,6 +117,9 @@ impl Action {
             (Action::SwitchStrategy, Environment::Production) => {
                 Some("switching strategy is a demo feature, not in production")
             }
+            (Action::InitWarehouse, Environment::Production) => Some(
+                "the demo schema and data are for staging and development, not a production warehouse",
+            ),
             (Action::RunEtl, Environment::Production) => Some(
                 "the ETL simulator loads made-up data: staging and development only; in production the real ETL loads, then runs `freshcache etl-complete`",
             ),

@@ -37,7 +37,7 @@ use crate::engine::{Engine, RefreshProgress};
 use crate::warehouse::etl::{self, EtlPlan, EtlRun, TableLoad};
 use crate::warehouse::{EtlTarget, Warehouse, WarehouseError};
 
-pub use guard::{Action, Environment, Operator};
+pub use guard::{Action, Environment, Operator, refusal};
 
 /// Housekeeping runs every this many report ticks (seconds).
 const HOUSEKEEPING_EVERY: u32 = 5;
