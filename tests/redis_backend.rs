@@ -42,7 +42,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
 use std::path::Path;
-use std::process::{Command, ExitStatus};
+use std::process::ExitStatus;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -156,33 +156,12 @@ impl CliRun {
     }
 }
 
-/// The real binary, kept apart from the caller's setup: none of the caller's `FRESHCACHE_*`
-/// variables, and its XDG configuration, state (logs), data and cache directories inside `dir`,
-/// so that no configuration file of the user is read and nothing is written to their home.
-fn binary(dir: &Path, args: &[&str]) -> Command {
-    let mut cmd = freshcache(args);
-    for (key, _) in std::env::vars_os() {
-        if key.to_string_lossy().starts_with("FRESHCACHE_") {
-            cmd.env_remove(&key);
-        }
-    }
-    for (var, sub) in [
-        ("XDG_CONFIG_HOME", "xdg-config"),
-        ("XDG_STATE_HOME", "xdg-state"),
-        ("XDG_DATA_HOME", "xdg-data"),
-        ("XDG_CACHE_HOME", "xdg-cache"),
-    ] {
-        cmd.env(var, dir.join(sub));
-    }
-    cmd
-}
-
-/// Starts the binary (see [`binary`]) with stdout and stderr going to `dir/name.out` and
+/// Starts the binary (see [`freshcache_in`]) with stdout and stderr going to `dir/name.out` and
 /// `dir/name.err`; killed on drop.
 fn spawn_cli(dir: &Path, name: &str, args: &[&str]) -> Proc {
     let stdout = File::create(dir.join(format!("{name}.out"))).expect("a log file");
     let stderr = File::create(dir.join(format!("{name}.err"))).expect("a log file");
-    let child = binary(dir, args)
+    let child = freshcache_in(dir, args)
         .stdout(stdout)
         .stderr(stderr)
         .spawn()

@@ -1086,24 +1086,12 @@ fn a_bump_right_after_an_empty_restart_is_not_swallowed() {
             .await
             .expect("etl-complete");
         assert_eq!(report.bumped, ["sales"], "{report:?}");
-        let heard = tokio::time::timeout(Duration::from_secs(2), async {
-            loop {
-                match feed.recv().await {
-                    Ok(e) => {
-                        if let EventKind::WarehouseUpdated { batch, .. } = &e.kind
-                            && batch == BATCH
-                        {
-                            return Some(e.seq);
-                        }
-                    }
-                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
-                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
-                }
-            }
-        })
-        .await
-        .ok()
-        .flatten();
+        let heard = first_event(
+            &mut feed,
+            Duration::from_secs(2),
+            |e| matches!(&e.kind, EventKind::WarehouseUpdated { batch, .. } if batch == BATCH),
+        )
+        .await;
         let logged_seq = etl
             .bus
             .history(0, 1000)
@@ -1196,24 +1184,11 @@ fn events_after_the_counter_went_back_still_reach_the_feed() {
             .invalidate(&[sales])
             .await
             .expect("invalidate by B");
-        let heard = tokio::time::timeout(Duration::from_secs(3), async {
-            loop {
-                match feed.recv().await {
-                    Ok(e) => {
-                        if let EventKind::WarehouseUpdated { versions, .. } = &e.kind
-                            && versions.get("sales") == Some(&wanted)
-                        {
-                            return Some(e.seq);
-                        }
-                    }
-                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
-                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
-                }
-            }
+        let heard = first_event(&mut feed, Duration::from_secs(3), |e| {
+            matches!(&e.kind, EventKind::WarehouseUpdated { versions, .. }
+                if versions.get("sales") == Some(&wanted))
         })
-        .await
-        .ok()
-        .flatten();
+        .await;
         assert!(
             heard.is_some(),
             "A's feed never delivered B's bump to sales={wanted}, numbered after a counter that \
@@ -1221,6 +1196,26 @@ fn events_after_the_counter_went_back_still_reach_the_feed() {
         );
         assert_eq!(heard, Some(3), "B's bump was numbered 3");
     });
+}
+
+/// The sequence number of the first event on `feed` that is `wanted`, within `limit`.
+async fn first_event(
+    feed: &mut tokio::sync::broadcast::Receiver<freshcache::bus::Event>,
+    limit: Duration,
+    wanted: impl Fn(&freshcache::bus::Event) -> bool,
+) -> Option<u64> {
+    tokio::time::timeout(limit, async {
+        loop {
+            match feed.recv().await {
+                Ok(e) if wanted(&e) => return Some(e.seq),
+                Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    })
+    .await
+    .ok()
+    .flatten()
 }
 
 fn as_refs(args: &[String]) -> Vec<&str> {

@@ -332,15 +332,7 @@ impl Env {
             logs.to_str().expect("a UTF-8 path"),
         ];
         all.extend_from_slice(args);
-        let mut cmd = freshcache(&all);
-        for (var, sub) in [
-            ("XDG_CONFIG_HOME", "xdg-config"),
-            ("XDG_STATE_HOME", "xdg-state"),
-            ("XDG_DATA_HOME", "xdg-data"),
-            ("XDG_CACHE_HOME", "xdg-cache"),
-        ] {
-            cmd.env(var, dir.join(sub));
-        }
+        let mut cmd = freshcache_in(dir, &all);
         for (key, value) in env {
             cmd.env(key, value);
         }

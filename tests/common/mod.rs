@@ -464,6 +464,21 @@ pub fn freshcache(args: &[&str]) -> Command {
     cmd
 }
 
+/// [`freshcache`] with the XDG configuration, state (logs), data and cache directories inside
+/// `dir`, so that no configuration file of the user is read and nothing is written to their home.
+pub fn freshcache_in(dir: &Path, args: &[&str]) -> Command {
+    let mut cmd = freshcache(args);
+    for (var, sub) in [
+        ("XDG_CONFIG_HOME", "xdg-config"),
+        ("XDG_STATE_HOME", "xdg-state"),
+        ("XDG_DATA_HOME", "xdg-data"),
+        ("XDG_CACHE_HOME", "xdg-cache"),
+    ] {
+        cmd.env(var, dir.join(sub));
+    }
+    cmd
+}
+
 /// `freshcache --data-dir DIR warehouse init --sales 5000`: the embedded demo warehouse.
 pub fn init_warehouse(data_dir: &Path) {
     let dir = data_dir.to_str().expect("a UTF-8 path");
