@@ -389,7 +389,9 @@ pub fn resolve(g: &mut GlobalArgs, matches: &ArgMatches) -> Result<Report, Confi
                 flag: k.flag.to_string(),
             },
             None if TYPED_FROM_ENV.contains(&k.key) && std::env::var_os(k.env).is_some() => {
-                let raw = std::env::var(k.env).unwrap_or_default();
+                let raw = std::env::var(k.env).map_err(|_| {
+                    ConfigError(format!("environment variable {} is not valid UTF-8", k.env))
+                })?;
                 let shown = crate::text::clean_short(&raw, 80);
                 let value = env_value(k.key, &raw)
                     .and_then(|v| set(g, k.key, v))

@@ -1237,6 +1237,42 @@ fn a_password_with_a_slash_is_masked_too() {
     );
 }
 
+/// `bench redis-invalidation` fills its Redis and runs KEYS there: on a Redis that holds anything
+/// (possibly someone else's) it refuses before writing or scanning.
+#[test]
+fn the_invalidation_bench_refuses_a_redis_that_is_not_empty() {
+    let _serial = serial();
+    let Some(server) =
+        RedisServer::start("the_invalidation_bench_refuses_a_redis_that_is_not_empty")
+    else {
+        return;
+    };
+    server.cli(&["SET", "someone:else", "1"]);
+    let dir = TempDir::new("bench");
+    let url = server.url();
+    let r = run_cli(
+        dir.path(),
+        "bench",
+        &[
+            "--redis",
+            &url,
+            "bench",
+            "redis-invalidation",
+            "--keys",
+            "10",
+        ],
+        Duration::from_secs(30),
+    );
+    assert_eq!(r.code(), Some(3), "{}: {}", r.status, r.err.trim());
+    assert!(r.err.contains("empty Redis"), "{}", r.err.trim());
+    assert_eq!(server.cli_int(&["DBSIZE"]), 1, "the bench wrote into it");
+    assert!(
+        !server.command_calls().contains_key("keys"),
+        "the bench ran KEYS: {:?}",
+        server.command_calls()
+    );
+}
+
 #[test]
 fn cli_get_answers_from_the_warehouse_while_redis_is_down() {
     let _serial = serial();

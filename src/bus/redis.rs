@@ -197,9 +197,22 @@ impl RedisBus {
 }
 
 fn deliver(inner: &Inner, events: Vec<Event>) -> usize {
+    deliver_along_log(inner, events, None)
+}
+
+/// Sends to the feed the events not delivered yet; returns how many. With `after` (the sequence
+/// number before the first event, as read along the log), a number that does not grow marks where
+/// the numbering started again (the counter went back): what follows is new, whatever numbers it
+/// reuses.
+fn deliver_along_log(inner: &Inner, events: Vec<Event>, mut after: Option<u64>) -> usize {
     let mut delivered = inner.delivered.lock().unwrap_or_else(|p| p.into_inner());
     let mut n = 0;
     for e in events {
+        if let Some(previous) = after.replace(e.seq)
+            && e.seq <= previous
+        {
+            *delivered = Delivered::default();
+        }
         if delivered.mark(e.seq) {
             n += 1;
             let _ = inner.feed.send(e);
@@ -289,22 +302,8 @@ async fn catch_up_inner(inner: &Inner) -> Result<usize, BusError> {
     } else if new_log {
         *inner.last_read.lock().unwrap_or_else(|p| p.into_inner()) = ("0-0".to_string(), 0);
     }
-    // Along the log, sequence numbers only grow; where one does not, the numbering started again
-    // (the counter went back) and what follows is new, whatever numbers it reuses.
-    let mut previous = if new_log { 0 } else { last_seq };
-    let mut delivered = inner.delivered.lock().unwrap_or_else(|p| p.into_inner());
-    let mut n = 0;
-    for e in events {
-        if e.seq <= previous {
-            *delivered = Delivered::default();
-        }
-        previous = e.seq;
-        if delivered.mark(e.seq) {
-            n += 1;
-            let _ = inner.feed.send(e);
-        }
-    }
-    Ok(n)
+    let after = if new_log { 0 } else { last_seq };
+    Ok(deliver_along_log(inner, events, Some(after)))
 }
 
 type LogEntry = (String, Vec<(String, String)>);

@@ -562,9 +562,30 @@ async fn fill(
     Ok(())
 }
 
+/// The invalidation bench fills its Redis and runs the seed's `KEYS` there: it refuses a Redis
+/// that holds anything, which may be shared with others.
+async fn require_empty(url: &str) -> Result<(), CliError> {
+    let (link, _) = open(url)?;
+    let held: u64 = link
+        .call(|mut c| async move { redis::cmd("DBSIZE").query_async(&mut c).await })
+        .await
+        .map_err(|e| CliError::new(super::EXIT_UNAVAILABLE, e.to_string()))?;
+    if held > 0 {
+        return Err(CliError::new(
+            super::EXIT_REFUSED,
+            format!(
+                "{} holds {held} keys: this bench fills the database and runs KEYS on it, so give it an empty Redis of its own",
+                link.describe()
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// Bump and purge with `keys` entries cached, beside the seed's KEYS + DEL.
 pub async fn invalidation(g: &GlobalArgs, keys: u64) -> Result<(), CliError> {
     let url = redis_url(g)?;
+    require_empty(&url).await?;
     let run = async {
         let catalog = bench_catalog(Policy::default())?;
         let tables = catalog.tables().clone();

@@ -147,6 +147,25 @@ fn store_err(e: LinkError) -> StoreError {
 }
 
 impl RedisStore {
+    /// `SET name value NX PX ttl`: whether this call took the key (a lease, the housekeeping lock).
+    async fn take(&self, name: String, value: String, ttl: Duration) -> Result<bool, StoreError> {
+        let taken: Option<String> = self
+            .link
+            .call(|mut c| async move {
+                redis::cmd("SET")
+                    .arg(name)
+                    .arg(value)
+                    .arg("NX")
+                    .arg("PX")
+                    .arg(ttl.as_millis().max(1) as u64)
+                    .query_async(&mut c)
+                    .await
+            })
+            .await
+            .map_err(store_err)?;
+        Ok(taken.is_some())
+    }
+
     /// A store on `link` for the catalog's `tables`; `fills` is shared with the bus's subscriber.
     pub fn new(link: Arc<RedisLink>, tables: Tables, fills: Arc<Fills>) -> Self {
         Self {
@@ -518,24 +537,7 @@ impl Store for RedisStore {
         token: u64,
         ttl: Duration,
     ) -> BoxFuture<'a, Result<bool, StoreError>> {
-        Box::pin(async move {
-            let name = self.lease_key(request, key);
-            let got: Option<String> = self
-                .link
-                .call(|mut c| async move {
-                    redis::cmd("SET")
-                        .arg(name)
-                        .arg(token.to_string())
-                        .arg("NX")
-                        .arg("PX")
-                        .arg(ttl.as_millis().max(1) as u64)
-                        .query_async(&mut c)
-                        .await
-                })
-                .await
-                .map_err(store_err)?;
-            Ok(got.is_some())
-        })
+        Box::pin(self.take(self.lease_key(request, key), token.to_string(), ttl))
     }
 
     fn extend_lease<'a>(
@@ -609,24 +611,7 @@ impl Store for RedisStore {
     }
 
     fn housekeeping_lock(&self, ttl: Duration) -> BoxFuture<'_, Result<bool, StoreError>> {
-        Box::pin(async move {
-            let holder = crate::bus::origin();
-            let taken: Option<String> = self
-                .link
-                .call(|mut c| async move {
-                    redis::cmd("SET")
-                        .arg(HOUSEKEEPING_KEY)
-                        .arg(holder)
-                        .arg("NX")
-                        .arg("PX")
-                        .arg(ttl.as_millis() as u64)
-                        .query_async(&mut c)
-                        .await
-                })
-                .await
-                .map_err(store_err)?;
-            Ok(taken.is_some())
-        })
+        Box::pin(self.take(HOUSEKEEPING_KEY.to_string(), crate::bus::origin(), ttl))
     }
 
     fn purge<'a>(
