@@ -16,8 +16,8 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
 use tokio::sync::broadcast;
 
 use super::{
-    BumpMode, BumpOutcome, Bus, BusError, Delivered, Event, EventKind, InstanceReport,
-    versions_by_name,
+    BumpMode, BumpOutcome, BumpRequest, Bus, BusError, Delivered, Event, EventKind, InstanceReport,
+    SEED_MESSAGE_WINDOW, versions_by_name,
 };
 use crate::engine::clock::{SharedClock, format_rfc3339};
 use crate::engine::versions::{TableId, Tables, VersionVector};
@@ -42,6 +42,7 @@ CREATE TABLE IF NOT EXISTS events (
     body TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS delivered (id INTEGER PRIMARY KEY, at_ms INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS reserved (table_name TEXT PRIMARY KEY, version INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS instances (id TEXT PRIMARY KEY, at_ms INTEGER NOT NULL, body TEXT NOT NULL);
 ";
 
@@ -216,6 +217,19 @@ fn read_versions(inner: &Inner, conn: &Connection) -> Result<VersionVector, BusE
     ))
 }
 
+/// The highest number reserved for a table (0 if none).
+fn reserved_of(conn: &Connection, table: &str) -> Result<u64, BusError> {
+    let v: Option<i64> = conn
+        .query_row(
+            "SELECT version FROM reserved WHERE table_name = ?1",
+            [table],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(err)?;
+    Ok(v.unwrap_or(0).max(0) as u64)
+}
+
 fn log_event(
     inner: &Inner,
     tx: &rusqlite::Transaction<'_>,
@@ -254,22 +268,52 @@ impl Bus for LocalBus {
         })
     }
 
-    fn bump<'a>(
+    fn bump_with<'a>(
         &'a self,
-        tables: &'a [TableId],
-        batch: &'a str,
-        mode: BumpMode,
-        test: bool,
+        request: BumpRequest<'a>,
     ) -> BoxFuture<'a, Result<BumpOutcome, BusError>> {
-        let (tables, batch) = (tables.to_vec(), batch.to_string());
+        let (tables, batch) = (request.tables.to_vec(), request.batch.to_string());
+        let (mode, test, once) = (request.mode, request.test, request.once);
+        let wanted = request.reserved.to_vec();
         Box::pin(async move {
             let outcome = self
                 .blocking(move |inner, conn| {
                     let tx = conn
                         .transaction_with_behavior(TransactionBehavior::Immediate)
                         .map_err(err)?;
-                    let current = read_versions(inner, &tx)?;
                     let now = inner.clock.now_ms();
+                    let nothing = |versions| BumpOutcome {
+                        versions,
+                        bumped: Vec::new(),
+                        event: None,
+                        overtaken: Vec::new(),
+                        duplicate: false,
+                    };
+                    if let Some(id) = once {
+                        // The dedupe mark and the bump commit together, or neither does.
+                        let window = SEED_MESSAGE_WINDOW.as_millis() as i64;
+                        let marked = tx
+                            .execute(
+                                "INSERT INTO delivered (id, at_ms) VALUES (?1, ?2) \
+                                 ON CONFLICT(id) DO UPDATE SET at_ms = excluded.at_ms \
+                                 WHERE delivered.at_ms <= ?2 - ?3",
+                                rusqlite::params![id as i64, now as i64, window],
+                            )
+                            .map_err(err)?;
+                        tx.execute(
+                            "DELETE FROM delivered WHERE at_ms < ?1",
+                            [now as i64 - window],
+                        )
+                        .map_err(err)?;
+                        if marked == 0 {
+                            let versions = Arc::new(read_versions(inner, &tx)?);
+                            tx.commit().map_err(err)?;
+                            let mut outcome = nothing(versions);
+                            outcome.duplicate = true;
+                            return Ok(outcome);
+                        }
+                    }
+                    let current = read_versions(inner, &tx)?;
                     if mode == BumpMode::Adopt {
                         let mut adopted = Vec::new();
                         for &t in &tables {
@@ -299,11 +343,9 @@ impl Bus for LocalBus {
                         .map_err(err)?;
                         let versions = Arc::new(read_versions(inner, &tx)?);
                         tx.commit().map_err(err)?;
-                        return Ok(BumpOutcome {
-                            versions,
-                            bumped: adopted,
-                            event: None,
-                        });
+                        let mut outcome = nothing(versions);
+                        outcome.bumped = adopted;
+                        return Ok(outcome);
                     }
                     let (next, bumped) = match mode {
                         BumpMode::Advance => current.advanced_to(&tables, &batch, now),
@@ -311,11 +353,32 @@ impl Bus for LocalBus {
                     };
                     if bumped.is_empty() {
                         tx.commit().map_err(err)?;
-                        return Ok(BumpOutcome {
-                            versions: Arc::new(current),
-                            bumped,
-                            event: None,
-                        });
+                        return Ok(nothing(Arc::new(current)));
+                    }
+                    // Each number is allocated above the version and above every reserved one;
+                    // a reserved number is used only while nothing has overtaken it.
+                    let mut next = next;
+                    let mut overtaken = Vec::new();
+                    for &t in &bumped {
+                        let position = tables.iter().position(|x| *x == t);
+                        let want = position.and_then(|i| wanted.get(i)).copied().unwrap_or(0);
+                        let cur = current.version(t);
+                        let v = if want > cur {
+                            want
+                        } else {
+                            if want > 0 {
+                                overtaken.push(t);
+                            }
+                            cur.max(reserved_of(&tx, inner.tables.name(t))?) + 1
+                        };
+                        next.set_version(t, v);
+                        tx.execute(
+                            "INSERT INTO reserved (table_name, version) VALUES (?1, ?2) \
+                             ON CONFLICT(table_name) DO UPDATE SET version = excluded.version \
+                             WHERE reserved.version < excluded.version",
+                            rusqlite::params![inner.tables.name(t), v as i64],
+                        )
+                        .map_err(err)?;
                     }
                     for &t in &bumped {
                         tx.execute(
@@ -368,6 +431,8 @@ impl Bus for LocalBus {
                         versions: Arc::new(next),
                         bumped,
                         event: Some(event),
+                        overtaken,
+                        duplicate: false,
                     })
                 })
                 .await?;
@@ -376,6 +441,33 @@ impl Bus for LocalBus {
             }
             Ok(outcome)
         })
+    }
+
+    fn reserve<'a>(&'a self, tables: &'a [TableId]) -> BoxFuture<'a, Result<Vec<u64>, BusError>> {
+        let names: Vec<String> = tables
+            .iter()
+            .map(|t| self.inner.tables.name(*t).to_string())
+            .collect();
+        Box::pin(self.blocking(move |inner, conn| {
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(err)?;
+            let current = read_versions(inner, &tx)?;
+            let mut out = Vec::with_capacity(names.len());
+            for name in &names {
+                let cur = inner.tables.id(name).map_or(0, |t| current.version(t));
+                let v = cur.max(reserved_of(&tx, name)?) + 1;
+                tx.execute(
+                    "INSERT INTO reserved (table_name, version) VALUES (?1, ?2) \
+                     ON CONFLICT(table_name) DO UPDATE SET version = excluded.version",
+                    rusqlite::params![name, v as i64],
+                )
+                .map_err(err)?;
+                out.push(v);
+            }
+            tx.commit().map_err(err)?;
+            Ok(out)
+        }))
     }
 
     fn publish(&self, kind: EventKind) -> BoxFuture<'_, Result<Event, BusError>> {
@@ -417,22 +509,6 @@ impl Bus for LocalBus {
                 }
             }
             Ok(out)
-        }))
-    }
-
-    fn first_delivery(&self, message_id: u64) -> BoxFuture<'_, Result<bool, BusError>> {
-        Box::pin(self.blocking(move |inner, conn| {
-            let now = inner.clock.now_ms() as i64;
-            let n = conn
-                .execute(
-                    "INSERT OR IGNORE INTO delivered (id, at_ms) VALUES (?1, ?2)",
-                    rusqlite::params![message_id as i64, now],
-                )
-                .map_err(err)?;
-            // Message ids are remembered for a day.
-            conn.execute("DELETE FROM delivered WHERE at_ms < ?1", [now - 86_400_000])
-                .map_err(err)?;
-            Ok(n == 1)
         }))
     }
 
@@ -504,6 +580,14 @@ impl Bus for LocalBus {
                         rusqlite::params![name, v as i64, batch],
                     )
                     .map_err(err)?;
+                // Numbers a lost truth had handed out are never handed out again.
+                tx.execute(
+                    "INSERT INTO reserved (table_name, version) VALUES (?1, ?2) \
+                     ON CONFLICT(table_name) DO UPDATE SET version = excluded.version \
+                     WHERE reserved.version < excluded.version",
+                    rusqlite::params![name, v as i64],
+                )
+                .map_err(err)?;
             }
             tx.commit().map_err(err)?;
             Ok(raised)
@@ -632,12 +716,76 @@ mod tests {
         assert_eq!(b.catch_up().await.unwrap(), 1);
         assert_eq!(feed_b.recv().await.unwrap().seq, 1);
         assert_eq!(b.catch_up().await.unwrap(), 0, "nothing delivered twice");
-        assert!(a.first_delivery(42).await.unwrap());
-        assert!(
-            !b.first_delivery(42).await.unwrap(),
-            "exactly once across processes"
-        );
+        let once = |bus: &LocalBus| {
+            let bus = bus.clone();
+            async move {
+                let mut request = BumpRequest::new(&[TableId(0)], "seed", BumpMode::Force);
+                request.once = Some(42);
+                bus.bump_with(request).await.unwrap()
+            }
+        };
+        assert!(!once(&a).await.duplicate);
+        assert!(once(&b).await.duplicate, "once across processes");
+        assert_eq!(b.versions().await.unwrap().versions(), &[1, 1, 0]);
         drop((a, b));
         let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// Regression (issue 10 B): the same seed payload published again after the delivery window
+    /// is a new update, not a duplicate for a day.
+    #[tokio::test]
+    async fn the_same_message_after_the_window_is_a_new_update() {
+        let clock = ManualClock::new(1_000_000);
+        let bus = LocalBus::in_memory(tables(), clock.clone()).unwrap();
+        let bump = || {
+            let bus = bus.clone();
+            async move {
+                let mut request = BumpRequest::new(&[TableId(1)], "seed", BumpMode::Force);
+                request.once = Some(7);
+                bus.bump_with(request).await.unwrap()
+            }
+        };
+        assert!(!bump().await.duplicate);
+        clock.advance(std::time::Duration::from_secs(5));
+        assert!(bump().await.duplicate, "inside the window: one bump");
+        clock.advance(SEED_MESSAGE_WINDOW + std::time::Duration::from_secs(1));
+        assert!(!bump().await.duplicate, "after the window: a new update");
+        assert_eq!(bus.versions().await.unwrap().version(TableId(1)), 2);
+    }
+
+    /// Regression (issue 10 F): a number reserved for a bump that never happened is burned; the
+    /// next batch gets another one, so what was prepared for the first can never pass for it.
+    #[tokio::test]
+    async fn a_reserved_number_is_never_used_by_another_batch() {
+        let bus = LocalBus::in_memory(tables(), ManualClock::new(1)).unwrap();
+        let sales = [TableId(0)];
+        let burned = bus.reserve(&sales).await.unwrap();
+        assert_eq!(burned, vec![1]);
+        // The bump for that batch failed; the next batch reserves and bumps.
+        let next = bus.reserve(&sales).await.unwrap();
+        assert_eq!(
+            next,
+            vec![2],
+            "the failed batch's number is not handed out again"
+        );
+        let mut request = BumpRequest::new(&sales, "b2", BumpMode::Advance);
+        request.reserved = &next;
+        let outcome = bus.bump_with(request).await.unwrap();
+        assert_eq!(outcome.versions.version(TableId(0)), 2);
+        assert!(outcome.overtaken.is_empty());
+        // A forced bump allocates above everything reserved.
+        let reserved = bus.reserve(&sales).await.unwrap();
+        assert_eq!(reserved, vec![3]);
+        let forced = bus
+            .bump(&sales, "op", BumpMode::Force, false)
+            .await
+            .unwrap();
+        assert_eq!(forced.versions.version(TableId(0)), 4);
+        // The batch that reserved 3 comes late: its number was overtaken, it gets a new one.
+        let mut late = BumpRequest::new(&sales, "b3", BumpMode::Advance);
+        late.reserved = &reserved;
+        let outcome = bus.bump_with(late).await.unwrap();
+        assert_eq!(outcome.versions.version(TableId(0)), 5);
+        assert_eq!(outcome.overtaken, vec![TableId(0)]);
     }
 }

@@ -228,6 +228,59 @@ pub struct BumpOutcome {
     pub bumped: Vec<TableId>,
     /// The `warehouse_updated` event logged and published, if anything was bumped.
     pub event: Option<Event>,
+    /// Tables whose reserved number had been overtaken (another bump took a higher one first):
+    /// they were bumped to a new number, so what was prepared at the reserved one is never used.
+    pub overtaken: Vec<TableId>,
+    /// A message applied once ([`BumpRequest::once`]) had been applied already within
+    /// [`SEED_MESSAGE_WINDOW`]: nothing was done.
+    pub duplicate: bool,
+}
+
+/// How long a foreign seed-format message is remembered as applied. Every subscriber receives a
+/// message within milliseconds of its publication, so one message seen by N instances bumps once;
+/// the same payload published again after the window is a new update and bumps again. (A late
+/// delivery past the window bumps twice: a spare reload, never an answer served stale.)
+pub const SEED_MESSAGE_WINDOW: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// One bump, as [`Bus::bump_with`] takes it.
+///
+/// # Version numbers are never reused
+/// Every number a table's version takes is allocated by the truth, atomically, above both the
+/// current version and every number reserved before ([`Bus::reserve`]). A prepare-then-flip
+/// reserves its numbers first, loads answers under them, then bumps to them; if that bump never
+/// happens (it failed, the process died) the numbers are burned, so answers prepared for one batch
+/// can never pass for another. A reserved number overtaken by a bump in between is replaced by a
+/// new one ([`BumpOutcome::overtaken`]).
+#[derive(Debug, Clone, Copy)]
+pub struct BumpRequest<'a> {
+    /// The tables to bump.
+    pub tables: &'a [TableId],
+    /// The batch label.
+    pub batch: &'a str,
+    /// How.
+    pub mode: BumpMode,
+    /// The seed's staging flag.
+    pub test: bool,
+    /// For [`BumpMode::Advance`]: the numbers reserved for `tables` (same order), or empty to
+    /// allocate new ones.
+    pub reserved: &'a [u64],
+    /// Apply at most once per [`SEED_MESSAGE_WINDOW`] for this message id: the dedupe mark and the
+    /// bump are one atomic step, so nothing is marked applied unless it was bumped.
+    pub once: Option<u64>,
+}
+
+impl<'a> BumpRequest<'a> {
+    /// A bump of `tables` to `batch` as `mode` says, allocating new numbers.
+    pub fn new(tables: &'a [TableId], batch: &'a str, mode: BumpMode) -> Self {
+        Self {
+            tables,
+            batch,
+            mode,
+            test: false,
+            reserved: &[],
+            once: None,
+        }
+    }
 }
 
 /// How to bump.
@@ -283,7 +336,22 @@ pub trait Bus: Send + Sync + 'static {
         batch: &'a str,
         mode: BumpMode,
         test: bool,
+    ) -> BoxFuture<'a, Result<BumpOutcome, BusError>> {
+        let mut request = BumpRequest::new(tables, batch, mode);
+        request.test = test;
+        self.bump_with(request)
+    }
+
+    /// The one bump primitive (see [`BumpRequest`]): dedupe mark, number allocation, versions,
+    /// the seed's keys, the log entry and the publish, as one atomic step or not at all.
+    fn bump_with<'a>(
+        &'a self,
+        request: BumpRequest<'a>,
     ) -> BoxFuture<'a, Result<BumpOutcome, BusError>>;
+
+    /// Reserves the next version number of each of `tables` (same order): above the current
+    /// version and above anything reserved before, so no two callers ever get the same number.
+    fn reserve<'a>(&'a self, tables: &'a [TableId]) -> BoxFuture<'a, Result<Vec<u64>, BusError>>;
 
     /// Logs and publishes an event.
     fn publish(&self, kind: EventKind) -> BoxFuture<'_, Result<Event, BusError>>;
@@ -315,11 +383,6 @@ pub trait Bus: Send + Sync + 'static {
     fn raw_messages(&self) -> Option<broadcast::Receiver<RawMessage>> {
         None
     }
-
-    /// Whether a seed-style message (one without versions) with this id was already applied, and
-    /// marks it applied: such a message must bump its tables exactly once however many engines
-    /// receive it.
-    fn first_delivery(&self, message_id: u64) -> BoxFuture<'_, Result<bool, BusError>>;
 }
 
 /// The wire form of [`EventKind::WarehouseUpdated`], as published on [`CHANNEL`].

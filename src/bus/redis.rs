@@ -7,7 +7,8 @@
 //! | `{freshcache}:seq` | the event sequence counter |
 //! | `{freshcache}:events` | the durable event log: a stream capped at [`LOG_LIMIT`] entries |
 //! | `{freshcache}:instances` | each instance's latest report (its heartbeat) |
-//! | `{freshcache}:delivered:<id>` | seed messages already applied (exactly once), for a day |
+//! | `{freshcache}:reserved` | per table: the highest version number handed out (never reused) |
+//! | `{freshcache}:delivered:<id>` | seed messages applied, for [`SEED_MESSAGE_WINDOW`] |
 //! | `warehouse_version`, `warehouse_last_update` | the seed's keys, kept as the seed has them |
 //! | channel `warehouse_updated` | the seed's message; ours add `versions`, `batch`, `freshcache_seq` |
 //! | channel `freshcache:events` | every logged event, as JSON |
@@ -28,8 +29,8 @@ use redis::Script;
 use tokio::sync::broadcast;
 
 use super::{
-    BumpMode, BumpOutcome, Bus, BusError, CHANNEL, Delivered, Event, EventKind, InstanceReport,
-    RawMessage,
+    BumpMode, BumpOutcome, BumpRequest, Bus, BusError, CHANNEL, Delivered, Event, EventKind,
+    InstanceReport, RawMessage, SEED_MESSAGE_WINDOW,
 };
 use crate::engine::clock::{SharedClock, format_rfc3339};
 use crate::engine::versions::{TableId, Tables, VersionVector};
@@ -49,15 +50,28 @@ const META: &str = "{freshcache}:meta";
 const SEQ: &str = "{freshcache}:seq";
 const EVENTS: &str = "{freshcache}:events";
 const INSTANCES: &str = "{freshcache}:instances";
+const RESERVED: &str = "{freshcache}:reserved";
 
 const BUMP: &str = r#"
-local mode, batch, now, origin, test, maxlen, ts = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4], ARGV[5], ARGV[6], ARGV[7]
+local mode, batch, now, origin, test, maxlen, ts, window = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8]
+if window ~= '0' and not redis.call('SET', KEYS[10], '1', 'NX', 'PX', window) then
+  return {0, '', 1, {}}
+end
 local bumped = {}
-for i = 8, #ARGV do
-  local t = ARGV[i]
+local overtaken = {}
+for i = 9, #ARGV, 2 do
+  local t, want = ARGV[i], tonumber(ARGV[i + 1])
   local b = redis.call('HGET', KEYS[2], t) or ''
   if mode == 'force' or (mode == 'advance' and b < batch) then
-    redis.call('HINCRBY', KEYS[1], t, 1)
+    local cur = tonumber(redis.call('HGET', KEYS[1], t) or '0')
+    local res = tonumber(redis.call('HGET', KEYS[9], t) or '0')
+    local v = want
+    if v <= cur then
+      if want > 0 then table.insert(overtaken, t) end
+      v = math.max(cur, res) + 1
+    end
+    redis.call('HSET', KEYS[1], t, v)
+    if v > res then redis.call('HSET', KEYS[9], t, v) end
     redis.call('HSET', KEYS[3], t, ARGV[3])
     if mode == 'advance' then redis.call('HSET', KEYS[2], t, batch) end
     table.insert(bumped, t)
@@ -71,7 +85,7 @@ if batch > label and (mode ~= 'force' or #bumped > 0) then
   redis.call('HSET', KEYS[4], 'batch', batch)
   label = batch
 end
-if #bumped == 0 then return {0, ''} end
+if #bumped == 0 then return {0, '', 0, {}} end
 redis.call('HSET', KEYS[4], 'last_update_ms', ARGV[3])
 redis.call('HINCRBY', KEYS[4], 'generation', 1)
 redis.call('SET', KEYS[7], label)
@@ -86,7 +100,21 @@ redis.call('XADD', KEYS[6], 'MAXLEN', '~', maxlen, '*', 'seq', seq, 'body', even
 redis.call('PUBLISH', 'freshcache:events', event)
 redis.call('PUBLISH', 'warehouse_updated', cjson.encode({timestamp = ts, tables = bumped,
   versions = versions, batch = batch, test = (test == '1'), freshcache_seq = seq}))
-return {seq, event}
+return {seq, event, 0, overtaken}
+"#;
+
+/// Reserves one number per table above its version and above every number reserved before.
+const RESERVE: &str = r#"
+local out = {}
+for i = 1, #ARGV do
+  local t = ARGV[i]
+  local cur = tonumber(redis.call('HGET', KEYS[1], t) or '0')
+  local res = tonumber(redis.call('HGET', KEYS[2], t) or '0')
+  local v = math.max(cur, res) + 1
+  redis.call('HSET', KEYS[2], t, v)
+  out[i] = v
+end
+return out
 "#;
 
 const PUBLISH: &str = r#"
@@ -115,6 +143,7 @@ for i = 2, #ARGV, 3 do
   local t, v, b = ARGV[i], tonumber(ARGV[i + 1]), ARGV[i + 2]
   local cur = tonumber(redis.call('HGET', KEYS[1], t) or '0')
   if v > cur then redis.call('HSET', KEYS[1], t, v); raised = raised + 1 end
+  if v > tonumber(redis.call('HGET', KEYS[4], t) or '0') then redis.call('HSET', KEYS[4], t, v) end
   if b > (redis.call('HGET', KEYS[2], t) or '') then redis.call('HSET', KEYS[2], t, b) end
 end
 return raised
@@ -138,6 +167,7 @@ struct Inner {
     bump: Script,
     publish: Script,
     raise: Script,
+    reserve: Script,
     read_log: Script,
 }
 
@@ -183,6 +213,7 @@ impl RedisBus {
                 bump: Script::new(BUMP),
                 publish: Script::new(PUBLISH),
                 raise: Script::new(RAISE),
+                reserve: Script::new(RESERVE),
                 read_log: Script::new(READ_LOG),
             }),
         };
@@ -482,28 +513,38 @@ impl Bus for RedisBus {
         Box::pin(async move { read_versions(&self.inner).await.map(Arc::new) })
     }
 
-    fn bump<'a>(
+    fn bump_with<'a>(
         &'a self,
-        tables: &'a [TableId],
-        batch: &'a str,
-        mode: BumpMode,
-        test: bool,
+        request: BumpRequest<'a>,
     ) -> BoxFuture<'a, Result<BumpOutcome, BusError>> {
         Box::pin(async move {
             let inner = &self.inner;
             let now = inner.clock.now_ms();
-            let names: Vec<String> = tables
-                .iter()
-                .map(|t| inner.tables.name(*t).to_string())
-                .collect();
-            let mode_arg = match mode {
+            let mode_arg = match request.mode {
                 BumpMode::Advance => "advance",
                 BumpMode::Force => "force",
                 BumpMode::Adopt => "adopt",
             };
+            let targets: Vec<(String, u64)> = request
+                .tables
+                .iter()
+                .enumerate()
+                .map(|(i, t)| {
+                    let want = request.reserved.get(i).copied().unwrap_or(0);
+                    (inner.tables.name(*t).to_string(), want)
+                })
+                .collect();
+            let (once_key, window) = match request.once {
+                Some(id) => (
+                    format!("{{freshcache}}:delivered:{id:016x}"),
+                    SEED_MESSAGE_WINDOW.as_millis() as u64,
+                ),
+                None => ("{freshcache}:delivered:-".to_string(), 0),
+            };
             let script = &inner.bump;
             let origin = inner.origin.clone();
-            let (seq, body): (u64, String) = inner
+            let (batch, test) = (request.batch, request.test);
+            let (seq, body, duplicate, overtaken): (u64, String, u8, Vec<String>) = inner
                 .link
                 .call(|mut c| async move {
                     let mut inv = script.prepare_invoke();
@@ -511,15 +552,17 @@ impl Bus for RedisBus {
                         inv.key(k);
                     }
                     inv.key("warehouse_version").key("warehouse_last_update");
+                    inv.key(RESERVED).key(once_key.as_str());
                     inv.arg(mode_arg)
                         .arg(batch)
                         .arg(now)
                         .arg(origin)
                         .arg(if test { "1" } else { "0" })
                         .arg(LOG_LIMIT)
-                        .arg(format_rfc3339(now));
-                    for n in &names {
-                        inv.arg(n);
+                        .arg(format_rfc3339(now))
+                        .arg(window);
+                    for (name, want) in &targets {
+                        inv.arg(name).arg(*want);
                     }
                     inv.invoke_async(&mut c).await
                 })
@@ -548,7 +591,40 @@ impl Bus for RedisBus {
                 versions,
                 bumped,
                 event,
+                overtaken: overtaken
+                    .iter()
+                    .filter_map(|n| inner.tables.id(n).ok())
+                    .collect(),
+                duplicate: duplicate == 1,
             })
+        })
+    }
+
+    fn reserve<'a>(&'a self, tables: &'a [TableId]) -> BoxFuture<'a, Result<Vec<u64>, BusError>> {
+        Box::pin(async move {
+            let inner = &self.inner;
+            let names: Vec<&str> = tables.iter().map(|t| inner.tables.name(*t)).collect();
+            let script = &inner.reserve;
+            let reserved: Vec<u64> = inner
+                .link
+                .call(|mut c| async move {
+                    let mut inv = script.key(VERSIONS);
+                    inv.key(RESERVED);
+                    for n in &names {
+                        inv.arg(*n);
+                    }
+                    inv.invoke_async(&mut c).await
+                })
+                .await
+                .map_err(bus_err)?;
+            if reserved.len() != tables.len() {
+                return Err(BusError(format!(
+                    "the reserve script returned {} numbers for {} tables",
+                    reserved.len(),
+                    tables.len()
+                )));
+            }
+            Ok(reserved)
         })
     }
 
@@ -611,28 +687,6 @@ impl Bus for RedisBus {
                 .collect();
             events.reverse();
             Ok(events)
-        })
-    }
-
-    fn first_delivery(&self, message_id: u64) -> BoxFuture<'_, Result<bool, BusError>> {
-        Box::pin(async move {
-            let key = format!("{{freshcache}}:delivered:{message_id:016x}");
-            let set: Option<String> = self
-                .inner
-                .link
-                .call(|mut c| async move {
-                    redis::cmd("SET")
-                        .arg(key)
-                        .arg(1)
-                        .arg("NX")
-                        .arg("PX")
-                        .arg(86_400_000u64)
-                        .query_async(&mut c)
-                        .await
-                })
-                .await
-                .map_err(bus_err)?;
-            Ok(set.is_some())
         })
     }
 
@@ -721,7 +775,7 @@ impl Bus for RedisBus {
                 .link
                 .call(|mut c| async move {
                     let mut inv = script.prepare_invoke();
-                    inv.key(VERSIONS).key(BATCHES).key(SEQ);
+                    inv.key(VERSIONS).key(BATCHES).key(SEQ).key(RESERVED);
                     for a in &args {
                         inv.arg(a);
                     }

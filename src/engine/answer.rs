@@ -21,6 +21,9 @@ pub enum StaleReason {
     WarehouseError(String),
     /// The warehouse did not answer within the maximum wait.
     WarehouseSlow,
+    /// This instance has not confirmed the version truth for longer than its `max-unverified`
+    /// bound (its link to the truth is down or partitioned): a newer version may exist.
+    VersionsUnverified,
 }
 
 impl fmt::Display for StaleReason {
@@ -30,6 +33,7 @@ impl fmt::Display for StaleReason {
             StaleReason::Updating => f.write_str("new data loading"),
             StaleReason::WarehouseError(e) => write!(f, "warehouse error: {e}"),
             StaleReason::WarehouseSlow => f.write_str("warehouse slow"),
+            StaleReason::VersionsUnverified => f.write_str("versions unverified"),
         }
     }
 }

@@ -232,6 +232,7 @@ impl EngineBuilder {
                 stats: Stats::new(),
                 strategy: AtomicU8::new(self.strategy.index()),
                 seed_locks: std::sync::Mutex::new(std::collections::HashMap::new()),
+                verified_until: std::sync::atomic::AtomicU64::new(u64::MAX),
                 hot: hot::HotKeys::default(),
                 updating: std::sync::atomic::AtomicU64::new(0),
                 shared: self.shared,
@@ -273,9 +274,27 @@ pub(crate) struct Inner {
     lease: Duration,
     /// The seed's lock recipe keeps its locks here (key -> expiry); only `Strategy::Lock` uses it.
     seed_locks: std::sync::Mutex<std::collections::HashMap<EntryKey, Millis>>,
+    /// Until when (wall clock) the versions held count as confirmed by the truth; `u64::MAX`
+    /// for an engine nobody verifies (a library user's, or an embedded truth in this process).
+    /// Past it, answers from this process's tier are served as `Stale { VersionsUnverified }`.
+    verified_until: std::sync::atomic::AtomicU64,
 }
 
 impl Inner {
+    /// Whether the versions held count as confirmed by the truth (see
+    /// [`Engine::confirm_versions`]); `now` is the engine clock's reading, reused as real time
+    /// when the engine runs on the system clock.
+    #[inline]
+    fn versions_verified(&self, now: Millis) -> bool {
+        let until = self.verified_until.load(Ordering::Relaxed);
+        until == u64::MAX
+            || (if self.system_clock {
+                now
+            } else {
+                clock::coarse_now_ms()
+            }) < until
+    }
+
     /// The engine clock; the system clock is read directly, without a virtual call.
     #[inline]
     fn now_ms(&self) -> Millis {
@@ -486,7 +505,10 @@ impl Engine {
         };
         if let Some(entry) = found {
             let now = inner.now_ms();
-            if now < entry.fresh_until && !xfetch_due(now, &entry, &query.policy) {
+            if now < entry.fresh_until
+                && inner.versions_verified(now)
+                && !xfetch_due(now, &entry, &query.policy)
+            {
                 // Hits are the only outcome not also counted in `Requests` (one atomic add less
                 // on the hot path); the snapshot adds them back.
                 inner.stats.add_at(stripe, Counter::FreshHits, 1);
@@ -537,6 +559,17 @@ impl Engine {
         let updating = self.is_updating(&request.query().tables);
         if let Some(entry) = found {
             let now = inner.now_ms();
+            if now < entry.fresh_until && !self.versions_verified(now) {
+                // The truth has not been confirmed for too long: a newer version may exist that
+                // this process has not heard of. Say so instead of presenting it as fresh.
+                inner.stats.incr(Counter::Requests);
+                return Lookup::Answered(self.stale(
+                    entry,
+                    now,
+                    StaleReason::VersionsUnverified,
+                    started,
+                ));
+            }
             if now < entry.fresh_until {
                 // Fresh, and XFetch says refresh early: one refresh per key, answer at once.
                 if !updating {
@@ -603,6 +636,10 @@ impl Engine {
             inner.store.get(&key).filter(|e| now < e.fresh_until)
         }) {
             Joined::Ready(entry) => {
+                let now = inner.now_ms();
+                if !self.versions_verified(now) {
+                    return Ok(self.stale(entry, now, StaleReason::VersionsUnverified, started));
+                }
                 inner.stats.record_user(started.elapsed(), 1);
                 return Ok(Answer::new(entry, Freshness::Fresh, Source::Cache));
             }
@@ -801,6 +838,26 @@ impl Engine {
                 false
             }
         }
+    }
+
+    #[inline]
+    fn versions_verified(&self, now: Millis) -> bool {
+        self.inner.versions_verified(now)
+    }
+
+    /// Records that the version truth was read and applied now: the versions held count as
+    /// confirmed for `max_unverified` more (real time, whatever the engine clock). An engine
+    /// never confirmed is never unverified (a library user's engine, with nobody to ask).
+    pub fn confirm_versions(&self, max_unverified: Duration) {
+        let until = clock::coarse_now_ms().saturating_add(max_unverified.as_millis() as u64);
+        // One writer (the instance's sync) at a time; a confirmation never waits on a hit.
+        self.inner.verified_until.store(until, Ordering::Relaxed);
+    }
+
+    /// Since when (wall clock, ms since the epoch) the versions held are unverified, if they are.
+    pub fn unverified_since(&self) -> Option<Millis> {
+        let until = self.inner.verified_until.load(Ordering::Relaxed);
+        (until != u64::MAX && clock::coarse_now_ms() >= until).then_some(until)
     }
 
     /// Why the engine runs degraded (its shared store unreachable), if it does.

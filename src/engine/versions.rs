@@ -209,6 +209,14 @@ impl VersionVector {
         }
     }
 
+    /// Sets one table's version (a number the truth allocated); a table this vector does not
+    /// hold is left alone.
+    pub fn set_version(&mut self, table: TableId, version: u64) {
+        if let Some(v) = self.versions.get_mut(table.index()) {
+            *v = version;
+        }
+    }
+
     /// This vector with `tables` bumped by one whatever their batch (an operator's invalidation),
     /// at `now_ms`. Per-table batches stay as they are, so a later ETL batch still advances them;
     /// the global label moves to `batch` only if that is newer.

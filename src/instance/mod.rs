@@ -29,7 +29,9 @@ use hdrhistogram::Histogram;
 use serde::Serialize;
 use tokio::sync::{broadcast, watch};
 
-use crate::bus::{Behind, BumpMode, Bus, BusError, EventKind, Incoming, parse_warehouse_updated};
+use crate::bus::{
+    Behind, BumpMode, BumpRequest, Bus, BusError, EventKind, parse_warehouse_updated,
+};
 use crate::engine::clock::{Millis, format_batch_label};
 use crate::engine::policy::Strategy;
 use crate::engine::versions::{TableId, VersionVector};
@@ -60,6 +62,10 @@ pub struct InstanceConfig {
     /// Before publishing a bump, load the hot keys at the new versions (the warehouse already has
     /// the data), so users never meet a miss on them; wait at most this long. Zero: don't.
     pub preload_timeout: Duration,
+    /// Past this long without confirming the version truth, answers from this process's tier
+    /// are no longer presented as fresh (`Stale { versions unverified }`) and the instance
+    /// reports itself UNVERIFIED.
+    pub max_unverified: Duration,
 }
 
 impl Default for InstanceConfig {
@@ -70,6 +76,7 @@ impl Default for InstanceConfig {
             refresh_top: 50,
             poll_interval: Duration::from_secs(1),
             preload_timeout: Duration::from_secs(30),
+            max_unverified: Duration::from_secs(2),
         }
     }
 }
@@ -122,6 +129,7 @@ struct Counters {
     applied_updates: AtomicU64,
     reseeds: AtomicU64,
     purged: AtomicU64,
+    failed_bumps: AtomicU64,
 }
 
 /// A copy of the instance counters.
@@ -141,6 +149,9 @@ pub struct InstanceCounters {
     pub reseeds: u64,
     /// Entries of old versions this instance purged from the shared store.
     pub purged: u64,
+    /// Bumps that failed (the bus was unreachable): each is reported, and a foreign message's
+    /// bump is retried until it lands.
+    pub failed_bumps: u64,
 }
 
 struct Inner {
@@ -159,6 +170,22 @@ struct Inner {
     lag: Mutex<Histogram<u64>>,
     /// Why the version truth could not be read at start, if it could not.
     start_error: Mutex<Option<String>>,
+    /// Foreign seed-format messages whose bump failed, merged: retried on every sync tick until
+    /// one lands (a bump of a table covers every update of it before).
+    pending_seed: Mutex<Option<PendingSeed>>,
+    /// Per table, the highest version number this instance reserved: a truth restored after it
+    /// lost its state is put above these too, so a number is never handed out twice.
+    reserved_seen: Mutex<Vec<u64>>,
+}
+
+/// Foreign messages not applied yet because their bump failed.
+#[derive(Debug, Clone)]
+struct PendingSeed {
+    tables: Vec<TableId>,
+    label: String,
+    test: bool,
+    /// The messages' ids, combined: one retry by several instances is still one bump.
+    id: u64,
 }
 
 /// One engine instance and its background work. Cheap to clone.
@@ -208,6 +235,8 @@ impl Instance {
                 last_refresh,
                 lag: Mutex::new(crate::engine::stats::histogram()),
                 start_error: Mutex::new(None),
+                pending_seed: Mutex::new(None),
+                reserved_seen: Mutex::new(Vec::new()),
             }),
         }
     }
@@ -253,6 +282,7 @@ impl Instance {
             applied_updates: c.applied_updates.load(Ordering::Relaxed),
             reseeds: c.reseeds.load(Ordering::Relaxed),
             purged: c.purged.load(Ordering::Relaxed),
+            failed_bumps: c.failed_bumps.load(Ordering::Relaxed),
         }
     }
 
@@ -317,6 +347,9 @@ impl Instance {
                     .start_error
                     .lock()
                     .unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
+                // Nothing confirmed yet: cached answers are not presented as fresh until the
+                // truth is read.
+                self.inner.engine.confirm_versions(Duration::ZERO);
                 self.spawn_loops();
                 return Ok(());
             }
@@ -340,6 +373,9 @@ impl Instance {
             }
         }
         self.inner.engine.apply_versions(&truth);
+        self.inner
+            .engine
+            .confirm_versions(self.inner.config.max_unverified);
         tracing::info!(
             instance = %self.inner.id,
             bus = %self.inner.bus.describe(),
@@ -472,8 +508,8 @@ impl Instance {
                 },
                 received = feed.recv() => match received {
                     Ok(event) => {
-                        if let EventKind::WarehouseUpdated { versions, batch, .. } = &event.kind {
-                            self.apply_remote(versions, batch, Some(event.at_ms));
+                        if let EventKind::WarehouseUpdated { versions, .. } = &event.kind {
+                            self.hint(versions, Some(event.at_ms), "freshcache:events").await;
                         }
                     }
                     Err(broadcast::error::RecvError::Lagged(n)) => {
@@ -483,6 +519,7 @@ impl Instance {
                     Err(broadcast::error::RecvError::Closed) => break,
                 },
                 _ = tick.tick() => {
+                    self.retry_pending_seed().await;
                     self.resync().await;
                     if let Err(_e) = self.inner.bus.catch_up().await {
                         self.inner.counters.sync_errors.fetch_add(1, Ordering::Relaxed);
@@ -493,23 +530,45 @@ impl Instance {
         }
     }
 
-    /// Applies versions received from elsewhere, bumped at `bumped_at` when that is known (else
-    /// they are stamped now, and no lag is recorded).
-    fn apply_remote(
-        &self,
-        versions: &BTreeMap<String, u64>,
-        batch: &str,
-        bumped_at: Option<Millis>,
-    ) {
+    /// A message says tables were bumped to `claimed` (at `bumped_at`, when known). A message is
+    /// only a hint: anyone can publish one, so the truth is re-read and only the truth is applied.
+    /// Versions above the truth are refused, counted and shown as bad input: no instance ever
+    /// holds a version the truth never had.
+    async fn hint(&self, claimed: &BTreeMap<String, u64>, bumped_at: Option<Millis>, source: &str) {
         let engine = &self.inner.engine;
-        let at_ms = bumped_at.unwrap_or_else(|| engine.clock().now_ms());
-        let incoming =
-            engine
-                .versions()
-                .with_versions(engine.catalog().tables(), versions, batch, at_ms);
-        let raised = engine.apply_versions(&incoming);
+        let tables = engine.catalog().tables().clone();
+        let local = engine.versions();
+        let news = claimed
+            .iter()
+            .any(|(name, &v)| tables.id(name).is_ok_and(|t| v > local.version(t)));
+        if !news {
+            // Nothing this engine does not hold already (its own bump, a duplicate, a late one).
+            return;
+        }
+        let Some(truth) = self.read_truth().await else {
+            return;
+        };
+        let above: Vec<String> = claimed
+            .iter()
+            .filter_map(|(name, &v)| {
+                let t = tables.id(name).ok()?;
+                (v > truth.version(t)).then(|| format!("{name}={v} > {}", truth.version(t)))
+            })
+            .collect();
+        if !above.is_empty() {
+            self.refuse(
+                source,
+                format!(
+                    "versions above the truth ({}): ignored; the truth decides",
+                    above.join(", ")
+                ),
+                String::new(),
+            )
+            .await;
+        }
+        let raised = engine.apply_versions(&truth);
         if !raised.is_empty() {
-            if let Some(at) = bumped_at {
+            if let Some(at) = bumped_at.filter(|_| above.is_empty()) {
                 self.record_lag(at);
             }
             self.inner
@@ -520,9 +579,39 @@ impl Instance {
         }
     }
 
-    /// Re-reads the version truth and applies it (the lost-message guard). Returns the tables it
-    /// raised.
-    pub async fn resync(&self) -> Vec<TableId> {
+    /// Counts and logs a message refused as bad input, and shows it in the feed.
+    async fn refuse(&self, source: &str, reason: String, excerpt: String) {
+        self.inner
+            .counters
+            .bad_events
+            .fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(source, "refused a message: {reason}");
+        let source: String = source
+            .chars()
+            .filter(|c| !c.is_control())
+            .take(64)
+            .collect();
+        if let Err(e) = self
+            .inner
+            .bus
+            .publish(EventKind::BadInput {
+                source,
+                reason,
+                excerpt,
+            })
+            .await
+        {
+            tracing::warn!("could not log a refused message: {e}");
+        }
+    }
+
+    /// Reads the version truth, repairs it if it lost its state, and confirms this engine's
+    /// versions; `None` (counted) when the bus cannot be reached.
+    async fn read_truth(&self) -> Option<Arc<VersionVector>> {
+        // Taken before the read: every version this engine held then came from a truth at most
+        // as high as the one read next, unless the truth lost its state. (Taken after, a bump of
+        // this instance landing in between would look like a truth gone back.)
+        let before = self.inner.engine.versions();
         let truth = match self.inner.bus.versions().await {
             Ok(truth) => truth,
             Err(_) => {
@@ -530,12 +619,24 @@ impl Instance {
                     .counters
                     .sync_errors
                     .fetch_add(1, Ordering::Relaxed);
-                return Vec::new();
+                return None;
             }
         };
-        let truth = match self.restore_truth(&truth).await {
+        let truth = match self.restore_truth(&before, &truth).await {
             Some(restored) => restored,
             None => truth,
+        };
+        self.inner
+            .engine
+            .confirm_versions(self.inner.config.max_unverified);
+        Some(truth)
+    }
+
+    /// Re-reads the version truth and applies it (the lost-message guard). Returns the tables it
+    /// raised.
+    pub async fn resync(&self) -> Vec<TableId> {
+        let Some(truth) = self.read_truth().await else {
+            return Vec::new();
         };
         let raised = self.inner.engine.apply_versions(&truth);
         if !raised.is_empty() {
@@ -560,9 +661,12 @@ impl Instance {
     /// to a number this engine used for older data — so each such table is put back one above
     /// the version this engine knew: answers cached under the old numbers can never pass for data
     /// loaded since, at the price of reloading them once. Returns the truth after the repair.
-    async fn restore_truth(&self, truth: &VersionVector) -> Option<Arc<VersionVector>> {
+    async fn restore_truth(
+        &self,
+        local: &VersionVector,
+        truth: &VersionVector,
+    ) -> Option<Arc<VersionVector>> {
         let engine = &self.inner.engine;
-        let local = engine.versions();
         let tables = engine.catalog().tables().clone();
         let behind: Vec<TableId> = tables
             .ids()
@@ -571,7 +675,20 @@ impl Instance {
         if behind.is_empty() {
             return None;
         }
-        let restored = local.bumped(&behind, "", engine.clock().now_ms());
+        // Above every number this instance held or reserved (a reserved number may have been
+        // used for answers prepared under it).
+        let mut restored = local.clone();
+        {
+            let reserved = self
+                .inner
+                .reserved_seen
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            for &t in &behind {
+                let seen = reserved.get(t.index()).copied().unwrap_or(0);
+                restored.set_version(t, local.version(t).max(seen) + 1);
+            }
+        }
         // Several instances may do this at once: the raise keeps the highest, so they agree.
         let raised = self.inner.bus.raise(&restored).await.ok()?;
         if raised > 0 {
@@ -654,57 +771,129 @@ impl Instance {
     }
 
     /// A raw message from the `warehouse_updated` channel, from any publisher. Malformed ones are
-    /// counted and logged as bad input and change nothing; the seed's messages (no versions) bump
-    /// their tables exactly once across all instances; ours (with versions) are merged.
+    /// counted and shown as bad input and change nothing. One with versions (ours, or a
+    /// forgery) is a hint to re-read the truth ([`Instance::hint`]). The seed's messages (no
+    /// versions) bump their tables once however many instances receive them: the dedupe mark
+    /// and the bump are one atomic step on the bus, and a bump that fails is retried until it
+    /// lands, so an update is never marked applied without being applied.
     pub async fn ingest(&self, source: &str, payload: &[u8]) -> Result<(), InstanceError> {
         let tables = self.inner.engine.catalog().tables().clone();
-        match parse_warehouse_updated(payload, &tables) {
+        let message = match parse_warehouse_updated(payload, &tables) {
+            Ok(m) => m,
             Err(bad) => {
+                self.refuse(source, bad.reason.clone(), bad.excerpt).await;
+                return Err(InstanceError::BadInput(bad.reason));
+            }
+        };
+        if let Some(versions) = &message.versions {
+            let by_name = versions
+                .iter()
+                .map(|(t, v)| (tables.name(*t).to_string(), *v))
+                .collect();
+            // Another publisher's message: when it bumped is not known.
+            self.hint(&by_name, None, source).await;
+            return Ok(());
+        }
+        let label = match &message.batch {
+            Some(batch) => match check_batch_label(batch, self.inner.engine.clock().now_ms()) {
+                Ok(()) => batch.clone(),
+                Err(e) => {
+                    let reason = format!("{e}");
+                    self.refuse(source, reason.clone(), crate::bus::excerpt(payload, 120))
+                        .await;
+                    return Err(InstanceError::BadInput(reason));
+                }
+            },
+            // Labelled by wall time: the label lands in shared state.
+            None => format_batch_label(crate::engine::clock::system_now_ms()),
+        };
+        let pending = PendingSeed {
+            tables: message.tables.clone(),
+            label,
+            test: message.test,
+            id: message.id,
+        };
+        self.apply_seed(pending).await
+    }
+
+    /// Bumps a foreign message's tables once (see [`Instance::ingest`]); on failure keeps it
+    /// for the next sync tick, merged with any other waiting.
+    async fn apply_seed(&self, seed: PendingSeed) -> Result<(), InstanceError> {
+        let mut request = BumpRequest::new(&seed.tables, &seed.label, BumpMode::Force);
+        request.test = seed.test;
+        request.once = Some(seed.id);
+        match self.inner.bus.bump_with(request).await {
+            Ok(outcome) => {
+                self.apply_local(&outcome.versions);
+                Ok(())
+            }
+            Err(e) => {
                 self.inner
                     .counters
-                    .bad_events
+                    .failed_bumps
                     .fetch_add(1, Ordering::Relaxed);
-                self.inner
-                    .bus
-                    .publish(EventKind::BadInput {
-                        source: source
-                            .chars()
-                            .filter(|c| !c.is_control())
-                            .take(64)
-                            .collect(),
-                        reason: bad.reason.clone(),
-                        excerpt: bad.excerpt,
-                    })
-                    .await?;
-                Err(InstanceError::BadInput(bad.reason))
-            }
-            Ok(Incoming {
-                versions: Some(versions),
-                batch,
-                ..
-            }) => {
-                let by_name = versions
+                let names: Vec<&str> = seed
+                    .tables
                     .iter()
-                    .map(|(t, v)| (tables.name(*t).to_string(), *v))
+                    .map(|t| self.inner.engine.catalog().tables().name(*t))
                     .collect();
-                // Another publisher's message: when it bumped is not known.
-                self.apply_remote(&by_name, batch.as_deref().unwrap_or(""), None);
-                Ok(())
+                tracing::warn!(
+                    tables = %names.join(", "),
+                    "the bump for a warehouse_updated message failed; retrying: {e}"
+                );
+                let mut pending = self
+                    .inner
+                    .pending_seed
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner());
+                *pending = Some(match pending.take() {
+                    None => seed,
+                    Some(mut merged) => {
+                        for t in seed.tables {
+                            if !merged.tables.contains(&t) {
+                                merged.tables.push(t);
+                            }
+                        }
+                        merged.label = merged.label.max(seed.label);
+                        merged.test &= seed.test;
+                        merged.id = merged.id.rotate_left(1) ^ seed.id;
+                        merged
+                    }
+                });
+                Err(e.into())
             }
-            Ok(message) => {
-                if self.inner.bus.first_delivery(message.id).await? {
-                    let label = message
-                        .batch
-                        .clone()
-                        .unwrap_or_else(|| format_batch_label(self.inner.engine.clock().now_ms()));
-                    let outcome = self
-                        .inner
-                        .bus
-                        .bump(&message.tables, &label, BumpMode::Force, message.test)
-                        .await?;
-                    self.apply_local(&outcome.versions);
-                }
-                Ok(())
+        }
+    }
+
+    /// Retries the bump of foreign messages that failed, and says so in the feed once it lands.
+    async fn retry_pending_seed(&self) {
+        let Some(seed) = self
+            .inner
+            .pending_seed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        else {
+            return;
+        };
+        let tables: Vec<String> = seed
+            .tables
+            .iter()
+            .map(|t| self.inner.engine.catalog().tables().name(*t).to_string())
+            .collect();
+        if self.apply_seed(seed).await.is_ok() {
+            let message = format!(
+                "a warehouse_updated message for {} was applied late: its first bump failed",
+                tables.join(", ")
+            );
+            tracing::info!("{message}");
+            if let Err(e) = self
+                .inner
+                .bus
+                .publish(EventKind::Incident { message })
+                .await
+            {
+                tracing::warn!("could not log the late bump: {e}");
             }
         }
     }
@@ -729,7 +918,7 @@ impl Instance {
         batch: &str,
         expected: &[TableId],
     ) -> Result<EtlCompleteReport, InstanceError> {
-        check_batch_label(batch)?;
+        check_batch_label(batch, self.inner.engine.clock().now_ms())?;
         let tables = self.inner.engine.catalog().tables().clone();
         let expected: Vec<TableId> = if expected.is_empty() {
             tables.ids().collect()
@@ -759,15 +948,31 @@ impl Instance {
             if verified.is_empty() {
                 return Ok(None);
             }
-            if !self.inner.config.preload_timeout.is_zero() {
-                self.preload(&verified, batch).await?;
+            // Prepare, then flip: numbers reserved first (never reused, even if this bump
+            // fails), the hot answers loaded under them, then the bump to exactly them.
+            let truth = self.inner.bus.versions().await?;
+            let due: Vec<TableId> = verified
+                .iter()
+                .copied()
+                .filter(|&t| truth.table_batch(t) < batch)
+                .collect();
+            if due.is_empty() {
+                return Ok(None);
             }
-            Ok::<_, InstanceError>(Some(
-                self.inner
-                    .bus
-                    .bump(&verified, batch, BumpMode::Advance, false)
-                    .await?,
-            ))
+            let reserved = self.inner.bus.reserve(&due).await?;
+            self.note_reserved(&due, &reserved);
+            if !self.inner.config.preload_timeout.is_zero() {
+                self.preload(&truth, &due, &reserved, batch).await;
+            }
+            let mut request = BumpRequest::new(&due, batch, BumpMode::Advance);
+            request.reserved = &reserved;
+            match self.inner.bus.bump_with(request).await {
+                Ok(outcome) => Ok(Some(outcome)),
+                Err(e) => {
+                    self.report_failed_bump(&due, &reserved, batch, &e).await;
+                    Err(e.into())
+                }
+            }
         }
         .await;
         let outcome = match outcome {
@@ -811,24 +1016,80 @@ impl Instance {
         })
     }
 
-    /// Loads the hot keys of `tables` at the versions a bump to `batch` will give them, before the
-    /// bump is published: prepare, then flip. Bounded by `preload_timeout`; whatever is not
-    /// loaded by then is left to refresh-ahead after the bump.
-    async fn preload(&self, tables: &[TableId], batch: &str) -> Result<(), InstanceError> {
-        let truth = self.inner.bus.versions().await?;
-        let now = self.inner.engine.clock().now_ms();
-        let (next, due) = truth.advanced_to(tables, batch, now);
-        if due.is_empty() {
-            return Ok(());
+    /// Remembers the numbers this instance reserved (see [`Inner::reserved_seen`]).
+    fn note_reserved(&self, tables: &[TableId], reserved: &[u64]) {
+        let mut seen = self
+            .inner
+            .reserved_seen
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        for (t, &v) in tables.iter().zip(reserved) {
+            if seen.len() <= t.index() {
+                seen.resize(t.index() + 1, 0);
+            }
+            seen[t.index()] = seen[t.index()].max(v);
+        }
+    }
+
+    /// A bump that failed after its numbers were reserved: the numbers are burned (what was
+    /// prepared under them is never served), and the failure is counted, logged and — when the
+    /// bus takes it — shown in the feed. The caller reports it to whoever asked.
+    async fn report_failed_bump(
+        &self,
+        tables: &[TableId],
+        reserved: &[u64],
+        batch: &str,
+        error: &BusError,
+    ) {
+        self.inner
+            .counters
+            .failed_bumps
+            .fetch_add(1, Ordering::Relaxed);
+        let names = self.inner.engine.catalog().tables();
+        let list = tables
+            .iter()
+            .zip(reserved)
+            .map(|(t, v)| format!("{} v{v}", names.name(*t)))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let message = format!(
+            "the bump for batch {batch} failed ({error}); {list} will not be used; run etl-complete for {batch} again"
+        );
+        tracing::error!("{message}");
+        if let Err(e) = self
+            .inner
+            .bus
+            .publish(EventKind::Incident { message })
+            .await
+        {
+            tracing::warn!("could not log the failed bump: {e}");
+        }
+    }
+
+    /// Loads the hot keys of `tables` under the numbers `reserved` for them (the warehouse
+    /// already holds the new data), before the bump is published: prepare, then flip. Bounded by
+    /// `preload_timeout`; whatever is not loaded by then is left to refresh-ahead after the bump.
+    async fn preload(
+        &self,
+        truth: &VersionVector,
+        tables: &[TableId],
+        reserved: &[u64],
+        batch: &str,
+    ) {
+        let mut next = truth.clone();
+        for (t, &v) in tables.iter().zip(reserved) {
+            next.set_version(*t, v);
         }
         let requests = self
             .inner
             .engine
-            .hot_requests(&due, self.inner.config.refresh_top);
+            .hot_requests(tables, self.inner.config.refresh_top);
         if requests.is_empty() {
-            return Ok(());
+            return;
         }
         let mut progress = self.inner.engine.refresh_at(requests, Some(Arc::new(next)));
+        // A preload that runs out of time is not an error: the bump goes ahead and refresh-ahead
+        // loads the rest.
         let _ = tokio::time::timeout(
             self.inner.config.preload_timeout,
             progress.wait_for(RefreshProgress::finished),
@@ -837,19 +1098,21 @@ impl Instance {
         let p = *progress.borrow();
         self.inner.last_refresh.send_replace(p);
         if p.done + p.failed > 0 {
-            let tables = self.inner.engine.catalog().tables();
-            let _ = self
+            let names = self.inner.engine.catalog().tables();
+            let logged = self
                 .inner
                 .bus
                 .publish(EventKind::RefreshAhead {
-                    tables: due.iter().map(|t| tables.name(*t).to_string()).collect(),
+                    tables: tables.iter().map(|t| names.name(*t).to_string()).collect(),
                     keys: p.total,
                     done: p.done,
                     failed: p.failed,
                 })
                 .await;
+            if let Err(e) = logged {
+                tracing::warn!(batch, "could not log the preload: {e}");
+            }
         }
-        Ok(())
     }
 
     /// Runs one simulated ETL batch into the warehouse (failing or deferring tables as `plan`
@@ -872,7 +1135,7 @@ impl Instance {
         batch: &str,
         plan: &EtlPlan,
     ) -> Result<(EtlRun, EtlCompleteReport), InstanceError> {
-        check_batch_label(batch)?;
+        check_batch_label(batch, self.inner.engine.clock().now_ms())?;
         let target = self.inner.etl.clone().ok_or(InstanceError::NoEtl)?;
         let tables = self.inner.engine.catalog().tables().clone();
         let names: Vec<&str> = tables.names().iter().map(String::as_str).collect();
@@ -1110,15 +1373,72 @@ fn list_or_none(items: &[String]) -> String {
     }
 }
 
-/// Batch labels are compared as text, so they must sort in time order (`YYYYMMDD-HH:MM` does).
-pub fn check_batch_label(batch: &str) -> Result<(), InstanceError> {
-    if batch.is_empty()
-        || batch.len() > 64
-        || batch.chars().any(|c| c.is_control() || c.is_whitespace())
-    {
+/// How far past the clock a batch label may be (clocks of the ETL host and ours differ a little).
+pub const BATCH_LABEL_TOLERANCE: Duration = Duration::from_secs(15 * 60);
+
+/// Batch labels are compared as text, so they must sort in time order: `YYYYMMDD-HH:MM`, with
+/// optional seconds (`:SS`) and sequence suffixes (`.1`), as [`Instance::next_batch_label`] makes
+/// them. A label later than `now_ms` plus [`BATCH_LABEL_TOLERANCE`] is refused: it would sort
+/// above every real batch to come and stop them from ever being applied.
+pub fn check_batch_label(batch: &str, now_ms: Millis) -> Result<(), InstanceError> {
+    let bad = |why: &str| {
+        InstanceError::BadInput(format!(
+            "bad batch label `{}`: {why}; use YYYYMMDD-HH:MM (optionally :SS and .N), e.g. 20261126-10:00",
+            crate::bus::excerpt(batch.as_bytes(), 40)
+        ))
+    };
+    let b = batch.as_bytes();
+    let digits = |range: std::ops::Range<usize>| -> Option<u32> {
+        let part = b.get(range)?;
+        if !part.iter().all(u8::is_ascii_digit) {
+            return None;
+        }
+        std::str::from_utf8(part).ok()?.parse().ok()
+    };
+    let (Some(year), Some(month), Some(day), Some(hour), Some(minute)) = (
+        digits(0..4),
+        digits(4..6),
+        digits(6..8),
+        digits(9..11),
+        digits(12..14),
+    ) else {
+        return Err(bad("not a date and time"));
+    };
+    if b.get(8) != Some(&b'-') || b.get(11) != Some(&b':') {
+        return Err(bad("not a date and time"));
+    }
+    if year < 1970 || !(1..=12).contains(&month) || !(1..=31).contains(&day) {
+        return Err(bad("no such date"));
+    }
+    if hour > 23 || minute > 59 {
+        return Err(bad("no such time"));
+    }
+    let mut rest = &batch[14..];
+    if let Some(after) = rest.strip_prefix(':') {
+        let secs = after
+            .get(..2)
+            .filter(|s| s.bytes().all(|c| c.is_ascii_digit()));
+        match secs.and_then(|s| s.parse::<u32>().ok()) {
+            Some(s) if s <= 59 => rest = &after[2..],
+            _ => return Err(bad("bad seconds")),
+        }
+    }
+    while let Some(after) = rest.strip_prefix('.') {
+        let n = after.bytes().take_while(u8::is_ascii_digit).count();
+        if n == 0 || n > 9 {
+            return Err(bad("bad sequence suffix"));
+        }
+        rest = &after[n..];
+    }
+    if !rest.is_empty() {
+        return Err(bad("unexpected text after the time"));
+    }
+    let latest =
+        format_batch_label(now_ms.saturating_add(BATCH_LABEL_TOLERANCE.as_millis() as u64));
+    if batch[..14] > *latest.as_str() {
         return Err(InstanceError::BadInput(format!(
-            "bad batch label `{}`: use a short label without spaces that sorts in time order, e.g. 20261126-10:00",
-            batch.escape_default()
+            "batch label `{batch}` is in the future (now {}): a label sorts above every batch to come, so it would stop them from being applied",
+            format_batch_label(now_ms)
         )));
     }
     Ok(())

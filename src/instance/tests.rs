@@ -450,23 +450,32 @@ async fn invalidation_lag_is_measured_from_the_bump_to_its_application() {
     // An event stamped 2.5 s ago raises sales: one sample of 2.5 s.
     let now = clock.now_ms();
     let to = |v: u64| BTreeMap::from([("sales".to_string(), v)]);
-    instance.apply_remote(&to(1), "b2", Some(now - 2_500));
+    bus.bump(&[sales], "b2", BumpMode::Force, false)
+        .await
+        .unwrap();
+    instance.hint(&to(1), Some(now - 2_500), "test").await;
     let lags = lag_us(&instance);
     assert_eq!(lags.len(), 2);
     assert!(near(lags[0], 2_500_000), "{lags:?}");
 
     // The same event again (and an older one) raises nothing: no sample.
-    instance.apply_remote(&to(1), "b2", Some(now - 2_500));
-    instance.apply_remote(&to(0), "b0", Some(now - 9_000));
+    instance.hint(&to(1), Some(now - 2_500), "test").await;
+    instance.hint(&to(0), Some(now - 9_000), "test").await;
     assert_eq!(lag_us(&instance).len(), 2);
 
     // Another publisher's message: its bump time is unknown, so it is applied but not sampled.
-    instance.apply_remote(&to(2), "b3", None);
+    bus.bump(&[sales], "b3", BumpMode::Force, false)
+        .await
+        .unwrap();
+    instance.hint(&to(2), None, "test").await;
     assert_eq!(instance.engine().versions().version(sales), 2);
     assert_eq!(lag_us(&instance).len(), 2);
 
     // A clock skewed behind the bumper's: the lag counts as (almost) nothing, never negative.
-    instance.apply_remote(&to(3), "b4", Some(now + 60_000));
+    bus.bump(&[sales], "b4", BumpMode::Force, false)
+        .await
+        .unwrap();
+    instance.hint(&to(3), Some(now + 60_000), "test").await;
     let lags = lag_us(&instance);
     assert_eq!(lags.len(), 3);
     assert!(lags[0] <= 1, "{lags:?}");
@@ -476,15 +485,332 @@ async fn invalidation_lag_is_measured_from_the_bump_to_its_application() {
 async fn invalidation_lag_is_in_real_time_under_an_accelerated_clock() {
     // An hour a minute: 60 clock seconds pass per real second.
     let clock = crate::engine::clock::ScaledClock::new(T1000, 60.0);
-    let (instance, _bus) = unstarted(clock.clone());
+    let (instance, bus) = unstarted(clock.clone());
     let bumped = clock.now_ms() - 30_000;
-    instance.apply_remote(
-        &BTreeMap::from([("sales".to_string(), 1)]),
-        "b1",
-        Some(bumped),
-    );
+    let sales = instance.engine().catalog().tables().id("sales").unwrap();
+    bus.bump(&[sales], "b1", BumpMode::Force, false)
+        .await
+        .unwrap();
+    instance
+        .hint(
+            &BTreeMap::from([("sales".to_string(), 1)]),
+            Some(bumped),
+            "test",
+        )
+        .await;
     let lags = lag_us(&instance);
     assert_eq!(lags.len(), 1);
     // 30 clock seconds are half a real second (plus the little real time this test took).
     assert!((495_000..1_000_000).contains(&lags[0]), "{lags:?}");
+}
+
+/// The embedded bus with faults switched on and off by the test: bumps or reads that fail, and
+/// a hook run right after the truth was read (as if something landed while the reply travelled).
+struct FaultyBus {
+    bus: LocalBus,
+    fail_bumps: std::sync::atomic::AtomicBool,
+    fail_reads: std::sync::atomic::AtomicBool,
+    after_read: std::sync::Mutex<Option<Box<dyn FnOnce() + Send>>>,
+}
+
+impl FaultyBus {
+    fn new(bus: LocalBus) -> Arc<Self> {
+        Arc::new(Self {
+            bus,
+            fail_bumps: false.into(),
+            fail_reads: false.into(),
+            after_read: std::sync::Mutex::new(None),
+        })
+    }
+}
+
+impl Bus for FaultyBus {
+    fn describe(&self) -> String {
+        "faulty".into()
+    }
+    fn versions(&self) -> crate::store::BoxFuture<'_, Result<Arc<VersionVector>, BusError>> {
+        Box::pin(async move {
+            if self.fail_reads.load(Ordering::SeqCst) {
+                return Err(BusError("unreachable (test)".into()));
+            }
+            let truth = self.bus.versions().await;
+            let hook = self.after_read.lock().unwrap().take();
+            if let Some(hook) = hook {
+                hook();
+            }
+            truth
+        })
+    }
+    fn bump_with<'a>(
+        &'a self,
+        request: BumpRequest<'a>,
+    ) -> crate::store::BoxFuture<'a, Result<crate::bus::BumpOutcome, BusError>> {
+        Box::pin(async move {
+            if self.fail_bumps.load(Ordering::SeqCst) {
+                return Err(BusError("frozen (test)".into()));
+            }
+            self.bus.bump_with(request).await
+        })
+    }
+    fn reserve<'a>(
+        &'a self,
+        tables: &'a [TableId],
+    ) -> crate::store::BoxFuture<'a, Result<Vec<u64>, BusError>> {
+        self.bus.reserve(tables)
+    }
+    fn publish(&self, kind: EventKind) -> crate::store::BoxFuture<'_, Result<Event, BusError>> {
+        self.bus.publish(kind)
+    }
+    fn subscribe(&self) -> broadcast::Receiver<Event> {
+        self.bus.subscribe()
+    }
+    fn history(
+        &self,
+        after: u64,
+        limit: usize,
+    ) -> crate::store::BoxFuture<'_, Result<Vec<Event>, BusError>> {
+        self.bus.history(after, limit)
+    }
+    fn catch_up(&self) -> crate::store::BoxFuture<'_, Result<usize, BusError>> {
+        self.bus.catch_up()
+    }
+    fn report<'a>(
+        &'a self,
+        report: &'a crate::bus::InstanceReport,
+    ) -> crate::store::BoxFuture<'a, Result<(), BusError>> {
+        self.bus.report(report)
+    }
+    fn reports(
+        &self,
+        live_ms: u64,
+    ) -> crate::store::BoxFuture<'_, Result<Vec<crate::bus::InstanceReport>, BusError>> {
+        self.bus.reports(live_ms)
+    }
+    fn raise<'a>(
+        &'a self,
+        versions: &'a VersionVector,
+    ) -> crate::store::BoxFuture<'a, Result<usize, BusError>> {
+        self.bus.raise(versions)
+    }
+}
+
+/// A world like [`world`] whose instance talks to a [`FaultyBus`].
+async fn faulty_world(config: InstanceConfig) -> (World, Arc<FaultyBus>) {
+    let w = world(Environment::Staging, false).await;
+    w.instance.shutdown();
+    let faulty = FaultyBus::new(w.bus.clone());
+    let engine = Engine::builder(
+        w.instance.engine().catalog().clone(),
+        w.instance.warehouse().clone(),
+    )
+    .clock(w.clock.clone())
+    .build()
+    .unwrap();
+    let etl = w.instance.inner.etl.clone();
+    let instance = Instance::new(
+        engine,
+        faulty.clone(),
+        w.instance.warehouse().clone(),
+        etl,
+        config,
+    );
+    instance.start().await.unwrap();
+    (
+        World {
+            instance,
+            clock: w.clock,
+            bus: w.bus,
+        },
+        faulty,
+    )
+}
+
+/// Regression (issue 10 A): a message claiming versions the truth never had is refused, counted
+/// and shown, and no instance holds them; the next real update is applied as usual.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn versions_above_the_truth_are_refused_and_the_next_update_still_applies() {
+    let w = world(Environment::Staging, false).await;
+    let forged = br#"{"timestamp":"2026-11-30T01:00:00","tables":["sales"],"versions":{"sales":18446744073709551615}}"#;
+    w.instance
+        .ingest("warehouse_updated", forged)
+        .await
+        .unwrap();
+    let truth = w.bus.versions().await.unwrap();
+    assert_eq!(truth.versions(), &[0, 0, 0]);
+    assert_eq!(w.instance.engine().versions().versions(), truth.versions());
+    assert_eq!(w.instance.counters().bad_events, 1);
+    assert!(history(&w).await.iter().any(|e| matches!(
+        &e.kind,
+        EventKind::BadInput { reason, .. } if reason.contains("above the truth")
+    )));
+    // The next real update: applied, and answers are computed at it.
+    let sales = w.instance.table_ids(&["sales".into()]).unwrap();
+    w.bus
+        .bump(&sales, "b1", BumpMode::Force, false)
+        .await
+        .unwrap();
+    w.instance.resync().await;
+    assert_eq!(w.instance.engine().versions().version(sales[0]), 1);
+    let answer = w
+        .instance
+        .engine()
+        .get(&req(&w, "latest_batch_sales", &[]))
+        .await
+        .unwrap();
+    assert_eq!(answer.versions().versions()[0], 1);
+}
+
+/// Regression (issue 10 B): a seed message whose bump fails (the bus frozen) is not lost: it
+/// is kept and applied on a later sync tick, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_seed_message_whose_bump_failed_is_applied_later() {
+    let (w, faulty) = faulty_world(InstanceConfig {
+        poll_interval: Duration::from_millis(20),
+        ..InstanceConfig::default()
+    })
+    .await;
+    faulty.fail_bumps.store(true, Ordering::SeqCst);
+    let payload = br#"{"timestamp": "2026-11-30T01:00:00.5", "tables": ["inventory"]}"#;
+    assert!(
+        w.instance
+            .ingest("warehouse_updated", payload)
+            .await
+            .is_err()
+    );
+    assert_eq!(w.bus.versions().await.unwrap().versions(), &[0, 0, 0]);
+    assert_eq!(w.instance.counters().failed_bumps, 1);
+    faulty.fail_bumps.store(false, Ordering::SeqCst);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while w.bus.versions().await.unwrap().versions() != [0, 1, 0] {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the failed update was never applied"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Once: further ticks do not bump it again.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(w.bus.versions().await.unwrap().versions(), &[0, 1, 0]);
+}
+
+/// Regression (issue 10 F): batch B's bump fails after its hot answers were prepared; batch C
+/// must not inherit B's version number, or B's answers would be served as fresh for C.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_bump_does_not_let_one_batch_pass_for_the_next() {
+    let (w, faulty) = faulty_world(InstanceConfig::default()).await;
+    let engine = w.instance.engine().clone();
+    let hot = req(&w, "latest_batch_sales", &[]);
+    engine.get(&hot).await.unwrap();
+    let all = EtlPlan {
+        fail: vec![],
+        late: vec![],
+    };
+    w.clock.advance(Duration::from_secs(60));
+    faulty.fail_bumps.store(true, Ordering::SeqCst);
+    assert!(
+        w.instance.run_etl("20261126-10:00", &all).await.is_err(),
+        "the bump for batch B fails"
+    );
+    assert!(history(&w).await.iter().any(|e| matches!(
+        &e.kind,
+        EventKind::Incident { message } if message.contains("20261126-10:00")
+    )));
+    faulty.fail_bumps.store(false, Ordering::SeqCst);
+    w.clock.advance(Duration::from_secs(3600));
+    w.instance.run_etl("20261126-11:00", &all).await.unwrap();
+    let served = engine.get(&hot).await.unwrap();
+    let current = w.instance.warehouse().run(&hot).await.unwrap().to_json();
+    assert!(served.freshness.is_fresh());
+    assert_eq!(
+        served.value(),
+        current.as_str(),
+        "the answer served as fresh after batch C holds batch C's data"
+    );
+}
+
+/// Regression (issue 10 C): an instance that cannot confirm the truth for longer than
+/// `max_unverified` stops presenting cached answers as fresh, and does again once it can.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_are_not_fresh_while_the_truth_cannot_be_confirmed() {
+    let (w, faulty) = faulty_world(InstanceConfig {
+        poll_interval: Duration::from_millis(20),
+        max_unverified: Duration::from_millis(150),
+        ..InstanceConfig::default()
+    })
+    .await;
+    let engine = w.instance.engine().clone();
+    let q = req(&w, "stock_outs", &[]);
+    engine.get(&q).await.unwrap();
+    assert!(engine.get(&q).await.unwrap().freshness.is_fresh());
+    faulty.fail_reads.store(true, Ordering::SeqCst);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let answer = engine.get(&q).await.unwrap();
+        if let Freshness::Stale { reason, .. } = &answer.freshness {
+            assert_eq!(*reason, crate::engine::StaleReason::VersionsUnverified);
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "still fresh");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(engine.unverified_since().is_some());
+    faulty.fail_reads.store(false, Ordering::SeqCst);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !engine.get(&q).await.unwrap().freshness.is_fresh() {
+        assert!(tokio::time::Instant::now() < deadline, "never fresh again");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Regression (code reading, issue 10): a bump of this instance landing between the read of the
+/// truth and the comparison with the engine's versions is not a truth that lost its state.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bump_landing_during_a_read_does_not_look_like_a_lost_truth() {
+    let (w, faulty) = faulty_world(InstanceConfig::default()).await;
+    let sales = w.instance.table_ids(&["sales".into()]).unwrap();
+    let bus = w.bus.clone();
+    let engine = w.instance.engine().clone();
+    *faulty.after_read.lock().unwrap() = Some(Box::new(move || {
+        // This instance's own bump lands while the reply is on its way.
+        let outcome =
+            futures_util::FutureExt::now_or_never(bus.bump(&sales, "op", BumpMode::Force, false))
+                .expect("the in-memory bus answers at once")
+                .unwrap();
+        engine.apply_versions(&outcome.versions);
+    }));
+    w.instance.resync().await;
+    assert_eq!(w.instance.counters().reseeds, 0, "no false restore");
+    assert_eq!(w.bus.versions().await.unwrap().versions(), &[1, 0, 0]);
+}
+
+/// Regression (issue 10 I): labels that are not times, or that lie in the future, are refused:
+/// either would sort above every real batch and stop them from being applied.
+#[test]
+fn batch_labels_are_checked_for_format_and_future() {
+    for good in [
+        "20261126-10:00",
+        "20261126-10:00:05",
+        "20261126-10:00.1",
+        "20261126-10:00:05.1.1",
+        "20261126-10:14",
+    ] {
+        assert!(check_batch_label(good, T1000).is_ok(), "{good}");
+    }
+    for (bad, why) in [
+        ("garbage", "not a date"),
+        ("", "not a date"),
+        ("20261126-1000", "not a date"),
+        ("20261326-10:00", "no such date"),
+        ("20261126-24:00", "no such time"),
+        ("20261126-10:00x", "unexpected text"),
+        ("20261126-10:00:7", "bad seconds"),
+        ("20261126-10:00.", "bad sequence"),
+        ("20991231-23:00", "in the future"),
+        ("20261126-10:16", "in the future"),
+        ("2026\u{1b}[2J", "not a date"),
+    ] {
+        let e = check_batch_label(bad, T1000).unwrap_err().to_string();
+        assert!(e.contains(why), "{bad:?}: {e}");
+        assert!(!e.contains('\u{1b}'), "{e:?}");
+    }
 }
