@@ -950,15 +950,10 @@ fn etl_run_then_etl_complete_is_idempotent_and_reports_tables_behind() {
     assert_eq!(versions(&r), versions(&status));
 
     // A batch the warehouse has not reached: every table behind, with the reason.
+    let later = format!("{batch}.9");
     let out = s
         .fc()
-        .args([
-            "etl-complete",
-            "--batch",
-            "20991231-23:00",
-            "--tables",
-            "sales",
-        ])
+        .args(["etl-complete", "--batch", &later, "--tables", "sales"])
         .run();
     out.expect(0);
     assert!(
@@ -972,6 +967,18 @@ fn etl_run_then_etl_complete_is_idempotent_and_reports_tables_behind() {
         "{}",
         out.dump()
     );
+    assert_eq!(versions(&s.status()), versions(&status));
+
+    // Regression (issue 10 I): a label that is not a time, or lies in the future, would sort
+    // above every real batch: refused with exit 4, nothing changed.
+    for (label, why) in [
+        ("garbage", "not a date"),
+        ("20991231-23:00", "in the future"),
+    ] {
+        let out = s.fc().args(["etl-complete", "--batch", label]).run();
+        out.expect(4);
+        assert!(out.stderr.contains(why), "{}", out.dump());
+    }
     assert_eq!(versions(&s.status()), versions(&status));
 }
 

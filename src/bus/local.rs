@@ -443,6 +443,17 @@ impl Bus for LocalBus {
         })
     }
 
+    fn reserved(&self) -> BoxFuture<'_, Result<Vec<u64>, BusError>> {
+        Box::pin(self.blocking(move |inner, conn| {
+            inner
+                .tables
+                .names()
+                .iter()
+                .map(|name| reserved_of(conn, name))
+                .collect()
+        }))
+    }
+
     fn reserve<'a>(&'a self, tables: &'a [TableId]) -> BoxFuture<'a, Result<Vec<u64>, BusError>> {
         let names: Vec<String> = tables
             .iter()
@@ -534,8 +545,8 @@ impl Bus for LocalBus {
     }
 
     fn reports(&self, live_ms: u64) -> BoxFuture<'_, Result<Vec<InstanceReport>, BusError>> {
-        Box::pin(self.blocking(move |inner, conn| {
-            let since = inner.clock.now_ms().saturating_sub(live_ms) as i64;
+        Box::pin(self.blocking(move |_, conn| {
+            let since = crate::engine::clock::system_now_ms().saturating_sub(live_ms) as i64;
             let mut stmt = conn
                 .prepare_cached("SELECT body FROM instances WHERE at_ms >= ?1 ORDER BY id")
                 .map_err(err)?;

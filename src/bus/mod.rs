@@ -154,6 +154,29 @@ pub enum EventKind {
         /// Keys that failed.
         failed: u32,
     },
+    /// Prepare, then flip, for the fleet: the numbers of a coming bump were reserved, and every
+    /// running instance is asked to load its hot answers under them before the flip.
+    Prepare {
+        /// The batch.
+        batch: String,
+        /// The numbers reserved, by table.
+        versions: BTreeMap<String, u64>,
+        /// The instance that will flip (it waits for the others' [`EventKind::Prepared`]).
+        requester: String,
+    },
+    /// One instance has loaded its hot answers for a coming bump (see [`EventKind::Prepare`]).
+    Prepared {
+        /// The batch.
+        batch: String,
+        /// The instance.
+        instance: String,
+        /// Keys scheduled.
+        keys: u32,
+        /// Keys loaded.
+        done: u32,
+        /// Keys that failed.
+        failed: u32,
+    },
     /// An operator acted (invalidate, warm, simulate a partial update, switch strategy).
     OperatorAction {
         /// The action's name.
@@ -193,6 +216,8 @@ impl EventKind {
             EventKind::PartialUpdate { .. } => "partial_update",
             EventKind::EtlRun { .. } => "etl_run",
             EventKind::RefreshAhead { .. } => "refresh_ahead",
+            EventKind::Prepare { .. } => "prepare",
+            EventKind::Prepared { .. } => "prepared",
             EventKind::OperatorAction { .. } => "operator_action",
             EventKind::BadInput { .. } => "bad_input",
             EventKind::Incident { .. } => "incident",
@@ -302,7 +327,8 @@ pub enum BumpMode {
 pub struct InstanceReport {
     /// `host:pid#n`.
     pub id: String,
-    /// When it was made (ms since the epoch, engine clock).
+    /// When it was made (ms since the epoch, wall clock: liveness is shared state, whatever
+    /// clock the instance's simulation runs on).
     pub at_ms: Millis,
     /// The strategy the instance runs.
     pub strategy: String,
@@ -318,6 +344,10 @@ pub struct InstanceReport {
     pub lagged_events: u64,
     /// Whether it runs degraded (its cache store unreachable).
     pub degraded: bool,
+    /// Whether it could not confirm the version truth for longer than its `max-unverified`
+    /// bound when it reported (its cached answers are then served as stale).
+    #[serde(default)]
+    pub unverified: bool,
 }
 
 /// The shared version truth, event log and live feed.
@@ -349,6 +379,9 @@ pub trait Bus: Send + Sync + 'static {
         request: BumpRequest<'a>,
     ) -> BoxFuture<'a, Result<BumpOutcome, BusError>>;
 
+    /// The highest number reserved so far for each table (table order; 0 where none).
+    fn reserved(&self) -> BoxFuture<'_, Result<Vec<u64>, BusError>>;
+
     /// Reserves the next version number of each of `tables` (same order): above the current
     /// version and above anything reserved before, so no two callers ever get the same number.
     fn reserve<'a>(&'a self, tables: &'a [TableId]) -> BoxFuture<'a, Result<Vec<u64>, BusError>>;
@@ -369,7 +402,7 @@ pub trait Bus: Send + Sync + 'static {
     /// Records an instance's latest report; doubles as its heartbeat.
     fn report<'a>(&'a self, report: &'a InstanceReport) -> BoxFuture<'a, Result<(), BusError>>;
 
-    /// The latest report of every instance heard from within `live_ms` of the bus clock.
+    /// The latest report of every instance heard from within `live_ms` of the wall clock.
     fn reports(&self, live_ms: u64) -> BoxFuture<'_, Result<Vec<InstanceReport>, BusError>>;
 
     /// Raises every table's version (and batch) to at least what `versions` holds, without an

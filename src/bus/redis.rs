@@ -600,6 +600,29 @@ impl Bus for RedisBus {
         })
     }
 
+    fn reserved(&self) -> BoxFuture<'_, Result<Vec<u64>, BusError>> {
+        Box::pin(async move {
+            let all: BTreeMap<String, String> = self
+                .inner
+                .link
+                .call(|mut c| async move {
+                    redis::cmd("HGETALL")
+                        .arg(RESERVED)
+                        .query_async(&mut c)
+                        .await
+                })
+                .await
+                .map_err(bus_err)?;
+            Ok(self
+                .inner
+                .tables
+                .names()
+                .iter()
+                .map(|n| all.get(n).and_then(|v| v.parse().ok()).unwrap_or(0))
+                .collect())
+        })
+    }
+
     fn reserve<'a>(&'a self, tables: &'a [TableId]) -> BoxFuture<'a, Result<Vec<u64>, BusError>> {
         Box::pin(async move {
             let inner = &self.inner;
@@ -722,7 +745,7 @@ impl Bus for RedisBus {
                 })
                 .await
                 .map_err(bus_err)?;
-            let now = self.inner.clock.now_ms();
+            let now = crate::engine::clock::system_now_ms();
             let mut live = Vec::new();
             let mut dead = Vec::new();
             for (id, body) in all {

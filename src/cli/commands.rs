@@ -639,6 +639,25 @@ pub fn event_line(e: &Event) -> String {
                 tables.join(",")
             }
         ),
+        EventKind::Prepare {
+            batch,
+            versions,
+            requester,
+        } => format!(
+            "prepare batch {batch} at {} for {requester}",
+            versions
+                .iter()
+                .map(|(t, v)| format!("{t}={v}"))
+                .collect::<Vec<_>>()
+                .join(",")
+        ),
+        EventKind::Prepared {
+            batch,
+            instance,
+            keys,
+            done,
+            failed,
+        } => format!("prepared batch {batch} on {instance}: {done}/{keys} loaded, {failed} failed"),
         EventKind::OperatorAction {
             action,
             operator,

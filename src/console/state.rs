@@ -322,6 +322,36 @@ pub fn feed_line(e: &Event) -> FeedLine {
             ),
             *failed > 0,
         ),
+        EventKind::Prepare {
+            batch, versions, ..
+        } => (
+            format!(
+                "preparing batch {batch}: hot answers load at {} before the flip",
+                versions
+                    .iter()
+                    .map(|(t, v)| format!("{t}={v}"))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            ),
+            false,
+        ),
+        EventKind::Prepared {
+            batch,
+            instance,
+            keys,
+            done,
+            failed,
+        } => (
+            format!(
+                "{instance} prepared {done} of {keys} hot answers for batch {batch}{}",
+                if *failed > 0 {
+                    format!(", {failed} failed")
+                } else {
+                    String::new()
+                }
+            ),
+            *failed > 0,
+        ),
         EventKind::OperatorAction {
             action,
             operator,

@@ -47,6 +47,8 @@ const HOUSEKEEPING_EVERY: u32 = 5;
 const HOUSEKEEPING_LEASE: Duration = Duration::from_secs(5);
 /// Entries purged per housekeeping round, at most.
 const PURGE_BUDGET: usize = 10_000;
+/// Instances heard from within this long take part in a fleet's prepare.
+const FLEET_LIVE: Duration = Duration::from_secs(5);
 
 /// How an instance behaves.
 #[derive(Debug, Clone)]
@@ -406,7 +408,7 @@ impl Instance {
         let c = self.counters();
         crate::bus::InstanceReport {
             id: self.inner.id.clone(),
-            at_ms: engine.clock().now_ms(),
+            at_ms: crate::engine::clock::system_now_ms(),
             strategy: engine.strategy().name().to_string(),
             stats: engine.stats(),
             recent_latency,
@@ -414,6 +416,7 @@ impl Instance {
             bad_events: c.bad_events,
             lagged_events: c.lagged_events,
             degraded: engine.degraded().is_some(),
+            unverified: engine.unverified_since().is_some(),
         }
     }
 
@@ -507,11 +510,18 @@ impl Instance {
                     Err(broadcast::error::RecvError::Closed) => raw = None,
                 },
                 received = feed.recv() => match received {
-                    Ok(event) => {
-                        if let EventKind::WarehouseUpdated { versions, .. } = &event.kind {
-                            self.hint(versions, Some(event.at_ms), "freshcache:events").await;
+                    Ok(event) => match event.kind {
+                        EventKind::WarehouseUpdated { versions, .. } => {
+                            self.hint(&versions, Some(event.at_ms), "freshcache:events").await;
                         }
-                    }
+                        EventKind::Prepare { batch, versions, requester }
+                            if requester != self.inner.id =>
+                        {
+                            // Off the sync loop: preparing takes as long as the loads do.
+                            tokio::spawn(self.clone().answer_prepare(batch, versions));
+                        }
+                        _ => {}
+                    },
                     Err(broadcast::error::RecvError::Lagged(n)) => {
                         self.inner.counters.lagged_events.fetch_add(n, Ordering::Relaxed);
                         self.resync().await;
@@ -962,7 +972,7 @@ impl Instance {
             let reserved = self.inner.bus.reserve(&due).await?;
             self.note_reserved(&due, &reserved);
             if !self.inner.config.preload_timeout.is_zero() {
-                self.preload(&truth, &due, &reserved, batch).await;
+                self.prepare_fleet(&truth, &due, &reserved, batch).await;
             }
             let mut request = BumpRequest::new(&due, batch, BumpMode::Advance);
             request.reserved = &reserved;
@@ -1066,6 +1076,163 @@ impl Instance {
         }
     }
 
+    /// Prepare, then flip, for the whole fleet: asks every running instance (a `prepare` event)
+    /// to load its hot answers under the numbers `reserved` for `tables`, loads this instance's
+    /// own, and waits until every instance heard from in the last seconds has said `prepared` —
+    /// at most `preload_timeout`. A one-shot `etl-complete` from the command line has no hot keys
+    /// of its own; the running API servers do.
+    async fn prepare_fleet(
+        &self,
+        truth: &VersionVector,
+        tables: &[TableId],
+        reserved: &[u64],
+        batch: &str,
+    ) {
+        let names = self.inner.engine.catalog().tables().clone();
+        let mut waiting: std::collections::BTreeSet<String> =
+            match self.inner.bus.reports(FLEET_LIVE.as_millis() as u64).await {
+                Ok(reports) => reports
+                    .into_iter()
+                    .map(|r| r.id)
+                    .filter(|id| *id != self.inner.id)
+                    .collect(),
+                Err(e) => {
+                    tracing::warn!("cannot list the running instances to prepare with: {e}");
+                    Default::default()
+                }
+            };
+        let mut feed = self.inner.bus.subscribe();
+        if !waiting.is_empty() {
+            let asked = self
+                .inner
+                .bus
+                .publish(EventKind::Prepare {
+                    batch: batch.to_string(),
+                    versions: tables
+                        .iter()
+                        .zip(reserved)
+                        .map(|(t, v)| (names.name(*t).to_string(), *v))
+                        .collect(),
+                    requester: self.inner.id.clone(),
+                })
+                .await;
+            if let Err(e) = asked {
+                tracing::warn!("could not ask the fleet to prepare batch {batch}: {e}");
+                waiting.clear();
+            }
+        }
+        let others = async {
+            let mut poll = tokio::time::interval(Duration::from_millis(50));
+            while !waiting.is_empty() {
+                tokio::select! {
+                    received = feed.recv() => match received {
+                        Ok(crate::bus::Event {
+                            kind: EventKind::Prepared { batch: b, instance, .. },
+                            ..
+                        }) if b == batch => {
+                            waiting.remove(&instance);
+                        }
+                        Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                        Err(broadcast::error::RecvError::Closed) => return,
+                    },
+                    // A bus that only polls (the embedded one shared through a file) delivers
+                    // what other processes logged when asked.
+                    _ = poll.tick() => {
+                        if let Err(e) = self.inner.bus.catch_up().await {
+                            tracing::debug!("catching up while preparing: {e}");
+                        }
+                    }
+                }
+            }
+        };
+        let own = self.preload(truth, tables, reserved, batch);
+        // Bounded: whatever is not ready by then is loaded by refresh-ahead after the flip.
+        if tokio::time::timeout(self.inner.config.preload_timeout, async {
+            tokio::join!(own, others)
+        })
+        .await
+        .is_err()
+        {
+            tracing::info!(
+                batch,
+                "preparing took longer than the preload timeout: flipping"
+            );
+        }
+    }
+
+    /// Another instance asks this one to prepare a coming bump (see
+    /// [`Instance::prepare_fleet`]). The numbers must have been reserved by the truth and not
+    /// used yet — anything else (a forged or replayed message) is refused as bad input: loading
+    /// answers under a number the truth may later give to other data would serve that data
+    /// stale.
+    async fn answer_prepare(self, batch: String, versions: BTreeMap<String, u64>) {
+        let engine = &self.inner.engine;
+        let names = engine.catalog().tables().clone();
+        let (truth, reserved) =
+            match tokio::try_join!(self.inner.bus.versions(), self.inner.bus.reserved()) {
+                Ok(read) => read,
+                Err(e) => {
+                    tracing::warn!(batch, "cannot check a prepare request: {e}");
+                    return;
+                }
+            };
+        let mut tables = Vec::new();
+        let mut numbers = Vec::new();
+        for (name, &v) in &versions {
+            let Ok(t) = names.id(name) else {
+                self.refuse(
+                    "freshcache:events",
+                    format!(
+                        "prepare names an unknown table `{}`",
+                        crate::bus::excerpt(name.as_bytes(), 40)
+                    ),
+                    String::new(),
+                )
+                .await;
+                return;
+            };
+            let highest = reserved.get(t.index()).copied().unwrap_or(0);
+            if v <= truth.version(t) {
+                // Late: that bump has happened (or a later one); nothing to prepare.
+                tracing::debug!(
+                    batch,
+                    table = name.as_str(),
+                    "prepare request arrived after its flip"
+                );
+                return;
+            }
+            if v > highest {
+                self.refuse(
+                    "freshcache:events",
+                    format!(
+                        "prepare of {name}={v} refused: the truth is at {} and has reserved up to {highest}",
+                        truth.version(t)
+                    ),
+                    String::new(),
+                )
+                .await;
+                return;
+            }
+            tables.push(t);
+            numbers.push(v);
+        }
+        let progress = self.preload(&truth, &tables, &numbers, &batch).await;
+        let answered = self
+            .inner
+            .bus
+            .publish(EventKind::Prepared {
+                batch: batch.clone(),
+                instance: self.inner.id.clone(),
+                keys: progress.total,
+                done: progress.done,
+                failed: progress.failed,
+            })
+            .await;
+        if let Err(e) = answered {
+            tracing::warn!(batch, "could not say the batch is prepared: {e}");
+        }
+    }
+
     /// Loads the hot keys of `tables` under the numbers `reserved` for them (the warehouse
     /// already holds the new data), before the bump is published: prepare, then flip. Bounded by
     /// `preload_timeout`; whatever is not loaded by then is left to refresh-ahead after the bump.
@@ -1075,7 +1242,7 @@ impl Instance {
         tables: &[TableId],
         reserved: &[u64],
         batch: &str,
-    ) {
+    ) -> RefreshProgress {
         let mut next = truth.clone();
         for (t, &v) in tables.iter().zip(reserved) {
             next.set_version(*t, v);
@@ -1085,7 +1252,7 @@ impl Instance {
             .engine
             .hot_requests(tables, self.inner.config.refresh_top);
         if requests.is_empty() {
-            return;
+            return RefreshProgress::default();
         }
         let mut progress = self.inner.engine.refresh_at(requests, Some(Arc::new(next)));
         // A preload that runs out of time is not an error: the bump goes ahead and refresh-ahead
@@ -1113,6 +1280,7 @@ impl Instance {
                 tracing::warn!(batch, "could not log the preload: {e}");
             }
         }
+        p
     }
 
     /// Runs one simulated ETL batch into the warehouse (failing or deferring tables as `plan`

@@ -552,6 +552,9 @@ impl Bus for FaultyBus {
             self.bus.bump_with(request).await
         })
     }
+    fn reserved(&self) -> crate::store::BoxFuture<'_, Result<Vec<u64>, BusError>> {
+        self.bus.reserved()
+    }
     fn reserve<'a>(
         &'a self,
         tables: &'a [TableId],
@@ -813,4 +816,72 @@ fn batch_labels_are_checked_for_format_and_future() {
         assert!(e.contains(why), "{bad:?}: {e}");
         assert!(!e.contains('\u{1b}'), "{e:?}");
     }
+}
+
+/// Regression (issue 10 G): prepare-then-flip works for the fleet. An `etl-complete` from a
+/// process with no hot keys of its own (the CLI) gets the running instance's hot answers loaded
+/// under the new versions before the flip: after it, that instance's hot key is a hit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_etl_complete_from_elsewhere_prepares_the_running_instances() {
+    let w = world(Environment::Staging, false).await;
+    let server = w.instance.clone();
+    let hot = req(&w, "latest_batch_sales", &[]);
+    server.engine().get(&hot).await.unwrap();
+    // The running instance is known once it has reported (about a second after start).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !w
+        .bus
+        .reports(5_000)
+        .await
+        .unwrap()
+        .iter()
+        .any(|r| r.id == server.id())
+    {
+        assert!(tokio::time::Instant::now() < deadline, "never reported");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // A one-shot process on the same bus and warehouse: no hot keys.
+    let cli_engine = Engine::builder(
+        server.engine().catalog().clone(),
+        server.warehouse().clone(),
+    )
+    .clock(w.clock.clone())
+    .build()
+    .unwrap();
+    let cli = Instance::new(
+        cli_engine,
+        Arc::new(w.bus.clone()),
+        server.warehouse().clone(),
+        server.inner.etl.clone(),
+        InstanceConfig::default(),
+    );
+    cli.start().await.unwrap();
+    w.clock.advance(Duration::from_secs(60));
+    let etl = server.inner.etl.clone().unwrap();
+    etl.load_table("sales", "20261126-10:00", w.clock.now_ms(), false)
+        .await
+        .unwrap();
+    let report = cli.etl_complete("20261126-10:00", &[]).await.unwrap();
+    assert_eq!(report.bumped, vec!["sales"]);
+    // The running instance applies the flip (feed or re-read) ...
+    let sales = server.table_ids(&["sales".into()]).unwrap()[0];
+    let target = report.versions["sales"];
+    while server.engine().versions().version(sales) < target {
+        assert!(tokio::time::Instant::now() < deadline, "flip never applied");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // ... and its hot key is already there: no miss.
+    let misses = server.engine().stats().misses;
+    let answer = server.engine().get(&hot).await.unwrap();
+    assert!(answer.freshness.is_fresh());
+    assert_eq!(answer.versions().versions()[0], target);
+    assert_eq!(
+        server.engine().stats().misses,
+        misses,
+        "the hot key was prepared before the flip"
+    );
+    assert!(history(&w).await.iter().any(|e| matches!(
+        &e.kind,
+        EventKind::Prepared { instance, .. } if instance == server.id()
+    )));
 }
