@@ -234,11 +234,12 @@ impl Exporter {
 ///   `freshcache_warehouse_errors_total`, `freshcache_refreshes_total{reason}`,
 ///   `freshcache_stampedes_absorbed_total`, `freshcache_evictions_total`,
 ///   `freshcache_bad_events_total`, `freshcache_lagged_events_total`, `freshcache_resyncs_total`,
-///   `freshcache_sync_errors_total`;
+///   `freshcache_sync_errors_total`, `freshcache_failed_bumps_total`;
 /// * histograms (seconds): `freshcache_request_duration_seconds`,
 ///   `freshcache_load_duration_seconds`, `freshcache_invalidation_lag_seconds`;
 /// * gauges: `freshcache_table_version{table}`, `freshcache_keys{table,generation,tier}`,
-///   `freshcache_breaker_open`, `freshcache_degraded`, `freshcache_loads_in_flight`,
+///   `freshcache_breaker_open`, `freshcache_degraded`, `freshcache_unverified`,
+///   `freshcache_loads_in_flight`,
 ///   `freshcache_refresh_ahead_keys{state}`, `freshcache_info{version,backend,warehouse,strategy,env}`.
 pub fn render(instance: &Instance, extra: &MetricsExtra) -> String {
     let engine = instance.engine();
@@ -335,6 +336,11 @@ pub fn render(instance: &Instance, extra: &MetricsExtra) -> String {
         "Failed attempts to reach the bus.",
         counters.sync_errors,
     );
+    x.counter(
+        "freshcache_failed_bumps_total",
+        "Bumps that failed (bus unreachable): each is reported; a foreign message's is retried.",
+        counters.failed_bumps,
+    );
 
     let (user, load) = engine.latency_histograms();
     x.histogram(
@@ -409,6 +415,12 @@ pub fn render(instance: &Instance, extra: &MetricsExtra) -> String {
         "freshcache_degraded",
         "1 while requests are answered without the shared store (unreachable), else 0.",
         degraded as u64,
+    );
+    x.gauge(
+        "freshcache_unverified",
+        "1 while this instance has not confirmed the version truth for longer than its \
+         max-unverified bound (its cached answers are served as stale), else 0.",
+        engine.unverified_since().is_some() as u64,
     );
     x.gauge(
         "freshcache_loads_in_flight",

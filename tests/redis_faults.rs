@@ -28,6 +28,11 @@
 //!   batch completed by a new process (as `freshcache etl-complete` would) reaches a running
 //!   instance: on its live feed, and as a new version after its next poll, so that it stops
 //!   answering with the old data as fresh.
+//! * `forged_and_repeated_messages_follow_the_truth`: a seed message seen by three instances bumps
+//!   once, the same payload after the delivery window bumps again, and messages claiming versions
+//!   above the truth (on either channel) are refused by every instance and change nothing.
+//! * `a_seed_message_during_a_freeze_is_applied_once_the_server_is_back`: three seed messages, each
+//!   meeting a server frozen for 0.8 s, are each applied exactly once after it thaws.
 //!
 //! Every test starts its own `redis-server` on a free loopback port with a fresh directory and no
 //! persistence, and kills it (and removes the directory) when it ends, also when it fails; no other
@@ -1220,4 +1225,165 @@ async fn first_event(
 
 fn as_refs(args: &[String]) -> Vec<&str> {
     args.iter().map(String::as_str).collect()
+}
+
+/// Polls `done` every 5 ms until it holds, for at most `limit`; returns whether it did.
+async fn eventually(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let began = Instant::now();
+    while began.elapsed() < limit {
+        if done() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    done()
+}
+
+/// Regression (issue 10 A and B), with three instances on a real server and `redis-cli PUBLISH`:
+/// a seed message seen by all three bumps once; the same payload after the delivery window bumps
+/// again; a message (on either channel) claiming versions above the truth is refused by every
+/// instance, counted, and leaves every instance at the truth — and the next real update applies.
+#[test]
+fn forged_and_repeated_messages_follow_the_truth() {
+    let _serial = serial();
+    let Some(server) = RedisServer::start("forged_and_repeated_messages_follow_the_truth") else {
+        return;
+    };
+    runtime().block_on(async {
+        let wh = warehouse(Duration::from_millis(5));
+        let mut nodes = Vec::new();
+        for _ in 0..3 {
+            nodes.push(Node::start(&server, &wh, true, InstanceConfig::default()).await);
+        }
+        blocking(|| server.wait_for_subscribers(CHANNEL, 3));
+        let inventory = catalog().tables().id("inventory").expect("inventory");
+        let truth = |nodes: &[Node]| {
+            let bus = nodes[0].bus.clone();
+            async move { bus.versions().await.expect("the truth") }
+        };
+        let seed = br#"{"timestamp": "2026-11-30T01:00:00.123456", "tables": ["inventory"]}"#;
+
+        blocking(|| server.publish(CHANNEL, seed));
+        let all_at = |v: u64| {
+            nodes
+                .iter()
+                .all(|n| n.engine().versions().version(inventory) == v)
+        };
+        assert!(eventually(Duration::from_secs(5), || all_at(1)).await);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(truth(&nodes).await.version(inventory), 1, "one message, one bump");
+
+        // The same payload again inside the window: the same message, delivered twice.
+        blocking(|| server.publish(CHANNEL, seed));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(truth(&nodes).await.version(inventory), 1);
+        // ... and after the window (its mark expired): a new update.
+        let marks = blocking(|| server.scan("{freshcache}:delivered:*"));
+        assert_eq!(marks.len(), 1, "{marks:?}");
+        let ttl = blocking(|| server.cli_int(&["PTTL", &marks[0]]));
+        assert!(
+            ttl > 0 && ttl <= 30_000,
+            "the mark lasts the delivery window, not a day: {ttl} ms"
+        );
+        blocking(|| server.cli_int(&["PEXPIRE", &marks[0], "1"]));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        blocking(|| server.publish(CHANNEL, seed));
+        assert!(eventually(Duration::from_secs(5), || all_at(2)).await);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(truth(&nodes).await.version(inventory), 2);
+
+        // Forged: versions the truth never had, on the seed's channel and on the event channel.
+        let bad_before: u64 = nodes.iter().map(|n| n.instance.counters().bad_events).sum();
+        blocking(|| {
+            server.publish(
+                CHANNEL,
+                br#"{"timestamp":"2026-11-30T01:00:00","tables":["sales"],"versions":{"sales":18446744073709551615}}"#,
+            )
+        });
+        blocking(|| {
+            server.publish(
+                "freshcache:events",
+                br#"{"seq":999999,"at_ms":1,"origin":"x:1","type":"warehouse_updated","timestamp":"t","tables":["sales"],"versions":{"sales":4000000000},"batch":"20261130-01:00"}"#,
+            )
+        });
+        let counted = || {
+            nodes
+                .iter()
+                .map(|n| n.instance.counters().bad_events)
+                .sum::<u64>()
+                - bad_before
+        };
+        assert!(
+            eventually(Duration::from_secs(5), || counted() >= 6).await,
+            "each of 3 instances refuses both: {} counted",
+            counted()
+        );
+        let t = truth(&nodes).await;
+        assert_eq!(t.version(sales()), 0, "the truth is untouched");
+        for n in &nodes {
+            assert_eq!(n.engine().versions().versions(), t.versions());
+        }
+        // The next real update is applied everywhere.
+        nodes[0]
+            .bus
+            .bump(&[sales()], "manual", BumpMode::Force, false)
+            .await
+            .expect("the bump");
+        assert!(
+            eventually(Duration::from_secs(5), || nodes
+                .iter()
+                .all(|n| n.engine().versions().version(sales()) == 1))
+            .await
+        );
+    });
+}
+
+/// Regression (issue 10 B): a seed message whose bump meets a frozen server is not lost: the
+/// dedupe mark and the bump are one step, and the bump is retried until it lands.
+#[test]
+fn a_seed_message_during_a_freeze_is_applied_once_the_server_is_back() {
+    let _serial = serial();
+    let Some(server) =
+        RedisServer::start("a_seed_message_during_a_freeze_is_applied_once_the_server_is_back")
+    else {
+        return;
+    };
+    runtime().block_on(async {
+        let wh = warehouse(Duration::from_millis(5));
+        let node = Node::start(&server, &wh, true, InstanceConfig::default()).await;
+        let inventory = catalog().tables().id("inventory").expect("inventory");
+        let mut applied = 0;
+        for round in 0..3u8 {
+            blocking(|| server.signal(libc::SIGSTOP));
+            let payload =
+                format!(r#"{{"timestamp": "2026-11-30T01:00:0{round}", "tables": ["inventory"]}}"#);
+            // The message reaches the instance while the server is frozen (as if delivered just
+            // before the freeze); its bump cannot complete now.
+            let ingest = node.instance.ingest(CHANNEL, payload.as_bytes());
+            let thaw = async {
+                tokio::time::sleep(Duration::from_millis(800)).await;
+                blocking(|| server.signal(libc::SIGCONT));
+            };
+            let (result, ()) = tokio::join!(ingest, thaw);
+            applied += 1;
+            let want = applied;
+            let reached = eventually(Duration::from_secs(10), || {
+                node.engine().versions().version(inventory) >= want
+            })
+            .await;
+            assert!(
+                reached,
+                "round {round} ({result:?}): update lost; inventory at {}",
+                node.engine().versions().version(inventory)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(1_500)).await;
+        let v = node
+            .bus
+            .versions()
+            .await
+            .expect("the truth")
+            .version(inventory);
+        assert_eq!(v, 3, "three updates, three bumps");
+    });
 }

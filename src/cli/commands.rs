@@ -889,26 +889,46 @@ async fn stats_doc(world: &World, live: Duration) -> Result<serde_json::Value, C
     let unavailable =
         |e: crate::bus::BusError| CliError::new(super::EXIT_UNAVAILABLE, e.to_string());
     let versions = world.bus.versions().await.map_err(unavailable)?;
-    let reports = world
-        .bus
-        .reports(live.as_millis() as u64)
-        .await
-        .map_err(unavailable)?;
+    // Every instance heard from in the last minute is listed: one that went silent (partitioned,
+    // frozen, dead) is shown as unverified or lost, never silently dropped.
+    let known = world.bus.reports(60_000).await.map_err(unavailable)?;
+    let now = crate::engine::clock::system_now_ms();
+    let live_ms = live.as_millis() as u64;
     let mut total = crate::engine::stats::StatsSnapshot::default();
     let mut bad = 0;
     let mut degraded = 0;
-    for r in &reports {
-        total = total.plus(&r.stats);
-        bad += r.bad_events;
-        degraded += r.degraded as usize;
+    let mut unverified = 0;
+    let mut live_count = 0;
+    let mut list = Vec::with_capacity(known.len());
+    for r in &known {
+        let silent_ms = now.saturating_sub(r.at_ms);
+        let state = if silent_ms > 30_000 {
+            "lost"
+        } else if silent_ms > live_ms || r.unverified {
+            "unverified"
+        } else if r.degraded {
+            "degraded"
+        } else {
+            "ok"
+        };
+        if silent_ms <= live_ms {
+            live_count += 1;
+            total = total.plus(&r.stats);
+            bad += r.bad_events;
+            degraded += r.degraded as usize;
+        }
+        unverified += (state == "unverified") as usize;
+        list.push(json!({"id": r.id, "state": state, "silent_ms": silent_ms}));
     }
     let by_name = crate::bus::versions_by_name(&versions, world.catalog.tables());
     Ok(json!({
         "at": crate::engine::clock::format_rfc3339(world.clock.now_ms()),
         "versions": by_name,
         "batch": versions.batch.as_ref(),
-        "instances": reports.len(),
+        "instances": live_count,
         "degraded_instances": degraded,
+        "unverified_instances": unverified,
+        "instance_states": list,
         "requests": total.requests,
         "hits": total.fresh_hits,
         "stale": total.stale_served,
@@ -940,6 +960,17 @@ fn print_stats(
         n("instances"),
         world.bus.describe()
     );
+    for i in doc["instance_states"].as_array().into_iter().flatten() {
+        let state = i["state"].as_str().unwrap_or("");
+        if state != "ok" {
+            println!(
+                "  {} {} (last heard {:.1} s ago)",
+                crate::text::clean_line(i["id"].as_str().unwrap_or("")),
+                state.to_uppercase(),
+                i["silent_ms"].as_u64().unwrap_or(0) as f64 / 1000.0
+            );
+        }
+    }
     let versions = doc["versions"]
         .as_object()
         .map(|o| {

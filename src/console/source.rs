@@ -18,6 +18,11 @@ use crate::engine::RefreshProgress;
 use crate::engine::clock::Millis;
 use crate::engine::policy::Strategy;
 use crate::engine::stats::{LatencySummary, StatsSnapshot, histogram};
+
+/// Instances heard from within this long are live (their figures are summed).
+const LIVE_MS: u64 = 5_000;
+/// Instances silent for longer, but heard from within this long, are shown as silent.
+const SILENT_SHOWN_MS: u64 = 60_000;
 use crate::engine::versions::VersionVector;
 use crate::instance::{Environment, Instance};
 use crate::store::TableKeys;
@@ -104,6 +109,12 @@ pub struct Snapshot {
     pub bad_events: u64,
     /// Why the cache runs degraded, when it does.
     pub degraded: Option<String>,
+    /// Since when (wall clock, ms) this instance has not confirmed the version truth, when it
+    /// has not for longer than its bound.
+    pub unverified_since_ms: Option<u64>,
+    /// Other instances silent for longer than the liveness window (they cannot confirm the
+    /// truth through this bus either): shown, not dropped.
+    pub silent_instances: usize,
     /// The latest refresh-ahead or warm.
     pub refresh: RefreshProgress,
     /// The latest chart sample.
@@ -339,14 +350,18 @@ impl Collector {
         let own = engine.stats();
         let own_keys = engine.table_keys();
         // Other instances' latest reports (their counters are up to a second old).
-        let others: Vec<_> = instance
+        let known: Vec<_> = instance
             .bus()
-            .reports(5_000)
+            .reports(SILENT_SHOWN_MS)
             .await
             .unwrap_or_default()
             .into_iter()
             .filter(|r| r.id != instance.id())
             .collect();
+        let now = crate::engine::clock::system_now_ms();
+        let (others, silent): (Vec<_>, Vec<_>) =
+            known.into_iter().partition(|r| r.at_ms + LIVE_MS >= now);
+        let silent = silent.len();
         let mut stats = own.clone();
         let mut keys = own_keys.clone();
         let mut bad_events = instance.counters().bad_events;
@@ -432,6 +447,8 @@ impl Collector {
             instances: 1 + others.len(),
             bad_events,
             degraded: engine.degraded(),
+            unverified_since_ms: engine.unverified_since(),
+            silent_instances: silent,
             refresh: *instance.refresh_progress().borrow(),
             sample,
             price_per_query: self.price,
@@ -510,6 +527,8 @@ pub fn sample_snapshot(env: Environment, read_only: bool) -> Snapshot {
         instances: 1,
         bad_events: 2,
         degraded: None,
+        unverified_since_ms: None,
+        silent_instances: 0,
         refresh: RefreshProgress {
             total: 35,
             done: 35,

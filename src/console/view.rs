@@ -265,6 +265,24 @@ fn header_spans<'a>(
         ));
         spans.push(Span::raw(" "));
     }
+    if snap.unverified_since_ms.is_some() {
+        spans.push(Span::styled(
+            if compact {
+                " UNVERIF "
+            } else {
+                " UNVERIFIED: cached answers served as stale "
+            },
+            theme.bad().add_modifier(Modifier::REVERSED),
+        ));
+        spans.push(Span::raw(" "));
+    }
+    if snap.silent_instances > 0 {
+        spans.push(Span::styled(
+            format!(" {} SILENT ", snap.silent_instances),
+            theme.warn().add_modifier(Modifier::REVERSED),
+        ));
+        spans.push(Span::raw(" "));
+    }
     if state.is_frozen() {
         spans.push(Span::styled(
             " FROZEN ",

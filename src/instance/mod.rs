@@ -172,9 +172,9 @@ struct Inner {
     lag: Mutex<Histogram<u64>>,
     /// Why the version truth could not be read at start, if it could not.
     start_error: Mutex<Option<String>>,
-    /// Foreign seed-format messages whose bump failed, merged: retried on every sync tick until
-    /// one lands (a bump of a table covers every update of it before).
-    pending_seed: Mutex<Option<PendingSeed>>,
+    /// Foreign seed-format messages whose bump failed: retried on every sync tick until they
+    /// land, each under its own id (so one retried by several instances is still one bump).
+    pending_seed: Mutex<Vec<PendingSeed>>,
     /// Per table, the highest version number this instance reserved: a truth restored after it
     /// lost its state is put above these too, so a number is never handed out twice.
     reserved_seen: Mutex<Vec<u64>>,
@@ -186,9 +186,12 @@ struct PendingSeed {
     tables: Vec<TableId>,
     label: String,
     test: bool,
-    /// The messages' ids, combined: one retry by several instances is still one bump.
+    /// The message's id (merged ids once too many wait: a spare bump, never a lost one).
     id: u64,
 }
+
+/// Foreign messages kept for retry, at most; past that the oldest two are merged into one.
+const PENDING_SEED_LIMIT: usize = 256;
 
 /// One engine instance and its background work. Cheap to clone.
 #[derive(Clone)]
@@ -237,7 +240,7 @@ impl Instance {
                 last_refresh,
                 lag: Mutex::new(crate::engine::stats::histogram()),
                 start_error: Mutex::new(None),
-                pending_seed: Mutex::new(None),
+                pending_seed: Mutex::new(Vec::new()),
                 reserved_seen: Mutex::new(Vec::new()),
             }),
         }
@@ -856,20 +859,21 @@ impl Instance {
                     .pending_seed
                     .lock()
                     .unwrap_or_else(|p| p.into_inner());
-                *pending = Some(match pending.take() {
-                    None => seed,
-                    Some(mut merged) => {
-                        for t in seed.tables {
-                            if !merged.tables.contains(&t) {
-                                merged.tables.push(t);
-                            }
+                pending.push(seed);
+                if pending.len() > PENDING_SEED_LIMIT {
+                    // A bump of a table covers every update of it before: merging two loses no
+                    // update (it may cost a spare bump, under a new id).
+                    let second = pending.remove(1);
+                    let first = &mut pending[0];
+                    for t in second.tables {
+                        if !first.tables.contains(&t) {
+                            first.tables.push(t);
                         }
-                        merged.label = merged.label.max(seed.label);
-                        merged.test &= seed.test;
-                        merged.id = merged.id.rotate_left(1) ^ seed.id;
-                        merged
                     }
-                });
+                    first.label = first.label.clone().max(second.label);
+                    first.test &= second.test;
+                    first.id = first.id.rotate_left(1) ^ second.id;
+                }
                 Err(e.into())
             }
         }
@@ -877,21 +881,29 @@ impl Instance {
 
     /// Retries the bump of foreign messages that failed, and says so in the feed once it lands.
     async fn retry_pending_seed(&self) {
-        let Some(seed) = self
-            .inner
-            .pending_seed
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take()
-        else {
-            return;
-        };
-        let tables: Vec<String> = seed
-            .tables
-            .iter()
-            .map(|t| self.inner.engine.catalog().tables().name(*t).to_string())
-            .collect();
-        if self.apply_seed(seed).await.is_ok() {
+        let waiting = std::mem::take(
+            &mut *self
+                .inner
+                .pending_seed
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()),
+        );
+        let mut waiting = waiting.into_iter();
+        while let Some(seed) = waiting.next() {
+            let tables: Vec<String> = seed
+                .tables
+                .iter()
+                .map(|t| self.inner.engine.catalog().tables().name(*t).to_string())
+                .collect();
+            if self.apply_seed(seed).await.is_err() {
+                // Still unreachable (apply_seed kept it): keep the rest, in order, after it.
+                self.inner
+                    .pending_seed
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .extend(waiting);
+                return;
+            }
             let message = format!(
                 "a warehouse_updated message for {} was applied late: its first bump failed",
                 tables.join(", ")
