@@ -1352,8 +1352,7 @@ fn a_seed_message_during_a_freeze_is_applied_once_the_server_is_back() {
         let wh = warehouse(Duration::from_millis(5));
         let node = Node::start(&server, &wh, true, InstanceConfig::default()).await;
         let inventory = catalog().tables().id("inventory").expect("inventory");
-        let mut applied = 0;
-        for round in 0..3u8 {
+        for (applied, round) in (1..).zip(0..3u8) {
             blocking(|| server.signal(libc::SIGSTOP));
             let payload =
                 format!(r#"{{"timestamp": "2026-11-30T01:00:0{round}", "tables": ["inventory"]}}"#);
@@ -1365,8 +1364,7 @@ fn a_seed_message_during_a_freeze_is_applied_once_the_server_is_back() {
                 blocking(|| server.signal(libc::SIGCONT));
             };
             let (result, ()) = tokio::join!(ingest, thaw);
-            applied += 1;
-            let want = applied;
+            let want: u64 = applied;
             let reached = eventually(Duration::from_secs(10), || {
                 node.engine().versions().version(inventory) >= want
             })
