@@ -261,6 +261,10 @@ impl Bus for LocalBus {
         self.inner.describe.clone()
     }
 
+    fn clock(&self) -> &SharedClock {
+        &self.inner.clock
+    }
+
     fn versions(&self) -> BoxFuture<'_, Result<Arc<VersionVector>, BusError>> {
         Box::pin(async move {
             self.blocking(|inner, conn| read_versions(inner, conn).map(Arc::new))
@@ -545,8 +549,8 @@ impl Bus for LocalBus {
     }
 
     fn reports(&self, live_ms: u64) -> BoxFuture<'_, Result<Vec<InstanceReport>, BusError>> {
-        Box::pin(self.blocking(move |_, conn| {
-            let since = crate::engine::clock::system_now_ms().saturating_sub(live_ms) as i64;
+        Box::pin(self.blocking(move |inner, conn| {
+            let since = inner.clock.now_ms().saturating_sub(live_ms) as i64;
             let mut stmt = conn
                 .prepare_cached("SELECT body FROM instances WHERE at_ms >= ?1 ORDER BY id")
                 .map_err(err)?;

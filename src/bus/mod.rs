@@ -30,7 +30,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
-use crate::engine::clock::Millis;
+use crate::engine::clock::{Millis, SharedClock};
 use crate::engine::stats::{LatencySummary, StatsSnapshot};
 use crate::engine::versions::{TableId, Tables, VersionVector};
 use crate::store::{BoxFuture, TableKeys};
@@ -327,7 +327,7 @@ pub enum BumpMode {
 pub struct InstanceReport {
     /// `host:pid#n`.
     pub id: String,
-    /// When it was made (ms since the epoch, wall clock: liveness is shared state, whatever
+    /// When it was made (ms since the epoch, the bus's clock: liveness is shared state, whatever
     /// clock the instance's simulation runs on).
     pub at_ms: Millis,
     /// The strategy the instance runs.
@@ -354,6 +354,11 @@ pub struct InstanceReport {
 pub trait Bus: Send + Sync + 'static {
     /// A short, secret-free description ("embedded", "redis://host:6379/0").
     fn describe(&self) -> String;
+
+    /// The clock shared state is stamped with: event times, bump times, heartbeats and the
+    /// delivery window. The wall clock in every process that shares this bus (an accelerated
+    /// demo clock stays inside its simulation); a manual clock in tests.
+    fn clock(&self) -> &SharedClock;
 
     /// The version truth.
     fn versions(&self) -> BoxFuture<'_, Result<Arc<VersionVector>, BusError>>;
@@ -402,7 +407,7 @@ pub trait Bus: Send + Sync + 'static {
     /// Records an instance's latest report; doubles as its heartbeat.
     fn report<'a>(&'a self, report: &'a InstanceReport) -> BoxFuture<'a, Result<(), BusError>>;
 
-    /// The latest report of every instance heard from within `live_ms` of the wall clock.
+    /// The latest report of every instance heard from within `live_ms` of the bus's clock.
     fn reports(&self, live_ms: u64) -> BoxFuture<'_, Result<Vec<InstanceReport>, BusError>>;
 
     /// Raises every table's version (and batch) to at least what `versions` holds, without an

@@ -509,6 +509,10 @@ impl Bus for RedisBus {
         self.inner.link.describe().to_string()
     }
 
+    fn clock(&self) -> &SharedClock {
+        &self.inner.clock
+    }
+
     fn versions(&self) -> BoxFuture<'_, Result<Arc<VersionVector>, BusError>> {
         Box::pin(async move { read_versions(&self.inner).await.map(Arc::new) })
     }
@@ -745,7 +749,7 @@ impl Bus for RedisBus {
                 })
                 .await
                 .map_err(bus_err)?;
-            let now = crate::engine::clock::system_now_ms();
+            let now = self.inner.clock.now_ms();
             let mut live = Vec::new();
             let mut dead = Vec::new();
             for (id, body) in all {

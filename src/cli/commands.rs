@@ -892,7 +892,7 @@ async fn stats_doc(world: &World, live: Duration) -> Result<serde_json::Value, C
     // Every instance heard from in the last minute is listed: one that went silent (partitioned,
     // frozen, dead) is shown as unverified or lost, never silently dropped.
     let known = world.bus.reports(60_000).await.map_err(unavailable)?;
-    let now = crate::engine::clock::system_now_ms();
+    let now = world.bus.clock().now_ms();
     let live_ms = live.as_millis() as u64;
     let mut total = crate::engine::stats::StatsSnapshot::default();
     let mut bad = 0;

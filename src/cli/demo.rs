@@ -102,8 +102,12 @@ pub async fn run(g: &GlobalArgs, args: DemoArgs) -> Result<(), CliError> {
             start,
         )
         .await?;
-    let bus = LocalBus::in_memory(catalog.tables().clone(), clock.clone())
-        .map_err(|e| CliError::new(EXIT_FAILURE, e.to_string()))?;
+    // Shared state is stamped in wall time; the accelerated clock stays in the simulation.
+    let bus = LocalBus::in_memory(
+        catalog.tables().clone(),
+        Arc::new(crate::engine::clock::SystemClock),
+    )
+    .map_err(|e| CliError::new(EXIT_FAILURE, e.to_string()))?;
     let engine = Engine::builder(catalog, Arc::new(warehouse.clone()))
         .clock(clock.clone())
         .strategy(g.strategy.unwrap_or(Strategy::Freshcache))

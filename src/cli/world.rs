@@ -125,6 +125,9 @@ impl World {
                 )
             }
         };
+        // Shared state (event times, heartbeats, bump times) is stamped in wall time, whatever
+        // the simulation's clock: other processes read it.
+        let wall: crate::engine::clock::SharedClock = Arc::new(crate::engine::clock::SystemClock);
         let (bus, shared): (Arc<dyn Bus>, Option<Arc<dyn Store>>) = match &g.redis {
             Some(url) => {
                 let timeout = parse_duration(&g.redis_timeout)
@@ -140,7 +143,7 @@ impl World {
                 );
                 let fills = Arc::new(Fills::default());
                 let store = RedisStore::new(link.clone(), catalog.tables().clone(), fills.clone());
-                let bus = RedisBus::start(link, catalog.tables().clone(), clock.clone(), fills);
+                let bus = RedisBus::start(link, catalog.tables().clone(), wall.clone(), fills);
                 (Arc::new(bus), Some(Arc::new(store)))
             }
             None => (
@@ -148,7 +151,7 @@ impl World {
                     LocalBus::open(
                         &data_dir.join("state.sqlite"),
                         catalog.tables().clone(),
-                        clock.clone(),
+                        wall.clone(),
                     )
                     .map_err(|e| CliError::new(EXIT_UNAVAILABLE, e.to_string()))?,
                 ),

@@ -79,8 +79,11 @@ pub struct Sample {
 /// Everything the console draws, at one instant.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Snapshot {
-    /// The clock's now.
+    /// The clock's now (the simulation's, in a demo).
     pub now_ms: Millis,
+    /// The now of the clock shared state is stamped with (the wall clock): what bump times and
+    /// event times are measured against.
+    pub shared_now_ms: Millis,
     /// The environment.
     pub env: Environment,
     /// Read-only mode.
@@ -358,7 +361,7 @@ impl Collector {
             .into_iter()
             .filter(|r| r.id != instance.id())
             .collect();
-        let now = crate::engine::clock::system_now_ms();
+        let now = instance.bus().clock().now_ms();
         let (others, silent): (Vec<_>, Vec<_>) =
             known.into_iter().partition(|r| r.at_ms + LIVE_MS >= now);
         let silent = silent.len();
@@ -433,6 +436,7 @@ impl Collector {
         let config = instance.config();
         Snapshot {
             now_ms: engine.clock().now_ms(),
+            shared_now_ms: instance.bus().clock().now_ms(),
             env: config.env,
             read_only: config.read_only,
             backend: instance.bus().describe(),
@@ -480,6 +484,7 @@ pub fn sample_snapshot(env: Environment, read_only: bool) -> Snapshot {
     };
     Snapshot {
         now_ms: t0 + 150_000,
+        shared_now_ms: t0 + 150_000,
         env,
         read_only,
         backend: "embedded (in memory)".into(),

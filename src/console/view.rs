@@ -295,7 +295,7 @@ fn header_spans<'a>(
     } else {
         snap.batch.as_str()
     };
-    let age = ago(snap.now_ms, snap.last_update_ms);
+    let age = ago(snap.shared_now_ms, snap.last_update_ms);
     spans.push(Span::styled(
         if compact {
             format!("{batch} {}", age.trim_end_matches(" ago"))
@@ -361,10 +361,10 @@ fn draw_tables(frame: &mut Frame, area: Rect, snap: &Snapshot, state: &State, th
                 format!(
                     "{} {}",
                     clean_short(&t.batch, 16),
-                    ago(snap.now_ms, t.updated_ms)
+                    ago(snap.shared_now_ms, t.updated_ms)
                 )
             } else {
-                ago(snap.now_ms, t.updated_ms)
+                ago(snap.shared_now_ms, t.updated_ms)
             };
             let row = Row::new(vec![
                 Cell::from(clean_short(&t.name, 14)),

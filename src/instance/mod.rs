@@ -308,7 +308,7 @@ impl Instance {
 
     /// Records that a bump made at `bumped_ms` (engine clock) was applied now.
     fn record_lag(&self, bumped_ms: Millis) {
-        let clock = self.inner.engine.clock();
+        let clock = self.inner.bus.clock();
         let clock_ms = clock.now_ms().saturating_sub(bumped_ms);
         let real_us = (clock_ms as f64 * 1000.0 / clock.speed().max(1e-9)).round() as u64;
         self.inner
@@ -411,7 +411,7 @@ impl Instance {
         let c = self.counters();
         crate::bus::InstanceReport {
             id: self.inner.id.clone(),
-            at_ms: crate::engine::clock::system_now_ms(),
+            at_ms: self.inner.bus.clock().now_ms(),
             strategy: engine.strategy().name().to_string(),
             stats: engine.stats(),
             recent_latency,
@@ -817,8 +817,8 @@ impl Instance {
                     return Err(InstanceError::BadInput(reason));
                 }
             },
-            // Labelled by wall time: the label lands in shared state.
-            None => format_batch_label(crate::engine::clock::system_now_ms()),
+            // Labelled by the bus's (wall) clock: the label lands in shared state.
+            None => format_batch_label(self.inner.bus.clock().now_ms()),
         };
         let pending = PendingSeed {
             tables: message.tables.clone(),

@@ -528,6 +528,9 @@ impl Bus for FaultyBus {
     fn describe(&self) -> String {
         "faulty".into()
     }
+    fn clock(&self) -> &crate::engine::clock::SharedClock {
+        self.bus.clock()
+    }
     fn versions(&self) -> crate::store::BoxFuture<'_, Result<Arc<VersionVector>, BusError>> {
         Box::pin(async move {
             if self.fail_reads.load(Ordering::SeqCst) {
@@ -856,7 +859,6 @@ async fn an_etl_complete_from_elsewhere_prepares_the_running_instances() {
         InstanceConfig::default(),
     );
     cli.start().await.unwrap();
-    w.clock.advance(Duration::from_secs(60));
     let etl = server.inner.etl.clone().unwrap();
     etl.load_table("sales", "20261126-10:00", w.clock.now_ms(), false)
         .await
