@@ -234,7 +234,8 @@ impl Exporter {
 ///   `freshcache_warehouse_errors_total`, `freshcache_refreshes_total{reason}`,
 ///   `freshcache_stampedes_absorbed_total`, `freshcache_evictions_total`,
 ///   `freshcache_bad_events_total`, `freshcache_lagged_events_total`, `freshcache_resyncs_total`,
-///   `freshcache_sync_errors_total`, `freshcache_failed_bumps_total`;
+///   `freshcache_sync_errors_total`, `freshcache_failed_bumps_total`,
+///   `freshcache_task_restarts_total`;
 /// * histograms (seconds): `freshcache_request_duration_seconds`,
 ///   `freshcache_load_duration_seconds`, `freshcache_invalidation_lag_seconds`;
 /// * gauges: `freshcache_table_version{table}`, `freshcache_keys{table,generation,tier}`,
@@ -335,6 +336,11 @@ pub fn render(instance: &Instance, extra: &MetricsExtra) -> String {
         "freshcache_sync_errors_total",
         "Failed attempts to reach the bus.",
         counters.sync_errors,
+    );
+    x.counter(
+        "freshcache_task_restarts_total",
+        "Background tasks (sync, report) restarted after a panic.",
+        counters.task_restarts,
     );
     x.counter(
         "freshcache_failed_bumps_total",

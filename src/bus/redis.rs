@@ -218,7 +218,18 @@ impl RedisBus {
             }),
         };
         let weak = Arc::downgrade(&bus.inner);
-        tokio::spawn(async move { subscribe_loop(weak).await });
+        // Supervised: a panic in the subscriber (a bug) must not stop the feed for good.
+        tokio::spawn(async move {
+            loop {
+                match tokio::spawn(subscribe_loop(weak.clone())).await {
+                    Err(e) if e.is_panic() && weak.strong_count() > 0 => {
+                        tracing::error!("the Redis subscriber failed and is restarted: {e}");
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                    _ => return,
+                }
+            }
+        });
         bus
     }
 

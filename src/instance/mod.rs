@@ -132,6 +132,7 @@ struct Counters {
     reseeds: AtomicU64,
     purged: AtomicU64,
     failed_bumps: AtomicU64,
+    task_restarts: AtomicU64,
 }
 
 /// A copy of the instance counters.
@@ -154,6 +155,8 @@ pub struct InstanceCounters {
     /// Bumps that failed (the bus was unreachable): each is reported, and a foreign message's
     /// bump is retried until it lands.
     pub failed_bumps: u64,
+    /// Background tasks restarted after a panic (each also an incident in the feed).
+    pub task_restarts: u64,
 }
 
 struct Inner {
@@ -288,6 +291,7 @@ impl Instance {
             reseeds: c.reseeds.load(Ordering::Relaxed),
             purged: c.purged.load(Ordering::Relaxed),
             failed_bumps: c.failed_bumps.load(Ordering::Relaxed),
+            task_restarts: c.task_restarts.load(Ordering::Relaxed),
         }
     }
 
@@ -393,13 +397,64 @@ impl Instance {
     }
 
     fn spawn_loops(&self) {
+        self.supervise("sync", |this| async move {
+            let feed = this.inner.bus.subscribe();
+            let shutdown = this.inner.shutdown.subscribe();
+            this.sync_loop(feed, shutdown).await;
+        });
+        self.supervise("report", |this| async move {
+            let shutdown = this.inner.shutdown.subscribe();
+            this.report_loop(shutdown).await;
+        });
+    }
+
+    /// Runs a background task, and runs it again if it panics: a panic is a bug, but it must not
+    /// stop this instance from syncing for good. Each restart is counted, logged and shown in the
+    /// feed. A task that returns (shutdown) is not restarted.
+    fn supervise<F, Fut>(&self, name: &'static str, task: F)
+    where
+        F: Fn(Instance) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
         let this = self.clone();
-        let feed = self.inner.bus.subscribe();
-        let shutdown = self.inner.shutdown.subscribe();
-        tokio::spawn(async move { this.sync_loop(feed, shutdown).await });
-        let this = self.clone();
-        let shutdown = self.inner.shutdown.subscribe();
-        tokio::spawn(async move { this.report_loop(shutdown).await });
+        tokio::spawn(async move {
+            loop {
+                let run = tokio::spawn(task(this.clone())).await;
+                let panic = match run {
+                    Ok(()) => return,
+                    Err(e) if e.is_panic() => e.into_panic(),
+                    // Cancelled: the runtime is shutting down.
+                    Err(_) => return,
+                };
+                if *this.inner.shutdown.borrow() {
+                    return;
+                }
+                this.inner
+                    .counters
+                    .task_restarts
+                    .fetch_add(1, Ordering::Relaxed);
+                let why = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "a panic".to_string());
+                let message = format!(
+                    "background task `{name}` failed and was restarted: {}",
+                    crate::bus::excerpt(why.as_bytes(), 200)
+                );
+                tracing::error!("{message}");
+                if let Err(e) = this
+                    .inner
+                    .bus
+                    .publish(EventKind::Incident { message })
+                    .await
+                {
+                    tracing::warn!("could not log the restart: {e}");
+                }
+                // A task that fails at once must not spin.
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        });
     }
 
     /// This instance's report: counters, recent latency, live keys per table.

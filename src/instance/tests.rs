@@ -510,6 +510,7 @@ struct FaultyBus {
     bus: LocalBus,
     fail_bumps: std::sync::atomic::AtomicBool,
     fail_reads: std::sync::atomic::AtomicBool,
+    panic_reads: std::sync::atomic::AtomicBool,
     after_read: std::sync::Mutex<Option<Box<dyn FnOnce() + Send>>>,
 }
 
@@ -519,6 +520,7 @@ impl FaultyBus {
             bus,
             fail_bumps: false.into(),
             fail_reads: false.into(),
+            panic_reads: false.into(),
             after_read: std::sync::Mutex::new(None),
         })
     }
@@ -536,6 +538,10 @@ impl Bus for FaultyBus {
             if self.fail_reads.load(Ordering::SeqCst) {
                 return Err(BusError("unreachable (test)".into()));
             }
+            assert!(
+                !self.panic_reads.swap(false, Ordering::SeqCst),
+                "a bug in the sync path (test)"
+            );
             let truth = self.bus.versions().await;
             let hook = self.after_read.lock().unwrap().take();
             if let Some(hook) = hook {
@@ -885,5 +891,35 @@ async fn an_etl_complete_from_elsewhere_prepares_the_running_instances() {
     assert!(history(&w).await.iter().any(|e| matches!(
         &e.kind,
         EventKind::Prepared { instance, .. } if instance == server.id()
+    )));
+}
+
+/// Regression (issue 10, supervised tasks): a panic in the sync loop used to stop syncing for
+/// good. It is restarted, counted and shown, and the next update still arrives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panic_in_the_sync_loop_restarts_it() {
+    let (w, faulty) = faulty_world(InstanceConfig {
+        poll_interval: Duration::from_millis(20),
+        ..InstanceConfig::default()
+    })
+    .await;
+    faulty.panic_reads.store(true, Ordering::SeqCst);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while w.instance.counters().task_restarts == 0 {
+        assert!(tokio::time::Instant::now() < deadline, "never restarted");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let sales = w.instance.table_ids(&["sales".into()]).unwrap();
+    w.bus
+        .bump(&sales, "op", BumpMode::Force, false)
+        .await
+        .unwrap();
+    while w.instance.engine().versions().version(sales[0]) != 1 {
+        assert!(tokio::time::Instant::now() < deadline, "sync never resumed");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(history(&w).await.iter().any(|e| matches!(
+        &e.kind,
+        EventKind::Incident { message } if message.contains("`sync` failed and was restarted")
     )));
 }
