@@ -235,7 +235,8 @@ impl Exporter {
 ///   `freshcache_stampedes_absorbed_total`, `freshcache_evictions_total`,
 ///   `freshcache_bad_events_total`, `freshcache_lagged_events_total`, `freshcache_resyncs_total`,
 ///   `freshcache_sync_errors_total`, `freshcache_failed_bumps_total`,
-///   `freshcache_task_restarts_total`;
+///   `freshcache_task_restarts_total`, `freshcache_audit_checked_total`,
+///   `freshcache_audit_violations_total`;
 /// * histograms (seconds): `freshcache_request_duration_seconds`,
 ///   `freshcache_load_duration_seconds`, `freshcache_invalidation_lag_seconds`;
 /// * gauges: `freshcache_table_version{table}`, `freshcache_keys{table,generation,tier}`,
@@ -336,6 +337,16 @@ pub fn render(instance: &Instance, extra: &MetricsExtra) -> String {
         "freshcache_sync_errors_total",
         "Failed attempts to reach the bus.",
         counters.sync_errors,
+    );
+    x.counter(
+        "freshcache_audit_checked_total",
+        "Fresh answers the live consistency audit checked against the truth and update_log.",
+        counters.audit_checked,
+    );
+    x.counter(
+        "freshcache_audit_violations_total",
+        "Of those, answers found served as fresh behind the truth (each an incident in the feed).",
+        counters.audit_violations,
     );
     x.counter(
         "freshcache_task_restarts_total",

@@ -348,6 +348,12 @@ pub struct InstanceReport {
     /// bound when it reported (its cached answers are then served as stale).
     #[serde(default)]
     pub unverified: bool,
+    /// Fresh answers its consistency audit checked.
+    #[serde(default)]
+    pub audit_checked: u64,
+    /// Of those, the ones served as fresh behind the truth.
+    #[serde(default)]
+    pub audit_violations: u64,
 }
 
 /// The shared version truth, event log and live feed.

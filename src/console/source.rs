@@ -110,6 +110,8 @@ pub struct Snapshot {
     pub instances: usize,
     /// Malformed messages received (all instances).
     pub bad_events: u64,
+    /// Fresh answers the consistency audit checked, and violations found (all instances).
+    pub audit: (u64, u64),
     /// Why the cache runs degraded, when it does.
     pub degraded: Option<String>,
     /// Since when (wall clock, ms) this instance has not confirmed the version truth, when it
@@ -368,6 +370,8 @@ impl Collector {
         let mut stats = own.clone();
         let mut keys = own_keys.clone();
         let mut bad_events = instance.counters().bad_events;
+        let own = instance.counters();
+        let mut audit = (own.audit_checked, own.audit_violations);
         let mut recent_p99_us = 0u64;
         for r in &others {
             stats = stats.plus(&r.stats);
@@ -376,6 +380,8 @@ impl Collector {
                 k.old += rk.old;
             }
             bad_events += r.bad_events;
+            audit.0 += r.audit_checked;
+            audit.1 += r.audit_violations;
             recent_p99_us = recent_p99_us.max(r.recent_latency.p99_us);
         }
         // Rates over the interval since the previous sample.
@@ -450,6 +456,7 @@ impl Collector {
             stats,
             instances: 1 + others.len(),
             bad_events,
+            audit,
             degraded: engine.degraded(),
             unverified_since_ms: engine.unverified_since(),
             silent_instances: silent,
@@ -531,6 +538,7 @@ pub fn sample_snapshot(env: Environment, read_only: bool) -> Snapshot {
         stats,
         instances: 1,
         bad_events: 2,
+        audit: (120, 0),
         degraded: None,
         unverified_since_ms: None,
         silent_instances: 0,

@@ -437,6 +437,19 @@ fn draw_money(frame: &mut Frame, area: Rect, snap: &Snapshot, theme: &Theme) {
             format!("{} stampedes absorbed", s.stampedes_absorbed),
             theme.dim(),
         )),
+        Line::from(Span::styled(
+            format!(
+                "consistency: {} checked, {} violation{}",
+                snap.audit.0,
+                snap.audit.1,
+                if snap.audit.1 == 1 { "" } else { "s" }
+            ),
+            if snap.audit.1 > 0 {
+                theme.bad().add_modifier(Modifier::BOLD)
+            } else {
+                theme.dim()
+            },
+        )),
     ];
     frame.render_widget(Paragraph::new(lines).block(theme.block(" money ")), area);
 }

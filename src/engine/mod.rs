@@ -34,6 +34,7 @@
 //! ```
 
 pub mod answer;
+pub mod audit;
 pub mod catalog;
 pub mod clock;
 pub mod flight;
@@ -233,6 +234,7 @@ impl EngineBuilder {
                 strategy: AtomicU8::new(self.strategy.index()),
                 seed_locks: std::sync::Mutex::new(std::collections::HashMap::new()),
                 verified_until: std::sync::atomic::AtomicU64::new(u64::MAX),
+                audit: audit::Samples::default(),
                 hot: hot::HotKeys::default(),
                 updating: std::sync::atomic::AtomicU64::new(0),
                 shared: self.shared,
@@ -278,6 +280,8 @@ pub(crate) struct Inner {
     /// for an engine nobody verifies (a library user's, or an embedded truth in this process).
     /// Past it, answers from this process's tier are served as `Stale { VersionsUnverified }`.
     verified_until: std::sync::atomic::AtomicU64,
+    /// A few fresh answers, sampled as they are served, for the consistency audit.
+    audit: audit::Samples,
 }
 
 impl Inner {
@@ -515,6 +519,7 @@ impl Engine {
                 if let Some(t) = timer {
                     inner.stats.record_user(t.elapsed(), HIT_SAMPLE);
                     inner.hot.touch(request, HIT_SAMPLE as f64, now);
+                    inner.audit.offer(&entry, audit::HIT_ODDS);
                 }
                 return Ok(Ok(Answer::new(entry, Freshness::Fresh, Source::Cache)));
             }
@@ -663,6 +668,7 @@ impl Engine {
                         lead.mark_found_shared();
                         Engine::complete(inner, policy, key, lead, Ok(entry.clone()));
                         inner.stats.record_user(started.elapsed(), 1);
+                        inner.audit.offer(&entry, audit::SLOW_ODDS);
                         return Ok(Answer::new(entry, Freshness::Fresh, Source::Cache));
                     }
                     if let Some(lead) = pending.lead.take() {
@@ -686,6 +692,7 @@ impl Engine {
         match outcome {
             Ok(Ok(entry)) => {
                 inner.stats.record_user(started.elapsed(), 1);
+                inner.audit.offer(&entry, audit::SLOW_ODDS);
                 // Another process loaded it (or had): this request cost the warehouse nothing.
                 let source = if flight.found_shared() {
                     Source::Cache
@@ -858,6 +865,11 @@ impl Engine {
     pub fn unverified_since(&self) -> Option<Millis> {
         let until = self.inner.verified_until.load(Ordering::Relaxed);
         (until != u64::MAX && clock::coarse_now_ms() >= until).then_some(until)
+    }
+
+    /// The fresh answers sampled since the last call (see [`audit`]).
+    pub fn take_audit_samples(&self) -> Vec<audit::Sample> {
+        self.inner.audit.take()
     }
 
     /// Why the engine runs degraded (its shared store unreachable), if it does.

@@ -17,6 +17,7 @@
 //!   the dangerous ones here, below any UI; production refuses simulations — and every executed or
 //!   refused action is written to the event log with who, where, when and what came of it.
 
+mod audit;
 mod guard;
 pub mod schedule;
 
@@ -133,6 +134,8 @@ struct Counters {
     purged: AtomicU64,
     failed_bumps: AtomicU64,
     task_restarts: AtomicU64,
+    audit_checked: AtomicU64,
+    audit_violations: AtomicU64,
 }
 
 /// A copy of the instance counters.
@@ -157,6 +160,10 @@ pub struct InstanceCounters {
     pub failed_bumps: u64,
     /// Background tasks restarted after a panic (each also an incident in the feed).
     pub task_restarts: u64,
+    /// Fresh answers checked by the consistency audit.
+    pub audit_checked: u64,
+    /// Of those, the ones found served as fresh behind the truth (each an incident).
+    pub audit_violations: u64,
 }
 
 struct Inner {
@@ -292,6 +299,8 @@ impl Instance {
             purged: c.purged.load(Ordering::Relaxed),
             failed_bumps: c.failed_bumps.load(Ordering::Relaxed),
             task_restarts: c.task_restarts.load(Ordering::Relaxed),
+            audit_checked: c.audit_checked.load(Ordering::Relaxed),
+            audit_violations: c.audit_violations.load(Ordering::Relaxed),
         }
     }
 
@@ -475,6 +484,8 @@ impl Instance {
             lagged_events: c.lagged_events,
             degraded: engine.degraded().is_some(),
             unverified: engine.unverified_since().is_some(),
+            audit_checked: c.audit_checked,
+            audit_violations: c.audit_violations,
         }
     }
 
@@ -494,6 +505,7 @@ impl Instance {
                 _ = tick.tick() => {}
                 _ = shutdown.changed() => return,
             }
+            self.audit_answers().await;
             let (user, _) = self.inner.engine.latency_histograms();
             let mut recent = user.clone();
             let _ = recent.subtract(&previous);

@@ -511,6 +511,8 @@ struct FaultyBus {
     fail_bumps: std::sync::atomic::AtomicBool,
     fail_reads: std::sync::atomic::AtomicBool,
     panic_reads: std::sync::atomic::AtomicBool,
+    /// Subscribers get a feed nobody publishes on (every message lost).
+    deaf: std::sync::atomic::AtomicBool,
     after_read: std::sync::Mutex<Option<Box<dyn FnOnce() + Send>>>,
 }
 
@@ -521,6 +523,7 @@ impl FaultyBus {
             fail_bumps: false.into(),
             fail_reads: false.into(),
             panic_reads: false.into(),
+            deaf: false.into(),
             after_read: std::sync::Mutex::new(None),
         })
     }
@@ -574,6 +577,10 @@ impl Bus for FaultyBus {
         self.bus.publish(kind)
     }
     fn subscribe(&self) -> broadcast::Receiver<Event> {
+        if self.deaf.load(Ordering::SeqCst) {
+            // The sender is dropped at once: a closed feed, as if every message were lost.
+            return broadcast::channel(1).1;
+        }
         self.bus.subscribe()
     }
     fn history(
@@ -921,5 +928,68 @@ async fn a_panic_in_the_sync_loop_restarts_it() {
     assert!(history(&w).await.iter().any(|e| matches!(
         &e.kind,
         EventKind::Incident { message } if message.contains("`sync` failed and was restarted")
+    )));
+}
+
+/// The consistency audit (issue 10, deliverable 3): answers served as fresh are sampled and
+/// checked against the truth; none is a violation while the instance follows the truth, and
+/// answers served behind it (here: an instance that hears nothing and never re-reads) are.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_audit_counts_fresh_answers_served_behind_the_truth() {
+    let w = world(Environment::Staging, false).await;
+    w.instance.shutdown();
+    let faulty = FaultyBus::new(w.bus.clone());
+    faulty.deaf.store(true, Ordering::SeqCst);
+    let engine = Engine::builder(
+        w.instance.engine().catalog().clone(),
+        w.instance.warehouse().clone(),
+    )
+    .clock(w.clock.clone())
+    .build()
+    .unwrap();
+    let instance = Instance::new(
+        engine.clone(),
+        faulty.clone(),
+        w.instance.warehouse().clone(),
+        None,
+        InstanceConfig {
+            // Never re-reads the truth within the test (and never turns unverified).
+            poll_interval: Duration::from_secs(3600),
+            max_unverified: Duration::from_secs(3600),
+            ..InstanceConfig::default()
+        },
+    );
+    instance.start().await.unwrap();
+    let q = req(&w, "stock_outs", &[]);
+    let serve_until_audited = |want_violations: bool| {
+        let (engine, instance, q) = (engine.clone(), instance.clone(), q.clone());
+        async move {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+            loop {
+                for _ in 0..5_000 {
+                    assert!(engine.get(&q).await.unwrap().freshness.is_fresh());
+                }
+                let c = instance.counters();
+                if c.audit_checked > 0 && (!want_violations || c.audit_violations > 0) {
+                    return c;
+                }
+                assert!(tokio::time::Instant::now() < deadline, "{c:?}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    let healthy = serve_until_audited(false).await;
+    assert_eq!(healthy.audit_violations, 0, "{healthy:?}");
+    // The truth moves on; this instance never hears of it and keeps serving v0 as fresh.
+    let inventory = instance.table_ids(&["inventory".into()]).unwrap();
+    w.bus
+        .bump(&inventory, "op", BumpMode::Force, false)
+        .await
+        .unwrap();
+    let behind = serve_until_audited(true).await;
+    assert!(behind.audit_violations > 0, "{behind:?}");
+    assert!(history(&w).await.iter().any(|e| matches!(
+        &e.kind,
+        EventKind::Incident { message } if message.starts_with("CONSISTENCY VIOLATION")
     )));
 }
