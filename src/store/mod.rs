@@ -166,7 +166,8 @@ pub enum PutOutcome {
         /// Entries evicted to make room.
         evicted: u64,
     },
-    /// Not stored: an entry for the same key created later is already there.
+    /// Not stored: something newer is already there (an entry for the same key created later,
+    /// or newer versions of the same request in every slot the store keeps for it).
     KeptNewer,
     /// Not stored: the entry alone is larger than the store may hold.
     TooLarge,
