@@ -233,7 +233,9 @@ impl EngineBuilder {
                 strategy: AtomicU8::new(self.strategy.index()),
                 seed_locks: std::sync::Mutex::new(std::collections::HashMap::new()),
                 hot: hot::HotKeys::default(),
-                updating: std::sync::atomic::AtomicU64::new(0),
+                updating: (0..tables.div_ceil(64).max(1))
+                    .map(|_| std::sync::atomic::AtomicU64::new(0))
+                    .collect(),
                 shared: self.shared,
                 local_tier: self.local_tier,
                 lease: self.lease,
@@ -263,8 +265,9 @@ pub(crate) struct Inner {
     runtime: Handle,
     hot: hot::HotKeys,
     refresh_permits: Arc<tokio::sync::Semaphore>,
-    /// Tables (bit per table id < 64) whose bump is being prepared.
-    updating: std::sync::atomic::AtomicU64,
+    /// Tables whose bump is being prepared: one bit per table id, as many words as the catalog
+    /// needs (it may hold up to 65 535 tables).
+    updating: Box<[std::sync::atomic::AtomicU64]>,
     /// The shared second tier (Redis), if any.
     shared: Option<Arc<dyn crate::store::Store>>,
     /// Whether the in-process tier caches (off: every hit goes to the shared tier).
@@ -816,24 +819,29 @@ impl Engine {
     /// Marks `tables` as being updated (a bump is being prepared) or not. While a table is, no
     /// early or stale-while-revalidate refresh starts for queries that read it.
     pub fn set_updating(&self, tables: &[TableId], updating: bool) {
-        let mask = tables
-            .iter()
-            .filter(|t| t.index() < 64)
-            .fold(0u64, |m, t| m | 1 << t.index());
-        if updating {
-            self.inner.updating.fetch_or(mask, Ordering::Relaxed);
-        } else {
-            self.inner.updating.fetch_and(!mask, Ordering::Relaxed);
+        for t in tables {
+            let (word, bit) = updating_bit(*t);
+            // An id outside the catalog has no word: no query reads it, so it never matters.
+            let Some(w) = self.inner.updating.get(word) else {
+                continue;
+            };
+            if updating {
+                w.fetch_or(bit, Ordering::Relaxed);
+            } else {
+                w.fetch_and(!bit, Ordering::Relaxed);
+            }
         }
     }
 
     /// Whether any of `tables` is being updated.
     pub fn is_updating(&self, tables: &[TableId]) -> bool {
-        let mask = self.inner.updating.load(Ordering::Relaxed);
-        mask != 0
-            && tables
-                .iter()
-                .any(|t| t.index() < 64 && mask & (1 << t.index()) != 0)
+        tables.iter().any(|t| {
+            let (word, bit) = updating_bit(*t);
+            self.inner
+                .updating
+                .get(word)
+                .is_some_and(|w| w.load(Ordering::Relaxed) & bit != 0)
+        })
     }
 
     /// The `n` hottest requests reading any of `tables` (any table when empty), hottest first.
@@ -950,6 +958,12 @@ impl Engine {
 
 #[cfg(test)]
 mod tests;
+
+/// The word and bit of `table` in the engine's "updating" bitset.
+#[inline]
+fn updating_bit(table: TableId) -> (usize, u64) {
+    (table.index() / 64, 1 << (table.index() % 64))
+}
 
 /// A flight whose leader is looking in the shared tier inline: if that caller is cancelled
 /// mid-look, the load is spawned anyway, so the followers are never left with an aborted flight.

@@ -421,3 +421,32 @@ fn building_outside_a_runtime_is_an_error() {
     let e = Engine::builder(Arc::new(c), w).build().unwrap_err();
     assert!(e.to_string().contains("tokio runtime"));
 }
+
+/// Regression (issue 10): the "updating" mark works for every table a catalog may hold, not only
+/// the first 64.
+#[tokio::test]
+async fn the_updating_mark_covers_every_table() {
+    let names: Vec<String> = (0..200).map(|i| format!("t{i}")).collect();
+    let tables = versions::Tables::new(names.iter().map(String::as_str)).unwrap();
+    let catalog = Catalog::new(tables);
+    let warehouse = Arc::new(MemoryWarehouse::new(200, Duration::from_millis(1)));
+    let engine = Engine::builder(Arc::new(catalog), warehouse)
+        .build()
+        .unwrap();
+    let (t6, t70, t199) = (TableId(6), TableId(70), TableId(199));
+    engine.set_updating(&[t70], true);
+    assert!(engine.is_updating(&[t70]));
+    assert!(engine.is_updating(&[t6, t70]));
+    assert!(
+        !engine.is_updating(&[t6]),
+        "table 70 must not alias table 6"
+    );
+    assert!(!engine.is_updating(&[t199]));
+    engine.set_updating(&[t199, t6], true);
+    engine.set_updating(&[t70], false);
+    assert!(!engine.is_updating(&[t70]));
+    assert!(engine.is_updating(&[t199]) && engine.is_updating(&[t6]));
+    // An id beyond the catalog is simply never updating (and does not panic).
+    engine.set_updating(&[TableId(5000)], true);
+    assert!(!engine.is_updating(&[TableId(5000)]));
+}
