@@ -661,12 +661,15 @@ impl Engine {
                 Ok(Answer::new(entry, Freshness::Fresh, source))
             }
             Ok(Err(error)) => match fallback.filter(within_limit) {
-                Some(e) => Ok(self.stale(
-                    e,
-                    now,
-                    StaleReason::WarehouseError(error.to_string()),
-                    started,
-                )),
+                Some(e) => {
+                    self.count_waited_stale(source);
+                    Ok(self.stale(
+                        e,
+                        now,
+                        StaleReason::WarehouseError(error.to_string()),
+                        started,
+                    ))
+                }
                 None => {
                     inner.stats.incr(Counter::Errors);
                     Err(GetError::Warehouse {
@@ -678,7 +681,10 @@ impl Engine {
             Err(_elapsed) => {
                 inner.stats.incr(Counter::WaitTimeouts);
                 match fallback.filter(within_limit) {
-                    Some(e) => Ok(self.stale(e, now, StaleReason::WarehouseSlow, started)),
+                    Some(e) => {
+                        self.count_waited_stale(source);
+                        Ok(self.stale(e, now, StaleReason::WarehouseSlow, started))
+                    }
                     None => {
                         inner.stats.incr(Counter::Errors);
                         Err(GetError::Timeout {
@@ -688,6 +694,16 @@ impl Engine {
                     }
                 }
             }
+        }
+    }
+
+    /// Counts a request that waited (as a miss, or coalesced) and is answered stale, so that its
+    /// outcome is `stale` (see `metrics::RequestOutcomes`).
+    fn count_waited_stale(&self, source: Source) {
+        let stats = &self.inner.stats;
+        stats.incr(Counter::WaitedStale);
+        if source == Source::Coalesced {
+            stats.incr(Counter::CoalescedStale);
         }
     }
 

@@ -450,3 +450,38 @@ async fn the_updating_mark_covers_every_table() {
     engine.set_updating(&[TableId(5000)], true);
     assert!(!engine.is_updating(&[TableId(5000)]));
 }
+
+/// Regression (issue 10, J): a request that waited for a load and was answered stale (the load
+/// was too slow, or failed) is a stale answer in `freshcache_requests_total{outcome}`, not a miss.
+#[tokio::test]
+async fn stale_answers_after_a_wait_count_as_stale_outcomes() {
+    let w = world_with(
+        Policy::builder()
+            .beta(0.0)
+            .max_wait(Duration::from_millis(50))
+            .build()
+            .unwrap(),
+        1,
+        Strategy::Freshcache,
+    );
+    let r = req(&w, "sales");
+    w.engine.get(&r).await.unwrap();
+    w.engine.bump(&["sales"], "b1").unwrap();
+    let before = crate::metrics::RequestOutcomes::of(&w.engine.stats());
+    w.warehouse.set_hanging(true);
+    let a = w.engine.get(&r).await.unwrap();
+    assert!(!a.freshness.is_fresh());
+    w.warehouse.set_hanging(false);
+    w.warehouse.set_failing(true);
+    w.engine.bump(&["sales"], "b2").unwrap();
+    let a = w.engine.get(&r).await.unwrap();
+    assert!(!a.freshness.is_fresh());
+    let s = w.engine.stats();
+    let after = crate::metrics::RequestOutcomes::of(&s);
+    assert_eq!(after.stale - before.stale, 2, "{before:?} -> {after:?}");
+    assert_eq!(after.miss, before.miss, "{before:?} -> {after:?}");
+    assert_eq!(
+        after.fresh + after.stale + after.miss + after.coalesced,
+        s.requests
+    );
+}
