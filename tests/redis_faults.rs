@@ -28,6 +28,12 @@
 //!   batch completed by a new process (as `freshcache etl-complete` would) reaches a running
 //!   instance: on its live feed, and as a new version after its next poll, so that it stops
 //!   answering with the old data as fresh.
+//! * `corrupt_shared_entries_are_misses_and_never_panic`: 140 seeded cases of random bytes and
+//!   JSON entries with out-of-range fields (a stamp of 200 tables, other tables, other versions, a
+//!   value that is not JSON, truncations), written with `redis-cli` under the key an entry would
+//!   have: each is counted as corrupt and is a miss answered fresh from the warehouse, on an
+//!   instance with and one without an in-process tier; nothing panics, and a corrupt previous
+//!   version is no stale fallback.
 //!
 //! Every test starts its own `redis-server` on a free loopback port with a fresh directory and no
 //! persistence, and kills it (and removes the directory) when it ends, also when it fails; no other
@@ -45,8 +51,8 @@ use freshcache::bus::{BumpMode, Bus, CHANNEL, EventKind, RedisBus};
 use freshcache::engine::catalog::Request;
 use freshcache::engine::{Engine, Freshness, Source};
 use freshcache::instance::InstanceConfig;
-use freshcache::store::EntryKey;
 use freshcache::store::redis::{FILLS_CHANNEL, Fills};
+use freshcache::store::{EntryKey, Store};
 use freshcache::warehouse::{EtlTarget, MemoryWarehouse};
 use serde_json::Value;
 
@@ -1220,4 +1226,194 @@ async fn first_event(
 
 fn as_refs(args: &[String]) -> Vec<&str> {
     args.iter().map(String::as_str).collect()
+}
+
+/// The key `request` has at `engine`'s current versions.
+fn current_key(engine: &Engine, request: &Request) -> EntryKey {
+    let versions = engine.versions();
+    let mut out = [0u64; 4];
+    for (slot, t) in out.iter_mut().zip(&request.query().tables) {
+        *slot = versions.version(*t);
+    }
+    EntryKey::new(request.fingerprint(), out)
+}
+
+/// An entry body as the store writes it (JSON), with the stamp's fields given raw so that they
+/// can be out of range.
+fn raw_entry(len: u64, tables: [u64; 4], versions: [u64; 4], value: &str) -> Vec<u8> {
+    let now = freshcache::engine::clock::system_now_ms();
+    serde_json::json!({
+        "fresh_until": now + 3_600_000,
+        "created_ms": now,
+        "load_ms": 1,
+        "keep_until": now + 7_200_000,
+        "value": value,
+        "versions": { "len": len, "tables": tables, "versions": versions },
+    })
+    .to_string()
+    .into_bytes()
+}
+
+/// Case `i` of [`corrupt_shared_entries_are_misses_and_never_panic`]: bytes that must not be
+/// served for `key` of `request`, and what is wrong with them.
+fn corrupt_entry(
+    rng: &mut fastrand::Rng,
+    request: &Request,
+    key: &EntryKey,
+    i: usize,
+) -> (Vec<u8>, &'static str) {
+    let n = request.query().tables.len();
+    let mut tables = [0u64; 4];
+    for (slot, t) in tables.iter_mut().zip(&request.query().tables) {
+        *slot = t.0 as u64;
+    }
+    let good = raw_entry(n as u64, tables, key.versions, "[]");
+    match i % 7 {
+        0 => {
+            let len = rng.usize(0..200);
+            (
+                std::iter::repeat_with(|| rng.u8(..)).take(len).collect(),
+                "random bytes",
+            )
+        }
+        1 => (
+            raw_entry(rng.u64(5..=255), tables, key.versions, "[]"),
+            "stamp length out of range",
+        ),
+        2 => {
+            let mut t = tables;
+            t[0] = rng.u64(1_000..=65_535);
+            (
+                raw_entry(n as u64, t, key.versions, "[]"),
+                "a table the query does not read",
+            )
+        }
+        3 => {
+            let mut v = key.versions;
+            v[0] = v[0].wrapping_add(rng.u64(1..));
+            (
+                raw_entry(n as u64, tables, v, "[]"),
+                "versions other than the key's",
+            )
+        }
+        4 => (
+            raw_entry(n as u64, tables, key.versions, "not json {"),
+            "a value that is not JSON",
+        ),
+        5 => {
+            let cut = rng.usize(1..good.len());
+            (good[..cut].to_vec(), "truncated")
+        }
+        _ => (
+            raw_entry(rng.u64(0..=255), [rng.u64(..); 4], [rng.u64(..); 4], "{}"),
+            "every stamp field random",
+        ),
+    }
+}
+
+/// Regression (issue 10): anything read from Redis is validated. Random bytes and well-formed
+/// JSON with out-of-range fields (a stamp length of 200 used to panic while holding a shard
+/// lock), written with a real client under the key an entry would have, are misses: the get is
+/// answered from the warehouse, fresh, at the current versions, and nothing panics; the same as
+/// a stale fallback after a bump.
+#[test]
+fn corrupt_shared_entries_are_misses_and_never_panic() {
+    const CASES: usize = 140;
+    let _serial = serial();
+    let Some(server) = RedisServer::start("corrupt_shared_entries_are_misses_and_never_panic")
+    else {
+        return;
+    };
+    runtime().block_on(async {
+        let wh = warehouse(Duration::from_millis(1));
+        let with_tier = Node::start(&server, &wh, true, InstanceConfig::default()).await;
+        let without_tier = Node::start(&server, &wh, false, InstanceConfig::default()).await;
+        let seed = fastrand::u64(..);
+        eprintln!("corrupt entries: seed {seed}");
+        let mut rng = fastrand::Rng::with_seed(seed);
+        let mut served = Vec::new();
+        for i in 0..CASES {
+            let node = if i % 2 == 0 {
+                &with_tier
+            } else {
+                &without_tier
+            };
+            let engine = node.engine().clone();
+            let request = distinct_request(&engine, i);
+            let key = current_key(&engine, &request);
+            let name = node.store.entry_key(&request, &key);
+            let (bytes, what) = corrupt_entry(&mut rng, &request, &key, i);
+            blocking(|| server.cli_with_stdin(&["SET", &name], Some(&bytes)));
+            let queries = wh.queries();
+            let get = tokio::spawn({
+                let request = request.clone();
+                async move {
+                    engine.get(&request).await.map(|a| {
+                        (
+                            a.source,
+                            a.freshness.is_fresh(),
+                            a.versions().versions().to_vec(),
+                            a.value().to_string(),
+                        )
+                    })
+                }
+            });
+            let (source, fresh, versions, value) = match get.await {
+                Ok(Ok(answer)) => answer,
+                Ok(Err(e)) => panic!("case {i} ({what}, seed {seed}): the get failed: {e}"),
+                Err(e) => panic!("case {i} ({what}, seed {seed}): the get panicked: {e}"),
+            };
+            let n = request.query().tables.len();
+            assert!(
+                source == Source::Warehouse && fresh && versions == key.versions[..n],
+                "case {i} ({what}, seed {seed}): served {source} fresh={fresh} at {versions:?} \
+                 instead of a fresh warehouse answer at {:?}",
+                &key.versions[..n]
+            );
+            assert!(
+                serde_json::from_str::<Value>(&value).is_ok(),
+                "case {i} ({what}): served a value that is not JSON"
+            );
+            assert_eq!(wh.queries(), queries + 1, "case {i} ({what}): one load");
+            served.push(what);
+        }
+
+        let counted = with_tier.store.corrupt_entries() + without_tier.store.corrupt_entries();
+        assert!(
+            counted >= CASES as u64,
+            "{counted} corrupt entries counted for {CASES} cases"
+        );
+
+        // A corrupt previous version is no stale fallback either: the failed load is an error.
+        let engine = without_tier.engine().clone();
+        let request = distinct_request(&engine, CASES);
+        engine.get(&request).await.expect("a first load");
+        let key = current_key(&engine, &request);
+        let name = without_tier.store.entry_key(&request, &key);
+        let mut tables = [0u64; 4];
+        for (slot, t) in tables.iter_mut().zip(&request.query().tables) {
+            *slot = t.0 as u64;
+        }
+        let bytes = raw_entry(200, tables, key.versions, "[]");
+        blocking(|| server.cli_with_stdin(&["SET", &name], Some(&bytes)));
+        without_tier
+            .bus
+            .bump(&[sales()], "corrupt", BumpMode::Force, false)
+            .await
+            .expect("a bump");
+        without_tier.instance.resync().await;
+        wh.set_failing(true);
+        let outcome = tokio::spawn({
+            let (engine, request) = (engine.clone(), request.clone());
+            async move { engine.get(&request).await.map(|a| a.freshness.is_fresh()) }
+        })
+        .await;
+        wh.set_failing(false);
+        match outcome {
+            Ok(Err(_)) => {}
+            Ok(Ok(fresh)) => panic!("a corrupt previous entry was served (fresh={fresh})"),
+            Err(e) => panic!("the get panicked on a corrupt previous entry: {e}"),
+        }
+        eprintln!("corrupt entries: {} cases, all misses", served.len());
+    });
 }

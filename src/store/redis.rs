@@ -13,6 +13,21 @@
 //! | `fc:{sales}:i:<version>` | index: entries holding that version of the table (sorted by expiry) |
 //! | `fc:{sales}:iv` | the versions that have an index |
 //!
+//! `<versions>` is the key's table versions in the query's table order, joined by `.` (`3.1`).
+//!
+//! # The entry format
+//! An entry is the JSON of [`Entry`]: `{"fresh_until", "created_ms", "load_ms", "keep_until"}`
+//! (ms since the epoch; `load_ms` a duration), `"value"` (the answer's JSON, as a string) and
+//! `"versions": {"len", "tables", "versions"}` (the [`super::Stamp`]: how many tables, then four
+//! table ids and four versions, zero-padded). The pointer is a hash `{versions, created}`.
+//!
+//! # Nothing read here is trusted
+//! Every entry read back is validated before anyone uses it: it must parse, its stamp must name
+//! exactly the tables the request's query reads, at exactly the versions of the key it was read
+//! from, and its value must be JSON. Anything else (bytes written by another program, an older
+//! format, a truncated write) is counted ([`Store::corrupt_entries`]), logged, and is a miss,
+//! which the next load overwrites; a pointer naming versions that do not parse is the same.
+//!
 //! # What never happens here
 //! No `KEYS`: per-table live and old-version counts come from the indexes (`ZCOUNT`), and purging
 //! old versions walks an index in bounded batches of `UNLINK`, off the request path. A lease is
@@ -21,6 +36,7 @@
 //! key carries the versions it loaded.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -132,6 +148,8 @@ pub struct RedisStore {
     put_script: Script,
     extend_script: Script,
     release_script: Script,
+    /// Entries read back that failed validation (see the module docs).
+    corrupt: AtomicU64,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -175,6 +193,7 @@ impl RedisStore {
             put_script: Script::new(PUT),
             extend_script: Script::new(EXTEND),
             release_script: Script::new(RELEASE),
+            corrupt: AtomicU64::new(0),
         }
     }
 
@@ -300,14 +319,49 @@ impl RedisStore {
         Ok(PutOutcome::Stored { evicted: 0 })
     }
 
-    async fn get_key(&self, name: String) -> Result<Option<Arc<Entry>>, StoreError> {
+    /// Reads the entry `name` of `request`, which must be at `versions` (see "Nothing read here
+    /// is trusted" in the module docs).
+    async fn get_key(
+        &self,
+        name: String,
+        request: &Request,
+        versions: &[u64],
+    ) -> Result<Option<Arc<Entry>>, StoreError> {
         let raw: Option<Vec<u8>> = self
             .link
-            .call(|mut c| async move { redis::cmd("GET").arg(&name).query_async(&mut c).await })
+            .call(|mut c| {
+                let name = name.clone();
+                async move { redis::cmd("GET").arg(name).query_async(&mut c).await }
+            })
             .await
             .map_err(store_err)?;
-        // An entry this version cannot read (written by another version) is a miss.
-        Ok(raw.and_then(|b| serde_json::from_slice::<Entry>(&b).ok().map(Arc::new)))
+        let Some(raw) = raw else {
+            return Ok(None);
+        };
+        match serde_json::from_slice::<Entry>(&raw)
+            .map_err(|e| format!("unreadable: {e}"))
+            .and_then(|entry| check(&entry, request, versions).map(|()| entry))
+        {
+            Ok(entry) => Ok(Some(Arc::new(entry))),
+            Err(why) => {
+                self.count_corrupt(&name, &why);
+                Ok(None)
+            }
+        }
+    }
+
+    /// Counts an entry (or pointer) that failed validation; logs the first and then every
+    /// power of two, so a Redis full of garbage cannot flood the log.
+    fn count_corrupt(&self, name: &str, why: &str) {
+        let n = self.corrupt.fetch_add(1, Ordering::Relaxed) + 1;
+        if n.is_power_of_two() {
+            tracing::warn!(
+                key = name,
+                reason = why,
+                corrupt_so_far = n,
+                "a shared entry failed validation and was treated as a miss"
+            );
+        }
     }
 
     /// Drops the (empty) index of an old version and its mention in the table's version set.
@@ -429,7 +483,8 @@ impl Store for RedisStore {
         request: &'a Request,
         key: &'a EntryKey,
     ) -> BoxFuture<'a, Result<Option<Arc<Entry>>, StoreError>> {
-        Box::pin(self.get_key(self.entry_key(request, key)))
+        let n = request.query().tables.len().min(key.versions.len());
+        Box::pin(self.get_key(self.entry_key(request, key), request, &key.versions[..n]))
     }
 
     fn previous<'a>(
@@ -453,13 +508,18 @@ impl Store for RedisStore {
             let current = Self::versions_text(request, key);
             match newest {
                 Some(v) if v != current => {
+                    let pointer = self.pointer_key(request, key);
+                    let Some(versions) = parse_versions(&v, request.query().tables.len()) else {
+                        self.count_corrupt(&pointer, "a pointer to versions that do not parse");
+                        return Ok(None);
+                    };
                     let name = format!(
                         "fc:{{{}}}:e:{}:{:032x}:{v}",
                         self.tag(request),
                         request.query().name,
                         key.fingerprint
                     );
-                    self.get_key(name).await
+                    self.get_key(name, request, &versions).await
                 }
                 _ => Ok(None),
             }
@@ -601,6 +661,10 @@ impl Store for RedisStore {
         })
     }
 
+    fn corrupt_entries(&self) -> u64 {
+        self.corrupt.load(Ordering::Relaxed)
+    }
+
     fn degraded(&self) -> Option<String> {
         self.link.breaker().is_open().then(|| {
             format!(
@@ -633,6 +697,33 @@ impl Store for RedisStore {
             Ok(purged)
         })
     }
+}
+
+/// Whether `entry`, read back for `request` at `versions`, may be used: its stamp names the
+/// query's tables at exactly those versions, and its value is JSON.
+fn check(entry: &Entry, request: &Request, versions: &[u64]) -> Result<(), String> {
+    let stamp = &entry.versions;
+    if stamp.tables() != request.query().tables.as_slice() {
+        return Err("its stamp names other tables than the query reads".into());
+    }
+    if stamp.versions() != versions {
+        return Err(format!(
+            "its stamp says versions {:?}, its key {versions:?}",
+            stamp.versions()
+        ));
+    }
+    serde_json::from_str::<serde::de::IgnoredAny>(&entry.value)
+        .map_err(|e| format!("its value is not JSON: {e}"))?;
+    Ok(())
+}
+
+/// `3.1` → `[3, 1]`, when it names exactly `tables` versions.
+fn parse_versions(text: &str, tables: usize) -> Option<Vec<u64>> {
+    let v: Vec<u64> = text
+        .split('.')
+        .map(|p| p.parse().ok())
+        .collect::<Option<_>>()?;
+    (v.len() == tables).then_some(v)
 }
 
 impl RedisStore {
