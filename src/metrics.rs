@@ -240,7 +240,8 @@ impl Exporter {
 ///   `freshcache_warehouse_errors_total`, `freshcache_refreshes_total{reason}`,
 ///   `freshcache_stampedes_absorbed_total`, `freshcache_evictions_total`,
 ///   `freshcache_bad_events_total`, `freshcache_lagged_events_total`, `freshcache_resyncs_total`,
-///   `freshcache_sync_errors_total`, `freshcache_corrupt_entries_total`;
+///   `freshcache_sync_errors_total`, `freshcache_corrupt_entries_total`,
+///   `freshcache_lease_lost_total`;
 /// * histograms (seconds): `freshcache_request_duration_seconds`,
 ///   `freshcache_load_duration_seconds`, `freshcache_invalidation_lag_seconds`;
 /// * gauges: `freshcache_table_version{table}`, `freshcache_keys{table,generation,tier}`,
@@ -279,6 +280,12 @@ pub fn render(instance: &Instance, extra: &MetricsExtra) -> String {
         "freshcache_stale_answers_total",
         "Answers served stale, including those given after a failed or slow load.",
         stats.stale_served,
+    );
+    x.counter(
+        "freshcache_lease_lost_total",
+        "Loads whose answer was not written to the shared store because another process had \
+         taken their lease over (its answer wins).",
+        stats.lease_lost,
     );
     x.counter(
         "freshcache_corrupt_entries_total",

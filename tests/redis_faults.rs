@@ -34,6 +34,14 @@
 //!   have: each is counted as corrupt and is a miss answered fresh from the warehouse, on an
 //!   instance with and one without an in-process tier; nothing panics, and a corrupt previous
 //!   version is no stale fallback.
+//! * `the_lease_holder_rechecks_the_shared_tier_before_loading`: another process stores the
+//!   answer between this one's probe and its lease; the lease holder finds it, makes no warehouse
+//!   query and releases the lease.
+//! * `a_lost_lease_never_overwrites_the_new_holders_entry`: while A loads under its lease, B takes
+//!   the lease over and stores its answer; A's store is refused (B's entry and lease stay) and
+//!   counted as `lease_lost`, and A's own waiters still get A's answer.
+//! * `a_late_old_version_never_becomes_the_shared_previous`: version 1 stored after version 2 (and
+//!   9 after 10) leaves the newer version as the stale fallback.
 //!
 //! Every test starts its own `redis-server` on a free loopback port with a fresh directory and no
 //! persistence, and kills it (and removes the directory) when it ends, also when it fails; no other
@@ -51,8 +59,8 @@ use freshcache::bus::{BumpMode, Bus, CHANNEL, EventKind, RedisBus};
 use freshcache::engine::catalog::Request;
 use freshcache::engine::{Engine, Freshness, Source};
 use freshcache::instance::InstanceConfig;
-use freshcache::store::redis::{FILLS_CHANNEL, Fills};
-use freshcache::store::{EntryKey, Store};
+use freshcache::store::redis::{FILLS_CHANNEL, Fills, RedisStore};
+use freshcache::store::{BoxFuture, EntryKey, PutOutcome, Store, StoreError};
 use freshcache::warehouse::{EtlTarget, MemoryWarehouse};
 use serde_json::Value;
 
@@ -1415,5 +1423,293 @@ fn corrupt_shared_entries_are_misses_and_never_panic() {
             Err(e) => panic!("the get panicked on a corrupt previous entry: {e}"),
         }
         eprintln!("corrupt entries: {} cases, all misses", served.len());
+    });
+}
+
+/// An entry another process would have stored for `key` of `request`, with `value`.
+fn entry_of(request: &Request, key: &EntryKey, value: &str) -> Arc<freshcache::store::Entry> {
+    let now = freshcache::engine::clock::system_now_ms();
+    let mut versions = key.versions.iter().copied();
+    Arc::new(freshcache::store::Entry {
+        fresh_until: now + 3_600_000,
+        created_ms: now,
+        load_ms: 1,
+        keep_until: now + 7_200_000,
+        value: Arc::from(value),
+        versions: freshcache::store::Stamp::from_fn(&request.query().tables, |_| {
+            versions.next().unwrap_or(0)
+        }),
+    })
+}
+
+/// A Redis store that, the first time a lease is asked for, lets another process store the
+/// entry first: the race between a process's probe of the shared tier and its lease.
+struct FilledBeforeTheLease {
+    store: Arc<RedisStore>,
+    other: Arc<RedisStore>,
+    armed: std::sync::Mutex<Option<Arc<freshcache::store::Entry>>>,
+}
+
+impl Store for FilledBeforeTheLease {
+    fn describe(&self) -> String {
+        self.store.describe()
+    }
+    fn get<'a>(
+        &'a self,
+        request: &'a Request,
+        key: &'a EntryKey,
+    ) -> BoxFuture<'a, Result<Option<Arc<freshcache::store::Entry>>, StoreError>> {
+        self.store.get(request, key)
+    }
+    fn previous<'a>(
+        &'a self,
+        request: &'a Request,
+        key: &'a EntryKey,
+    ) -> BoxFuture<'a, Result<Option<Arc<freshcache::store::Entry>>, StoreError>> {
+        self.store.previous(request, key)
+    }
+    fn put<'a>(
+        &'a self,
+        request: &'a Request,
+        key: EntryKey,
+        entry: Arc<freshcache::store::Entry>,
+    ) -> BoxFuture<'a, Result<PutOutcome, StoreError>> {
+        self.store.put(request, key, entry)
+    }
+    fn table_keys<'a>(
+        &'a self,
+        current: &'a freshcache::engine::versions::VersionVector,
+    ) -> BoxFuture<'a, Result<Vec<freshcache::store::TableKeys>, StoreError>> {
+        self.store.table_keys(current)
+    }
+    fn lease<'a>(
+        &'a self,
+        request: &'a Request,
+        key: &'a EntryKey,
+        token: u64,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        Box::pin(async move {
+            let armed = self.armed.lock().unwrap_or_else(|p| p.into_inner()).take();
+            if let Some(entry) = armed {
+                self.other
+                    .put(request, *key, entry)
+                    .await
+                    .expect("the other process stores its entry");
+            }
+            self.store.lease(request, key, token, ttl).await
+        })
+    }
+    fn extend_lease<'a>(
+        &'a self,
+        request: &'a Request,
+        key: &'a EntryKey,
+        token: u64,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        self.store.extend_lease(request, key, token, ttl)
+    }
+    fn put_and_release<'a>(
+        &'a self,
+        request: &'a Request,
+        key: EntryKey,
+        entry: Option<Arc<freshcache::store::Entry>>,
+        token: u64,
+    ) -> BoxFuture<'a, Result<PutOutcome, StoreError>> {
+        self.store.put_and_release(request, key, entry, token)
+    }
+    fn release_lease<'a>(
+        &'a self,
+        request: &'a Request,
+        key: &'a EntryKey,
+        token: u64,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        self.store.release_lease(request, key, token)
+    }
+    fn wait_fill<'a>(
+        &'a self,
+        request: &'a Request,
+        key: &'a EntryKey,
+        timeout: Duration,
+    ) -> BoxFuture<'a, ()> {
+        self.store.wait_fill(request, key, timeout)
+    }
+    fn purge<'a>(
+        &'a self,
+        current: &'a freshcache::engine::versions::VersionVector,
+        budget: usize,
+    ) -> BoxFuture<'a, Result<usize, StoreError>> {
+        self.store.purge(current, budget)
+    }
+}
+
+/// Regression (issue 10): a process that took the lease looks in the shared tier again before
+/// loading: another process may have stored the answer between this one's probe and its lease.
+#[test]
+fn the_lease_holder_rechecks_the_shared_tier_before_loading() {
+    let _serial = serial();
+    let Some(server) =
+        RedisServer::start("the_lease_holder_rechecks_the_shared_tier_before_loading")
+    else {
+        return;
+    };
+    runtime().block_on(async {
+        let wh = warehouse(Duration::from_millis(20));
+        let catalog = catalog();
+        let tables = catalog.tables().clone();
+        let store = Arc::new(RedisStore::new(
+            link(&server),
+            tables.clone(),
+            Arc::new(Fills::default()),
+        ));
+        let other = Arc::new(RedisStore::new(
+            link(&server),
+            tables,
+            Arc::new(Fills::default()),
+        ));
+        let racing = Arc::new(FilledBeforeTheLease {
+            store,
+            other,
+            armed: std::sync::Mutex::new(None),
+        });
+        let engine = Engine::builder(catalog, wh.clone())
+            .shared(racing.clone())
+            .build()
+            .expect("an engine");
+        let request = distinct_request(&engine, 1);
+        let key = current_key(&engine, &request);
+        *racing.armed.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some(entry_of(&request, &key, r#"{"from":"the other process"}"#));
+        let answer = engine.get(&request).await.expect("a get");
+        assert_eq!(
+            answer.value(),
+            r#"{"from":"the other process"}"#,
+            "the lease holder loaded although the answer was in the shared tier"
+        );
+        assert!(answer.freshness.is_fresh());
+        assert_eq!(wh.queries(), 0, "no warehouse query");
+        let leases =
+            blocking(|| server.scan(&format!("fc:*:l:*:{:032x}:*", request.fingerprint())));
+        assert!(leases.is_empty(), "the lease was released: {leases:?}");
+    });
+}
+
+/// Regression (issue 10): a loader whose lease was taken over (it expired and another process
+/// holds it now) does not overwrite what the new holder stored: the shared put is conditional on
+/// the lease, and the refusal is counted.
+#[test]
+fn a_lost_lease_never_overwrites_the_new_holders_entry() {
+    let _serial = serial();
+    let Some(server) = RedisServer::start("a_lost_lease_never_overwrites_the_new_holders_entry")
+    else {
+        return;
+    };
+    runtime().block_on(async {
+        let slow = warehouse(Duration::from_millis(600));
+        let a = Node::start(&server, &slow, true, InstanceConfig::default()).await;
+        let b = Node::start(&server, &slow, true, InstanceConfig::default()).await;
+        let request = distinct_request(a.engine(), 2);
+        let key = current_key(a.engine(), &request);
+        let get = tokio::spawn({
+            let (engine, request) = (a.engine().clone(), request.clone());
+            async move { engine.get(&request).await }
+        });
+        let pattern = format!("fc:*:l:*:{:032x}:*", request.fingerprint());
+        let started = Instant::now();
+        let lease = loop {
+            if let Some(l) = blocking(|| server.scan(&pattern)).pop() {
+                break l;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(5),
+                "A took no lease"
+            );
+            tokio::time::sleep(POLL).await;
+        };
+        // B takes the lease over and stores its answer while A is still loading.
+        blocking(|| server.cli(&["SET", &lease, "4242", "PX", "10000"]));
+        let b_entry = entry_of(&request, &key, r#"{"from":"B"}"#);
+        freshcache::store::Store::put(&*b.store, &request, key, b_entry)
+            .await
+            .expect("B stores");
+        let a_answer = get.await.expect("A's get").expect("A answers");
+        assert!(
+            a_answer.freshness.is_fresh(),
+            "A's own waiters get its load"
+        );
+        let name = a.store.entry_key(&request, &key);
+        let stored = blocking(|| server.cli(&["GET", &name]));
+        assert!(
+            stored.contains(r#"{\"from\":\"B\"}"#),
+            "A overwrote the new lease holder's entry: {stored}"
+        );
+        assert_eq!(
+            blocking(|| server.cli(&["GET", &lease])).trim(),
+            "4242",
+            "A removed B's lease"
+        );
+        assert_eq!(
+            a.engine().stats().lease_lost,
+            1,
+            "the lost lease is counted"
+        );
+    });
+}
+
+/// Regression (issue 10): the shared tier's previous answer is the newest *version* stored, not
+/// the latest-created entry: a slow load of an old version that finishes after the new version
+/// was stored does not become the stale fallback.
+#[test]
+fn a_late_old_version_never_becomes_the_shared_previous() {
+    let _serial = serial();
+    let Some(server) = RedisServer::start("a_late_old_version_never_becomes_the_shared_previous")
+    else {
+        return;
+    };
+    runtime().block_on(async {
+        let store = RedisStore::new(
+            link(&server),
+            catalog().tables().clone(),
+            Arc::new(Fills::default()),
+        );
+        let engine = Engine::builder(catalog(), warehouse(Duration::from_millis(1)))
+            .build()
+            .expect("an engine");
+        let request = distinct_request(&engine, 3);
+        let at = |v: u64| EntryKey::new(request.fingerprint(), [v, 0, 0, 0]);
+        store
+            .put(&request, at(2), entry_of(&request, &at(2), r#"{"v":2}"#))
+            .await
+            .expect("version 2 stored");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        // The slow loader of version 1 finishes later.
+        store
+            .put(&request, at(1), entry_of(&request, &at(1), r#"{"v":1}"#))
+            .await
+            .expect("version 1 stored");
+        let previous = store
+            .previous(&request, &at(3))
+            .await
+            .expect("Redis answers")
+            .expect("a previous answer");
+        assert_eq!(
+            &*previous.value, r#"{"v":2}"#,
+            "the newest version is the previous answer"
+        );
+        // Versions compare as numbers, not as text: 10 is newer than 9.
+        store
+            .put(&request, at(10), entry_of(&request, &at(10), r#"{"v":10}"#))
+            .await
+            .expect("version 10 stored");
+        store
+            .put(&request, at(9), entry_of(&request, &at(9), r#"{"v":9}"#))
+            .await
+            .expect("version 9 stored");
+        let previous = store
+            .previous(&request, &at(11))
+            .await
+            .expect("Redis answers")
+            .expect("a previous answer");
+        assert_eq!(&*previous.value, r#"{"v":10}"#);
     });
 }

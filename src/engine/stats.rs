@@ -70,9 +70,12 @@ pub enum Counter {
     WaitedStale,
     /// Of `WaitedStale`, those that had joined another caller's load (counted in `Coalesced`).
     CoalescedStale,
+    /// Loads whose answer was not stored in the shared tier because their lease had been taken
+    /// over by another process (whose answer wins).
+    LeaseLost,
 }
 
-const COUNTERS: usize = 19;
+const COUNTERS: usize = 20;
 
 #[repr(align(128))]
 #[derive(Default)]
@@ -282,6 +285,7 @@ impl Stats {
             degraded_loads: get(Counter::Degraded),
             waited_stale: get(Counter::WaitedStale),
             coalesced_stale: get(Counter::CoalescedStale),
+            lease_lost: get(Counter::LeaseLost),
             evictions: 0,
             user_latency: LatencySummary::of(&user),
             load_time: LatencySummary::of(&load),
@@ -363,6 +367,9 @@ pub struct StatsSnapshot {
     /// Of `waited_stale`, those that had joined another caller's load (in `coalesced`).
     #[serde(default)]
     pub coalesced_stale: u64,
+    /// Loads not stored in the shared tier because their lease had been taken over.
+    #[serde(default)]
+    pub lease_lost: u64,
     /// Entries evicted by the store's bounds.
     pub evictions: u64,
     /// User-visible latency of `get`.
@@ -401,6 +408,7 @@ impl StatsSnapshot {
             degraded_loads: self.degraded_loads + o.degraded_loads,
             waited_stale: self.waited_stale + o.waited_stale,
             coalesced_stale: self.coalesced_stale + o.coalesced_stale,
+            lease_lost: self.lease_lost + o.lease_lost,
             evictions: self.evictions + o.evictions,
             user_latency: lat(&self.user_latency, &o.user_latency),
             load_time: lat(&self.load_time, &o.load_time),

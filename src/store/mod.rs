@@ -207,6 +207,9 @@ pub enum PutOutcome {
     KeptNewer,
     /// Not stored: the entry alone is larger than the store may hold.
     TooLarge,
+    /// Not stored: the lease the loader held was taken over by another process, whose answer
+    /// wins (a shared store only).
+    LeaseLost,
 }
 
 /// Live entries of one table, counted by the version *of that table* each entry holds: an entry
@@ -249,7 +252,8 @@ pub trait Store: Send + Sync {
         key: &'a EntryKey,
     ) -> BoxFuture<'a, Result<Option<Arc<Entry>>, StoreError>>;
 
-    /// Stores `entry` under `key`, unless an entry created later is already there.
+    /// Stores `entry` under `key`, unless an entry created later is already there (checked and
+    /// written in one step in a shared store).
     fn put<'a>(
         &'a self,
         request: &'a Request,
@@ -287,7 +291,10 @@ pub trait Store: Send + Sync {
     }
 
     /// Stores `entry` (if any) and releases the lease `token` holds: what a loader does when its
-    /// load ends. A store that can do both in one bounded call does.
+    /// load ends. A store that can do both in one bounded call does. A shared store writes only
+    /// while `token` still holds the lease (or nobody does and nothing newer is stored), so a
+    /// loader whose lease was taken over never overwrites the new holder's answer
+    /// ([`PutOutcome::LeaseLost`]).
     fn put_and_release<'a>(
         &'a self,
         request: &'a Request,

@@ -32,8 +32,14 @@
 //! No `KEYS`: per-table live and old-version counts come from the indexes (`ZCOUNT`), and purging
 //! old versions walks an index in bounded batches of `UNLINK`, off the request path. A lease is
 //! released or extended only by compare-and-delete / compare-and-pexpire scripts, so a slow loader
-//! never removes someone else's lease; and a slow loader can never overwrite newer data, because its
-//! key carries the versions it loaded.
+//! never removes someone else's lease. No entry is written by a plain `SET`: one script checks and
+//! writes. A loader writes only while its token still holds the key's lease; when the lease has
+//! expired and nobody holds it, only if no entry created later is stored; when another process
+//! has taken the lease over, never (that holder's answer wins, and the refusal is counted by the
+//! engine). The same script moves the pointer only to newer *versions* (compared per table,
+//! numerically), so a late load of an old version never becomes the stale fallback in place of
+//! the newer one; and a slow loader can never overwrite data of newer versions, because its key
+//! carries the versions it loaded.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -105,13 +111,54 @@ impl Fills {
     }
 }
 
+/// KEYS: entry, pointer, lease. ARGV: body, ttl (ms), versions text, created (ms), the lease
+/// token (empty for a put without a lease). Returns 1 stored, 0 lease taken over by another
+/// token, 2 an entry created later is stored. Versions are compared per table as decimal strings
+/// (by length, then by digits), since Lua numbers cannot hold every `u64`.
 const PUT: &str = r"
+local function num_cmp(a, b)
+  if #a ~= #b then return (#a < #b) and -1 or 1 end
+  if a == b then return 0 end
+  return (a < b) and -1 or 1
+end
+local function versions_cmp(a, b)
+  local x, y = {}, {}
+  for p in string.gmatch(a, '[^.]+') do x[#x + 1] = p end
+  for p in string.gmatch(b, '[^.]+') do y[#y + 1] = p end
+  for i = 1, math.max(#x, #y) do
+    local c = num_cmp(x[i] or '0', y[i] or '0')
+    if c ~= 0 then return c end
+  end
+  return 0
+end
+local holder = false
+if ARGV[5] ~= '' then
+  holder = redis.call('GET', KEYS[3])
+  if holder and holder ~= ARGV[5] then return 0 end
+end
+if holder ~= ARGV[5] then
+  local held = redis.call('GET', KEYS[1])
+  if held then
+    local ok, e = pcall(cjson.decode, held)
+    if ok and type(e) == 'table' and type(e['created_ms']) == 'number'
+        and e['created_ms'] > tonumber(ARGV[4]) then
+      return 2
+    end
+  end
+end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-local created = redis.call('HGET', KEYS[2], 'created')
-if (not created) or tonumber(created) <= tonumber(ARGV[4]) then
+local pv = redis.call('HGET', KEYS[2], 'versions')
+local newest = (not pv) or (not string.match(pv, '^[0-9][0-9.]*$'))
+if not newest then
+  local c = versions_cmp(ARGV[3], pv)
+  local pc = tonumber(redis.call('HGET', KEYS[2], 'created'))
+  newest = c > 0 or (c == 0 and ((not pc) or pc <= tonumber(ARGV[4])))
+end
+if newest then
   redis.call('HSET', KEYS[2], 'versions', ARGV[3], 'created', ARGV[4])
   redis.call('PEXPIRE', KEYS[2], ARGV[2])
 end
+if ARGV[5] ~= '' and holder == ARGV[5] then redis.call('DEL', KEYS[3]) end
 return 1
 ";
 
@@ -258,7 +305,8 @@ impl RedisStore {
 
     /// Stores `entry` (its pointer, its indexes, then the fill notification) and releases the
     /// lease `token` holds, all in one call bounded by one response timeout: a Redis that hangs
-    /// costs the loader one timeout, not one per step.
+    /// costs the loader one timeout, not one per step. The write is conditional (see the
+    /// module docs); indexes and the notification follow only when it happened.
     async fn store_entry(
         &self,
         request: &Request,
@@ -286,37 +334,59 @@ impl RedisStore {
             None => None,
         };
         let (put, release_script) = (&self.put_script, &self.release_script);
+        let token = release.map_or_else(String::new, |t| t.to_string());
         self.link
-            .call(|mut c| async move {
-                if let Some(s) = &stored {
-                    put.key(&name)
+            .call(|mut c| {
+                let (name, lease, token, stored) = (&name, &lease, &token, &stored);
+                async move {
+                    let Some(s) = stored else {
+                        if !token.is_empty() {
+                            release_script
+                                .key(lease)
+                                .arg(token)
+                                .invoke_async::<i64>(&mut c)
+                                .await?;
+                        }
+                        return Ok(PutOutcome::Stored { evicted: 0 });
+                    };
+                    // The script also releases the lease when the write was this token's.
+                    let outcome: i64 = put
+                        .key(name)
                         .key(&s.pointer)
+                        .key(lease)
                         .arg(&s.body)
                         .arg(s.ttl)
                         .arg(&s.versions)
                         .arg(s.created)
-                        .invoke_async::<i64>(&mut c)
+                        .arg(token)
+                        .invoke_async(&mut c)
                         .await?;
+                    match outcome {
+                        1 => {}
+                        0 => return Ok(PutOutcome::LeaseLost),
+                        _ => return Ok(PutOutcome::KeptNewer),
+                    }
                     let mut p = redis::pipe();
                     for (i, iv, v) in &s.index {
-                        p.cmd("ZADD").arg(i).arg(s.keep_until).arg(&name).ignore();
+                        p.cmd("ZADD").arg(i).arg(s.keep_until).arg(name).ignore();
                         p.cmd("SADD").arg(iv).arg(*v).ignore();
                     }
-                    p.cmd("PUBLISH").arg(FILLS_CHANNEL).arg(&name).ignore();
+                    p.cmd("PUBLISH").arg(FILLS_CHANNEL).arg(name).ignore();
                     p.exec_async(&mut c).await?;
+                    if !token.is_empty() {
+                        // Released by the script already when this token held it; this covers a
+                        // lease that expired and was taken again by nobody (a no-op then).
+                        release_script
+                            .key(lease)
+                            .arg(token)
+                            .invoke_async::<i64>(&mut c)
+                            .await?;
+                    }
+                    Ok(PutOutcome::Stored { evicted: 0 })
                 }
-                if let Some(token) = release {
-                    release_script
-                        .key(&lease)
-                        .arg(token.to_string())
-                        .invoke_async::<i64>(&mut c)
-                        .await?;
-                }
-                Ok(())
             })
             .await
-            .map_err(store_err)?;
-        Ok(PutOutcome::Stored { evicted: 0 })
+            .map_err(store_err)
     }
 
     /// Reads the entry `name` of `request`, which must be at `versions` (see "Nothing read here
