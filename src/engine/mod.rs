@@ -550,10 +550,7 @@ impl Engine {
                 return Lookup::Answered(Answer::new(entry, Freshness::Fresh, Source::Cache));
             }
             inner.stats.incr(Counter::Requests);
-            let age = now.saturating_sub(entry.created_ms);
-            if now < entry.fresh_until + policy.swr_window.as_millis() as u64
-                && age <= policy.max_stale.as_millis() as u64
-            {
+            if servable_while_revalidating(&entry, now, policy) {
                 let reason = if updating {
                     StaleReason::Updating
                 } else {
@@ -590,11 +587,17 @@ impl Engine {
     }
 
     /// Joins (or leads) the load of `key` and waits for it, at most the policy's maximum wait.
+    ///
+    /// With a shared tier, the stale rules do not depend on this process's tier: the leader's
+    /// look in the shared tier serves an expired entry found there as the hit path serves one of
+    /// its own (stale-while-revalidate), and a load that fails or is too slow falls back on the
+    /// shared tier's entry for this key or its previous version when this process holds none (no
+    /// in-process tier, or a process that just started).
     async fn wait_for_load(
         &self,
         request: &Request,
         key: EntryKey,
-        fallback: Option<Arc<Entry>>,
+        mut fallback: Option<Arc<Entry>>,
         started: Instant,
     ) -> Result<Answer, GetError> {
         let inner = &*self.inner;
@@ -621,15 +624,58 @@ impl Engine {
                         lead: Some(lead),
                     };
                     let probe = shared.get(request, &key);
-                    if let Ok(Ok(Some(entry))) = tokio::time::timeout_at(deadline, probe).await
-                        && inner.now_ms() < entry.fresh_until
-                        && let Some(lead) = pending.lead.take()
-                    {
-                        inner.stats.incr(Counter::SharedHits);
-                        lead.mark_found_shared();
-                        Engine::complete(inner, policy, key, lead, Ok(entry.clone()));
-                        inner.stats.record_user(started.elapsed(), 1);
-                        return Ok(Answer::new(entry, Freshness::Fresh, Source::Cache));
+                    if let Ok(Ok(Some(entry))) = tokio::time::timeout_at(deadline, probe).await {
+                        let now = inner.now_ms();
+                        if now < entry.fresh_until
+                            && let Some(lead) = pending.lead.take()
+                        {
+                            inner.stats.incr(Counter::SharedHits);
+                            lead.mark_found_shared();
+                            Engine::complete(inner, policy, key, lead, Ok(entry.clone()));
+                            inner.stats.record_user(started.elapsed(), 1);
+                            return Ok(Answer::new(entry, Freshness::Fresh, Source::Cache));
+                        }
+                        // Expired there too: stale-while-revalidate as on the hit path, this
+                        // flight's load being the one refresh.
+                        if servable_while_revalidating(&entry, now, policy)
+                            && let Some(lead) = pending.lead.take()
+                        {
+                            let reason = if self.is_updating(&request.query().tables) {
+                                StaleReason::Updating
+                            } else {
+                                StaleReason::Revalidating
+                            };
+                            inner.stats.incr(Counter::SwrRefreshes);
+                            self.spawn_load_after_probe(request.clone(), key, lead);
+                            self.count_waited_stale(Source::Warehouse);
+                            return Ok(self.stale(entry, now, reason, started));
+                        }
+                        fallback = fallback.or(Some(entry));
+                    }
+                    // Serve the previous version during an update, from the shared tier when
+                    // this process holds none.
+                    if fallback.is_none() && policy.on_update == OnUpdate::ServeStale {
+                        let previous = shared.previous(request, &key);
+                        fallback = match tokio::time::timeout_at(deadline, previous).await {
+                            Ok(Ok(found)) => found,
+                            _ => None,
+                        };
+                        let now = inner.now_ms();
+                        if let Some(prev) = &fallback
+                            && now.saturating_sub(prev.created_ms)
+                                <= policy.max_stale.as_millis() as u64
+                            && let Some(lead) = pending.lead.take()
+                        {
+                            inner.stats.incr(Counter::RefreshAhead);
+                            self.spawn_load_after_probe(request.clone(), key, lead);
+                            self.count_waited_stale(Source::Warehouse);
+                            return Ok(self.stale(
+                                prev.clone(),
+                                now,
+                                StaleReason::Updating,
+                                started,
+                            ));
+                        }
                     }
                     if let Some(lead) = pending.lead.take() {
                         self.spawn_load_after_probe(request.clone(), key, lead);
@@ -645,6 +691,12 @@ impl Engine {
             }
         };
         let outcome = tokio::time::timeout_at(deadline, flight.wait()).await;
+        if fallback.is_none() && !matches!(outcome, Ok(Ok(_))) {
+            // A leader looked at this key in the shared tier already; a follower did not.
+            fallback = self
+                .shared_fallback(request, &key, source == Source::Coalesced)
+                .await;
+        }
         let now = inner.now_ms();
         let within_limit = |e: &Arc<Entry>| {
             now.saturating_sub(e.created_ms) <= policy.max_stale.as_millis() as u64
@@ -695,6 +747,29 @@ impl Engine {
                 }
             }
         }
+    }
+
+    /// What the shared tier holds for `request` that may be served stale when its load failed or
+    /// was too slow: the (expired) entry for `key` itself when `at_key`, else the previous
+    /// version's. Looked up only then, so a load that succeeds costs the shared tier nothing more;
+    /// bounded by [`SHARED_FALLBACK_LOOKUP`].
+    async fn shared_fallback(
+        &self,
+        request: &Request,
+        key: &EntryKey,
+        at_key: bool,
+    ) -> Option<Arc<Entry>> {
+        let shared = self.inner.shared.as_ref()?;
+        let look = async {
+            if at_key && let Ok(Some(entry)) = shared.get(request, key).await {
+                return Some(entry);
+            }
+            shared.previous(request, key).await.ok().flatten()
+        };
+        tokio::time::timeout(SHARED_FALLBACK_LOOKUP, look)
+            .await
+            .ok()
+            .flatten()
     }
 
     /// Counts a request that waited (as a miss, or coalesced) and is answered stale, so that its
@@ -974,6 +1049,17 @@ impl Engine {
 
 #[cfg(test)]
 mod tests;
+
+/// The longest a request whose load failed or passed the maximum wait spends looking for a stale
+/// fallback in the shared tier (a healthy Redis answers in well under a millisecond).
+const SHARED_FALLBACK_LOOKUP: Duration = Duration::from_millis(100);
+
+/// Whether `entry`, past its freshness, may still be served stale while one refresh runs: within
+/// the policy's stale-while-revalidate window and its stale limit.
+fn servable_while_revalidating(entry: &Entry, now: Millis, policy: &Policy) -> bool {
+    now < entry.fresh_until + policy.swr_window.as_millis() as u64
+        && now.saturating_sub(entry.created_ms) <= policy.max_stale.as_millis() as u64
+}
 
 /// The word and bit of `table` in the engine's "updating" bitset.
 #[inline]
