@@ -1591,6 +1591,17 @@ fn the_lease_holder_rechecks_the_shared_tier_before_loading() {
         let leases =
             blocking(|| server.scan(&format!("fc:*:l:*:{:032x}:*", request.fingerprint())));
         assert!(leases.is_empty(), "the lease was released: {leases:?}");
+        // A load under the lease stores its answer and releases the lease in the same script.
+        let other = distinct_request(&engine, 4);
+        let loaded = engine.get(&other).await.expect("a load");
+        assert_eq!(loaded.source, Source::Warehouse);
+        assert_eq!(wh.queries(), 1);
+        let leases = blocking(|| server.scan(&format!("fc:*:l:*:{:032x}:*", other.fingerprint())));
+        assert!(leases.is_empty(), "the lease was released: {leases:?}");
+        let name = racing
+            .store
+            .entry_key(&other, &current_key(&engine, &other));
+        assert_eq!(blocking(|| server.cli_int(&["EXISTS", &name])), 1, "stored");
     });
 }
 

@@ -349,7 +349,8 @@ impl RedisStore {
                         }
                         return Ok(PutOutcome::Stored { evicted: 0 });
                     };
-                    // The script also releases the lease when the write was this token's.
+                    // The script also releases the lease when this token held it (when it
+                    // expired and nobody took it, there is nothing to release).
                     let outcome: i64 = put
                         .key(name)
                         .key(&s.pointer)
@@ -373,15 +374,6 @@ impl RedisStore {
                     }
                     p.cmd("PUBLISH").arg(FILLS_CHANNEL).arg(name).ignore();
                     p.exec_async(&mut c).await?;
-                    if !token.is_empty() {
-                        // Released by the script already when this token held it; this covers a
-                        // lease that expired and was taken again by nobody (a no-op then).
-                        release_script
-                            .key(lease)
-                            .arg(token)
-                            .invoke_async::<i64>(&mut c)
-                            .await?;
-                    }
                     Ok(PutOutcome::Stored { evicted: 0 })
                 }
             })
