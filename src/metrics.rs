@@ -22,14 +22,15 @@
 //! * Everything is of *this* process; Prometheus sums across processes. The one exception is
 //!   `freshcache_keys{tier="shared"}`: the shared store's keys, the same in every process (take the
 //!   maximum across processes, not the sum).
-//! * `freshcache_requests_total{outcome}` partitions requests, so its sum is every request:
-//!   `fresh` answered fresh from the cache, `stale` answered stale at once (stale-while-revalidate,
-//!   the previous version during an update), `miss` waited for a load it led, `coalesced` joined
-//!   a load already in flight. A waiting request that ends stale (its load failed or was slow)
-//!   stays under `miss` or `coalesced`; `freshcache_stale_answers_total` counts every stale answer.
-//!   The engine counts a request's stages one after the other, so a scrape can catch one between
-//!   two of them; [`Exporter`] keeps each outcome from going down between scrapes, which a counter
-//!   must never do.
+//! * `freshcache_requests_total{outcome}` partitions requests, so its sum is every request, and
+//!   each request is counted by how it was answered: `fresh` answered fresh from the cache,
+//!   `stale` answered stale (at once: stale-while-revalidate, the previous version during an
+//!   update; or after waiting: its load failed or was too slow), `miss` waited for a load it led,
+//!   `coalesced` joined a load already in flight. So `outcome="stale"` equals
+//!   `freshcache_stale_answers_total`. The engine counts a request's stages one after the other
+//!   (a waiting request is a miss until it ends stale), so a scrape can catch one between two of
+//!   them; [`Exporter`] keeps each outcome from going down between scrapes, which a counter must
+//!   never do.
 //! * Histograms are read from hdrhistogram (two significant figures). A recorded value counts
 //!   under a bucket `le` only when the whole range it was recorded in lies at or below `le`, so no
 //!   bucket claims an answer faster than it may have been; `_sum` adds each range's midpoint.
@@ -131,28 +132,33 @@ pub enum MetricsError {
 pub struct RequestOutcomes {
     /// Answered fresh from the cache without waiting.
     pub fresh: u64,
-    /// Answered stale at once (stale-while-revalidate, previous version during an update).
+    /// Answered stale, at once or after waiting for a load that failed or was too slow.
     pub stale: u64,
-    /// Waited for a load they led (or found a load just finished).
+    /// Waited for a load they led (or found a load just finished), and got its answer.
     pub miss: u64,
-    /// Joined a load already in flight.
+    /// Joined a load already in flight, and got its answer.
     pub coalesced: u64,
 }
 
 impl RequestOutcomes {
     /// The outcomes in a stats snapshot. Every `get` is a fresh hit, answered stale at once, or
     /// waits for a load (`misses`, of which `coalesced` joined another's), so the stale-at-once
-    /// answers are what remains.
+    /// answers are what remains; the waiting requests that ended stale (`waited_stale`, of which
+    /// `coalesced_stale` had joined another's load) move from `miss`/`coalesced` to `stale`.
     pub fn of(s: &StatsSnapshot) -> Self {
         let coalesced = s.coalesced.min(s.misses);
+        let waited_stale = s.waited_stale.min(s.misses);
+        let coalesced_stale = s.coalesced_stale.min(waited_stale).min(coalesced);
+        let led = s.misses - coalesced;
         Self {
             fresh: s.fresh_hits,
             stale: s
                 .requests
                 .saturating_sub(s.fresh_hits)
-                .saturating_sub(s.misses),
-            miss: s.misses - coalesced,
-            coalesced,
+                .saturating_sub(s.misses)
+                + waited_stale,
+            miss: led.saturating_sub(waited_stale - coalesced_stale),
+            coalesced: coalesced - coalesced_stale,
         }
     }
 
@@ -236,7 +242,8 @@ impl Exporter {
 ///   `freshcache_bad_events_total`, `freshcache_lagged_events_total`, `freshcache_resyncs_total`,
 ///   `freshcache_sync_errors_total`, `freshcache_failed_bumps_total`,
 ///   `freshcache_task_restarts_total`, `freshcache_audit_checked_total`,
-///   `freshcache_audit_violations_total`;
+///   `freshcache_audit_violations_total`, `freshcache_corrupt_entries_total`,
+///   `freshcache_lease_lost_total`;
 /// * histograms (seconds): `freshcache_request_duration_seconds`,
 ///   `freshcache_load_duration_seconds`, `freshcache_invalidation_lag_seconds`;
 /// * gauges: `freshcache_table_version{table}`, `freshcache_keys{table,generation,tier}`,
@@ -255,8 +262,9 @@ pub fn render(instance: &Instance, extra: &MetricsExtra) -> String {
         "freshcache_requests_total",
         Kind::Counter,
         "Requests by outcome; the outcomes add up to every request. fresh: answered fresh from \
-         the cache; stale: answered stale at once (stale-while-revalidate, previous version during \
-         an update); miss: waited for a load it led; coalesced: joined a load already in flight.",
+         the cache; stale: answered stale, at once (stale-while-revalidate, previous version \
+         during an update) or after its load failed or was too slow; miss: waited for a load it \
+         led; coalesced: joined a load already in flight.",
     );
     let r = extra.requests;
     for (outcome, n) in [
@@ -275,6 +283,18 @@ pub fn render(instance: &Instance, extra: &MetricsExtra) -> String {
         "freshcache_stale_answers_total",
         "Answers served stale, including those given after a failed or slow load.",
         stats.stale_served,
+    );
+    x.counter(
+        "freshcache_lease_lost_total",
+        "Loads whose answer was not written to the shared store because another process had \
+         taken their lease over (its answer wins).",
+        stats.lease_lost,
+    );
+    x.counter(
+        "freshcache_corrupt_entries_total",
+        "Entries read from the shared store that failed validation (unreadable, a stamp that \
+         does not match their key, a value that is not JSON); each was treated as a miss.",
+        engine.shared_store().map_or(0, |s| s.corrupt_entries()),
     );
     x.counter(
         "freshcache_request_errors_total",
@@ -1059,7 +1079,9 @@ mod tests {
             fresh_hits: 80,
             misses: 15,
             coalesced: 9,
-            stale_served: 7, // 5 at once, 2 after a failed load
+            stale_served: 7, // 5 at once, 2 after a failed load (one of them coalesced)
+            waited_stale: 2,
+            coalesced_stale: 1,
             ..StatsSnapshot::default()
         };
         let r = RequestOutcomes::of(&s);
@@ -1067,17 +1089,18 @@ mod tests {
             r,
             RequestOutcomes {
                 fresh: 80,
-                stale: 5,
-                miss: 6,
-                coalesced: 9
+                stale: 7,
+                miss: 5,
+                coalesced: 8
             }
         );
+        assert_eq!(r.stale, s.stale_served);
         assert_eq!(r.fresh + r.stale + r.miss + r.coalesced, s.requests);
         // A snapshot caught between two counts of one request shows a stale answer that is
         // really a miss on its way: the floor keeps the next scrape from going down.
-        let caught = RequestOutcomes { stale: 6, ..r };
-        assert_eq!(r.at_least(caught).stale, 6);
-        assert_eq!(r.at_least(caught).miss, 6);
+        let caught = RequestOutcomes { stale: 8, ..r };
+        assert_eq!(r.at_least(caught).stale, 8);
+        assert_eq!(r.at_least(caught).miss, 5);
     }
 
     #[test]

@@ -33,6 +33,9 @@
 //!   `freshcache --redis URL --json get ...` still answers, from the warehouse, with exit 0.
 //! * `a_running_instance_reports_itself_degraded`: an instance whose cache Redis is shut down keeps
 //!   answering from the warehouse and `stats --json` (read through its bus) counts it as degraded.
+//! * `the_shared_tier_supplies_stale_if_error`: after an update whose loads fail, an instance
+//!   with no in-process tier and a process started after the answer was stored both answer with
+//!   the previous version from Redis, marked stale (`warehouse error`), not with an error.
 //!
 //! Every test starts its own `redis-server` on a free loopback port (see `common`), runs alone
 //! (a shared lock), and stops every process and removes every directory it made, also when it
@@ -1426,5 +1429,64 @@ fn a_running_instance_reports_itself_degraded() {
             "{reason}"
         );
         node.instance.shutdown();
+    });
+}
+
+/// Regression (issue 10): stale fallbacks come from the shared tier too. After an update whose
+/// loads fail, an instance with no in-process tier, and a process started after the answer was
+/// stored, both answer with the previous version from Redis, marked stale, instead of an error.
+#[test]
+fn the_shared_tier_supplies_stale_if_error() {
+    let _serial = serial();
+    let Some(server) = RedisServer::start("the_shared_tier_supplies_stale_if_error") else {
+        return;
+    };
+    runtime().block_on(async {
+        let wh = warehouse(Duration::from_millis(5));
+        let no_tier = Node::start(&server, &wh, false, InstanceConfig::default()).await;
+        let request = q1_2026(no_tier.engine());
+        let first = no_tier.engine().get(&request).await.expect("a first load");
+        let v0 = sales_version(&first);
+        // The warehouse fails from before the update: no refresh-ahead can load the new version.
+        wh.set_failing(true);
+        no_tier
+            .bus
+            .bump(
+                &[sales()],
+                "stale-if-error",
+                freshcache::bus::BumpMode::Force,
+                false,
+            )
+            .await
+            .expect("a bump");
+        no_tier.instance.resync().await;
+        assert_eq!(no_tier.engine().versions().version(sales()), v0 + 1);
+        let newcomer = Node::start(&server, &wh, true, InstanceConfig::default()).await;
+        assert_eq!(newcomer.engine().versions().version(sales()), v0 + 1);
+        for (who, node) in [
+            ("no in-process tier", &no_tier),
+            ("a new process", &newcomer),
+        ] {
+            let request = q1_2026(node.engine());
+            let answer = node
+                .engine()
+                .get(&request)
+                .await
+                .unwrap_or_else(|e| panic!("{who}: no stale-if-error from Redis: {e}"));
+            assert!(
+                matches!(
+                    answer.freshness,
+                    freshcache::engine::Freshness::Stale {
+                        reason: freshcache::engine::StaleReason::WarehouseError(_),
+                        ..
+                    }
+                ),
+                "{who}: {:?}",
+                answer.freshness
+            );
+            assert_eq!(sales_version(&answer), v0, "{who}: the previous version");
+            assert_eq!(answer.value(), first.value(), "{who}");
+        }
+        wh.set_failing(false);
     });
 }

@@ -28,6 +28,20 @@
 //!   batch completed by a new process (as `freshcache etl-complete` would) reaches a running
 //!   instance: on its live feed, and as a new version after its next poll, so that it stops
 //!   answering with the old data as fresh.
+//! * `corrupt_shared_entries_are_misses_and_never_panic`: 140 seeded cases of random bytes and
+//!   JSON entries with out-of-range fields (a stamp of 200 tables, other tables, other versions, a
+//!   value that is not JSON, truncations), written with `redis-cli` under the key an entry would
+//!   have: each is counted as corrupt and is a miss answered fresh from the warehouse, on an
+//!   instance with and one without an in-process tier; nothing panics, and a corrupt previous
+//!   version is no stale fallback.
+//! * `the_lease_holder_rechecks_the_shared_tier_before_loading`: another process stores the
+//!   answer between this one's probe and its lease; the lease holder finds it, makes no warehouse
+//!   query and releases the lease.
+//! * `a_lost_lease_never_overwrites_the_new_holders_entry`: while A loads under its lease, B takes
+//!   the lease over and stores its answer; A's store is refused (B's entry and lease stay) and
+//!   counted as `lease_lost`, and A's own waiters still get A's answer.
+//! * `a_late_old_version_never_becomes_the_shared_previous`: version 1 stored after version 2 (and
+//!   9 after 10) leaves the newer version as the stale fallback.
 //! * `forged_and_repeated_messages_follow_the_truth`: a seed message seen by three instances bumps
 //!   once, the same payload after the delivery window bumps again, and messages claiming versions
 //!   above the truth (on either channel) are refused by every instance and change nothing.
@@ -50,8 +64,8 @@ use freshcache::bus::{BumpMode, Bus, CHANNEL, EventKind, RedisBus};
 use freshcache::engine::catalog::Request;
 use freshcache::engine::{Engine, Freshness, Source};
 use freshcache::instance::InstanceConfig;
-use freshcache::store::EntryKey;
-use freshcache::store::redis::{FILLS_CHANNEL, Fills};
+use freshcache::store::redis::{FILLS_CHANNEL, Fills, RedisStore};
+use freshcache::store::{BoxFuture, EntryKey, PutOutcome, Store, StoreError};
 use freshcache::warehouse::{EtlTarget, MemoryWarehouse};
 use serde_json::Value;
 
@@ -1225,6 +1239,495 @@ async fn first_event(
 
 fn as_refs(args: &[String]) -> Vec<&str> {
     args.iter().map(String::as_str).collect()
+}
+
+/// The key `request` has at `engine`'s current versions.
+fn current_key(engine: &Engine, request: &Request) -> EntryKey {
+    let versions = engine.versions();
+    let mut out = [0u64; 4];
+    for (slot, t) in out.iter_mut().zip(&request.query().tables) {
+        *slot = versions.version(*t);
+    }
+    EntryKey::new(request.fingerprint(), out)
+}
+
+/// An entry body as the store writes it (JSON), with the stamp's fields given raw so that they
+/// can be out of range.
+fn raw_entry(len: u64, tables: [u64; 4], versions: [u64; 4], value: &str) -> Vec<u8> {
+    let now = freshcache::engine::clock::system_now_ms();
+    serde_json::json!({
+        "fresh_until": now + 3_600_000,
+        "created_ms": now,
+        "load_ms": 1,
+        "keep_until": now + 7_200_000,
+        "value": value,
+        "versions": { "len": len, "tables": tables, "versions": versions },
+    })
+    .to_string()
+    .into_bytes()
+}
+
+/// Case `i` of [`corrupt_shared_entries_are_misses_and_never_panic`]: bytes that must not be
+/// served for `key` of `request`, and what is wrong with them.
+fn corrupt_entry(
+    rng: &mut fastrand::Rng,
+    request: &Request,
+    key: &EntryKey,
+    i: usize,
+) -> (Vec<u8>, &'static str) {
+    let n = request.query().tables.len();
+    let mut tables = [0u64; 4];
+    for (slot, t) in tables.iter_mut().zip(&request.query().tables) {
+        *slot = t.0 as u64;
+    }
+    let good = raw_entry(n as u64, tables, key.versions, "[]");
+    match i % 7 {
+        0 => {
+            let len = rng.usize(0..200);
+            (
+                std::iter::repeat_with(|| rng.u8(..)).take(len).collect(),
+                "random bytes",
+            )
+        }
+        1 => (
+            raw_entry(rng.u64(5..=255), tables, key.versions, "[]"),
+            "stamp length out of range",
+        ),
+        2 => {
+            let mut t = tables;
+            t[0] = rng.u64(1_000..=65_535);
+            (
+                raw_entry(n as u64, t, key.versions, "[]"),
+                "a table the query does not read",
+            )
+        }
+        3 => {
+            let mut v = key.versions;
+            v[0] = v[0].wrapping_add(rng.u64(1..));
+            (
+                raw_entry(n as u64, tables, v, "[]"),
+                "versions other than the key's",
+            )
+        }
+        4 => (
+            raw_entry(n as u64, tables, key.versions, "not json {"),
+            "a value that is not JSON",
+        ),
+        5 => {
+            let cut = rng.usize(1..good.len());
+            (good[..cut].to_vec(), "truncated")
+        }
+        _ => (
+            raw_entry(rng.u64(0..=255), [rng.u64(..); 4], [rng.u64(..); 4], "{}"),
+            "every stamp field random",
+        ),
+    }
+}
+
+/// Regression (issue 10): anything read from Redis is validated. Random bytes and well-formed
+/// JSON with out-of-range fields (a stamp length of 200 used to panic while holding a shard
+/// lock), written with a real client under the key an entry would have, are misses: the get is
+/// answered from the warehouse, fresh, at the current versions, and nothing panics; the same as
+/// a stale fallback after a bump.
+#[test]
+fn corrupt_shared_entries_are_misses_and_never_panic() {
+    const CASES: usize = 140;
+    let _serial = serial();
+    let Some(server) = RedisServer::start("corrupt_shared_entries_are_misses_and_never_panic")
+    else {
+        return;
+    };
+    runtime().block_on(async {
+        let wh = warehouse(Duration::from_millis(1));
+        let with_tier = Node::start(&server, &wh, true, InstanceConfig::default()).await;
+        let without_tier = Node::start(&server, &wh, false, InstanceConfig::default()).await;
+        let seed = fastrand::u64(..);
+        eprintln!("corrupt entries: seed {seed}");
+        let mut rng = fastrand::Rng::with_seed(seed);
+        let mut served = Vec::new();
+        for i in 0..CASES {
+            let node = if i % 2 == 0 {
+                &with_tier
+            } else {
+                &without_tier
+            };
+            let engine = node.engine().clone();
+            let request = distinct_request(&engine, i);
+            let key = current_key(&engine, &request);
+            let name = node.store.entry_key(&request, &key);
+            let (bytes, what) = corrupt_entry(&mut rng, &request, &key, i);
+            blocking(|| server.cli_with_stdin(&["SET", &name], Some(&bytes)));
+            let queries = wh.queries();
+            let get = tokio::spawn({
+                let request = request.clone();
+                async move {
+                    engine.get(&request).await.map(|a| {
+                        (
+                            a.source,
+                            a.freshness.is_fresh(),
+                            a.versions().versions().to_vec(),
+                            a.value().to_string(),
+                        )
+                    })
+                }
+            });
+            let (source, fresh, versions, value) = match get.await {
+                Ok(Ok(answer)) => answer,
+                Ok(Err(e)) => panic!("case {i} ({what}, seed {seed}): the get failed: {e}"),
+                Err(e) => panic!("case {i} ({what}, seed {seed}): the get panicked: {e}"),
+            };
+            let n = request.query().tables.len();
+            assert!(
+                source == Source::Warehouse && fresh && versions == key.versions[..n],
+                "case {i} ({what}, seed {seed}): served {source} fresh={fresh} at {versions:?} \
+                 instead of a fresh warehouse answer at {:?}",
+                &key.versions[..n]
+            );
+            assert!(
+                serde_json::from_str::<Value>(&value).is_ok(),
+                "case {i} ({what}): served a value that is not JSON"
+            );
+            assert_eq!(wh.queries(), queries + 1, "case {i} ({what}): one load");
+            served.push(what);
+        }
+
+        let counted = with_tier.store.corrupt_entries() + without_tier.store.corrupt_entries();
+        assert!(
+            counted >= CASES as u64,
+            "{counted} corrupt entries counted for {CASES} cases"
+        );
+
+        // A corrupt previous version is no stale fallback either: the failed load is an error.
+        let engine = without_tier.engine().clone();
+        let request = distinct_request(&engine, CASES);
+        engine.get(&request).await.expect("a first load");
+        let key = current_key(&engine, &request);
+        let name = without_tier.store.entry_key(&request, &key);
+        let mut tables = [0u64; 4];
+        for (slot, t) in tables.iter_mut().zip(&request.query().tables) {
+            *slot = t.0 as u64;
+        }
+        let bytes = raw_entry(200, tables, key.versions, "[]");
+        blocking(|| server.cli_with_stdin(&["SET", &name], Some(&bytes)));
+        without_tier
+            .bus
+            .bump(&[sales()], "corrupt", BumpMode::Force, false)
+            .await
+            .expect("a bump");
+        without_tier.instance.resync().await;
+        wh.set_failing(true);
+        let outcome = tokio::spawn({
+            let (engine, request) = (engine.clone(), request.clone());
+            async move { engine.get(&request).await.map(|a| a.freshness.is_fresh()) }
+        })
+        .await;
+        wh.set_failing(false);
+        match outcome {
+            Ok(Err(_)) => {}
+            Ok(Ok(fresh)) => panic!("a corrupt previous entry was served (fresh={fresh})"),
+            Err(e) => panic!("the get panicked on a corrupt previous entry: {e}"),
+        }
+        eprintln!("corrupt entries: {} cases, all misses", served.len());
+    });
+}
+
+/// An entry another process would have stored for `key` of `request`, with `value`.
+fn entry_of(request: &Request, key: &EntryKey, value: &str) -> Arc<freshcache::store::Entry> {
+    let now = freshcache::engine::clock::system_now_ms();
+    let mut versions = key.versions.iter().copied();
+    Arc::new(freshcache::store::Entry {
+        fresh_until: now + 3_600_000,
+        created_ms: now,
+        load_ms: 1,
+        keep_until: now + 7_200_000,
+        value: Arc::from(value),
+        versions: freshcache::store::Stamp::from_fn(&request.query().tables, |_| {
+            versions.next().unwrap_or(0)
+        }),
+    })
+}
+
+/// A Redis store that, the first time a lease is asked for, lets another process store the
+/// entry first: the race between a process's probe of the shared tier and its lease.
+struct FilledBeforeTheLease {
+    store: Arc<RedisStore>,
+    other: Arc<RedisStore>,
+    armed: std::sync::Mutex<Option<Arc<freshcache::store::Entry>>>,
+}
+
+impl Store for FilledBeforeTheLease {
+    fn describe(&self) -> String {
+        self.store.describe()
+    }
+    fn get<'a>(
+        &'a self,
+        request: &'a Request,
+        key: &'a EntryKey,
+    ) -> BoxFuture<'a, Result<Option<Arc<freshcache::store::Entry>>, StoreError>> {
+        self.store.get(request, key)
+    }
+    fn previous<'a>(
+        &'a self,
+        request: &'a Request,
+        key: &'a EntryKey,
+    ) -> BoxFuture<'a, Result<Option<Arc<freshcache::store::Entry>>, StoreError>> {
+        self.store.previous(request, key)
+    }
+    fn put<'a>(
+        &'a self,
+        request: &'a Request,
+        key: EntryKey,
+        entry: Arc<freshcache::store::Entry>,
+    ) -> BoxFuture<'a, Result<PutOutcome, StoreError>> {
+        self.store.put(request, key, entry)
+    }
+    fn table_keys<'a>(
+        &'a self,
+        current: &'a freshcache::engine::versions::VersionVector,
+    ) -> BoxFuture<'a, Result<Vec<freshcache::store::TableKeys>, StoreError>> {
+        self.store.table_keys(current)
+    }
+    fn lease<'a>(
+        &'a self,
+        request: &'a Request,
+        key: &'a EntryKey,
+        token: u64,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        Box::pin(async move {
+            let armed = self.armed.lock().unwrap_or_else(|p| p.into_inner()).take();
+            if let Some(entry) = armed {
+                self.other
+                    .put(request, *key, entry)
+                    .await
+                    .expect("the other process stores its entry");
+            }
+            self.store.lease(request, key, token, ttl).await
+        })
+    }
+    fn extend_lease<'a>(
+        &'a self,
+        request: &'a Request,
+        key: &'a EntryKey,
+        token: u64,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        self.store.extend_lease(request, key, token, ttl)
+    }
+    fn put_and_release<'a>(
+        &'a self,
+        request: &'a Request,
+        key: EntryKey,
+        entry: Option<Arc<freshcache::store::Entry>>,
+        token: u64,
+    ) -> BoxFuture<'a, Result<PutOutcome, StoreError>> {
+        self.store.put_and_release(request, key, entry, token)
+    }
+    fn release_lease<'a>(
+        &'a self,
+        request: &'a Request,
+        key: &'a EntryKey,
+        token: u64,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        self.store.release_lease(request, key, token)
+    }
+    fn wait_fill<'a>(
+        &'a self,
+        request: &'a Request,
+        key: &'a EntryKey,
+        timeout: Duration,
+    ) -> BoxFuture<'a, ()> {
+        self.store.wait_fill(request, key, timeout)
+    }
+    fn purge<'a>(
+        &'a self,
+        current: &'a freshcache::engine::versions::VersionVector,
+        budget: usize,
+    ) -> BoxFuture<'a, Result<usize, StoreError>> {
+        self.store.purge(current, budget)
+    }
+}
+
+/// Regression (issue 10): a process that took the lease looks in the shared tier again before
+/// loading: another process may have stored the answer between this one's probe and its lease.
+#[test]
+fn the_lease_holder_rechecks_the_shared_tier_before_loading() {
+    let _serial = serial();
+    let Some(server) =
+        RedisServer::start("the_lease_holder_rechecks_the_shared_tier_before_loading")
+    else {
+        return;
+    };
+    runtime().block_on(async {
+        let wh = warehouse(Duration::from_millis(20));
+        let catalog = catalog();
+        let tables = catalog.tables().clone();
+        let store = Arc::new(RedisStore::new(
+            link(&server),
+            tables.clone(),
+            Arc::new(Fills::default()),
+        ));
+        let other = Arc::new(RedisStore::new(
+            link(&server),
+            tables,
+            Arc::new(Fills::default()),
+        ));
+        let racing = Arc::new(FilledBeforeTheLease {
+            store,
+            other,
+            armed: std::sync::Mutex::new(None),
+        });
+        let engine = Engine::builder(catalog, wh.clone())
+            .shared(racing.clone())
+            .build()
+            .expect("an engine");
+        let request = distinct_request(&engine, 1);
+        let key = current_key(&engine, &request);
+        *racing.armed.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some(entry_of(&request, &key, r#"{"from":"the other process"}"#));
+        let answer = engine.get(&request).await.expect("a get");
+        assert_eq!(
+            answer.value(),
+            r#"{"from":"the other process"}"#,
+            "the lease holder loaded although the answer was in the shared tier"
+        );
+        assert!(answer.freshness.is_fresh());
+        assert_eq!(wh.queries(), 0, "no warehouse query");
+        let leases =
+            blocking(|| server.scan(&format!("fc:*:l:*:{:032x}:*", request.fingerprint())));
+        assert!(leases.is_empty(), "the lease was released: {leases:?}");
+        // A load under the lease stores its answer and releases the lease in the same script.
+        let other = distinct_request(&engine, 4);
+        let loaded = engine.get(&other).await.expect("a load");
+        assert_eq!(loaded.source, Source::Warehouse);
+        assert_eq!(wh.queries(), 1);
+        let leases = blocking(|| server.scan(&format!("fc:*:l:*:{:032x}:*", other.fingerprint())));
+        assert!(leases.is_empty(), "the lease was released: {leases:?}");
+        let name = racing
+            .store
+            .entry_key(&other, &current_key(&engine, &other));
+        assert_eq!(blocking(|| server.cli_int(&["EXISTS", &name])), 1, "stored");
+    });
+}
+
+/// Regression (issue 10): a loader whose lease was taken over (it expired and another process
+/// holds it now) does not overwrite what the new holder stored: the shared put is conditional on
+/// the lease, and the refusal is counted.
+#[test]
+fn a_lost_lease_never_overwrites_the_new_holders_entry() {
+    let _serial = serial();
+    let Some(server) = RedisServer::start("a_lost_lease_never_overwrites_the_new_holders_entry")
+    else {
+        return;
+    };
+    runtime().block_on(async {
+        let slow = warehouse(Duration::from_millis(600));
+        let a = Node::start(&server, &slow, true, InstanceConfig::default()).await;
+        let b = Node::start(&server, &slow, true, InstanceConfig::default()).await;
+        let request = distinct_request(a.engine(), 2);
+        let key = current_key(a.engine(), &request);
+        let get = tokio::spawn({
+            let (engine, request) = (a.engine().clone(), request.clone());
+            async move { engine.get(&request).await }
+        });
+        let pattern = format!("fc:*:l:*:{:032x}:*", request.fingerprint());
+        let started = Instant::now();
+        let lease = loop {
+            if let Some(l) = blocking(|| server.scan(&pattern)).pop() {
+                break l;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(5),
+                "A took no lease"
+            );
+            tokio::time::sleep(POLL).await;
+        };
+        // B takes the lease over and stores its answer while A is still loading.
+        blocking(|| server.cli(&["SET", &lease, "4242", "PX", "10000"]));
+        let b_entry = entry_of(&request, &key, r#"{"from":"B"}"#);
+        freshcache::store::Store::put(&*b.store, &request, key, b_entry)
+            .await
+            .expect("B stores");
+        let a_answer = get.await.expect("A's get").expect("A answers");
+        assert!(
+            a_answer.freshness.is_fresh(),
+            "A's own waiters get its load"
+        );
+        let name = a.store.entry_key(&request, &key);
+        let stored = blocking(|| server.cli(&["GET", &name]));
+        assert!(
+            stored.contains(r#"{\"from\":\"B\"}"#),
+            "A overwrote the new lease holder's entry: {stored}"
+        );
+        assert_eq!(
+            blocking(|| server.cli(&["GET", &lease])).trim(),
+            "4242",
+            "A removed B's lease"
+        );
+        assert_eq!(
+            a.engine().stats().lease_lost,
+            1,
+            "the lost lease is counted"
+        );
+    });
+}
+
+/// Regression (issue 10): the shared tier's previous answer is the newest *version* stored, not
+/// the latest-created entry: a slow load of an old version that finishes after the new version
+/// was stored does not become the stale fallback.
+#[test]
+fn a_late_old_version_never_becomes_the_shared_previous() {
+    let _serial = serial();
+    let Some(server) = RedisServer::start("a_late_old_version_never_becomes_the_shared_previous")
+    else {
+        return;
+    };
+    runtime().block_on(async {
+        let store = RedisStore::new(
+            link(&server),
+            catalog().tables().clone(),
+            Arc::new(Fills::default()),
+        );
+        let engine = Engine::builder(catalog(), warehouse(Duration::from_millis(1)))
+            .build()
+            .expect("an engine");
+        let request = distinct_request(&engine, 3);
+        let at = |v: u64| EntryKey::new(request.fingerprint(), [v, 0, 0, 0]);
+        store
+            .put(&request, at(2), entry_of(&request, &at(2), r#"{"v":2}"#))
+            .await
+            .expect("version 2 stored");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        // The slow loader of version 1 finishes later.
+        store
+            .put(&request, at(1), entry_of(&request, &at(1), r#"{"v":1}"#))
+            .await
+            .expect("version 1 stored");
+        let previous = store
+            .previous(&request, &at(3))
+            .await
+            .expect("Redis answers")
+            .expect("a previous answer");
+        assert_eq!(
+            &*previous.value, r#"{"v":2}"#,
+            "the newest version is the previous answer"
+        );
+        // Versions compare as numbers, not as text: 10 is newer than 9.
+        store
+            .put(&request, at(10), entry_of(&request, &at(10), r#"{"v":10}"#))
+            .await
+            .expect("version 10 stored");
+        store
+            .put(&request, at(9), entry_of(&request, &at(9), r#"{"v":9}"#))
+            .await
+            .expect("version 9 stored");
+        let previous = store
+            .previous(&request, &at(11))
+            .await
+            .expect("Redis answers")
+            .expect("a previous answer");
+        assert_eq!(&*previous.value, r#"{"v":10}"#);
+    });
 }
 
 /// Polls `done` every 5 ms until it holds, for at most `limit`; returns whether it did.

@@ -75,11 +75,51 @@ fn open(url: &str) -> anyhow::Result<(Arc<RedisLink>, Arc<Fills>)> {
 /// The worker: one API server's share of the stampede.
 pub async fn worker(g: &GlobalArgs, args: WorkerArgs) -> Result<(), CliError> {
     let url = redis_url(g)?;
-    let report = run_worker(&url, &args).await?;
+    let lease = lease_of(g)?;
+    let report = run_worker(&url, lease, &args).await?;
     super::output::print_json(&report)
 }
 
-async fn run_worker(url: &str, args: &WorkerArgs) -> anyhow::Result<WorkerReport> {
+/// `--lease`, checked: the workers load under it, as an API server started with it would.
+fn lease_of(g: &GlobalArgs) -> Result<Duration, CliError> {
+    crate::engine::clock::parse_duration(&g.lease)
+        .map_err(|e| CliError::new(EXIT_BAD_INPUT, format!("--lease: {e}")))
+}
+
+/// The arguments of one `bench stampede-worker` process: the parent's Redis settings and lease,
+/// then the worker's share of the stampede.
+fn worker_args(
+    url: &str,
+    g: &GlobalArgs,
+    requesters: u32,
+    keys: u32,
+    load_ms: u64,
+    start_ms: u64,
+) -> Vec<String> {
+    [
+        "--redis",
+        url,
+        "--redis-timeout",
+        &g.redis_timeout,
+        "--lease",
+        &g.lease,
+        "bench",
+        "stampede-worker",
+        "--requesters",
+        &requesters.to_string(),
+        "--keys",
+        &keys.to_string(),
+        "--load-ms",
+        &load_ms.to_string(),
+        "--start-ms",
+        &start_ms.to_string(),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+async fn run_worker(url: &str, lease: Duration, args: &WorkerArgs) -> anyhow::Result<WorkerReport> {
     let catalog = Arc::new(bench_catalog(
         Policy::builder()
             .max_wait(Duration::from_secs(60))
@@ -101,6 +141,7 @@ async fn run_worker(url: &str, args: &WorkerArgs) -> anyhow::Result<WorkerReport
     ));
     let engine = Engine::builder(catalog, warehouse.clone())
         .shared(store)
+        .lease(lease)
         .build()?;
     let instance = Instance::new(
         engine.clone(),
@@ -170,15 +211,7 @@ async fn run_phase(
     let mut children = Vec::new();
     for _ in 0..processes {
         let mut cmd = tokio::process::Command::new(&exe);
-        cmd.arg("--redis")
-            .arg(url)
-            .arg("--redis-timeout")
-            .arg(&g.redis_timeout)
-            .args(["bench", "stampede-worker"])
-            .args(["--requesters", &per.to_string()])
-            .args(["--keys", &keys.to_string()])
-            .args(["--load-ms", &load_ms.to_string()])
-            .args(["--start-ms", &start_ms.to_string()])
+        cmd.args(worker_args(url, g, per, keys, load_ms, start_ms))
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .kill_on_drop(true);
@@ -700,4 +733,44 @@ pub async fn invalidation(g: &GlobalArgs, keys: u64) -> Result<(), CliError> {
         seen(&r.during_seed)
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+    use crate::cli::{Cli, Command};
+
+    /// Regression (issue 10, J): the worker processes of `bench stampede --redis` get the
+    /// parent's `--lease` and load under it.
+    #[test]
+    fn stampede_workers_get_the_lease() {
+        let g = GlobalArgs {
+            lease: "750ms".into(),
+            redis_timeout: "300ms".into(),
+            ..GlobalArgs::default()
+        };
+        let args = worker_args("redis://127.0.0.1:1/0", &g, 50, 5, 100, 42);
+        let at = args
+            .iter()
+            .position(|a| a == "--lease")
+            .expect("--lease is passed");
+        assert_eq!(args[at + 1], "750ms");
+        // The worker parses what it is given, and takes the lease from it.
+        let cli = Cli::try_parse_from(std::iter::once("freshcache".to_string()).chain(args))
+            .expect("the worker's arguments parse");
+        assert!(matches!(
+            cli.command,
+            Some(Command::Bench(
+                crate::cli::bench::BenchCommand::StampedeWorker(_)
+            ))
+        ));
+        assert_eq!(lease_of(&cli.global).ok(), Some(Duration::from_millis(750)));
+        let bad = GlobalArgs {
+            lease: "soon".into(),
+            ..GlobalArgs::default()
+        };
+        assert!(lease_of(&bad).is_err());
+    }
 }

@@ -1,9 +1,11 @@
 //! The query catalog: the named, parameterised questions the chatbot may ask, and the tables each reads.
 //!
 //! A [`Request`] is a catalog query with its parameters checked and a stable fingerprint computed
-//! once (xxh3-128 of the query name and its parameters in declaration order). The fingerprint is the
-//! same in every process, on every machine and in every release, unlike the seed's
-//! `hash(query)`, which Python salts per process so two API servers never share an entry.
+//! once (xxh3-128 of the query name, its parameters in declaration order, and the hash of the
+//! query's definition: its SQL text and tables). The fingerprint is the same in every process and
+//! on every machine for the same catalog, unlike the seed's `hash(query)`, which Python salts per
+//! process so two API servers never share an entry; and it changes when the SQL does, so during a
+//! rolling deploy a process with a changed query never shares the old release's answers.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -104,6 +106,19 @@ pub struct Query {
     pub params: Vec<ParamSpec>,
     /// Its freshness rules.
     pub policy: Policy,
+    /// xxh3-64 of the SQL text and the table names, computed once: part of every fingerprint.
+    definition: u64,
+}
+
+/// The stable hash of a query's definition (SQL text, then each table name, NUL-separated).
+fn definition_hash(sql: &str, tables: &[&str]) -> u64 {
+    let mut bytes = Vec::with_capacity(sql.len() + 16 * tables.len());
+    bytes.extend_from_slice(sql.as_bytes());
+    for t in tables {
+        bytes.push(0);
+        bytes.extend_from_slice(t.as_bytes());
+    }
+    xxhash_rust::xxh3::xxh3_64(&bytes)
 }
 
 /// Index of a query in its catalog.
@@ -234,6 +249,7 @@ impl Catalog {
             tables: ids,
             params,
             policy,
+            definition: definition_hash(sql, tables),
         }));
         self.by_name.insert(name.to_string(), id);
         Ok(id)
@@ -348,6 +364,9 @@ impl Request {
             canonical.push(b'=');
             canonical.extend_from_slice(v.as_bytes());
         }
+        // The definition last: `name\0param=value...\0#<definition hash, little-endian>`.
+        canonical.extend_from_slice(b"\0#");
+        canonical.extend_from_slice(&query.definition.to_le_bytes());
         let fingerprint = xxhash_rust::xxh3::xxh3_128(&canonical);
         Self {
             query,
@@ -375,7 +394,7 @@ impl Request {
             .map(|(p, v)| (p.name.as_str(), v.as_str()))
     }
 
-    /// The stable 128-bit fingerprint of query name and parameters.
+    /// The stable 128-bit fingerprint of query name, parameters and the query's definition.
     pub fn fingerprint(&self) -> u128 {
         self.fingerprint
     }
@@ -426,10 +445,38 @@ mod tests {
         let d = c.request("sales_by_region", &[("quarter", "Q2")]).unwrap();
         assert_eq!(a.fingerprint(), b.fingerprint());
         assert_ne!(a.fingerprint(), d.fingerprint());
-        // Pinned: the key must not change between processes, machines or releases.
+        // Pinned: the key must not change between processes, machines or releases (for the
+        // same query definition).
+        let mut canonical = b"sales_by_region\0quarter=Q1\0#".to_vec();
+        canonical.extend_from_slice(&xxhash_rust::xxh3::xxh3_64(b"SELECT 1\0sales").to_le_bytes());
+        assert_eq!(a.fingerprint(), xxhash_rust::xxh3::xxh3_128(&canonical));
+    }
+
+    /// Regression (issue 10): during a rolling deploy, old and new processes share one Redis; a
+    /// query whose SQL changed must not share the old release's answers.
+    #[test]
+    fn fingerprint_changes_with_the_sql_text() {
+        let with_sql = |sql: &str| {
+            let mut c = Catalog::new(Tables::new(["sales"]).unwrap());
+            c.add(
+                "total",
+                "Total",
+                sql,
+                &["sales"],
+                vec![ParamSpec::text("quarter", None)],
+                Policy::default(),
+            )
+            .unwrap();
+            c.request("total", &[("quarter", "Q1")])
+                .unwrap()
+                .fingerprint()
+        };
+        let old = with_sql("SELECT sum(amount) FROM sales WHERE quarter = :quarter");
+        let new = with_sql("SELECT sum(amount - refunds) FROM sales WHERE quarter = :quarter");
+        assert_ne!(old, new);
         assert_eq!(
-            a.fingerprint(),
-            xxhash_rust::xxh3::xxh3_128(b"sales_by_region\0quarter=Q1")
+            old,
+            with_sql("SELECT sum(amount) FROM sales WHERE quarter = :quarter")
         );
     }
 

@@ -236,7 +236,9 @@ impl EngineBuilder {
                 verified_until: std::sync::atomic::AtomicU64::new(u64::MAX),
                 audit: audit::Samples::default(),
                 hot: hot::HotKeys::default(),
-                updating: std::sync::atomic::AtomicU64::new(0),
+                updating: (0..tables.div_ceil(64).max(1))
+                    .map(|_| std::sync::atomic::AtomicU64::new(0))
+                    .collect(),
                 shared: self.shared,
                 local_tier: self.local_tier,
                 lease: self.lease,
@@ -266,8 +268,9 @@ pub(crate) struct Inner {
     runtime: Handle,
     hot: hot::HotKeys,
     refresh_permits: Arc<tokio::sync::Semaphore>,
-    /// Tables (bit per table id < 64) whose bump is being prepared.
-    updating: std::sync::atomic::AtomicU64,
+    /// Tables whose bump is being prepared: one bit per table id, as many words as the catalog
+    /// needs (it may hold up to 65 535 tables).
+    updating: Box<[std::sync::atomic::AtomicU64]>,
     /// The shared second tier (Redis), if any.
     shared: Option<Arc<dyn crate::store::Store>>,
     /// Whether the in-process tier caches (off: every hit goes to the shared tier).
@@ -585,10 +588,7 @@ impl Engine {
                 return Lookup::Answered(Answer::new(entry, Freshness::Fresh, Source::Cache));
             }
             inner.stats.incr(Counter::Requests);
-            let age = now.saturating_sub(entry.created_ms);
-            if now < entry.fresh_until + policy.swr_window.as_millis() as u64
-                && age <= policy.max_stale.as_millis() as u64
-            {
+            if servable_while_revalidating(&entry, now, policy) {
                 let reason = if updating {
                     StaleReason::Updating
                 } else {
@@ -625,11 +625,17 @@ impl Engine {
     }
 
     /// Joins (or leads) the load of `key` and waits for it, at most the policy's maximum wait.
+    ///
+    /// With a shared tier, the stale rules do not depend on this process's tier: the leader's
+    /// look in the shared tier serves an expired entry found there as the hit path serves one of
+    /// its own (stale-while-revalidate), and a load that fails or is too slow falls back on the
+    /// shared tier's entry for this key or its previous version when this process holds none (no
+    /// in-process tier, or a process that just started).
     async fn wait_for_load(
         &self,
         request: &Request,
         key: EntryKey,
-        fallback: Option<Arc<Entry>>,
+        mut fallback: Option<Arc<Entry>>,
         started: Instant,
     ) -> Result<Answer, GetError> {
         let inner = &*self.inner;
@@ -660,16 +666,59 @@ impl Engine {
                         lead: Some(lead),
                     };
                     let probe = shared.get(request, &key);
-                    if let Ok(Ok(Some(entry))) = tokio::time::timeout_at(deadline, probe).await
-                        && inner.now_ms() < entry.fresh_until
-                        && let Some(lead) = pending.lead.take()
-                    {
-                        inner.stats.incr(Counter::SharedHits);
-                        lead.mark_found_shared();
-                        Engine::complete(inner, policy, key, lead, Ok(entry.clone()));
-                        inner.stats.record_user(started.elapsed(), 1);
-                        inner.audit.offer(&entry, audit::SLOW_ODDS);
-                        return Ok(Answer::new(entry, Freshness::Fresh, Source::Cache));
+                    if let Ok(Ok(Some(entry))) = tokio::time::timeout_at(deadline, probe).await {
+                        let now = inner.now_ms();
+                        if now < entry.fresh_until
+                            && let Some(lead) = pending.lead.take()
+                        {
+                            inner.stats.incr(Counter::SharedHits);
+                            lead.mark_found_shared();
+                            Engine::complete(inner, policy, key, lead, Ok(entry.clone()));
+                            inner.stats.record_user(started.elapsed(), 1);
+                            inner.audit.offer(&entry, audit::SLOW_ODDS);
+                            return Ok(Answer::new(entry, Freshness::Fresh, Source::Cache));
+                        }
+                        // Expired there too: stale-while-revalidate as on the hit path, this
+                        // flight's load being the one refresh.
+                        if servable_while_revalidating(&entry, now, policy)
+                            && let Some(lead) = pending.lead.take()
+                        {
+                            let reason = if self.is_updating(&request.query().tables) {
+                                StaleReason::Updating
+                            } else {
+                                StaleReason::Revalidating
+                            };
+                            inner.stats.incr(Counter::SwrRefreshes);
+                            self.spawn_load_after_probe(request.clone(), key, lead);
+                            self.count_waited_stale(Source::Warehouse);
+                            return Ok(self.stale(entry, now, reason, started));
+                        }
+                        fallback = fallback.or(Some(entry));
+                    }
+                    // Serve the previous version during an update, from the shared tier when
+                    // this process holds none.
+                    if fallback.is_none() && policy.on_update == OnUpdate::ServeStale {
+                        let previous = shared.previous(request, &key);
+                        fallback = match tokio::time::timeout_at(deadline, previous).await {
+                            Ok(Ok(found)) => found,
+                            _ => None,
+                        };
+                        let now = inner.now_ms();
+                        if let Some(prev) = &fallback
+                            && now.saturating_sub(prev.created_ms)
+                                <= policy.max_stale.as_millis() as u64
+                            && let Some(lead) = pending.lead.take()
+                        {
+                            inner.stats.incr(Counter::RefreshAhead);
+                            self.spawn_load_after_probe(request.clone(), key, lead);
+                            self.count_waited_stale(Source::Warehouse);
+                            return Ok(self.stale(
+                                prev.clone(),
+                                now,
+                                StaleReason::Updating,
+                                started,
+                            ));
+                        }
                     }
                     if let Some(lead) = pending.lead.take() {
                         self.spawn_load_after_probe(request.clone(), key, lead);
@@ -685,6 +734,12 @@ impl Engine {
             }
         };
         let outcome = tokio::time::timeout_at(deadline, flight.wait()).await;
+        if fallback.is_none() && !matches!(outcome, Ok(Ok(_))) {
+            // A leader looked at this key in the shared tier already; a follower did not.
+            fallback = self
+                .shared_fallback(request, &key, source == Source::Coalesced)
+                .await;
+        }
         let now = inner.now_ms();
         let within_limit = |e: &Arc<Entry>| {
             now.saturating_sub(e.created_ms) <= policy.max_stale.as_millis() as u64
@@ -702,12 +757,15 @@ impl Engine {
                 Ok(Answer::new(entry, Freshness::Fresh, source))
             }
             Ok(Err(error)) => match fallback.filter(within_limit) {
-                Some(e) => Ok(self.stale(
-                    e,
-                    now,
-                    StaleReason::WarehouseError(error.to_string()),
-                    started,
-                )),
+                Some(e) => {
+                    self.count_waited_stale(source);
+                    Ok(self.stale(
+                        e,
+                        now,
+                        StaleReason::WarehouseError(error.to_string()),
+                        started,
+                    ))
+                }
                 None => {
                     inner.stats.incr(Counter::Errors);
                     Err(GetError::Warehouse {
@@ -719,7 +777,10 @@ impl Engine {
             Err(_elapsed) => {
                 inner.stats.incr(Counter::WaitTimeouts);
                 match fallback.filter(within_limit) {
-                    Some(e) => Ok(self.stale(e, now, StaleReason::WarehouseSlow, started)),
+                    Some(e) => {
+                        self.count_waited_stale(source);
+                        Ok(self.stale(e, now, StaleReason::WarehouseSlow, started))
+                    }
                     None => {
                         inner.stats.incr(Counter::Errors);
                         Err(GetError::Timeout {
@@ -729,6 +790,39 @@ impl Engine {
                     }
                 }
             }
+        }
+    }
+
+    /// What the shared tier holds for `request` that may be served stale when its load failed or
+    /// was too slow: the (expired) entry for `key` itself when `at_key`, else the previous
+    /// version's. Looked up only then, so a load that succeeds costs the shared tier nothing more;
+    /// bounded by [`SHARED_FALLBACK_LOOKUP`].
+    async fn shared_fallback(
+        &self,
+        request: &Request,
+        key: &EntryKey,
+        at_key: bool,
+    ) -> Option<Arc<Entry>> {
+        let shared = self.inner.shared.as_ref()?;
+        let look = async {
+            if at_key && let Ok(Some(entry)) = shared.get(request, key).await {
+                return Some(entry);
+            }
+            shared.previous(request, key).await.ok().flatten()
+        };
+        tokio::time::timeout(SHARED_FALLBACK_LOOKUP, look)
+            .await
+            .ok()
+            .flatten()
+    }
+
+    /// Counts a request that waited (as a miss, or coalesced) and is answered stale, so that its
+    /// outcome is `stale` (see `metrics::RequestOutcomes`).
+    fn count_waited_stale(&self, source: Source) {
+        let stats = &self.inner.stats;
+        stats.incr(Counter::WaitedStale);
+        if source == Source::Coalesced {
+            stats.incr(Counter::CoalescedStale);
         }
     }
 
@@ -885,24 +979,29 @@ impl Engine {
     /// Marks `tables` as being updated (a bump is being prepared) or not. While a table is, no
     /// early or stale-while-revalidate refresh starts for queries that read it.
     pub fn set_updating(&self, tables: &[TableId], updating: bool) {
-        let mask = tables
-            .iter()
-            .filter(|t| t.index() < 64)
-            .fold(0u64, |m, t| m | 1 << t.index());
-        if updating {
-            self.inner.updating.fetch_or(mask, Ordering::Relaxed);
-        } else {
-            self.inner.updating.fetch_and(!mask, Ordering::Relaxed);
+        for t in tables {
+            let (word, bit) = updating_bit(*t);
+            // An id outside the catalog has no word: no query reads it, so it never matters.
+            let Some(w) = self.inner.updating.get(word) else {
+                continue;
+            };
+            if updating {
+                w.fetch_or(bit, Ordering::Relaxed);
+            } else {
+                w.fetch_and(!bit, Ordering::Relaxed);
+            }
         }
     }
 
     /// Whether any of `tables` is being updated.
     pub fn is_updating(&self, tables: &[TableId]) -> bool {
-        let mask = self.inner.updating.load(Ordering::Relaxed);
-        mask != 0
-            && tables
-                .iter()
-                .any(|t| t.index() < 64 && mask & (1 << t.index()) != 0)
+        tables.iter().any(|t| {
+            let (word, bit) = updating_bit(*t);
+            self.inner
+                .updating
+                .get(word)
+                .is_some_and(|w| w.load(Ordering::Relaxed) & bit != 0)
+        })
     }
 
     /// The `n` hottest requests reading any of `tables` (any table when empty), hottest first.
@@ -1019,6 +1118,23 @@ impl Engine {
 
 #[cfg(test)]
 mod tests;
+
+/// The longest a request whose load failed or passed the maximum wait spends looking for a stale
+/// fallback in the shared tier (a healthy Redis answers in well under a millisecond).
+const SHARED_FALLBACK_LOOKUP: Duration = Duration::from_millis(100);
+
+/// Whether `entry`, past its freshness, may still be served stale while one refresh runs: within
+/// the policy's stale-while-revalidate window and its stale limit.
+fn servable_while_revalidating(entry: &Entry, now: Millis, policy: &Policy) -> bool {
+    now < entry.fresh_until + policy.swr_window.as_millis() as u64
+        && now.saturating_sub(entry.created_ms) <= policy.max_stale.as_millis() as u64
+}
+
+/// The word and bit of `table` in the engine's "updating" bitset.
+#[inline]
+fn updating_bit(table: TableId) -> (usize, u64) {
+    (table.index() / 64, 1 << (table.index() % 64))
+}
 
 /// A flight whose leader is looking in the shared tier inline: if that caller is cancelled
 /// mid-look, the load is spawned anyway, so the followers are never left with an aborted flight.

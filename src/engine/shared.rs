@@ -1,21 +1,28 @@
 //! Loading through the shared tier: one process in the fleet loads a key, the others wait.
 //!
 //! The leader of a flight in this process (there is one per key per process) first looks in the
-//! shared store; on a miss it takes the key's lease (`SET NX PX` with a random token). The lease
-//! holder loads from the warehouse, extends the lease while the load runs (compare-and-pexpire),
-//! stores the entry, which notifies every other process, and releases the lease
-//! (compare-and-delete). A process that does not get the lease waits for that notification — with a
-//! bounded backoff as fallback — then reads the entry; if the holder died, its lease expires and
-//! exactly one waiter takes it over. If the shared store fails, the caller loads directly.
+//! shared store; on a miss it takes the key's lease (`SET NX PX` with a random token), and then
+//! looks once more: another process may have stored the entry and released its lease between the
+//! first look and this lease. The lease holder loads from the warehouse, extends the lease while
+//! the load runs (compare-and-pexpire), stores the entry, which notifies every other process, and
+//! releases the lease (compare-and-delete). A process that does not get the lease waits for that
+//! notification — with a bounded backoff as fallback — then reads the entry; if the holder died,
+//! its lease expires and exactly one waiter takes it over.
+//!
+//! A holder that stalls past its lease (a long pause, a partition) may find the lease taken over
+//! when its load ends. Its store is conditional on still holding the lease, so it never overwrites
+//! the new holder's answer: the refusal is counted (`lease_lost`) and its answer goes to its own
+//! waiters only. If the shared store fails, the caller loads directly.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use super::flight::LoadError;
 use super::stats::Counter;
 use super::{Engine, Inner};
 use crate::engine::catalog::Request;
-use crate::store::{Entry, EntryKey, Stamp, Store};
+use crate::store::{Entry, EntryKey, PutOutcome, Stamp, Store};
 
 /// How long a lease lasts by default before it must be extended (the holder extends it every
 /// third of it); a dead holder's lease is taken over after at most this long.
@@ -61,7 +68,21 @@ pub(super) async fn load(
     let mut waited = false;
     loop {
         match shared.lease(request, &key, token, inner.lease).await {
-            Ok(true) => return load_under_lease(inner, shared, request, key, stamp, token).await,
+            Ok(true) => {
+                // Someone may have stored it between the look above and this lease.
+                if let Ok(Some(e)) = shared.get(request, &key).await
+                    && fresh(&e)
+                {
+                    if let Err(error) = shared.release_lease(request, &key, token).await {
+                        // Harmless: the lease expires by itself; until then others wait on it
+                        // and then find the entry.
+                        tracing::debug!(%error, "could not release an unused lease");
+                    }
+                    inner.stats.incr(Counter::SharedHits);
+                    return Outcome::Found(e);
+                }
+                return load_under_lease(inner, shared, request, key, stamp, token).await;
+            }
             Ok(false) => {
                 if !waited {
                     inner.stats.incr(Counter::LeaseWaits);
@@ -103,14 +124,23 @@ async fn load_under_lease(
     let lease = inner.lease;
     let mut tick = tokio::time::interval(lease / 3);
     tick.tick().await;
+    // Set once an extension finds the lease held by another token: extending stops (the store at
+    // the end is refused anyway).
+    let lost = Arc::new(AtomicBool::new(false));
     let result = loop {
         tokio::select! {
             r = &mut load => break r,
-            _ = tick.tick() => {
+            _ = tick.tick(), if !lost.load(Ordering::Relaxed) => {
                 // In its own task: a Redis that hangs must not hold up the load's progress.
-                let (shared, request, key) = (shared.clone(), request.clone(), key);
+                let (shared, request, key, lost) = (shared.clone(), request.clone(), key, lost.clone());
                 inner.runtime.spawn(async move {
-                    let _ = shared.extend_lease(&request, &key, token, lease).await;
+                    match shared.extend_lease(&request, &key, token, lease).await {
+                        Ok(true) => {}
+                        Ok(false) => lost.store(true, Ordering::Relaxed),
+                        // Unreachable for a moment: the next tick tries again, and the store at
+                        // the end decides.
+                        Err(error) => tracing::debug!(%error, "could not extend a lease"),
+                    }
                 });
             }
         }
@@ -118,9 +148,22 @@ async fn load_under_lease(
     // Store (which wakes the other processes) and release in one call: a Redis that hangs
     // costs this load one timeout. A failure to store is not the user's problem: the answer is
     // good, and the lease expires by itself.
-    let _ = shared
+    match shared
         .put_and_release(request, key, result.clone().ok(), token)
-        .await;
+        .await
+    {
+        Ok(PutOutcome::LeaseLost) => {
+            inner.stats.incr(Counter::LeaseLost);
+            tracing::info!(
+                query = %request,
+                "lease taken over during the load: the new holder's answer stays in the shared store"
+            );
+        }
+        Ok(_) => {}
+        Err(error) => {
+            tracing::debug!(%error, "could not store a loaded answer in the shared store")
+        }
+    }
     match result {
         Ok(e) => Outcome::Loaded(e),
         Err(e) => Outcome::Failed(e),

@@ -65,9 +65,17 @@ pub enum Counter {
     LeaseWaits,
     /// Loads done without the shared tier because it was unreachable.
     Degraded,
+    /// Requests that waited (counted in `Misses`) and were answered stale: the load failed or
+    /// was too slow, or the shared tier's entry was served while it revalidates.
+    WaitedStale,
+    /// Of `WaitedStale`, those that had joined another caller's load (counted in `Coalesced`).
+    CoalescedStale,
+    /// Loads whose answer was not stored in the shared tier because their lease had been taken
+    /// over by another process (whose answer wins).
+    LeaseLost,
 }
 
-const COUNTERS: usize = 17;
+const COUNTERS: usize = 20;
 
 #[repr(align(128))]
 #[derive(Default)]
@@ -275,6 +283,9 @@ impl Stats {
             shared_hits: get(Counter::SharedHits),
             lease_waits: get(Counter::LeaseWaits),
             degraded_loads: get(Counter::Degraded),
+            waited_stale: get(Counter::WaitedStale),
+            coalesced_stale: get(Counter::CoalescedStale),
+            lease_lost: get(Counter::LeaseLost),
             evictions: 0,
             user_latency: LatencySummary::of(&user),
             load_time: LatencySummary::of(&load),
@@ -350,6 +361,15 @@ pub struct StatsSnapshot {
     /// Loads done without the shared tier because it was unreachable.
     #[serde(default)]
     pub degraded_loads: u64,
+    /// Requests that waited for a load (in `misses`) and were answered stale.
+    #[serde(default)]
+    pub waited_stale: u64,
+    /// Of `waited_stale`, those that had joined another caller's load (in `coalesced`).
+    #[serde(default)]
+    pub coalesced_stale: u64,
+    /// Loads not stored in the shared tier because their lease had been taken over.
+    #[serde(default)]
+    pub lease_lost: u64,
     /// Entries evicted by the store's bounds.
     pub evictions: u64,
     /// User-visible latency of `get`.
@@ -386,6 +406,9 @@ impl StatsSnapshot {
             shared_hits: self.shared_hits + o.shared_hits,
             lease_waits: self.lease_waits + o.lease_waits,
             degraded_loads: self.degraded_loads + o.degraded_loads,
+            waited_stale: self.waited_stale + o.waited_stale,
+            coalesced_stale: self.coalesced_stale + o.coalesced_stale,
+            lease_lost: self.lease_lost + o.lease_lost,
             evictions: self.evictions + o.evictions,
             user_latency: lat(&self.user_latency, &o.user_latency),
             load_time: lat(&self.load_time, &o.load_time),

@@ -421,3 +421,188 @@ fn building_outside_a_runtime_is_an_error() {
     let e = Engine::builder(Arc::new(c), w).build().unwrap_err();
     assert!(e.to_string().contains("tokio runtime"));
 }
+
+/// Regression (issue 10): the "updating" mark works for every table a catalog may hold, not only
+/// the first 64.
+#[tokio::test]
+async fn the_updating_mark_covers_every_table() {
+    let names: Vec<String> = (0..200).map(|i| format!("t{i}")).collect();
+    let tables = versions::Tables::new(names.iter().map(String::as_str)).unwrap();
+    let catalog = Catalog::new(tables);
+    let warehouse = Arc::new(MemoryWarehouse::new(200, Duration::from_millis(1)));
+    let engine = Engine::builder(Arc::new(catalog), warehouse)
+        .build()
+        .unwrap();
+    let (t6, t70, t199) = (TableId(6), TableId(70), TableId(199));
+    engine.set_updating(&[t70], true);
+    assert!(engine.is_updating(&[t70]));
+    assert!(engine.is_updating(&[t6, t70]));
+    assert!(
+        !engine.is_updating(&[t6]),
+        "table 70 must not alias table 6"
+    );
+    assert!(!engine.is_updating(&[t199]));
+    engine.set_updating(&[t199, t6], true);
+    engine.set_updating(&[t70], false);
+    assert!(!engine.is_updating(&[t70]));
+    assert!(engine.is_updating(&[t199]) && engine.is_updating(&[t6]));
+    // An id beyond the catalog is simply never updating (and does not panic).
+    engine.set_updating(&[TableId(5000)], true);
+    assert!(!engine.is_updating(&[TableId(5000)]));
+}
+
+/// Regression (issue 10, J): a request that waited for a load and was answered stale (the load
+/// was too slow, or failed) is a stale answer in `freshcache_requests_total{outcome}`, not a miss.
+#[tokio::test]
+async fn stale_answers_after_a_wait_count_as_stale_outcomes() {
+    let w = world_with(
+        Policy::builder()
+            .beta(0.0)
+            .max_wait(Duration::from_millis(50))
+            .build()
+            .unwrap(),
+        1,
+        Strategy::Freshcache,
+    );
+    let r = req(&w, "sales");
+    w.engine.get(&r).await.unwrap();
+    w.engine.bump(&["sales"], "b1").unwrap();
+    let before = crate::metrics::RequestOutcomes::of(&w.engine.stats());
+    w.warehouse.set_hanging(true);
+    let a = w.engine.get(&r).await.unwrap();
+    assert!(!a.freshness.is_fresh());
+    w.warehouse.set_hanging(false);
+    w.warehouse.set_failing(true);
+    w.engine.bump(&["sales"], "b2").unwrap();
+    let a = w.engine.get(&r).await.unwrap();
+    assert!(!a.freshness.is_fresh());
+    let s = w.engine.stats();
+    let after = crate::metrics::RequestOutcomes::of(&s);
+    assert_eq!(after.stale - before.stale, 2, "{before:?} -> {after:?}");
+    assert_eq!(after.miss, before.miss, "{before:?} -> {after:?}");
+    assert_eq!(
+        after.fresh + after.stale + after.miss + after.coalesced,
+        s.requests
+    );
+}
+
+/// A world whose engine has `shared` as its second tier (an in-process store standing in for
+/// Redis: same trait, same engine paths) and, when `local_tier` is off, no in-process tier.
+fn world_shared(policy: Policy, latency_ms: u64, local_tier: bool) -> (World, Arc<MemoryStore>) {
+    let w = world_with(policy, latency_ms, Strategy::Freshcache);
+    let shared = Arc::new(MemoryStore::new(MemoryStoreConfig::default()));
+    let engine = Engine::builder(w.engine.catalog().clone(), w.warehouse.clone())
+        .clock(w.clock.clone())
+        .shared(shared.clone())
+        .local_tier(local_tier)
+        .build()
+        .unwrap();
+    (World { engine, ..w }, shared)
+}
+
+fn quick_policy() -> Policy {
+    Policy::builder()
+        .beta(0.0)
+        .jitter(Duration::ZERO)
+        .max_wait(Duration::from_millis(50))
+        .build()
+        .unwrap()
+}
+
+/// Regression (issue 10): with no in-process tier, an expired answer in the shared tier is
+/// served stale while one refresh runs, as it is with the in-process tier.
+#[tokio::test]
+async fn without_a_local_tier_the_shared_tier_serves_stale_while_revalidating() {
+    let (w, _shared) = world_shared(quick_policy(), 5, false);
+    let r = req(&w, "sales");
+    let first = w.engine.get(&r).await.unwrap();
+    w.clock.set(first.entry().fresh_until + MIN);
+    let a = w.engine.get(&r).await.unwrap();
+    assert_eq!(
+        a.freshness,
+        Freshness::Stale {
+            age: Duration::from_millis(w.clock.now_ms() - first.computed_at_ms()),
+            reason: StaleReason::Revalidating
+        }
+    );
+    settle(&w).await;
+    assert_eq!(w.warehouse.queries(), 2, "one refresh in the background");
+    let a = w.engine.get(&r).await.unwrap();
+    assert!(a.freshness.is_fresh());
+    assert!(a.computed_at_ms() > first.computed_at_ms());
+}
+
+/// Regression (issue 10): with no in-process tier, a failed or slow load after an update is
+/// answered with the previous version held by the shared tier (stale-if-error), not an error.
+#[tokio::test]
+async fn without_a_local_tier_the_shared_tier_supplies_stale_if_error() {
+    let (w, _shared) = world_shared(quick_policy(), 1, false);
+    let r = req(&w, "sales");
+    w.engine.get(&r).await.unwrap();
+    w.engine.bump(&["sales"], "b1").unwrap();
+    w.clock.advance(Duration::from_secs(60));
+    w.warehouse.set_failing(true);
+    let a = w
+        .engine
+        .get(&r)
+        .await
+        .expect("stale-if-error from the shared tier");
+    match &a.freshness {
+        Freshness::Stale {
+            age,
+            reason: StaleReason::WarehouseError(_),
+        } => assert_eq!(*age, Duration::from_secs(60)),
+        other => panic!("expected stale on error, got {other:?}"),
+    }
+    assert_eq!(a.versions().versions(), &[0]);
+    w.warehouse.set_failing(false);
+    w.warehouse.set_hanging(true);
+    w.engine.bump(&["sales"], "b2").unwrap();
+    let a = w.engine.get(&r).await.expect("stale after a slow load");
+    assert!(
+        matches!(
+            a.freshness,
+            Freshness::Stale {
+                reason: StaleReason::WarehouseSlow,
+                ..
+            }
+        ),
+        "{:?}",
+        a.freshness
+    );
+    // Never anything stale on a key never loaded.
+    let e = w.engine.get(&req(&w, "stock")).await.unwrap_err();
+    assert!(matches!(e, GetError::Timeout { .. }), "{e}");
+}
+
+/// Regression (issue 10): a new process (its in-process tier empty) answers a failed load with
+/// the shared tier's previous answer.
+#[tokio::test]
+async fn a_new_process_gets_stale_if_error_from_the_shared_tier() {
+    let (w, shared) = world_shared(quick_policy(), 1, true);
+    let r = req(&w, "sales");
+    w.engine.get(&r).await.unwrap();
+    w.engine.bump(&["sales"], "b1").unwrap();
+    // A second process on the same shared tier, with the same versions, knowing nothing yet.
+    let fresh_process = Engine::builder(w.engine.catalog().clone(), w.warehouse.clone())
+        .clock(w.clock.clone())
+        .shared(shared.clone())
+        .build()
+        .unwrap();
+    fresh_process.apply_versions(&w.engine.versions());
+    w.warehouse.set_failing(true);
+    let r2 = fresh_process.request::<&str, &str>("sales", &[]).unwrap();
+    let a = fresh_process.get(&r2).await.expect("stale-if-error");
+    assert!(
+        matches!(
+            a.freshness,
+            Freshness::Stale {
+                reason: StaleReason::WarehouseError(_),
+                ..
+            }
+        ),
+        "{:?}",
+        a.freshness
+    );
+    assert_eq!(a.versions().versions(), &[0]);
+}

@@ -20,7 +20,14 @@
 //! budget, its hand sweeps the ring: an entry past `keep_until` goes at once; so does one that is
 //! *superseded* (a newer version of the same request is held, so it can only ever be served as
 //! stale); a referenced entry has its bit cleared and is passed over once; the first unreferenced
-//! entry goes. Two passes always find a victim. This approximates LRU's hit ratio on skewed
+//! entry goes.
+//!
+//! "Newer" between the versions of one request always means the newer *versions* (the key's
+//! table versions, compared in the query's table order), never the later creation time: a slow
+//! loader of an old version finishes after the load of the new one, and its answer must neither
+//! push the new one out nor be offered as the previous answer in its place. Each table's version
+//! only goes up, so the versions held for one request form a chain, and comparing them
+//! lexicographically orders them as the component-wise order does. Two passes always find a victim. This approximates LRU's hit ratio on skewed
 //! (Zipf-like) traffic without its write traffic, and it knows which entries the versions have
 //! already made worthless.
 //!
@@ -87,6 +94,13 @@ impl Hasher for PassThrough {
 
 type Fast<K, V> = HashMap<K, V, BuildHasherDefault<PassThrough>>;
 type KeyVersions = [u64; MAX_TABLES_PER_QUERY];
+
+/// How recent an entry held under `versions` is among the versions of its request: by versions
+/// first (see the module docs), by creation time only between equal versions.
+#[inline]
+fn recency(versions: &KeyVersions, entry: &Entry) -> (KeyVersions, Millis) {
+    (*versions, entry.created_ms)
+}
 
 struct Slot {
     entry: Arc<Entry>,
@@ -190,11 +204,9 @@ impl Shard {
                 self.ring.swap_remove(at);
                 continue;
             };
-            let created = slot.entry.created_ms;
+            // Superseded: a newer version of the same request is held.
             let worthless = slot.entry.keep_until <= now
-                || self
-                    .siblings(&key)
-                    .any(|(_, s)| s.entry.created_ms > created);
+                || self.siblings(&key).any(|(k, _)| k.versions > key.versions);
             if worthless || !slot.referenced.swap(false, Ordering::Relaxed) {
                 // The last key moves into `at`; the hand stays to look at it next.
                 self.remove(&key);
@@ -270,12 +282,13 @@ impl MemoryStore {
         Some(slot.entry.clone())
     }
 
-    /// The most recently created entry for the same request under other versions.
+    /// The entry of the newest other version held for the same request (see the module docs on
+    /// "newer").
     pub fn previous(&self, key: &EntryKey) -> Option<Arc<Entry>> {
         let shard = self.read(key.fingerprint);
         shard
             .siblings(key)
-            .max_by_key(|(_, s)| s.entry.created_ms)
+            .max_by_key(|(k, s)| recency(&k.versions, &s.entry))
             .map(|(_, s)| s.entry.clone())
     }
 
@@ -295,7 +308,8 @@ impl MemoryStore {
             shard.remove(&key);
         }
         let mut evicted = 0;
-        // Every version slot of this request taken: the oldest-created version goes.
+        // Every version slot of this request taken: the oldest version goes, and when that is
+        // the one arriving (a late load of an old version), it is not stored at all.
         if shard
             .versions_of
             .get(&key.fingerprint)
@@ -303,9 +317,12 @@ impl MemoryStore {
         {
             let oldest = shard
                 .siblings(&key)
-                .min_by_key(|(_, s)| s.entry.created_ms)
+                .min_by_key(|(k, s)| recency(&k.versions, &s.entry))
                 .map(|(k, _)| k);
             if let Some(k) = oldest {
+                if k.versions > key.versions {
+                    return PutOutcome::KeptNewer;
+                }
                 shard.remove(&k);
                 evicted += 1;
             }
@@ -514,6 +531,75 @@ mod tests {
             PutOutcome::KeptNewer
         );
         assert_eq!(store.get(&k).unwrap().created_ms, 500);
+    }
+
+    /// A key of request `fp` at `version` of its one table, and an entry of it created at `created`.
+    fn at(fp: u128, version: u64, created: Millis) -> (EntryKey, Arc<Entry>) {
+        let t = [TableId(0)];
+        let cell = VersionCell::new(1);
+        let mut vv = cell.snapshot();
+        for i in 0..version {
+            vv = cell.bump(&t, "b", i);
+        }
+        (key(fp, &vv, &t), entry(&vv, &t, created, 1))
+    }
+
+    #[test]
+    fn a_late_older_version_never_shadows_a_newer_one_as_previous() {
+        let store = MemoryStore::new(MemoryStoreConfig::default());
+        let (k1, e1) = at(9, 1, 400);
+        store.put(k1, e1, 400);
+        // A slow loader of version 0 finishes after version 1 was stored.
+        let (k0, e0) = at(9, 0, 500);
+        store.put(k0, e0, 500);
+        let (k2, _) = at(9, 2, 600);
+        let prev = store.previous(&k2).expect("a previous version is held");
+        assert_eq!(
+            prev.versions.versions(),
+            &[1],
+            "the newest version, not the latest-created"
+        );
+    }
+
+    #[test]
+    fn a_late_older_version_never_replaces_a_newer_one_when_slots_are_full() {
+        let store = MemoryStore::new(MemoryStoreConfig::default());
+        for v in 1..=MAX_VERSIONS_PER_REQUEST as u64 {
+            let (k, e) = at(11, v, 100 * v);
+            store.put(k, e, 100 * v);
+        }
+        let (k0, e0) = at(11, 0, 1_000);
+        assert_eq!(store.put(k0, e0, 1_000), PutOutcome::KeptNewer);
+        assert!(store.get(&k0).is_none());
+        for v in 1..=MAX_VERSIONS_PER_REQUEST as u64 {
+            assert!(
+                store.get(&at(11, v, 0).0).is_some(),
+                "version {v} was dropped"
+            );
+        }
+        // A newer version still pushes out the oldest version (not the oldest-created entry).
+        let (k9, e9) = at(11, 9, 50);
+        assert!(matches!(store.put(k9, e9, 50), PutOutcome::Stored { .. }));
+        assert!(store.get(&at(11, 1, 0).0).is_none());
+        assert!(store.get(&at(11, 2, 0).0).is_some());
+    }
+
+    #[test]
+    fn eviction_treats_the_older_version_as_superseded_not_the_older_entry() {
+        // Two entries per shard; fingerprints 1 and 2 share shard 0.
+        let store = MemoryStore::new(MemoryStoreConfig {
+            max_entries: SHARDS * 2,
+            max_bytes: usize::MAX / 2,
+        });
+        let (k1, e1) = at(1, 1, 400);
+        store.put(k1, e1, 400);
+        let (k0, e0) = at(1, 0, 500);
+        store.put(k0, e0, 500);
+        assert!(store.get(&k1).is_some(), "read: referenced");
+        let (other, e) = at(2, 0, 600);
+        store.put(other, e, 600);
+        assert!(store.get(&k1).is_some(), "the newer version was evicted");
+        assert!(store.get(&k0).is_none(), "the superseded version was kept");
     }
 
     #[test]

@@ -25,11 +25,42 @@ pub use memory::{MemoryStore, MemoryStoreConfig};
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// The versions of the tables one query read, in the query's table order.
+///
+/// `len` is at most [`MAX_TABLES_PER_QUERY`], always: the constructors clamp it, and a stamp read
+/// back (from Redis) with a larger one is refused when it is deserialized, so the slices below
+/// can never be out of range.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(try_from = "StampFields")]
 pub struct Stamp {
     len: u8,
     tables: [TableId; MAX_TABLES_PER_QUERY],
     versions: [u64; MAX_TABLES_PER_QUERY],
+}
+
+/// A [`Stamp`] as stored, before its length is checked.
+#[derive(serde::Deserialize)]
+struct StampFields {
+    len: u8,
+    tables: [TableId; MAX_TABLES_PER_QUERY],
+    versions: [u64; MAX_TABLES_PER_QUERY],
+}
+
+impl TryFrom<StampFields> for Stamp {
+    type Error = String;
+
+    fn try_from(f: StampFields) -> Result<Self, String> {
+        if f.len as usize > MAX_TABLES_PER_QUERY {
+            return Err(format!(
+                "a stamp of {} tables (at most {MAX_TABLES_PER_QUERY})",
+                f.len
+            ));
+        }
+        Ok(Stamp {
+            len: f.len,
+            tables: f.tables,
+            versions: f.versions,
+        })
+    }
 }
 
 impl Stamp {
@@ -74,6 +105,11 @@ impl Stamp {
             .iter()
             .zip(other.versions())
             .all(|(a, b)| a >= b)
+    }
+
+    /// The tables, in the query's order.
+    pub fn tables(&self) -> &[TableId] {
+        &self.tables[..self.len as usize]
     }
 
     /// `sales=3,customers=1`.
@@ -166,10 +202,14 @@ pub enum PutOutcome {
         /// Entries evicted to make room.
         evicted: u64,
     },
-    /// Not stored: an entry for the same key created later is already there.
+    /// Not stored: something newer is already there (an entry for the same key created later,
+    /// or newer versions of the same request in every slot the store keeps for it).
     KeptNewer,
     /// Not stored: the entry alone is larger than the store may hold.
     TooLarge,
+    /// Not stored: the lease the loader held was taken over by another process, whose answer
+    /// wins (a shared store only).
+    LeaseLost,
 }
 
 /// Live entries of one table, counted by the version *of that table* each entry holds: an entry
@@ -212,7 +252,8 @@ pub trait Store: Send + Sync {
         key: &'a EntryKey,
     ) -> BoxFuture<'a, Result<Option<Arc<Entry>>, StoreError>>;
 
-    /// Stores `entry` under `key`, unless an entry created later is already there.
+    /// Stores `entry` under `key`, unless an entry created later is already there (checked and
+    /// written in one step in a shared store).
     fn put<'a>(
         &'a self,
         request: &'a Request,
@@ -250,7 +291,10 @@ pub trait Store: Send + Sync {
     }
 
     /// Stores `entry` (if any) and releases the lease `token` holds: what a loader does when its
-    /// load ends. A store that can do both in one bounded call does.
+    /// load ends. A store that can do both in one bounded call does. A shared store writes only
+    /// while `token` still holds the lease (or nobody does and nothing newer is stored), so a
+    /// loader whose lease was taken over never overwrites the new holder's answer
+    /// ([`PutOutcome::LeaseLost`]).
     fn put_and_release<'a>(
         &'a self,
         request: &'a Request,
@@ -291,6 +335,13 @@ pub trait Store: Send + Sync {
     /// Why the store cannot be used right now (down, breaker open), if it cannot.
     fn degraded(&self) -> Option<String> {
         None
+    }
+
+    /// Entries read back that failed validation (unreadable bytes, a stamp that does not match
+    /// the key, a value that is not JSON), so far. Each was treated as a miss. Only a store that
+    /// reads bytes written by other processes has any.
+    fn corrupt_entries(&self) -> u64 {
+        0
     }
 
     /// Takes the fleet's housekeeping turn for `ttl` if nobody holds it (one purger at a time

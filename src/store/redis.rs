@@ -13,14 +13,36 @@
 //! | `fc:{sales}:i:<version>` | index: entries holding that version of the table (sorted by expiry) |
 //! | `fc:{sales}:iv` | the versions that have an index |
 //!
+//! `<versions>` is the key's table versions in the query's table order, joined by `.` (`3.1`).
+//!
+//! # The entry format
+//! An entry is the JSON of [`Entry`]: `{"fresh_until", "created_ms", "load_ms", "keep_until"}`
+//! (ms since the epoch; `load_ms` a duration), `"value"` (the answer's JSON, as a string) and
+//! `"versions": {"len", "tables", "versions"}` (the [`super::Stamp`]: how many tables, then four
+//! table ids and four versions, zero-padded). The pointer is a hash `{versions, created}`.
+//!
+//! # Nothing read here is trusted
+//! Every entry read back is validated before anyone uses it: it must parse, its stamp must name
+//! exactly the tables the request's query reads, at exactly the versions of the key it was read
+//! from, and its value must be JSON. Anything else (bytes written by another program, an older
+//! format, a truncated write) is counted ([`Store::corrupt_entries`]), logged, and is a miss,
+//! which the next load overwrites; a pointer naming versions that do not parse is the same.
+//!
 //! # What never happens here
 //! No `KEYS`: per-table live and old-version counts come from the indexes (`ZCOUNT`), and purging
 //! old versions walks an index in bounded batches of `UNLINK`, off the request path. A lease is
 //! released or extended only by compare-and-delete / compare-and-pexpire scripts, so a slow loader
-//! never removes someone else's lease; and a slow loader can never overwrite newer data, because its
-//! key carries the versions it loaded.
+//! never removes someone else's lease. No entry is written by a plain `SET`: one script checks and
+//! writes. A loader writes only while its token still holds the key's lease; when the lease has
+//! expired and nobody holds it, only if no entry created later is stored; when another process
+//! has taken the lease over, never (that holder's answer wins, and the refusal is counted by the
+//! engine). The same script moves the pointer only to newer *versions* (compared per table,
+//! numerically), so a late load of an old version never becomes the stale fallback in place of
+//! the newer one; and a slow loader can never overwrite data of newer versions, because its key
+//! carries the versions it loaded.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -89,13 +111,54 @@ impl Fills {
     }
 }
 
+/// KEYS: entry, pointer, lease. ARGV: body, ttl (ms), versions text, created (ms), the lease
+/// token (empty for a put without a lease). Returns 1 stored, 0 lease taken over by another
+/// token, 2 an entry created later is stored. Versions are compared per table as decimal strings
+/// (by length, then by digits), since Lua numbers cannot hold every `u64`.
 const PUT: &str = r"
+local function num_cmp(a, b)
+  if #a ~= #b then return (#a < #b) and -1 or 1 end
+  if a == b then return 0 end
+  return (a < b) and -1 or 1
+end
+local function versions_cmp(a, b)
+  local x, y = {}, {}
+  for p in string.gmatch(a, '[^.]+') do x[#x + 1] = p end
+  for p in string.gmatch(b, '[^.]+') do y[#y + 1] = p end
+  for i = 1, math.max(#x, #y) do
+    local c = num_cmp(x[i] or '0', y[i] or '0')
+    if c ~= 0 then return c end
+  end
+  return 0
+end
+local holder = false
+if ARGV[5] ~= '' then
+  holder = redis.call('GET', KEYS[3])
+  if holder and holder ~= ARGV[5] then return 0 end
+end
+if holder ~= ARGV[5] then
+  local held = redis.call('GET', KEYS[1])
+  if held then
+    local ok, e = pcall(cjson.decode, held)
+    if ok and type(e) == 'table' and type(e['created_ms']) == 'number'
+        and e['created_ms'] > tonumber(ARGV[4]) then
+      return 2
+    end
+  end
+end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-local created = redis.call('HGET', KEYS[2], 'created')
-if (not created) or tonumber(created) <= tonumber(ARGV[4]) then
+local pv = redis.call('HGET', KEYS[2], 'versions')
+local newest = (not pv) or (not string.match(pv, '^[0-9][0-9.]*$'))
+if not newest then
+  local c = versions_cmp(ARGV[3], pv)
+  local pc = tonumber(redis.call('HGET', KEYS[2], 'created'))
+  newest = c > 0 or (c == 0 and ((not pc) or pc <= tonumber(ARGV[4])))
+end
+if newest then
   redis.call('HSET', KEYS[2], 'versions', ARGV[3], 'created', ARGV[4])
   redis.call('PEXPIRE', KEYS[2], ARGV[2])
 end
+if ARGV[5] ~= '' and holder == ARGV[5] then redis.call('DEL', KEYS[3]) end
 return 1
 ";
 
@@ -132,6 +195,8 @@ pub struct RedisStore {
     put_script: Script,
     extend_script: Script,
     release_script: Script,
+    /// Entries read back that failed validation (see the module docs).
+    corrupt: AtomicU64,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -175,6 +240,7 @@ impl RedisStore {
             put_script: Script::new(PUT),
             extend_script: Script::new(EXTEND),
             release_script: Script::new(RELEASE),
+            corrupt: AtomicU64::new(0),
         }
     }
 
@@ -239,7 +305,8 @@ impl RedisStore {
 
     /// Stores `entry` (its pointer, its indexes, then the fill notification) and releases the
     /// lease `token` holds, all in one call bounded by one response timeout: a Redis that hangs
-    /// costs the loader one timeout, not one per step.
+    /// costs the loader one timeout, not one per step. The write is conditional (see the
+    /// module docs); indexes and the notification follow only when it happened.
     async fn store_entry(
         &self,
         request: &Request,
@@ -267,47 +334,96 @@ impl RedisStore {
             None => None,
         };
         let (put, release_script) = (&self.put_script, &self.release_script);
+        let token = release.map_or_else(String::new, |t| t.to_string());
         self.link
-            .call(|mut c| async move {
-                if let Some(s) = &stored {
-                    put.key(&name)
+            .call(|mut c| {
+                let (name, lease, token, stored) = (&name, &lease, &token, &stored);
+                async move {
+                    let Some(s) = stored else {
+                        if !token.is_empty() {
+                            release_script
+                                .key(lease)
+                                .arg(token)
+                                .invoke_async::<i64>(&mut c)
+                                .await?;
+                        }
+                        return Ok(PutOutcome::Stored { evicted: 0 });
+                    };
+                    // The script also releases the lease when this token held it (when it
+                    // expired and nobody took it, there is nothing to release).
+                    let outcome: i64 = put
+                        .key(name)
                         .key(&s.pointer)
+                        .key(lease)
                         .arg(&s.body)
                         .arg(s.ttl)
                         .arg(&s.versions)
                         .arg(s.created)
-                        .invoke_async::<i64>(&mut c)
+                        .arg(token)
+                        .invoke_async(&mut c)
                         .await?;
+                    match outcome {
+                        1 => {}
+                        0 => return Ok(PutOutcome::LeaseLost),
+                        _ => return Ok(PutOutcome::KeptNewer),
+                    }
                     let mut p = redis::pipe();
                     for (i, iv, v) in &s.index {
-                        p.cmd("ZADD").arg(i).arg(s.keep_until).arg(&name).ignore();
+                        p.cmd("ZADD").arg(i).arg(s.keep_until).arg(name).ignore();
                         p.cmd("SADD").arg(iv).arg(*v).ignore();
                     }
-                    p.cmd("PUBLISH").arg(FILLS_CHANNEL).arg(&name).ignore();
+                    p.cmd("PUBLISH").arg(FILLS_CHANNEL).arg(name).ignore();
                     p.exec_async(&mut c).await?;
+                    Ok(PutOutcome::Stored { evicted: 0 })
                 }
-                if let Some(token) = release {
-                    release_script
-                        .key(&lease)
-                        .arg(token.to_string())
-                        .invoke_async::<i64>(&mut c)
-                        .await?;
-                }
-                Ok(())
+            })
+            .await
+            .map_err(store_err)
+    }
+
+    /// Reads the entry `name` of `request`, which must be at `versions` (see "Nothing read here
+    /// is trusted" in the module docs).
+    async fn get_key(
+        &self,
+        name: String,
+        request: &Request,
+        versions: &[u64],
+    ) -> Result<Option<Arc<Entry>>, StoreError> {
+        let raw: Option<Vec<u8>> = self
+            .link
+            .call(|mut c| {
+                let name = name.clone();
+                async move { redis::cmd("GET").arg(name).query_async(&mut c).await }
             })
             .await
             .map_err(store_err)?;
-        Ok(PutOutcome::Stored { evicted: 0 })
+        let Some(raw) = raw else {
+            return Ok(None);
+        };
+        match serde_json::from_slice::<Entry>(&raw)
+            .map_err(|e| format!("unreadable: {e}"))
+            .and_then(|entry| check(&entry, request, versions).map(|()| entry))
+        {
+            Ok(entry) => Ok(Some(Arc::new(entry))),
+            Err(why) => {
+                self.count_corrupt(&name, &why);
+                Ok(None)
+            }
+        }
     }
 
-    async fn get_key(&self, name: String) -> Result<Option<Arc<Entry>>, StoreError> {
-        let raw: Option<Vec<u8>> = self
-            .link
-            .call(|mut c| async move { redis::cmd("GET").arg(&name).query_async(&mut c).await })
-            .await
-            .map_err(store_err)?;
-        // An entry this version cannot read (written by another version) is a miss.
-        Ok(raw.and_then(|b| serde_json::from_slice::<Entry>(&b).ok().map(Arc::new)))
+    /// Counts an entry (or pointer) that failed validation; logs the first and then every
+    /// power of two, so a Redis full of garbage cannot flood the log.
+    fn count_corrupt(&self, name: &str, why: &str) {
+        let n = self.corrupt.fetch_add(1, Ordering::Relaxed) + 1;
+        if n.is_power_of_two() {
+            tracing::warn!(
+                key = name,
+                reason = why,
+                corrupt_so_far = n,
+                "a shared entry failed validation and was treated as a miss"
+            );
+        }
     }
 
     /// Drops the (empty) index of an old version and its mention in the table's version set.
@@ -429,7 +545,8 @@ impl Store for RedisStore {
         request: &'a Request,
         key: &'a EntryKey,
     ) -> BoxFuture<'a, Result<Option<Arc<Entry>>, StoreError>> {
-        Box::pin(self.get_key(self.entry_key(request, key)))
+        let n = request.query().tables.len().min(key.versions.len());
+        Box::pin(self.get_key(self.entry_key(request, key), request, &key.versions[..n]))
     }
 
     fn previous<'a>(
@@ -453,13 +570,18 @@ impl Store for RedisStore {
             let current = Self::versions_text(request, key);
             match newest {
                 Some(v) if v != current => {
+                    let pointer = self.pointer_key(request, key);
+                    let Some(versions) = parse_versions(&v, request.query().tables.len()) else {
+                        self.count_corrupt(&pointer, "a pointer to versions that do not parse");
+                        return Ok(None);
+                    };
                     let name = format!(
                         "fc:{{{}}}:e:{}:{:032x}:{v}",
                         self.tag(request),
                         request.query().name,
                         key.fingerprint
                     );
-                    self.get_key(name).await
+                    self.get_key(name, request, &versions).await
                 }
                 _ => Ok(None),
             }
@@ -601,6 +723,10 @@ impl Store for RedisStore {
         })
     }
 
+    fn corrupt_entries(&self) -> u64 {
+        self.corrupt.load(Ordering::Relaxed)
+    }
+
     fn degraded(&self) -> Option<String> {
         self.link.breaker().is_open().then(|| {
             format!(
@@ -633,6 +759,33 @@ impl Store for RedisStore {
             Ok(purged)
         })
     }
+}
+
+/// Whether `entry`, read back for `request` at `versions`, may be used: its stamp names the
+/// query's tables at exactly those versions, and its value is JSON.
+fn check(entry: &Entry, request: &Request, versions: &[u64]) -> Result<(), String> {
+    let stamp = &entry.versions;
+    if stamp.tables() != request.query().tables.as_slice() {
+        return Err("its stamp names other tables than the query reads".into());
+    }
+    if stamp.versions() != versions {
+        return Err(format!(
+            "its stamp says versions {:?}, its key {versions:?}",
+            stamp.versions()
+        ));
+    }
+    serde_json::from_str::<serde::de::IgnoredAny>(&entry.value)
+        .map_err(|e| format!("its value is not JSON: {e}"))?;
+    Ok(())
+}
+
+/// `3.1` → `[3, 1]`, when it names exactly `tables` versions.
+fn parse_versions(text: &str, tables: usize) -> Option<Vec<u64>> {
+    let v: Vec<u64> = text
+        .split('.')
+        .map(|p| p.parse().ok())
+        .collect::<Option<_>>()?;
+    (v.len() == tables).then_some(v)
 }
 
 impl RedisStore {
