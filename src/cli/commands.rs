@@ -679,8 +679,17 @@ pub fn event_line(e: &Event) -> String {
     clean_line(&format!("#{} {} {}", e.seq, format_rfc3339(e.at_ms), what))
 }
 
+/// SIGINT, watched from now on for as long as the returned stream lives. A command that runs
+/// until interrupted makes it once, before anything else: a listener made anew on each turn of
+/// its loop misses a SIGINT that lands while the turn's work runs, and the command never stops.
+fn watch_interrupt() -> Result<tokio::signal::unix::Signal, CliError> {
+    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+        .map_err(|e| CliError::new(super::EXIT_FAILURE, format!("cannot watch for Ctrl-C: {e}")))
+}
+
 /// `freshcache events`.
 pub async fn events(g: &GlobalArgs, args: EventsArgs) -> Result<(), CliError> {
+    let mut interrupt = args.follow.then(watch_interrupt).transpose()?;
     let world = World::open(g).await?;
     let bus = world.bus.clone();
     let mut feed = bus.subscribe();
@@ -703,11 +712,19 @@ pub async fn events(g: &GlobalArgs, args: EventsArgs) -> Result<(), CliError> {
     if !args.follow {
         return Ok(());
     }
+    let Some(interrupt) = interrupt.as_mut() else {
+        return Ok(());
+    };
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     loop {
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => return Ok(()),
-            _ = tick.tick() => { let _ = bus.catch_up().await; }
+            _ = interrupt.recv() => return Ok(()),
+            _ = tick.tick() => {
+                // A failed catch-up is retried on the next tick; the feed still delivers.
+                if let Err(e) = bus.catch_up().await {
+                    tracing::debug!("events --follow: catch-up failed: {e}");
+                }
+            }
             received = feed.recv() => match received {
                 Ok(e) => print(&e)?,
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
@@ -865,18 +882,19 @@ pub async fn stats(g: &GlobalArgs, args: StatsArgs) -> Result<(), CliError> {
                 ),
             )
         })?;
+    let mut interrupt = args.watch.then(watch_interrupt).transpose()?;
     let world = World::open(g).await?;
-    if !args.watch {
+    let Some(interrupt) = interrupt.as_mut() else {
         let doc = stats_doc(&world, live).await?;
         return print_stats(g, &world, &doc, false);
-    }
+    };
     // One document (a JSON line, or a block of text) per interval until interrupted; a Redis
     // that stops answering is reported on stderr and retried, not fatal.
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => return Ok(()),
+            _ = interrupt.recv() => return Ok(()),
             _ = tick.tick() => match stats_doc(&world, live).await {
                 Ok(doc) => print_stats(g, &world, &doc, true)?,
                 Err(e) => eprintln!("freshcache: {}", crate::text::clean_line(&e.message)),
