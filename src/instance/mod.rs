@@ -3,19 +3,45 @@
 //! server runs; the console and every headless command act through it.
 //!
 //! What it does, and where:
-//! * **Sync** ([`Instance::start`]): applies `warehouse_updated` events as they arrive, re-reads the
-//!   version truth every `poll_interval` and after a lagged feed (the lost-message guard), and
-//!   reloads the hottest keys of every table whose version went up (refresh-ahead). How long
-//!   updates made elsewhere took to arrive is kept in [`Instance::invalidation_lag`].
+//! * **Sync** ([`Instance::start`]): treats every `warehouse_updated` as a hint to re-read the
+//!   version truth, re-reads it every `poll_interval` and after a lagged feed (the lost-message
+//!   guard), and reloads the hottest keys of every table whose version went up (refresh-ahead).
+//!   How long updates made elsewhere took to arrive is kept in [`Instance::invalidation_lag`].
 //! * **The invalidation protocol** ([`Instance::etl_complete`]): checks the warehouse's
-//!   `update_log`, bumps only the tables that reached the batch — atomically, on the bus — and
-//!   reports the ones behind in a `partial_update` event.
+//!   `update_log`, reserves version numbers for the tables that reached the batch, has the whole
+//!   fleet load its hot answers under them (prepare), then bumps to exactly them — atomically, on
+//!   the bus (flip) — and reports the tables behind in a `partial_update` event.
 //! * **Incoming messages** ([`Instance::ingest`]): any publisher's payload on `warehouse_updated`,
-//!   checked; malformed ones are counted and logged as bad input and change nothing.
+//!   checked; malformed ones are counted and shown as bad input and change nothing.
 //! * **Operator actions** ([`Instance::invalidate`], [`Instance::warm`],
 //!   [`Instance::simulate_partial`], [`Instance::set_strategy`]): guarded — read-only mode refuses
 //!   the dangerous ones here, below any UI; production refuses simulations — and every executed or
 //!   refused action is written to the event log with who, where, when and what came of it.
+//! * **The consistency audit** (`audit`): a sample of the fresh answers served is checked against
+//!   the truth and `update_log` about once a second.
+//!
+//! # The rules that keep the promise under faults
+//! Each is enforced here or in the bus, and `freshcache bench chaos` searches for breaks.
+//! * **The truth decides.** The bus's version truth is the only authority on versions. A message
+//!   — ours, the seed's, or a forgery — is a hint to re-read it; versions in a message above the
+//!   truth are refused, counted and shown ([`Instance::hint`]). No instance holds a version the
+//!   truth never had.
+//! * **Nothing applied is lost.** A seed-format message is deduplicated and bumped in one atomic
+//!   step on the bus ([`crate::bus::BumpRequest::once`]), for a short delivery window; a bump
+//!   that fails is kept and retried on every sync tick until it lands.
+//! * **Numbers are never reused.** A bump's numbers are reserved before anything is prepared
+//!   under them; a failed bump burns them and is reported in the feed; a truth restored after it
+//!   lost its state is put above every number this instance held or reserved.
+//! * **Prepare, then flip — for the fleet.** Whoever runs `etl-complete`, the running instances
+//!   load their hot answers under the reserved numbers before the flip, within the preload
+//!   timeout (`prepare` / `prepared` events).
+//! * **Unverified is not fresh.** Past `max_unverified` without confirming the truth, answers
+//!   from this process's tier are served as `Stale { versions unverified }`, and the instance
+//!   reports itself unverified.
+//! * **Wall time in shared state.** Event times, heartbeats and foreign batch labels come from the
+//!   bus's clock (the wall clock); an accelerated demo clock stays inside its simulation.
+//! * **Supervised tasks.** The sync and report loops are restarted if they panic; each restart
+//!   is counted and shown.
 
 mod audit;
 mod guard;
