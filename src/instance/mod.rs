@@ -24,7 +24,7 @@
 //! Each is enforced here or in the bus, and `freshcache bench chaos` searches for breaks.
 //! * **The truth decides.** The bus's version truth is the only authority on versions. A message
 //!   — ours, the seed's, or a forgery — is a hint to re-read it; versions in a message above the
-//!   truth are refused, counted and shown ([`Instance::hint`]). No instance holds a version the
+//!   truth are refused, counted and shown. No instance holds a version the
 //!   truth never had.
 //! * **Nothing applied is lost.** A seed-format message is deduplicated and bumped in one atomic
 //!   step on the bus ([`crate::bus::BumpRequest::once`]), for a short delivery window; a bump
@@ -878,7 +878,7 @@ impl Instance {
 
     /// A raw message from the `warehouse_updated` channel, from any publisher. Malformed ones are
     /// counted and shown as bad input and change nothing. One with versions (ours, or a
-    /// forgery) is a hint to re-read the truth ([`Instance::hint`]). The seed's messages (no
+    /// forgery) is a hint to re-read the truth. The seed's messages (no
     /// versions) bump their tables once however many instances receive them: the dedupe mark
     /// and the bump are one atomic step on the bus, and a bump that fails is retried until it
     /// lands, so an update is never marked applied without being applied.
