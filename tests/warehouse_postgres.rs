@@ -820,3 +820,68 @@ async fn an_update_log_of_another_schema_is_an_error_not_a_panic() {
     )
     .await;
 }
+
+/// The real binary (issue 10, D: `get` used to wait 30 s, then exit while its query went on
+/// waiting at the server for minutes): with `sales` locked, `get --load-timeout 500ms` exits 5
+/// soon after the deadline, says why, and leaves no backend waiting on the lock.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_on_a_locked_table_exits_5_at_the_deadline_and_leaves_nothing_waiting() {
+    with_test_database(
+        "get_on_a_locked_table_exits_5_at_the_deadline_and_leaves_nothing_waiting",
+        |db| async move {
+            let postgres = PostgresWarehouse::new(&db.url, Latency::NONE).unwrap();
+            postgres
+                .init_demo(SMALL, INITIAL_BATCH, INITIAL_AT_MS)
+                .await
+                .unwrap();
+            let watcher = session(&db.url).await;
+            let locker = session(&db.url).await;
+            locker
+                .batch_execute("BEGIN; LOCK TABLE sales IN ACCESS EXCLUSIVE MODE")
+                .await
+                .unwrap();
+            // A sandbox of its own: data, configuration, state and logs in a temporary directory.
+            let home = std::env::temp_dir().join(format!("{}-home", db.name));
+            std::fs::create_dir_all(&home).unwrap();
+            let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_freshcache"));
+            for (key, _) in std::env::vars_os() {
+                if key.to_string_lossy().starts_with("FRESHCACHE_") {
+                    command.env_remove(key);
+                }
+            }
+            for key in [
+                "HOME",
+                "XDG_CONFIG_HOME",
+                "XDG_STATE_HOME",
+                "XDG_DATA_HOME",
+                "FRESHCACHE_LOG_DIR",
+            ] {
+                command.env(key, &home);
+            }
+            command
+                .args(["--warehouse", &db.url, "--data-dir"])
+                .arg(&home)
+                .args(["--load-timeout", "500ms", "get", "revenue_by_product"])
+                .stdin(std::process::Stdio::null())
+                .kill_on_drop(true);
+            let started = std::time::Instant::now();
+            let out = tokio::time::timeout(Duration::from_secs(30), command.output())
+                .await
+                .expect("`get` on a locked table did not exit within 30 s")
+                .unwrap();
+            let took = started.elapsed();
+            let _ = std::fs::remove_dir_all(&home); // a temporary directory: best effort
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(5), "stderr: {stderr}");
+            assert!(
+                stderr.contains("exceeded its deadline of 500ms"),
+                "stderr: {stderr}"
+            );
+            // The deadline plus the start of a debug binary on a busy machine.
+            assert!(took < Duration::from_secs(15), "{took:?}");
+            await_lock_waiter(&watcher, &db.name, false, Duration::from_secs(5)).await;
+            locker.batch_execute("ROLLBACK").await.unwrap();
+        },
+    )
+    .await;
+}
