@@ -777,7 +777,8 @@ async fn etl_writes_and_update_log_reads_end_at_the_deadline() {
 }
 
 /// Bad input from the warehouse is an error, never a panic (issue 10, code reading): an
-/// `update_log` of another schema used to panic in `Row::get`.
+/// `update_log` of another schema used to panic in `Row::get`. A table re-created under a
+/// prepared statement is prepared again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_update_log_of_another_schema_is_an_error_not_a_panic() {
     with_test_database(
@@ -809,8 +810,8 @@ async fn an_update_log_of_another_schema_is_an_error_not_a_panic() {
                 )
                 .await
                 .unwrap();
-            // A new pool: the old one's prepared statement still describes the dropped table.
-            let postgres = PostgresWarehouse::new(&db.url, Latency::NONE).unwrap();
+            // The same warehouse: its prepared statement described the dropped table, and is
+            // prepared again (not "cached plan must not change result type" for good).
             let e = postgres.update_log().await.unwrap_err();
             assert!(
                 e.to_string().contains("unexpected schema of `update_log`"),

@@ -8,7 +8,8 @@
 //! # Every load ends, and one slow query never blocks another
 //! * Queries run on a pool of up to [`POOL_SIZE`] connections, each query on a connection of its
 //!   own: a query waiting on a locked table holds one connection, the others go on. Statements
-//!   are prepared once per connection (deadpool's statement cache).
+//!   are prepared once per connection (deadpool's statement cache), and prepared again when a
+//!   table they read was re-created with another shape.
 //! * A statement whose future is dropped before it finished (the engine's deadline, a caller that
 //!   gave up) is cancelled at once with a cancel request, and its connection leaves the pool
 //!   (it may still carry the cancelled statement's reply); see [`Busy`]. The engine waits for
@@ -163,6 +164,15 @@ fn query_error(e: tokio_postgres::Error) -> WarehouseError {
         Some(&SqlState::QUERY_CANCELED) => WarehouseError::Unavailable(text),
         _ => WarehouseError::Query(text),
     }
+}
+
+/// Whether the server refused a prepared statement because a table it reads changed shape since
+/// it was prepared (re-created by an ETL, say): the connection's statement cache must be cleared
+/// and the statement prepared again, or every later run on that connection fails the same way.
+fn stale_plan(e: &tokio_postgres::Error) -> bool {
+    e.code() == Some(&tokio_postgres::error::SqlState::FEATURE_NOT_SUPPORTED)
+        && e.as_db_error()
+            .is_some_and(|db| db.message().contains("cached plan"))
 }
 
 /// The server's message when there is one (tokio-postgres's Display says only "db error").
@@ -381,16 +391,26 @@ impl PostgresWarehouse {
         let mut busy = self.connection().await?;
         let result = async {
             let c = busy.client()?;
-            let stmt = c
-                .prepare_cached(
-                    "SELECT u.table_name, u.batch, u.last_updated, u.rows FROM update_log u \
-                     JOIN (SELECT table_name, MAX(batch) AS batch FROM update_log GROUP BY table_name) m \
-                       ON m.table_name = u.table_name AND m.batch = u.batch \
-                     ORDER BY u.table_name",
-                )
-                .await
-                .map_err(query_error)?;
-            let rows = c.query(&stmt, &[]).await.map_err(query_error)?;
+            let mut replanned = false;
+            let rows = loop {
+                let stmt = c
+                    .prepare_cached(
+                        "SELECT u.table_name, u.batch, u.last_updated, u.rows FROM update_log u \
+                         JOIN (SELECT table_name, MAX(batch) AS batch FROM update_log GROUP BY table_name) m \
+                           ON m.table_name = u.table_name AND m.batch = u.batch \
+                         ORDER BY u.table_name",
+                    )
+                    .await
+                    .map_err(query_error)?;
+                match c.query(&stmt, &[]).await {
+                    Ok(rows) => break rows,
+                    Err(e) if !replanned && stale_plan(&e) => {
+                        c.statement_cache.clear();
+                        replanned = true;
+                    }
+                    Err(e) => return Err(query_error(e)),
+                }
+            };
             rows.iter().map(update_log_entry).collect()
         }
         .await;
@@ -618,23 +638,35 @@ impl Warehouse for PostgresWarehouse {
             let mut busy = self.connection().await?;
             let result = async {
                 let client = busy.client()?;
-                let stmt = client.prepare_cached(&sql).await.map_err(query_error)?;
                 let params: Vec<(&str, &str)> = request.params().collect();
-                let mut values: Vec<Box<dyn ToSql + Sync + Send>> = Vec::with_capacity(names.len());
-                for (name, ty) in names.iter().zip(stmt.params()) {
-                    let value = params
+                let mut replanned = false;
+                loop {
+                    let stmt = client.prepare_cached(&sql).await.map_err(query_error)?;
+                    let mut values: Vec<Box<dyn ToSql + Sync + Send>> =
+                        Vec::with_capacity(names.len());
+                    for (name, ty) in names.iter().zip(stmt.params()) {
+                        let value = params
+                            .iter()
+                            .find(|(k, _)| k == name)
+                            .map(|(_, v)| *v)
+                            .ok_or_else(|| {
+                                WarehouseError::Query(format!("no value for `:{name}`"))
+                            })?;
+                        values.push(typed(value, ty)?);
+                    }
+                    let refs: Vec<&(dyn ToSql + Sync)> = values
                         .iter()
-                        .find(|(k, _)| k == name)
-                        .map(|(_, v)| *v)
-                        .ok_or_else(|| WarehouseError::Query(format!("no value for `:{name}`")))?;
-                    values.push(typed(value, ty)?);
+                        .map(|b| b.as_ref() as &(dyn ToSql + Sync))
+                        .collect();
+                    match client.query(&stmt, &refs).await {
+                        Ok(rows) => return Ok((stmt, rows)),
+                        Err(e) if !replanned && stale_plan(&e) => {
+                            client.statement_cache.clear();
+                            replanned = true;
+                        }
+                        Err(e) => return Err(query_error(e)),
+                    }
                 }
-                let refs: Vec<&(dyn ToSql + Sync)> = values
-                    .iter()
-                    .map(|b| b.as_ref() as &(dyn ToSql + Sync))
-                    .collect();
-                let rows = client.query(&stmt, &refs).await.map_err(query_error)?;
-                Ok((stmt, rows))
             }
             .await;
             busy.finish();
