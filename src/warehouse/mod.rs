@@ -12,8 +12,8 @@
 //! A query's future may be dropped at any await point — the engine drops it at the load timeout
 //! ([`DEFAULT_LOAD_TIMEOUT`], `--load-timeout`) — and an implementation must then stop the query
 //! where it runs, not only stop waiting for it: PostgreSQL sends the server a cancel request
-//! (and sets `statement_timeout` to the same deadline, so the server ends it even if this process
-//! is gone), SQLite interrupts the connection its blocking thread runs on. Reads that do not go
+//! (and sets `statement_timeout` just past the same deadline, so the server ends it even if this
+//! process is gone), SQLite interrupts the connection its blocking thread runs on. Reads that do not go
 //! through the engine (`update_log`, the ETL's writes) carry the same deadline themselves.
 
 pub mod demo_data;

@@ -12,7 +12,7 @@
 //!   table they read was re-created with another shape.
 //! * A statement whose future is dropped before it finished (the engine's deadline, a caller that
 //!   gave up) is cancelled at once with a cancel request, and its connection leaves the pool
-//!   (it may still carry the cancelled statement's reply); see [`Busy`]. The engine waits for
+//!   (it may still carry the cancelled statement's reply); see `Busy`. The engine waits for
 //!   that request to be sent ([`Warehouse::settle_cancelled`]) before it answers the waiters.
 //! * Every connection is opened with a connect timeout and `SET statement_timeout` to the load
 //!   timeout plus [`SERVER_GRACE`], so the server itself ends any statement (a lock wait included)
@@ -243,9 +243,12 @@ impl PostgresWarehouse {
                 recycling_method: RecyclingMethod::Fast,
             },
         );
+        // In milliseconds, at most the server's limit (i32::MAX ms, about 24 days).
         let set_timeout = format!(
             "SET statement_timeout = {}",
-            (load_timeout + SERVER_GRACE).as_millis()
+            (load_timeout + SERVER_GRACE)
+                .as_millis()
+                .min(i32::MAX as u128)
         );
         let pool = Pool::builder(manager)
             .max_size(POOL_SIZE)
@@ -630,7 +633,7 @@ impl Warehouse for PostgresWarehouse {
     }
 
     /// No deadline of its own beyond the server's `statement_timeout`: the engine's load timeout
-    /// drops this future, and [`Busy`] cancels the statement.
+    /// drops this future, and `Busy` cancels the statement.
     fn run<'a>(&'a self, request: &'a Request) -> BoxFuture<'a, Result<Rows, WarehouseError>> {
         Box::pin(async move {
             let started = Instant::now();

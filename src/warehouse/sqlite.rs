@@ -7,7 +7,7 @@
 //!
 //! A read whose future is dropped (the engine's load deadline) interrupts its connection
 //! (`sqlite3_interrupt`), so the blocking thread stops too instead of running a long query for
-//! nobody; see [`Interrupt`].
+//! nobody; see `Interrupt`.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
