@@ -611,7 +611,8 @@ async fn with_a_table_locked_other_queries_answer_and_the_hung_one_ends_at_its_d
     with_test_database(
         "with_a_table_locked_other_queries_answer_and_the_hung_one_ends_at_its_deadline",
         |db| async move {
-            let timeout = Duration::from_millis(1500);
+            // Long enough for the load to reach the lock on a busy machine before it ends.
+            let timeout = Duration::from_secs(3);
             let postgres = std::sync::Arc::new(
                 PostgresWarehouse::with_load_timeout(&db.url, Latency::NONE, timeout).unwrap(),
             );
