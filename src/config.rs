@@ -776,6 +776,22 @@ mod tests {
     }
 
     #[test]
+    fn the_load_timeout_comes_from_the_file_or_the_flag_and_is_never_zero() {
+        let file = "[warehouse]\nload_timeout = \"750ms\"\n";
+        let (g, _) = resolve_with(file, &[]).unwrap();
+        assert_eq!(g.load_timeout, "750ms");
+        let (g, _) = resolve_with(file, &["--load-timeout", "2s"]).unwrap();
+        assert_eq!(g.load_timeout, "2s");
+        let e = resolve_with("[warehouse]\nload_timeout = \"0s\"\n", &[]).unwrap_err();
+        assert!(
+            e.0.contains("line 2") && e.0.contains("warehouse.load_timeout"),
+            "{e}"
+        );
+        let e = resolve_with("", &["--load-timeout", "soon"]).unwrap_err();
+        assert!(e.0.contains("--load-timeout"), "{e}");
+    }
+
+    #[test]
     fn a_missing_explicit_file_is_an_error() {
         let matches = crate::cli::Cli::command()
             .try_get_matches_from(["freshcache", "--config", "/nonexistent/fc.toml", "stats"])
