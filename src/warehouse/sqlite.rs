@@ -282,9 +282,13 @@ impl SqliteWarehouse {
 /// holds the original (armed), the thread a clone. Dropping the future (a deadline) interrupts that
 /// connection while its query runs. The state changes under one lock, so an interrupt never
 /// reaches a connection after its query ended (it may be running someone else's query by then).
+///
+/// One window remains: SQLite forgets an interrupt that arrives while no statement of the
+/// connection is active, so a drop in the microseconds between `start` and the first step lets
+/// that query run to its end (its result is thrown away).
 struct Interrupt {
     state: Arc<Mutex<InterruptState>>,
-    /// Set in the clone the future holds: its drop is the cancellation.
+    /// Set in the one the future holds: its drop is the cancellation.
     armed: bool,
 }
 
