@@ -107,6 +107,13 @@ pub const KEYS: &[Key] = &[
         "simulated latency per query: DURATION or MIN-MAX",
     ),
     key(
+        "warehouse.load_timeout",
+        "load_timeout",
+        "--load-timeout",
+        "FRESHCACHE_LOAD_TIMEOUT",
+        "deadline of one warehouse load; then it is cancelled at the server",
+    ),
+    key(
         "redis.url",
         "redis",
         "--redis",
@@ -199,6 +206,7 @@ struct FileConfig {
 struct WarehouseSection {
     url: Option<Spanned<String>>,
     latency: Option<Spanned<String>>,
+    load_timeout: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -251,6 +259,7 @@ impl FileConfig {
             "hour" => spanned_text(&self.hour),
             "warehouse.url" => spanned_text(&self.warehouse.url),
             "warehouse.latency" => spanned_text(&self.warehouse.latency),
+            "warehouse.load_timeout" => spanned_text(&self.warehouse.load_timeout),
             "redis.url" => spanned_text(&self.redis.url),
             "redis.ca" => spanned_text(&self.redis.ca),
             "redis.timeout" => spanned_text(&self.redis.timeout),
@@ -504,6 +513,7 @@ fn set(g: &mut GlobalArgs, key: &str, v: FileValue) -> Result<(), String> {
         ("hour", v) => g.hour = Some(text(v)?),
         ("warehouse.url", v) => g.warehouse = Some(text(v)?),
         ("warehouse.latency", v) => g.latency = Some(text(v)?),
+        ("warehouse.load_timeout", v) => g.load_timeout = text(v)?,
         ("redis.url", v) => g.redis = Some(text(v)?),
         ("redis.ca", v) => g.redis_ca = Some(PathBuf::from(text(v)?)),
         ("redis.timeout", v) => g.redis_timeout = text(v)?,
@@ -533,6 +543,7 @@ fn get(g: &GlobalArgs, key: &str) -> Option<String> {
         "hour" => g.hour.clone(),
         "warehouse.url" => g.warehouse.clone(),
         "warehouse.latency" => g.latency.clone(),
+        "warehouse.load_timeout" => Some(g.load_timeout.clone()),
         "redis.url" => g.redis.clone(),
         "redis.ca" => path(&g.redis_ca),
         "redis.timeout" => Some(g.redis_timeout.clone()),
@@ -550,7 +561,7 @@ fn get(g: &GlobalArgs, key: &str) -> Option<String> {
 fn validate(key: &str, v: &str) -> Result<(), String> {
     let quoted = || format!("`{}`", crate::text::clean_short(v, 80));
     match key {
-        "hour" | "redis.timeout" | "redis.lease" => {
+        "hour" | "redis.timeout" | "redis.lease" | "warehouse.load_timeout" => {
             let d = parse_duration(v).map_err(|e| format!("{}: {e}", quoted()))?;
             if d.is_zero() {
                 return Err(format!(
@@ -680,6 +691,7 @@ mod tests {
         assert_eq!(g.strategy, Some(Strategy::Freshcache));
         assert_eq!(g.redis_timeout, "300ms");
         assert_eq!(g.lease, "10s");
+        assert_eq!(g.load_timeout, "20s");
         assert!(!g.no_local_tier);
         assert_eq!(g.log_keep, 7);
         // Every key of the table is in the documented file (commented out or set).
@@ -761,6 +773,22 @@ mod tests {
         let e =
             resolve_with("[warehouse]\nurl = \"mysql://ann:S3NT1NEL@h/db\"\n", &[]).unwrap_err();
         assert!(!e.0.contains("S3NT1NEL"), "{e}");
+    }
+
+    #[test]
+    fn the_load_timeout_comes_from_the_file_or_the_flag_and_is_never_zero() {
+        let file = "[warehouse]\nload_timeout = \"750ms\"\n";
+        let (g, _) = resolve_with(file, &[]).unwrap();
+        assert_eq!(g.load_timeout, "750ms");
+        let (g, _) = resolve_with(file, &["--load-timeout", "2s"]).unwrap();
+        assert_eq!(g.load_timeout, "2s");
+        let e = resolve_with("[warehouse]\nload_timeout = \"0s\"\n", &[]).unwrap_err();
+        assert!(
+            e.0.contains("line 2") && e.0.contains("warehouse.load_timeout"),
+            "{e}"
+        );
+        let e = resolve_with("", &["--load-timeout", "soon"]).unwrap_err();
+        assert!(e.0.contains("--load-timeout"), "{e}");
     }
 
     #[test]

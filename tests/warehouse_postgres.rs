@@ -8,6 +8,11 @@
 //! * `a_failed_load_on_postgres_leaves_no_trace`: a load that fails part-way is rolled back: no
 //!   rows and no `update_log` entry, and the same batch loads normally afterwards.
 //! * `bad_urls_are_refused_and_passwords_never_described`: no server needed.
+//! * Every load ends: with `sales` locked by another session, a query on another table answers in
+//!   under a second and the hung one ends at the load timeout with no backend left waiting
+//!   (`with_a_table_locked_…`); a dropped query is cancelled at the server at once
+//!   (`a_dropped_query_…`); the ETL and `update_log` reads end at the deadline too (`etl_writes_…`).
+//! * `an_update_log_of_another_schema_is_an_error_not_a_panic`.
 //!
 //! The server is `FRESHCACHE_TEST_POSTGRES_URL` (default `postgres://root@127.0.0.1:5432/postgres`).
 //! Each test creates its own database there and drops it afterwards, also when it fails. When no
@@ -544,4 +549,341 @@ fn the_database_name_is_swapped_into_any_url() {
         assert_eq!(after.get_hosts(), before.get_hosts(), "{got}");
         assert_eq!(after.get_ports(), before.get_ports(), "{got}");
     }
+}
+
+/// A plain connection to the test database, for locking tables and watching backends.
+async fn session(url: &str) -> Client {
+    let (client, connection) = tokio_postgres::connect(url, NoTls).await.unwrap();
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    client
+}
+
+/// Backends of database `db` other than `watcher`'s running a statement now (`active`), with
+/// what they wait for and run.
+async fn active_backends(watcher: &Client, db: &str) -> Vec<String> {
+    watcher
+        .query(
+            "SELECT COALESCE(wait_event_type, '') || ' ' || COALESCE(query, '') \
+             FROM pg_stat_activity \
+             WHERE datname = $1 AND pid <> pg_backend_pid() AND state = 'active'",
+            &[&db],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get::<_, String>(0))
+        .collect()
+}
+
+/// Polls until `db` has (`want` true) or has not (`want` false) a backend waiting on a lock;
+/// panics with what runs after `within`.
+async fn await_lock_waiter(watcher: &Client, db: &str, want: bool, within: Duration) {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let active = active_backends(watcher, db).await;
+        let waiting = active.iter().any(|b| b.starts_with("Lock "));
+        if waiting == want {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "after {within:?}, a backend waiting on a lock: expected {want}, active: {active:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+const SMALL: DemoSize = DemoSize {
+    customers: 50,
+    sales: 1_000,
+};
+
+/// Every load ends (issue 10, D). With `sales` locked by another session: a query on another
+/// table answers in under a second meanwhile (one connection per process used to queue it behind
+/// the hung one for good), and at the load timeout the hung query ends — its waiter gets the
+/// deadline error and no backend is left waiting on the lock.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_table_locked_other_queries_answer_and_the_hung_one_ends_at_its_deadline() {
+    use freshcache::engine::flight::LoadError;
+    use freshcache::engine::{Engine, GetError};
+    with_test_database(
+        "with_a_table_locked_other_queries_answer_and_the_hung_one_ends_at_its_deadline",
+        |db| async move {
+            // Long enough for the load to reach the lock on a busy machine before it ends.
+            let timeout = Duration::from_secs(3);
+            let postgres = std::sync::Arc::new(
+                PostgresWarehouse::with_load_timeout(&db.url, Latency::NONE, timeout).unwrap(),
+            );
+            postgres
+                .init_demo(SMALL, INITIAL_BATCH, INITIAL_AT_MS)
+                .await
+                .unwrap();
+            let engine = Engine::builder(
+                std::sync::Arc::new(Catalog::bundled().unwrap()),
+                postgres.clone(),
+            )
+            .load_timeout(timeout)
+            .build()
+            .unwrap();
+            let watcher = session(&db.url).await;
+            let locker = session(&db.url).await;
+            locker
+                .batch_execute("BEGIN; LOCK TABLE sales IN ACCESS EXCLUSIVE MODE")
+                .await
+                .unwrap();
+
+            let hung = {
+                let engine = engine.clone();
+                tokio::spawn(async move {
+                    let r = engine
+                        .request::<&str, &str>("revenue_by_product", &[])
+                        .unwrap();
+                    let started = std::time::Instant::now();
+                    (engine.get(&r).await, started.elapsed())
+                })
+            };
+            await_lock_waiter(&watcher, &db.name, true, Duration::from_secs(10)).await;
+
+            let stock = engine.request::<&str, &str>("stock_outs", &[]).unwrap();
+            let started = std::time::Instant::now();
+            let answer = tokio::time::timeout(Duration::from_secs(1), engine.get(&stock))
+                .await
+                .unwrap_or_else(|_| {
+                    panic!("a query on inventory waited behind the locked sales table for 1 s")
+                })
+                .unwrap();
+            assert!(answer.freshness.is_fresh());
+            assert!(started.elapsed() < Duration::from_secs(1));
+
+            let (result, took) = tokio::time::timeout(Duration::from_secs(30), hung)
+                .await
+                .expect("the hung load did not end at its deadline")
+                .unwrap();
+            match result {
+                Err(GetError::Warehouse {
+                    error: LoadError::Deadline(d),
+                    ..
+                }) => assert_eq!(d, timeout),
+                other => panic!("expected the deadline error, got {other:?}"),
+            }
+            assert!(took >= timeout, "{took:?}");
+            // Nobody waits on the lock any more, while it is still held.
+            await_lock_waiter(&watcher, &db.name, false, Duration::from_secs(5)).await;
+            assert_eq!(engine.loads_in_flight(), 0);
+            locker.batch_execute("ROLLBACK").await.unwrap();
+        },
+    )
+    .await;
+}
+
+/// A query whose future is dropped is cancelled at the server at once (a cancel request), not at
+/// the server's statement timeout: here that is a minute away.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_query_is_cancelled_at_the_server() {
+    with_test_database(
+        "a_dropped_query_is_cancelled_at_the_server",
+        |db| async move {
+            let postgres = std::sync::Arc::new(
+                PostgresWarehouse::with_load_timeout(
+                    &db.url,
+                    Latency::NONE,
+                    Duration::from_secs(60),
+                )
+                .unwrap(),
+            );
+            postgres
+                .init_demo(SMALL, INITIAL_BATCH, INITIAL_AT_MS)
+                .await
+                .unwrap();
+            let watcher = session(&db.url).await;
+            let locker = session(&db.url).await;
+            locker
+                .batch_execute("BEGIN; LOCK TABLE sales IN ACCESS EXCLUSIVE MODE")
+                .await
+                .unwrap();
+            let catalog = Catalog::bundled().unwrap();
+            let request = catalog
+                .request::<&str, &str>("revenue_by_product", &[])
+                .unwrap();
+            let task = {
+                let postgres = postgres.clone();
+                tokio::spawn(async move { postgres.run(&request).await })
+            };
+            await_lock_waiter(&watcher, &db.name, true, Duration::from_secs(10)).await;
+            task.abort();
+            assert!(task.await.unwrap_err().is_cancelled());
+            await_lock_waiter(&watcher, &db.name, false, Duration::from_secs(5)).await;
+            // The pool goes on: a query on the locked table's neighbour answers.
+            let stock = catalog.request::<&str, &str>("stock_outs", &[]).unwrap();
+            postgres.run(&stock).await.unwrap();
+            locker.batch_execute("ROLLBACK").await.unwrap();
+        },
+    )
+    .await;
+}
+
+/// The ETL and `update_log` reads carry the deadline too: `etl run` on a locked table ends with an
+/// error instead of hanging.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etl_writes_and_update_log_reads_end_at_the_deadline() {
+    with_test_database(
+        "etl_writes_and_update_log_reads_end_at_the_deadline",
+        |db| async move {
+            let timeout = Duration::from_millis(800);
+            let postgres =
+                PostgresWarehouse::with_load_timeout(&db.url, Latency::NONE, timeout).unwrap();
+            postgres
+                .init_demo(SMALL, INITIAL_BATCH, INITIAL_AT_MS)
+                .await
+                .unwrap();
+            let watcher = session(&db.url).await;
+            let locker = session(&db.url).await;
+            locker
+                .batch_execute(
+                    "BEGIN; LOCK TABLE sales IN ACCESS EXCLUSIVE MODE; \
+                     LOCK TABLE update_log IN ACCESS EXCLUSIVE MODE",
+                )
+                .await
+                .unwrap();
+            let started = std::time::Instant::now();
+            let e = tokio::time::timeout(Duration::from_secs(20), postgres.update_log())
+                .await
+                .expect("update_log hung")
+                .unwrap_err();
+            assert!(matches!(e, WarehouseError::Unavailable(_)), "{e}");
+            let e = tokio::time::timeout(
+                Duration::from_secs(20),
+                postgres.load_table("sales", ETL_BATCH, ETL_AT_MS, false),
+            )
+            .await
+            .expect("the ETL load hung")
+            .unwrap_err();
+            assert!(matches!(e, WarehouseError::Unavailable(_)), "{e}");
+            assert!(started.elapsed() < Duration::from_secs(10));
+            await_lock_waiter(&watcher, &db.name, false, Duration::from_secs(5)).await;
+            locker.batch_execute("ROLLBACK").await.unwrap();
+            // Unlocked, the same batch loads.
+            assert!(
+                postgres
+                    .load_table("sales", ETL_BATCH, ETL_AT_MS, false)
+                    .await
+                    .unwrap()
+                    > 0
+            );
+        },
+    )
+    .await;
+}
+
+/// Bad input from the warehouse is an error, never a panic (issue 10, code reading): an
+/// `update_log` of another schema used to panic in `Row::get`. A table re-created under a
+/// prepared statement is prepared again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_update_log_of_another_schema_is_an_error_not_a_panic() {
+    with_test_database(
+        "an_update_log_of_another_schema_is_an_error_not_a_panic",
+        |db| async move {
+            let admin = session(&db.url).await;
+            admin
+                .batch_execute(
+                    "CREATE TABLE update_log (table_name TEXT, batch TEXT, last_updated TEXT, \
+                     rows INTEGER); \
+                     INSERT INTO update_log VALUES ('sales', '20261126-09:00', 'yesterday', 3)",
+                )
+                .await
+                .unwrap();
+            let postgres = PostgresWarehouse::new(&db.url, Latency::NONE).unwrap();
+            let e = postgres.update_log().await.unwrap_err();
+            assert!(matches!(e, WarehouseError::Query(_)), "{e}");
+            assert!(
+                e.to_string().contains("unexpected schema of `update_log`"),
+                "{e}"
+            );
+            // NULLs where a value is due, in the right types: an error too.
+            admin
+                .batch_execute(
+                    "DROP TABLE update_log; \
+                     CREATE TABLE update_log (table_name TEXT, batch TEXT, last_updated BIGINT, \
+                     rows BIGINT); \
+                     INSERT INTO update_log VALUES ('sales', '20261126-09:00', NULL, 3)",
+                )
+                .await
+                .unwrap();
+            // The same warehouse: its prepared statement described the dropped table, and is
+            // prepared again (not "cached plan must not change result type" for good).
+            let e = postgres.update_log().await.unwrap_err();
+            assert!(
+                e.to_string().contains("unexpected schema of `update_log`"),
+                "{e}"
+            );
+        },
+    )
+    .await;
+}
+
+/// The real binary (issue 10, D: `get` used to wait 30 s, then exit while its query went on
+/// waiting at the server for minutes): with `sales` locked, `get --load-timeout 500ms` exits 5
+/// soon after the deadline, says why, and leaves no backend waiting on the lock.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_on_a_locked_table_exits_5_at_the_deadline_and_leaves_nothing_waiting() {
+    with_test_database(
+        "get_on_a_locked_table_exits_5_at_the_deadline_and_leaves_nothing_waiting",
+        |db| async move {
+            let postgres = PostgresWarehouse::new(&db.url, Latency::NONE).unwrap();
+            postgres
+                .init_demo(SMALL, INITIAL_BATCH, INITIAL_AT_MS)
+                .await
+                .unwrap();
+            let watcher = session(&db.url).await;
+            let locker = session(&db.url).await;
+            locker
+                .batch_execute("BEGIN; LOCK TABLE sales IN ACCESS EXCLUSIVE MODE")
+                .await
+                .unwrap();
+            // A sandbox of its own: data, configuration, state and logs in a temporary directory.
+            let home = std::env::temp_dir().join(format!("{}-home", db.name));
+            std::fs::create_dir_all(&home).unwrap();
+            let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_freshcache"));
+            for (key, _) in std::env::vars_os() {
+                if key.to_string_lossy().starts_with("FRESHCACHE_") {
+                    command.env_remove(key);
+                }
+            }
+            for key in [
+                "HOME",
+                "XDG_CONFIG_HOME",
+                "XDG_STATE_HOME",
+                "XDG_DATA_HOME",
+                "FRESHCACHE_LOG_DIR",
+            ] {
+                command.env(key, &home);
+            }
+            command
+                .args(["--warehouse", &db.url, "--data-dir"])
+                .arg(&home)
+                .args(["--load-timeout", "500ms", "get", "revenue_by_product"])
+                .stdin(std::process::Stdio::null())
+                .kill_on_drop(true);
+            let started = std::time::Instant::now();
+            let out = tokio::time::timeout(Duration::from_secs(30), command.output())
+                .await
+                .expect("`get` on a locked table did not exit within 30 s")
+                .unwrap();
+            let took = started.elapsed();
+            let _ = std::fs::remove_dir_all(&home); // a temporary directory: best effort
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(5), "stderr: {stderr}");
+            assert!(
+                stderr.contains("exceeded its deadline of 500ms"),
+                "stderr: {stderr}"
+            );
+            // The deadline plus the start of a debug binary on a busy machine.
+            assert!(took < Duration::from_secs(15), "{took:?}");
+            await_lock_waiter(&watcher, &db.name, false, Duration::from_secs(5)).await;
+            locker.batch_execute("ROLLBACK").await.unwrap();
+        },
+    )
+    .await;
 }

@@ -227,7 +227,11 @@ pub async fn get(g: &GlobalArgs, args: GetArgs) -> Result<(), CliError> {
                 ..
             } => super::EXIT_UNAVAILABLE,
             // It did not answer in time: for the caller, unavailable.
-            GetError::Timeout { .. } => super::EXIT_UNAVAILABLE,
+            GetError::Timeout { .. }
+            | GetError::Warehouse {
+                error: LoadError::Deadline(_),
+                ..
+            } => super::EXIT_UNAVAILABLE,
             _ => super::EXIT_FAILURE,
         };
         CliError::new(code, e.to_string())

@@ -110,6 +110,7 @@ pub async fn run(g: &GlobalArgs, args: DemoArgs) -> Result<(), CliError> {
     .map_err(|e| CliError::new(EXIT_FAILURE, e.to_string()))?;
     let engine = Engine::builder(catalog, Arc::new(warehouse.clone()))
         .clock(clock.clone())
+        .load_timeout(super::world::load_timeout(g)?)
         .strategy(g.strategy.unwrap_or(Strategy::Freshcache))
         .build()
         .map_err(|e| CliError::new(EXIT_FAILURE, e.to_string()))?;

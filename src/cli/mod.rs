@@ -103,6 +103,16 @@ pub struct GlobalArgs {
         value_name = "DURATION[-DURATION]"
     )]
     pub latency: Option<String>,
+    /// Deadline of one warehouse load: then the query is cancelled at the server and its waiters
+    /// get an earlier answer marked stale (within the stale limit) or a clear error.
+    #[arg(
+        long,
+        global = true,
+        env = "FRESHCACHE_LOAD_TIMEOUT",
+        default_value = "20s",
+        value_name = "DURATION"
+    )]
+    pub load_timeout: String,
     /// Share the cache through Redis: redis://[user:password@]host[:port][/db] (or rediss://).
     /// Embedded (no server) when omitted.
     #[arg(long, global = true, env = "FRESHCACHE_REDIS", value_name = "URL")]

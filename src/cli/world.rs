@@ -76,6 +76,19 @@ pub fn clock_for(g: &GlobalArgs) -> Result<SharedClock, CliError> {
     }
 }
 
+/// The deadline of one warehouse load (`--load-timeout`).
+pub fn load_timeout(g: &GlobalArgs) -> Result<Duration, CliError> {
+    let d = parse_duration(&g.load_timeout)
+        .map_err(|e| CliError::new(EXIT_BAD_INPUT, format!("--load-timeout: {e}")))?;
+    if d.is_zero() {
+        return Err(CliError::new(
+            EXIT_BAD_INPUT,
+            "--load-timeout must be longer than 0s",
+        ));
+    }
+    Ok(d)
+}
+
 fn is_postgres(spec: &str) -> bool {
     spec.starts_with("postgres://") || spec.starts_with("postgresql://")
 }
@@ -102,6 +115,7 @@ impl World {
         let catalog = Arc::new(Catalog::bundled()?);
         let clock = clock_for(g)?;
         let spec = g.warehouse.clone();
+        let load_timeout = load_timeout(g)?;
         let latency = match &g.latency {
             Some(l) => Latency::parse(l)
                 .map_err(|e| CliError::new(EXIT_BAD_INPUT, format!("--latency: {e}")))?,
@@ -110,7 +124,11 @@ impl World {
         };
         let (warehouse, etl, kind): (Arc<dyn Warehouse>, Arc<dyn EtlTarget>, Kind) = match spec {
             Some(url) if is_postgres(&url) => {
-                let pg = Arc::new(PostgresWarehouse::new(&url, latency)?);
+                let pg = Arc::new(PostgresWarehouse::with_load_timeout(
+                    &url,
+                    latency,
+                    load_timeout,
+                )?);
                 (pg.clone(), pg.clone(), Kind::Postgres(pg))
             }
             other => {
@@ -200,6 +218,7 @@ impl World {
         let mut b = Engine::builder(self.catalog.clone(), self.warehouse.clone())
             .clock(self.clock.clone())
             .lease(lease)
+            .load_timeout(load_timeout(g)?)
             .strategy(g.strategy.unwrap_or_default())
             .local_tier(self.local_tier || self.shared.is_none());
         if let Some(s) = &self.shared {

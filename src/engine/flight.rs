@@ -37,6 +37,10 @@ pub enum LoadError {
     /// The loader was cancelled before it finished (runtime shutting down).
     #[error("the load was cancelled before it finished")]
     Aborted,
+    /// The warehouse did not answer within the load timeout (`--load-timeout`); the query was
+    /// cancelled (the warehouse's future dropped, which cancels it at the server).
+    #[error("the warehouse load exceeded its deadline of {0:?} and was cancelled")]
+    Deadline(std::time::Duration),
 }
 
 /// One load in flight.

@@ -172,6 +172,7 @@ pub struct EngineBuilder {
     shared: Option<Arc<dyn crate::store::Store>>,
     local_tier: bool,
     lease: Duration,
+    load_timeout: Duration,
 }
 
 impl EngineBuilder {
@@ -215,6 +216,14 @@ impl EngineBuilder {
         self
     }
 
+    /// The deadline of every warehouse load (20 s by default, see
+    /// [`crate::warehouse::DEFAULT_LOAD_TIMEOUT`]): at it the load is cancelled, its waiters get
+    /// stale-if-error or [`LoadError::Deadline`], and its flight and lease are released.
+    pub fn load_timeout(mut self, timeout: Duration) -> Self {
+        self.load_timeout = timeout.max(Duration::from_millis(1));
+        self
+    }
+
     /// The strategy to start with (`freshcache` by default).
     pub fn strategy(mut self, strategy: Strategy) -> Self {
         self.strategy = strategy;
@@ -242,6 +251,7 @@ impl EngineBuilder {
                 shared: self.shared,
                 local_tier: self.local_tier,
                 lease: self.lease,
+                load_timeout: self.load_timeout,
                 refresh_permits: Arc::new(tokio::sync::Semaphore::new(
                     self.refresh_concurrency.max(1),
                 )),
@@ -277,6 +287,8 @@ pub(crate) struct Inner {
     local_tier: bool,
     /// How long a lease on the shared tier lasts (extended while the load runs).
     lease: Duration,
+    /// The deadline of one warehouse load.
+    load_timeout: Duration,
     /// The seed's lock recipe keeps its locks here (key -> expiry); only `Strategy::Lock` uses it.
     seed_locks: std::sync::Mutex<std::collections::HashMap<EntryKey, Millis>>,
     /// Until when (wall clock) the versions held count as confirmed by the truth; `u64::MAX`
@@ -373,6 +385,7 @@ impl Engine {
             shared: None,
             local_tier: true,
             lease: shared::LEASE,
+            load_timeout: crate::warehouse::DEFAULT_LOAD_TIMEOUT,
         }
     }
 
@@ -1080,7 +1093,13 @@ impl Engine {
         rx
     }
 
-    /// One warehouse query, timed, with panics turned into errors. Builds the entry.
+    /// One warehouse query, timed, with panics turned into errors and a deadline. Builds the entry.
+    ///
+    /// Every load ends: at the load timeout the warehouse's future is dropped, which cancels the
+    /// query (PostgreSQL sends a cancel request, SQLite interrupts its connection), and the load
+    /// fails with [`LoadError::Deadline`]. The caller then completes the flight and releases its
+    /// lease as for any other failure, so waiters get stale-if-error or the error at once and the
+    /// next request starts a new load.
     async fn load(
         inner: &Inner,
         request: &Request,
@@ -1090,17 +1109,30 @@ impl Engine {
         inner.stats.incr(Counter::Loads);
         let began_ms = inner.now_ms();
         let began = Instant::now();
-        let result = CatchUnwind(Box::pin(inner.warehouse.run(request))).await;
+        let run = CatchUnwind(Box::pin(inner.warehouse.run(request)));
+        let result = tokio::time::timeout(inner.load_timeout, run).await;
         inner.stats.record_load(began.elapsed());
         let rows = match result {
-            Ok(Ok(rows)) => rows,
-            Ok(Err(e)) => {
+            Ok(Ok(Ok(rows))) => rows,
+            Ok(Ok(Err(e))) => {
                 inner.stats.incr(Counter::LoadErrors);
                 return Err(LoadError::Warehouse(e));
             }
-            Err(panic) => {
+            Ok(Err(panic)) => {
                 inner.stats.incr(Counter::LoadErrors);
                 return Err(LoadError::Panicked(panic));
+            }
+            Err(_elapsed) => {
+                inner.stats.incr(Counter::LoadErrors);
+                // The query's future is gone; see it cancelled at the server before anyone is
+                // told, so a caller that exits on this answer leaves nothing running.
+                inner.warehouse.settle_cancelled().await;
+                tracing::warn!(
+                    query = %request,
+                    timeout = ?inner.load_timeout,
+                    "warehouse load exceeded its deadline; cancelled"
+                );
+                return Err(LoadError::Deadline(inner.load_timeout));
             }
         };
         let now = inner.now_ms();

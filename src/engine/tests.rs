@@ -315,6 +315,183 @@ async fn a_hanging_warehouse_is_bounded_by_max_wait() {
     assert_eq!(w.engine.stats().wait_timeouts, 2);
 }
 
+/// An engine over `w`'s catalog, clock and warehouse whose loads end after `timeout`.
+fn with_load_timeout(w: &World, timeout: Duration) -> Engine {
+    Engine::builder(w.engine.catalog().clone(), w.warehouse.clone())
+        .clock(w.clock.clone())
+        .load_timeout(timeout)
+        .build()
+        .unwrap()
+}
+
+/// Every load ends (issue 10, D): a hung load used to stay in flight for good — its waiters gave
+/// up after the maximum wait, the query kept running, and every later request joined it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_load_ends_at_its_deadline_and_the_next_request_loads_again() {
+    let w = world_with(
+        Policy::builder()
+            .beta(0.0)
+            .jitter(Duration::ZERO)
+            .max_wait(Duration::from_secs(60))
+            .build()
+            .unwrap(),
+        1,
+        Strategy::Freshcache,
+    );
+    let timeout = Duration::from_millis(200);
+    let engine = with_load_timeout(&w, timeout);
+    let r = req(&w, "sales");
+    engine.get(&r).await.unwrap();
+    engine.bump(&["sales"], "b1").unwrap();
+    w.clock.advance(Duration::from_secs(60));
+    w.warehouse.set_hanging(true);
+    let started = std::time::Instant::now();
+    let waiters: Vec<_> = (0..20)
+        .map(|_| {
+            let (e, r) = (engine.clone(), r.clone());
+            tokio::spawn(async move { e.get(&r).await })
+        })
+        .collect();
+    for t in waiters {
+        // Stale-if-error: the answer from before the bump, saying why.
+        match t.await.unwrap().unwrap().freshness {
+            Freshness::Stale {
+                age,
+                reason: StaleReason::WarehouseError(why),
+            } => {
+                assert_eq!(age, Duration::from_secs(60));
+                assert!(why.contains("exceeded its deadline of 200ms"), "{why}");
+            }
+            other => panic!("expected stale at the deadline, got {other:?}"),
+        }
+    }
+    // At the deadline, not at the 60 s maximum wait (generous bound: a busy machine).
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        started.elapsed()
+    );
+    // The query was dropped (cancelled), not left running, and the flight is gone.
+    assert_eq!(w.warehouse.running(), 0);
+    assert_eq!(engine.loads_in_flight(), 0);
+    // Nothing earlier to serve: the clear error.
+    match engine.get(&req(&w, "stock")).await.unwrap_err() {
+        GetError::Warehouse {
+            error: LoadError::Deadline(d),
+            ..
+        } => assert_eq!(d, timeout),
+        other => panic!("expected the deadline error, got {other}"),
+    }
+    // The next request starts a new load, which answers.
+    w.warehouse.set_hanging(false);
+    let queries = w.warehouse.queries();
+    assert!(engine.get(&r).await.unwrap().freshness.is_fresh());
+    assert_eq!(w.warehouse.queries(), queries + 1);
+    assert_eq!(engine.stats().load_errors, 2);
+}
+
+/// A shared store that logs what happens to leases (the in-process store grants every lease).
+struct LeaseLog {
+    store: crate::store::MemoryStore,
+    taken: std::sync::Mutex<Vec<u64>>,
+    released: std::sync::Mutex<Vec<u64>>,
+}
+
+impl crate::store::Store for LeaseLog {
+    fn describe(&self) -> String {
+        "lease log".into()
+    }
+    fn get<'a>(
+        &'a self,
+        request: &'a Request,
+        key: &'a EntryKey,
+    ) -> crate::store::BoxFuture<'a, Result<Option<Arc<Entry>>, crate::store::StoreError>> {
+        crate::store::Store::get(&self.store, request, key)
+    }
+    fn previous<'a>(
+        &'a self,
+        request: &'a Request,
+        key: &'a EntryKey,
+    ) -> crate::store::BoxFuture<'a, Result<Option<Arc<Entry>>, crate::store::StoreError>> {
+        crate::store::Store::previous(&self.store, request, key)
+    }
+    fn put<'a>(
+        &'a self,
+        request: &'a Request,
+        key: EntryKey,
+        entry: Arc<Entry>,
+    ) -> crate::store::BoxFuture<'a, Result<PutOutcome, crate::store::StoreError>> {
+        crate::store::Store::put(&self.store, request, key, entry)
+    }
+    fn table_keys<'a>(
+        &'a self,
+        current: &'a VersionVector,
+    ) -> crate::store::BoxFuture<'a, Result<Vec<TableKeys>, crate::store::StoreError>> {
+        crate::store::Store::table_keys(&self.store, current)
+    }
+    fn purge<'a>(
+        &'a self,
+        current: &'a VersionVector,
+        budget: usize,
+    ) -> crate::store::BoxFuture<'a, Result<usize, crate::store::StoreError>> {
+        crate::store::Store::purge(&self.store, current, budget)
+    }
+    fn lease<'a>(
+        &'a self,
+        _request: &'a Request,
+        _key: &'a EntryKey,
+        token: u64,
+        _ttl: Duration,
+    ) -> crate::store::BoxFuture<'a, Result<bool, crate::store::StoreError>> {
+        self.taken.lock().unwrap().push(token);
+        Box::pin(std::future::ready(Ok(true)))
+    }
+    fn release_lease<'a>(
+        &'a self,
+        _request: &'a Request,
+        _key: &'a EntryKey,
+        token: u64,
+    ) -> crate::store::BoxFuture<'a, Result<(), crate::store::StoreError>> {
+        self.released.lock().unwrap().push(token);
+        Box::pin(std::future::ready(Ok(())))
+    }
+}
+
+/// Every load ends, across processes too: the lease of a load cancelled at its deadline is
+/// released then, so another process takes the key over at once instead of after the lease.
+#[tokio::test]
+async fn a_load_cancelled_at_its_deadline_releases_its_lease() {
+    let w = world();
+    let shared = Arc::new(LeaseLog {
+        store: MemoryStore::new(MemoryStoreConfig::default()),
+        taken: std::sync::Mutex::default(),
+        released: std::sync::Mutex::default(),
+    });
+    let engine = Engine::builder(w.engine.catalog().clone(), w.warehouse.clone())
+        .clock(w.clock.clone())
+        .shared(shared.clone())
+        .load_timeout(Duration::from_millis(100))
+        .build()
+        .unwrap();
+    w.warehouse.set_hanging(true);
+    let e = engine.get(&req(&w, "stock")).await.unwrap_err();
+    assert!(
+        matches!(
+            e,
+            GetError::Warehouse {
+                error: LoadError::Deadline(_),
+                ..
+            }
+        ),
+        "{e}"
+    );
+    let taken = shared.taken.lock().unwrap().clone();
+    assert_eq!(taken.len(), 1, "one lease for the one load");
+    // The flight completes after put_and_release returns, so the release is already logged.
+    assert_eq!(*shared.released.lock().unwrap(), taken);
+    assert_eq!(w.warehouse.running(), 0);
+}
+
 #[tokio::test]
 async fn serve_stale_on_update_answers_at_once_and_loads_in_the_background() {
     let w = world_with(

@@ -7,6 +7,14 @@
 //!
 //! The ETL side — appending a batch to a table in its own transaction and recording it in
 //! `update_log` — is the [`EtlTarget`] trait, used by the simulator in [`etl`].
+//!
+//! # Every load ends
+//! A query's future may be dropped at any await point — the engine drops it at the load timeout
+//! ([`DEFAULT_LOAD_TIMEOUT`], `--load-timeout`) — and an implementation must then stop the query
+//! where it runs, not only stop waiting for it: PostgreSQL sends the server a cancel request
+//! (and sets `statement_timeout` just past the same deadline, so the server ends it even if this
+//! process is gone), SQLite interrupts the connection its blocking thread runs on. Reads that do not go
+//! through the engine (`update_log`, the ETL's writes) carry the same deadline themselves.
 
 pub mod demo_data;
 pub mod etl;
@@ -24,6 +32,11 @@ use crate::store::BoxFuture;
 pub use memory::MemoryWarehouse;
 pub use postgres::PostgresWarehouse;
 pub use sqlite::SqliteWarehouse;
+
+/// How long one warehouse load may take by default before it is cancelled (`--load-timeout`):
+/// four times the seed's slowest query (5 s), and shorter than the default maximum wait (30 s), so
+/// that the waiters of a hung load hear why rather than only that they waited too long.
+pub const DEFAULT_LOAD_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// A query result: column names and rows of JSON values.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
@@ -78,6 +91,14 @@ pub trait Warehouse: Send + Sync + 'static {
 
     /// The newest `update_log` entry of every table that has one.
     fn update_log(&self) -> BoxFuture<'_, Result<Vec<UpdateLogEntry>, WarehouseError>>;
+
+    /// Waits until the queries whose futures were dropped have been cancelled where they run
+    /// (at most a few seconds). The engine calls it when a load reaches its deadline, before it
+    /// answers the load's waiters, so that a process that exits on that answer leaves no query
+    /// behind. Nothing to wait for by default (a cancellation that happens on drop).
+    fn settle_cancelled(&self) -> BoxFuture<'_, ()> {
+        Box::pin(std::future::ready(()))
+    }
 
     /// The newest batch any table has reached (`None` before the first load).
     fn current_batch(&self) -> BoxFuture<'_, Result<Option<String>, WarehouseError>> {

@@ -1,46 +1,80 @@
-//! The PostgreSQL warehouse (Redshift speaks the PostgreSQL protocol), with tokio-postgres.
+//! The PostgreSQL warehouse (Redshift speaks the PostgreSQL protocol), with tokio-postgres over a
+//! deadpool connection pool.
 //!
 //! The catalog's `:name` placeholders become `$n`; each parameter is converted to the type the
-//! server infers for it (so `CAST(:year AS INTEGER)` is sent as an integer, `:region` as text). One
-//! connection serves queries (tokio-postgres pipelines concurrent queries on it); the ETL writes
-//! through a second one, because a transaction needs the connection to itself. A closed
-//! connection is replaced on the next call. The password never appears in [`Warehouse::describe`],
-//! in errors or in logs.
+//! server infers for it (so `CAST(:year AS INTEGER)` is sent as an integer, `:region` as text).
+//! The password never appears in [`Warehouse::describe`], in errors or in logs.
+//!
+//! # Every load ends, and one slow query never blocks another
+//! * Queries run on a pool of up to [`POOL_SIZE`] connections, each query on a connection of its
+//!   own: a query waiting on a locked table holds one connection, the others go on. Statements
+//!   are prepared once per connection (deadpool's statement cache), and prepared again when a
+//!   table they read was re-created with another shape.
+//! * A statement whose future is dropped before it finished (the engine's deadline, a caller that
+//!   gave up) is cancelled at once with a cancel request, and its connection leaves the pool
+//!   (it may still carry the cancelled statement's reply); see `Busy`. The engine waits for
+//!   that request to be sent ([`Warehouse::settle_cancelled`]) before it answers the waiters.
+//! * Every connection is opened with a connect timeout and `SET statement_timeout` to the load
+//!   timeout plus [`SERVER_GRACE`], so the server itself ends any statement (a lock wait included)
+//!   shortly after the deadline even when this process was killed before it could cancel. (The
+//!   grace lets the client's deadline, with its clearer error, come first.)
+//! * Reads outside the engine (`update_log`) and the ETL's writes carry the load timeout
+//!   themselves. The ETL writes one transaction at a time (batches number their rows from the
+//!   table's maximum), on pooled connections like the reads.
 
-use std::collections::HashMap;
 use std::str::FromStr;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::Mutex;
+use deadpool_postgres::{
+    HookError, Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod, Runtime,
+    TimeoutType,
+};
 use tokio_postgres::types::{ToSql, Type};
-use tokio_postgres::{Client, Config, NoTls, Statement};
+use tokio_postgres::{Config, NoTls};
 
 use super::demo_data::{self, DemoSize, sql_text};
-use super::{EtlTarget, Latency, Rows, UpdateLogEntry, Warehouse, WarehouseError};
+use super::{
+    DEFAULT_LOAD_TIMEOUT, EtlTarget, Latency, Rows, UpdateLogEntry, Warehouse, WarehouseError,
+};
 use crate::engine::catalog::Request;
 use crate::store::BoxFuture;
 
+/// The longest wait for a new connection (shorter when the load timeout is).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Connections per process: queries running at once (more wait their turn, within their deadline).
+pub const POOL_SIZE: usize = 16;
+/// The longest a cancel request may take before the connection is dropped anyway.
+const CANCEL_TIMEOUT: Duration = Duration::from_secs(2);
+/// How much longer than the load timeout the server's `statement_timeout` is.
+pub const SERVER_GRACE: Duration = Duration::from_secs(1);
 
-struct Conn {
-    client: Arc<Client>,
-    statements: HashMap<String, Statement>,
+/// Cancel requests under way (see [`Busy`]).
+#[derive(Default)]
+struct Cancels(std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>);
+
+impl Cancels {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<tokio::task::JoinHandle<()>>> {
+        // Nothing panics while holding it, so a poisoned lock is consistent.
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 /// A PostgreSQL (or Redshift) warehouse.
 pub struct PostgresWarehouse {
-    config: Config,
     describe: String,
-    reader: Mutex<Option<Conn>>,
-    writer: Mutex<Option<Client>>,
+    pool: Pool,
+    /// The ETL writes one transaction at a time.
+    write: tokio::sync::Mutex<()>,
+    cancels: std::sync::Arc<Cancels>,
     latency: Latency,
+    load_timeout: Duration,
 }
 
 impl std::fmt::Debug for PostgresWarehouse {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PostgresWarehouse")
             .field("at", &self.describe)
+            .field("load_timeout", &self.load_timeout)
             .finish()
     }
 }
@@ -118,15 +152,27 @@ fn unavailable(e: tokio_postgres::Error) -> WarehouseError {
 }
 
 fn query_error(e: tokio_postgres::Error) -> WarehouseError {
+    use tokio_postgres::error::SqlState;
     if e.is_closed() {
         return unavailable(e);
     }
     let text = clean_error(&e);
-    if e.code() == Some(&tokio_postgres::error::SqlState::UNDEFINED_TABLE) {
-        WarehouseError::NotInitialised(text)
-    } else {
-        WarehouseError::Query(text)
+    match e.code() {
+        Some(&SqlState::UNDEFINED_TABLE) => WarehouseError::NotInitialised(text),
+        // The server's statement_timeout (the load timeout) or a cancel request: it did not
+        // answer in time, which for the caller is unavailable.
+        Some(&SqlState::QUERY_CANCELED) => WarehouseError::Unavailable(text),
+        _ => WarehouseError::Query(text),
     }
+}
+
+/// Whether the server refused a prepared statement because a table it reads changed shape since
+/// it was prepared (re-created by an ETL, say): the connection's statement cache must be cleared
+/// and the statement prepared again, or every later run on that connection fails the same way.
+fn stale_plan(e: &tokio_postgres::Error) -> bool {
+    e.code() == Some(&tokio_postgres::error::SqlState::FEATURE_NOT_SUPPORTED)
+        && e.as_db_error()
+            .is_some_and(|db| db.message().contains("cached plan"))
 }
 
 /// The server's message when there is one (tokio-postgres's Display says only "db error").
@@ -160,8 +206,20 @@ pub fn check_url(url: &str) -> Result<(), String> {
 }
 
 impl PostgresWarehouse {
-    /// A warehouse at `url` (`postgres://user[:password]@host:port/db`). Connects lazily.
+    /// A warehouse at `url` (`postgres://user[:password]@host:port/db`) whose loads end after
+    /// [`DEFAULT_LOAD_TIMEOUT`]. Connects lazily.
     pub fn new(url: &str, latency: Latency) -> Result<Self, WarehouseError> {
+        Self::with_load_timeout(url, latency, DEFAULT_LOAD_TIMEOUT)
+    }
+
+    /// A warehouse at `url` whose statements end after `load_timeout` (`--load-timeout`): the
+    /// server's `statement_timeout`, the wait for a connection, and the deadline of the reads and
+    /// writes that do not go through the engine. Connects lazily.
+    pub fn with_load_timeout(
+        url: &str,
+        latency: Latency,
+        load_timeout: Duration,
+    ) -> Result<Self, WarehouseError> {
         check_url(url).map_err(WarehouseError::Unavailable)?;
         let mut config = Config::from_str(url).map_err(|e| {
             WarehouseError::Unavailable(format!(
@@ -169,75 +227,135 @@ impl PostgresWarehouse {
                 clean_error(&e)
             ))
         })?;
-        config.connect_timeout(CONNECT_TIMEOUT);
+        let load_timeout = load_timeout.max(Duration::from_millis(1));
+        let connect_timeout = CONNECT_TIMEOUT
+            .min(load_timeout)
+            .max(Duration::from_millis(100));
+        config.connect_timeout(connect_timeout);
         config.application_name("freshcache");
-        Ok(Self {
-            describe: describe_config(&config),
+        let describe = describe_config(&config);
+        let manager = Manager::from_config(
             config,
-            reader: Mutex::new(None),
-            writer: Mutex::new(None),
+            NoTls,
+            ManagerConfig {
+                // A cancelled statement's connection never comes back (see `Busy`), so a
+                // returned connection is idle: checking that it is open is enough.
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        // In milliseconds, at most the server's limit (i32::MAX ms, about 24 days).
+        let set_timeout = format!(
+            "SET statement_timeout = {}",
+            (load_timeout + SERVER_GRACE)
+                .as_millis()
+                .min(i32::MAX as u128)
+        );
+        let pool = Pool::builder(manager)
+            .max_size(POOL_SIZE)
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(load_timeout))
+            .create_timeout(Some(connect_timeout))
+            .recycle_timeout(Some(Duration::from_secs(1)))
+            .post_create(deadpool_postgres::Hook::async_fn(move |client, _| {
+                let sql = set_timeout.clone();
+                Box::pin(
+                    async move { client.batch_execute(&sql).await.map_err(HookError::Backend) },
+                )
+            }))
+            .build()
+            .map_err(|e| WarehouseError::Unavailable(format!("{describe}: {e}")))?;
+        Ok(Self {
+            describe,
+            pool,
+            write: tokio::sync::Mutex::new(()),
+            cancels: std::sync::Arc::default(),
             latency,
+            load_timeout,
         })
     }
 
-    async fn connect(&self) -> Result<Client, WarehouseError> {
-        let (client, connection) =
-            tokio::time::timeout(CONNECT_TIMEOUT, self.config.connect(NoTls))
-                .await
-                .map_err(|_| {
-                    WarehouseError::Unavailable(format!("{}: connect timed out", self.describe))
-                })?
-                .map_err(|e| {
-                    WarehouseError::Unavailable(format!("{}: {}", self.describe, clean_error(&e)))
-                })?;
-        tokio::spawn(async move {
-            // Ends when the connection closes; the next call then reconnects.
-            let _ = connection.await;
-        });
-        Ok(client)
+    /// The deadline of one statement.
+    pub fn load_timeout(&self) -> Duration {
+        self.load_timeout
     }
 
-    async fn statement(&self, sql: &str) -> Result<(Arc<Client>, Statement), WarehouseError> {
-        let mut guard = self.reader.lock().await;
-        if guard.as_ref().is_none_or(|c| c.client.is_closed()) {
-            *guard = Some(Conn {
-                client: Arc::new(self.connect().await?),
-                statements: HashMap::new(),
-            });
+    /// A pooled connection, within the load timeout.
+    async fn connection(&self) -> Result<Busy, WarehouseError> {
+        match tokio::time::timeout(self.load_timeout, self.pool.get()).await {
+            Ok(Ok(client)) => Ok(Busy {
+                client: Some(client),
+                describe: self.describe.clone(),
+                cancels: self.cancels.clone(),
+            }),
+            Ok(Err(e)) => Err(self.pool_error(e)),
+            Err(_) => Err(WarehouseError::Unavailable(format!(
+                "{}: no connection within {:?}",
+                self.describe, self.load_timeout
+            ))),
         }
-        let conn = guard
-            .as_mut()
-            .ok_or_else(|| WarehouseError::Unavailable("no connection".into()))?;
-        if let Some(s) = conn.statements.get(sql) {
-            return Ok((conn.client.clone(), s.clone()));
-        }
-        let s = conn.client.prepare(sql).await.map_err(query_error)?;
-        conn.statements.insert(sql.to_string(), s.clone());
-        Ok((conn.client.clone(), s))
     }
 
-    /// The writer connection, (re)connected if needed; held for the whole of one transaction.
-    async fn writer(&self) -> Result<tokio::sync::MutexGuard<'_, Option<Client>>, WarehouseError> {
-        let mut guard = self.writer.lock().await;
-        if guard.as_ref().is_none_or(Client::is_closed) {
-            *guard = Some(self.connect().await?);
+    fn pool_error(&self, e: PoolError) -> WarehouseError {
+        let why = match e {
+            PoolError::Timeout(TimeoutType::Wait) => format!(
+                "all {POOL_SIZE} connections busy for {:?}",
+                self.load_timeout
+            ),
+            PoolError::Timeout(TimeoutType::Create) => "connect timed out".into(),
+            PoolError::Timeout(TimeoutType::Recycle) => "a pooled connection did not answer".into(),
+            PoolError::Backend(e) => clean_error(&e),
+            PoolError::PostCreateHook(HookError::Backend(e)) => {
+                format!("setting statement_timeout: {}", clean_error(&e))
+            }
+            PoolError::PostCreateHook(HookError::Message(m)) => m.to_string(),
+            PoolError::Closed => "the connection pool is closed".into(),
+            PoolError::NoRuntimeSpecified => "the connection pool has no runtime".into(),
+        };
+        WarehouseError::Unavailable(format!("{}: {why}", self.describe))
+    }
+
+    /// Runs `work` with the load timeout as its deadline; at the deadline `work` is dropped, which
+    /// cancels its statement at the server (see [`Busy`]), and the error is returned once the
+    /// cancel request went out.
+    async fn within_deadline<T>(
+        &self,
+        what: &str,
+        work: impl std::future::Future<Output = Result<T, WarehouseError>>,
+    ) -> Result<T, WarehouseError> {
+        match tokio::time::timeout(self.load_timeout, work).await {
+            Ok(r) => r,
+            Err(_) => {
+                self.settle().await;
+                Err(WarehouseError::Unavailable(format!(
+                    "{}: {what} exceeded its deadline of {:?} and was cancelled",
+                    self.describe, self.load_timeout
+                )))
+            }
         }
-        Ok(guard)
+    }
+
+    /// Waits for the cancel requests under way (each bounded by [`CANCEL_TIMEOUT`]).
+    async fn settle(&self) {
+        let pending: Vec<_> = self.cancels.lock().drain(..).collect();
+        for handle in pending {
+            // A cancel task that panicked or was aborted has nothing left to wait for.
+            let _ = handle.await;
+        }
     }
 
     /// Creates the schema and loads the demo data as batch `batch` at `at_ms`, unless data is
-    /// already there. Returns whether it loaded anything.
+    /// already there. Returns whether it loaded anything. Each statement is bounded by the load
+    /// timeout (the whole load is not: it may be large).
     pub async fn init_demo(
         &self,
         size: DemoSize,
         batch: &str,
         at_ms: u64,
     ) -> Result<bool, WarehouseError> {
-        let mut guard = self.writer().await?;
-        let c = guard
-            .as_mut()
-            .ok_or_else(|| WarehouseError::Unavailable("no connection".into()))?;
-        {
+        let _write = self.write.lock().await;
+        let mut busy = self.connection().await?;
+        let result = async {
+            let c = busy.client()?;
             c.batch_execute(demo_data::SCHEMA)
                 .await
                 .map_err(query_error)?;
@@ -245,7 +363,8 @@ impl PostgresWarehouse {
                 .query_one("SELECT COUNT(*) FROM update_log", &[])
                 .await
                 .map_err(query_error)?
-                .get(0);
+                .try_get(0)
+                .map_err(|e| unexpected_row("update_log", &e))?;
             if n > 0 {
                 return Ok(false);
             }
@@ -266,7 +385,197 @@ impl PostgresWarehouse {
             tx.commit().await.map_err(query_error)?;
             Ok(true)
         }
+        .await;
+        busy.finish();
+        result
     }
+
+    async fn read_update_log(&self) -> Result<Vec<UpdateLogEntry>, WarehouseError> {
+        let mut busy = self.connection().await?;
+        let result = async {
+            let c = busy.client()?;
+            let mut replanned = false;
+            let rows = loop {
+                let stmt = c
+                    .prepare_cached(
+                        "SELECT u.table_name, u.batch, u.last_updated, u.rows FROM update_log u \
+                         JOIN (SELECT table_name, MAX(batch) AS batch FROM update_log GROUP BY table_name) m \
+                           ON m.table_name = u.table_name AND m.batch = u.batch \
+                         ORDER BY u.table_name",
+                    )
+                    .await
+                    .map_err(query_error)?;
+                match c.query(&stmt, &[]).await {
+                    Ok(rows) => break rows,
+                    Err(e) if !replanned && stale_plan(&e) => {
+                        c.statement_cache.clear();
+                        replanned = true;
+                    }
+                    Err(e) => return Err(query_error(e)),
+                }
+            };
+            rows.iter().map(update_log_entry).collect()
+        }
+        .await;
+        busy.finish();
+        result
+    }
+
+    async fn write_batch(
+        &self,
+        table: &str,
+        batch: &str,
+        at_ms: u64,
+        fail: bool,
+    ) -> Result<u64, WarehouseError> {
+        let _write = self.write.lock().await;
+        let mut busy = self.connection().await?;
+        let result = async {
+            let c = busy.client()?;
+            let tx = c.transaction().await.map_err(query_error)?;
+            let count = |row: tokio_postgres::Row| -> Result<i64, WarehouseError> {
+                row.try_get::<_, i64>(0)
+                    .map_err(|e| unexpected_row(table, &e))
+            };
+            if let Some(row) = tx
+                .query_opt(
+                    "SELECT rows FROM update_log WHERE table_name = $1 AND batch = $2",
+                    &[&table, &batch],
+                )
+                .await
+                .map_err(query_error)?
+            {
+                return Ok(count(row)?.max(0) as u64);
+            }
+            // Cast: the demo schema's ids are BIGINT, but a warehouse's may be narrower.
+            let max_customer = count(
+                tx.query_one(
+                    "SELECT CAST(COALESCE(MAX(customer_id), 0) AS BIGINT) FROM customers",
+                    &[],
+                )
+                .await
+                .map_err(query_error)?,
+            )?;
+            let max_sale = count(
+                tx.query_one(
+                    "SELECT CAST(COALESCE(MAX(sale_id), 0) AS BIGINT) FROM sales",
+                    &[],
+                )
+                .await
+                .map_err(query_error)?,
+            )?;
+            let rows = demo_data::batch(batch, at_ms, max_customer, max_sale);
+            let n = match table {
+                "customers" => insert_customers(&tx, &rows.customers).await?,
+                "sales" => insert_sales(&tx, &rows.sales).await?,
+                "inventory" => insert_inventory(&tx, &rows.inventory).await?,
+                other => return Err(WarehouseError::Query(format!("no table `{other}` to load"))),
+            };
+            if fail {
+                tx.rollback().await.map_err(query_error)?;
+                return Err(WarehouseError::Query(format!(
+                    "simulated failure loading `{table}` for batch {batch} after {n} rows"
+                )));
+            }
+            record_update(&tx, table, batch, at_ms, n).await?;
+            tx.commit().await.map_err(query_error)?;
+            Ok(n)
+        }
+        .await;
+        busy.finish();
+        result
+    }
+}
+
+/// A pooled connection with a statement in flight. Dropped before [`Busy::finish`] — the future
+/// running the statement was dropped at a deadline — it sends the server a cancel request for
+/// that statement and takes the connection out of the pool (closing it once the cancel is sent),
+/// so the backend stops working for nobody and no later query queues behind the cancelled one.
+struct Busy {
+    client: Option<Object>,
+    describe: String,
+    cancels: std::sync::Arc<Cancels>,
+}
+
+impl Busy {
+    fn client(&mut self) -> Result<&mut Object, WarehouseError> {
+        self.client
+            .as_mut()
+            .ok_or_else(|| WarehouseError::Unavailable("the connection was returned".into()))
+    }
+
+    /// The statement ended (answered or failed): the connection goes back to the pool.
+    fn finish(mut self) {
+        self.client = None;
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        let Some(client) = self.client.take() else {
+            return;
+        };
+        let token = client.cancel_token();
+        // Out of the pool: its connection may still be running (or answering) the statement.
+        let client = Object::take(client);
+        let describe = std::mem::take(&mut self.describe);
+        let cancel = async move {
+            match tokio::time::timeout(CANCEL_TIMEOUT, token.cancel_query(NoTls)).await {
+                Ok(Ok(())) => {
+                    tracing::info!(warehouse = %describe, "cancelled a query at its deadline")
+                }
+                Ok(Err(e)) => tracing::warn!(
+                    warehouse = %describe,
+                    error = %clean_error(&e),
+                    "could not cancel a query at its deadline; the server's statement_timeout ends it"
+                ),
+                Err(_) => tracing::warn!(
+                    warehouse = %describe,
+                    "the cancel request timed out; the server's statement_timeout ends the query"
+                ),
+            }
+            // Closed only now: a backend that lost its client before the cancel arrived would
+            // go on waiting (a lock wait does not notice a closed socket).
+            drop(client);
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                let handle = runtime.spawn(cancel);
+                let mut pending = self.cancels.lock();
+                pending.retain(|h| !h.is_finished());
+                pending.push(handle);
+            }
+            // No runtime (it is shutting down): the server's statement_timeout still ends it.
+            Err(_) => tracing::warn!(
+                "a query was abandoned outside a runtime; the server's statement_timeout ends it"
+            ),
+        }
+    }
+}
+
+/// A row the schema did not lead us to expect: an error that names the table, never a panic.
+fn unexpected_row(table: &str, e: &tokio_postgres::Error) -> WarehouseError {
+    WarehouseError::Query(format!(
+        "unexpected schema of `{table}`: {}",
+        clean_error(e)
+    ))
+}
+
+/// One `update_log` row (`table_name`, `batch`, `last_updated`, `rows`).
+fn update_log_entry(r: &tokio_postgres::Row) -> Result<UpdateLogEntry, WarehouseError> {
+    let bad = |e: tokio_postgres::Error| {
+        WarehouseError::Query(format!(
+            "unexpected schema of `update_log` (expected table_name TEXT, batch TEXT, \
+             last_updated BIGINT, rows BIGINT, none NULL): {}",
+            clean_error(&e)
+        ))
+    };
+    Ok(UpdateLogEntry {
+        table: r.try_get(0).map_err(bad)?,
+        batch: r.try_get(1).map_err(bad)?,
+        last_updated_ms: r.try_get::<_, i64>(2).map_err(bad)?.max(0) as u64,
+        rows: r.try_get::<_, i64>(3).map_err(bad)?.max(0) as u64,
+    })
 }
 
 /// Boxes one text parameter as the type the server expects.
@@ -323,26 +632,48 @@ impl Warehouse for PostgresWarehouse {
         self.describe.clone()
     }
 
+    /// No deadline of its own beyond the server's `statement_timeout`: the engine's load timeout
+    /// drops this future, and `Busy` cancels the statement.
     fn run<'a>(&'a self, request: &'a Request) -> BoxFuture<'a, Result<Rows, WarehouseError>> {
         Box::pin(async move {
             let started = Instant::now();
             let (sql, names) = positional(&request.query().sql);
-            let (client, stmt) = self.statement(&sql).await?;
-            let params: Vec<(&str, &str)> = request.params().collect();
-            let mut values: Vec<Box<dyn ToSql + Sync + Send>> = Vec::with_capacity(names.len());
-            for (name, ty) in names.iter().zip(stmt.params()) {
-                let value = params
-                    .iter()
-                    .find(|(k, _)| k == name)
-                    .map(|(_, v)| *v)
-                    .ok_or_else(|| WarehouseError::Query(format!("no value for `:{name}`")))?;
-                values.push(typed(value, ty)?);
+            let mut busy = self.connection().await?;
+            let result = async {
+                let client = busy.client()?;
+                let params: Vec<(&str, &str)> = request.params().collect();
+                let mut replanned = false;
+                loop {
+                    let stmt = client.prepare_cached(&sql).await.map_err(query_error)?;
+                    let mut values: Vec<Box<dyn ToSql + Sync + Send>> =
+                        Vec::with_capacity(names.len());
+                    for (name, ty) in names.iter().zip(stmt.params()) {
+                        let value = params
+                            .iter()
+                            .find(|(k, _)| k == name)
+                            .map(|(_, v)| *v)
+                            .ok_or_else(|| {
+                                WarehouseError::Query(format!("no value for `:{name}`"))
+                            })?;
+                        values.push(typed(value, ty)?);
+                    }
+                    let refs: Vec<&(dyn ToSql + Sync)> = values
+                        .iter()
+                        .map(|b| b.as_ref() as &(dyn ToSql + Sync))
+                        .collect();
+                    match client.query(&stmt, &refs).await {
+                        Ok(rows) => return Ok((stmt, rows)),
+                        Err(e) if !replanned && stale_plan(&e) => {
+                            client.statement_cache.clear();
+                            replanned = true;
+                        }
+                        Err(e) => return Err(query_error(e)),
+                    }
+                }
             }
-            let refs: Vec<&(dyn ToSql + Sync)> = values
-                .iter()
-                .map(|b| b.as_ref() as &(dyn ToSql + Sync))
-                .collect();
-            let rows = client.query(&stmt, &refs).await.map_err(query_error)?;
+            .await;
+            busy.finish();
+            let (stmt, rows) = result?;
             let columns: Vec<String> = stmt
                 .columns()
                 .iter()
@@ -362,26 +693,11 @@ impl Warehouse for PostgresWarehouse {
     }
 
     fn update_log(&self) -> BoxFuture<'_, Result<Vec<UpdateLogEntry>, WarehouseError>> {
-        Box::pin(async move {
-            let (client, stmt) = self
-                .statement(
-                    "SELECT u.table_name, u.batch, u.last_updated, u.rows FROM update_log u \
-                     JOIN (SELECT table_name, MAX(batch) AS batch FROM update_log GROUP BY table_name) m \
-                       ON m.table_name = u.table_name AND m.batch = u.batch \
-                     ORDER BY u.table_name",
-                )
-                .await?;
-            let rows = client.query(&stmt, &[]).await.map_err(query_error)?;
-            Ok(rows
-                .iter()
-                .map(|r| UpdateLogEntry {
-                    table: r.get(0),
-                    batch: r.get(1),
-                    last_updated_ms: r.get::<_, i64>(2).max(0) as u64,
-                    rows: r.get::<_, i64>(3).max(0) as u64,
-                })
-                .collect())
-        })
+        Box::pin(self.within_deadline("reading update_log", self.read_update_log()))
+    }
+
+    fn settle_cancelled(&self) -> BoxFuture<'_, ()> {
+        Box::pin(self.settle())
     }
 }
 
@@ -393,49 +709,10 @@ impl EtlTarget for PostgresWarehouse {
         at_ms: u64,
         fail: bool,
     ) -> BoxFuture<'a, Result<u64, WarehouseError>> {
-        Box::pin(async move {
-            let mut guard = self.writer().await?;
-            let c = guard
-                .as_mut()
-                .ok_or_else(|| WarehouseError::Unavailable("no connection".into()))?;
-            let tx = c.transaction().await.map_err(query_error)?;
-            if let Some(row) = tx
-                .query_opt(
-                    "SELECT rows FROM update_log WHERE table_name = $1 AND batch = $2",
-                    &[&table, &batch],
-                )
-                .await
-                .map_err(query_error)?
-            {
-                return Ok(row.get::<_, i64>(0).max(0) as u64);
-            }
-            let max_customer: i64 = tx
-                .query_one("SELECT COALESCE(MAX(customer_id), 0) FROM customers", &[])
-                .await
-                .map_err(query_error)?
-                .get(0);
-            let max_sale: i64 = tx
-                .query_one("SELECT COALESCE(MAX(sale_id), 0) FROM sales", &[])
-                .await
-                .map_err(query_error)?
-                .get(0);
-            let rows = demo_data::batch(batch, at_ms, max_customer, max_sale);
-            let n = match table {
-                "customers" => insert_customers(&tx, &rows.customers).await?,
-                "sales" => insert_sales(&tx, &rows.sales).await?,
-                "inventory" => insert_inventory(&tx, &rows.inventory).await?,
-                other => return Err(WarehouseError::Query(format!("no table `{other}` to load"))),
-            };
-            if fail {
-                tx.rollback().await.map_err(query_error)?;
-                return Err(WarehouseError::Query(format!(
-                    "simulated failure loading `{table}` for batch {batch} after {n} rows"
-                )));
-            }
-            record_update(&tx, table, batch, at_ms, n).await?;
-            tx.commit().await.map_err(query_error)?;
-            Ok(n)
-        })
+        Box::pin(self.within_deadline(
+            "loading a batch",
+            self.write_batch(table, batch, at_ms, fail),
+        ))
     }
 }
 

@@ -4,6 +4,10 @@
 //! Queries run on a small pool of read connections in `spawn_blocking`, so a slow query never
 //! blocks the runtime; the ETL writes through one connection, one transaction per table. The file
 //! is in WAL mode, so readers never wait for the ETL and other processes can read it too.
+//!
+//! A read whose future is dropped (the engine's load deadline) interrupts its connection
+//! (`sqlite3_interrupt`), so the blocking thread stops too instead of running a long query for
+//! nobody; see `Interrupt`.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -238,7 +242,9 @@ impl SqliteWarehouse {
             .await
             .map_err(|_| WarehouseError::Unavailable("warehouse closed".into()))?;
         let shared = self.shared.clone();
-        tokio::task::spawn_blocking(move || {
+        let interrupt = Interrupt::default();
+        let on_thread = interrupt.clone();
+        let result = tokio::task::spawn_blocking(move || {
             let pooled = shared
                 .readers
                 .lock()
@@ -248,7 +254,17 @@ impl SqliteWarehouse {
                 Some(c) => c,
                 None => shared.location.open(false)?,
             };
-            let result = f(&conn);
+            let result = if on_thread.start(&conn) {
+                let r = f(&conn);
+                // Before the connection goes back: a later interrupt must not reach the next
+                // query that uses it.
+                on_thread.finish();
+                r
+            } else {
+                Err(WarehouseError::Unavailable(
+                    "the query was cancelled before it started".into(),
+                ))
+            };
             let mut pool = shared.readers.lock().unwrap_or_else(|p| p.into_inner());
             if pool.len() < SLOTS {
                 pool.push(conn);
@@ -256,7 +272,92 @@ impl SqliteWarehouse {
             result
         })
         .await
-        .map_err(|e| WarehouseError::Unavailable(format!("sqlite task failed: {e}")))?
+        .map_err(|e| WarehouseError::Unavailable(format!("sqlite task failed: {e}")));
+        interrupt.finish();
+        result?
+    }
+}
+
+/// Connects a read's future to the connection its blocking thread runs the query on: the future
+/// holds the original (armed), the thread a clone. Dropping the future (a deadline) interrupts that
+/// connection while its query runs. The state changes under one lock, so an interrupt never
+/// reaches a connection after its query ended (it may be running someone else's query by then).
+///
+/// One window remains: SQLite forgets an interrupt that arrives while no statement of the
+/// connection is active, so a drop in the microseconds between `start` and the first step lets
+/// that query run to its end (its result is thrown away).
+struct Interrupt {
+    state: Arc<Mutex<InterruptState>>,
+    /// Set in the one the future holds: its drop is the cancellation.
+    armed: bool,
+}
+
+#[derive(Default)]
+enum InterruptState {
+    #[default]
+    NotStarted,
+    Running(rusqlite::InterruptHandle),
+    Cancelled,
+    Finished,
+}
+
+impl Interrupt {
+    fn lock(&self) -> std::sync::MutexGuard<'_, InterruptState> {
+        // Nothing panics while holding it, so a poisoned lock is consistent.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// On the blocking thread, before the query: `false` when the read was already cancelled.
+    fn start(&self, conn: &Connection) -> bool {
+        let mut state = self.lock();
+        match *state {
+            InterruptState::NotStarted => {
+                *state = InterruptState::Running(conn.get_interrupt_handle());
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// The query ended (on the thread), or the future saw the result: nothing to interrupt.
+    fn finish(&self) {
+        *self.lock() = InterruptState::Finished;
+    }
+}
+
+impl Default for Interrupt {
+    fn default() -> Self {
+        Self {
+            state: Arc::default(),
+            armed: true,
+        }
+    }
+}
+
+impl Clone for Interrupt {
+    fn clone(&self) -> Self {
+        Self {
+            state: self.state.clone(),
+            armed: false,
+        }
+    }
+}
+
+impl Drop for Interrupt {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let mut state = self.lock();
+        match std::mem::replace(&mut *state, InterruptState::Cancelled) {
+            InterruptState::Running(handle) => {
+                handle.interrupt();
+                tracing::info!("interrupted an SQLite query whose caller gave up (deadline)");
+            }
+            // Finished stays finished; not yet started means never starting.
+            InterruptState::Finished => *state = InterruptState::Finished,
+            InterruptState::NotStarted | InterruptState::Cancelled => {}
+        }
     }
 }
 
@@ -483,6 +584,7 @@ fn insert_inventory(
 mod tests {
     use super::*;
     use crate::engine::catalog::Catalog;
+    use std::time::Duration;
 
     fn small() -> DemoSize {
         DemoSize {
@@ -558,6 +660,50 @@ mod tests {
         let rows = w.run(&r).await.unwrap();
         let orders: i64 = rows.rows.iter().map(|r| r[2].as_i64().unwrap()).sum();
         assert_eq!(orders as u64, n);
+    }
+
+    /// Regression (issue 10, D): a read dropped at its deadline used to go on running on its
+    /// blocking thread until the query finished by itself.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_dropped_query_is_interrupted_and_its_connection_serves_the_next() {
+        use crate::engine::policy::Policy;
+        use crate::engine::versions::Tables;
+        let w = SqliteWarehouse::temporary(Latency::NONE).unwrap();
+        let mut catalog = Catalog::new(Tables::new(["t"]).unwrap());
+        // About a minute of work (a debug build, a busy machine), with no row before the end;
+        // without the interrupt, this test fails and then waits for it (runtime shutdown).
+        let spin = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c \
+                    WHERE x < 100000000) SELECT COUNT(*) FROM c";
+        catalog
+            .add("spin", "", spin, &["t"], vec![], Policy::default())
+            .unwrap();
+        catalog
+            .add(
+                "one",
+                "",
+                "SELECT 1 AS one",
+                &["t"],
+                vec![],
+                Policy::default(),
+            )
+            .unwrap();
+        let spin = catalog.request::<&str, &str>("spin", &[]).unwrap();
+        let one = catalog.request::<&str, &str>("one", &[]).unwrap();
+        let r = tokio::time::timeout(Duration::from_millis(300), w.run(&spin)).await;
+        assert!(r.is_err(), "the spinning query cannot finish in 300 ms");
+        // The blocking thread stops and returns its connection to the pool.
+        let pooled = || w.shared.readers.lock().unwrap().len();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while pooled() == 0 {
+            assert!(
+                Instant::now() < deadline,
+                "the abandoned query still runs 10 s after its caller gave up"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        // The interrupted connection answers the next query.
+        let rows = w.run(&one).await.unwrap();
+        assert_eq!(rows.rows, vec![vec![serde_json::json!(1)]]);
     }
 
     #[tokio::test]
