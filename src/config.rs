@@ -142,6 +142,13 @@ pub const KEYS: &[Key] = &[
         "how long a load's lease lasts",
     ),
     key(
+        "redis.max_unverified",
+        "max_unverified",
+        "--max-unverified",
+        "FRESHCACHE_MAX_UNVERIFIED",
+        "how long without confirming the version truth before cached answers are served as stale",
+    ),
+    key(
         "redis.local_tier",
         "no_local_tier",
         "--no-local-tier",
@@ -216,6 +223,7 @@ struct RedisSection {
     ca: Option<Spanned<String>>,
     timeout: Option<Spanned<String>>,
     lease: Option<Spanned<String>>,
+    max_unverified: Option<Spanned<String>>,
     local_tier: Option<Spanned<bool>>,
 }
 
@@ -264,6 +272,7 @@ impl FileConfig {
             "redis.ca" => spanned_text(&self.redis.ca),
             "redis.timeout" => spanned_text(&self.redis.timeout),
             "redis.lease" => spanned_text(&self.redis.lease),
+            "redis.max_unverified" => spanned_text(&self.redis.max_unverified),
             "redis.local_tier" => bool_of(&self.redis.local_tier),
             "log.level" => spanned_text(&self.log.level),
             "log.dir" => spanned_text(&self.log.dir),
@@ -518,6 +527,7 @@ fn set(g: &mut GlobalArgs, key: &str, v: FileValue) -> Result<(), String> {
         ("redis.ca", v) => g.redis_ca = Some(PathBuf::from(text(v)?)),
         ("redis.timeout", v) => g.redis_timeout = text(v)?,
         ("redis.lease", v) => g.lease = text(v)?,
+        ("redis.max_unverified", v) => g.max_unverified = text(v)?,
         ("redis.local_tier", FileValue::Bool(b)) => g.no_local_tier = !b,
         ("log.level", v) => g.log_level = Some(text(v)?),
         ("log.dir", v) => g.log_dir = Some(PathBuf::from(text(v)?)),
@@ -548,6 +558,7 @@ fn get(g: &GlobalArgs, key: &str) -> Option<String> {
         "redis.ca" => path(&g.redis_ca),
         "redis.timeout" => Some(g.redis_timeout.clone()),
         "redis.lease" => Some(g.lease.clone()),
+        "redis.max_unverified" => Some(g.max_unverified.clone()),
         "redis.local_tier" => Some((!g.no_local_tier).to_string()),
         "log.level" => g.log_level.clone(),
         "log.dir" => path(&g.log_dir),
@@ -561,7 +572,11 @@ fn get(g: &GlobalArgs, key: &str) -> Option<String> {
 fn validate(key: &str, v: &str) -> Result<(), String> {
     let quoted = || format!("`{}`", crate::text::clean_short(v, 80));
     match key {
-        "hour" | "redis.timeout" | "redis.lease" | "warehouse.load_timeout" => {
+        "hour"
+        | "redis.timeout"
+        | "redis.lease"
+        | "redis.max_unverified"
+        | "warehouse.load_timeout" => {
             let d = parse_duration(v).map_err(|e| format!("{}: {e}", quoted()))?;
             if d.is_zero() {
                 return Err(format!(

@@ -122,6 +122,7 @@ pub async fn run(g: &GlobalArgs, args: DemoArgs) -> Result<(), CliError> {
         InstanceConfig {
             env: g.env,
             read_only: g.read_only,
+            max_unverified: super::world::max_unverified(g)?,
             ..InstanceConfig::default()
         },
     );

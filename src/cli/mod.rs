@@ -144,6 +144,17 @@ pub struct GlobalArgs {
         value_name = "DURATION"
     )]
     pub lease: String,
+    /// How long an instance may go without confirming the version truth (Redis partitioned,
+    /// frozen) before its in-process answers are served as stale and it reports itself
+    /// UNVERIFIED.
+    #[arg(
+        long,
+        global = true,
+        env = "FRESHCACHE_MAX_UNVERIFIED",
+        default_value = "2s",
+        value_name = "DURATION"
+    )]
+    pub max_unverified: String,
     /// Refuse every action that changes anything (enforced below the UI).
     /// [env: FRESHCACHE_READ_ONLY]
     #[arg(long, global = true)]

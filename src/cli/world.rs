@@ -76,6 +76,19 @@ pub fn clock_for(g: &GlobalArgs) -> Result<SharedClock, CliError> {
     }
 }
 
+/// How long an instance may go without confirming the version truth (`--max-unverified`).
+pub fn max_unverified(g: &GlobalArgs) -> Result<Duration, CliError> {
+    let d = parse_duration(&g.max_unverified)
+        .map_err(|e| CliError::new(EXIT_BAD_INPUT, format!("--max-unverified: {e}")))?;
+    if d.is_zero() {
+        return Err(CliError::new(
+            EXIT_BAD_INPUT,
+            "--max-unverified must be longer than 0s",
+        ));
+    }
+    Ok(d)
+}
+
 /// The deadline of one warehouse load (`--load-timeout`).
 pub fn load_timeout(g: &GlobalArgs) -> Result<Duration, CliError> {
     let d = parse_duration(&g.load_timeout)
@@ -238,6 +251,7 @@ impl World {
             InstanceConfig {
                 env: g.env,
                 read_only: g.read_only,
+                max_unverified: max_unverified(g)?,
                 ..InstanceConfig::default()
             },
         );
