@@ -895,10 +895,17 @@ async fn an_etl_complete_from_elsewhere_prepares_the_running_instances() {
         misses,
         "the hot key was prepared before the flip"
     );
-    assert!(history(&w).await.iter().any(|e| matches!(
-        &e.kind,
-        EventKind::Prepared { instance, .. } if instance == server.id()
-    )));
+    // Prepared before the flip: the running instance's `prepared` precedes the bump's event.
+    let events = history(&w).await;
+    let prepared = events
+        .iter()
+        .find(|e| matches!(&e.kind, EventKind::Prepared { instance, done, .. } if instance == server.id() && *done >= 1))
+        .expect("the running instance prepared its hot answers");
+    let flipped = events
+        .iter()
+        .find(|e| matches!(&e.kind, EventKind::WarehouseUpdated { batch, .. } if batch == "20261126-10:00"))
+        .expect("the flip");
+    assert!(prepared.seq < flipped.seq, "{events:#?}");
 }
 
 /// Regression (issue 10, supervised tasks): a panic in the sync loop used to stop syncing for
