@@ -1112,7 +1112,8 @@ impl Instance {
         let names = |ids: &[TableId]| -> Vec<String> {
             ids.iter().map(|t| tables.name(*t).to_string()).collect()
         };
-        if !behind.is_empty() {
+        let bumped_now = outcome.as_ref().is_some_and(|o| !o.bumped.is_empty());
+        if !behind.is_empty() && (bumped_now || !self.reported_behind(batch, &behind).await) {
             self.inner
                 .bus
                 .publish(EventKind::PartialUpdate {
@@ -1129,6 +1130,33 @@ impl Instance {
             behind,
             versions: crate::bus::versions_by_name(&truth, &tables),
         })
+    }
+
+    /// Whether the log already says these tables were behind for `batch`: a repeated
+    /// `etl-complete` that changes nothing adds no event. (Read only when nothing was bumped,
+    /// which is rare; a log that cannot be read counts as not said.)
+    async fn reported_behind(&self, batch: &str, behind: &[Behind]) -> bool {
+        let tables = |b: &[Behind]| -> Vec<String> {
+            let mut t: Vec<String> = b.iter().map(|b| b.table.clone()).collect();
+            t.sort();
+            t
+        };
+        let wanted = tables(behind);
+        match self
+            .inner
+            .bus
+            .history(0, crate::bus::local::LOG_LIMIT as usize)
+            .await
+        {
+            Ok(events) => events.iter().rev().any(|e| {
+                matches!(&e.kind, EventKind::PartialUpdate { batch: b, behind: was, .. }
+                    if b == batch && tables(was) == wanted)
+            }),
+            Err(e) => {
+                tracing::debug!("cannot read the log to dedupe a partial_update: {e}");
+                false
+            }
+        }
     }
 
     /// Remembers the numbers this instance reserved (see [`Inner::reserved_seen`]).

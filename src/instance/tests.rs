@@ -150,8 +150,16 @@ async fn a_partial_update_refreshes_sales_and_keeps_the_inventory_cache() {
     assert!(events.iter().any(|e| matches!(&e.kind,
         EventKind::WarehouseUpdated { tables, .. } if tables == &vec!["sales".to_string(), "customers".to_string()])));
 
-    // The same etl-complete again, and an older one: nothing more is bumped.
+    // The same etl-complete again, and an older one: nothing more is bumped, and (regression,
+    // issue 10 I) no second partial_update is logged for the same batch.
     let v = engine.versions();
+    let partials = |events: &[Event]| {
+        events
+            .iter()
+            .filter(|e| matches!(e.kind, EventKind::PartialUpdate { .. }))
+            .count()
+    };
+    let before = partials(&history(&w).await);
     let again = w
         .instance
         .etl_complete("20261126-10:00", &[])
@@ -165,6 +173,11 @@ async fn a_partial_update_refreshes_sales_and_keeps_the_inventory_cache() {
         .unwrap();
     assert!(older.bumped.is_empty());
     assert_eq!(engine.versions().versions(), v.versions());
+    assert_eq!(
+        partials(&history(&w).await),
+        before,
+        "a repeated etl-complete logs nothing new"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
