@@ -1234,25 +1234,29 @@ impl Instance {
                     Default::default()
                 }
             };
+        if waiting.is_empty() {
+            // Alone (embedded, or nobody else running): prepare this instance only.
+            self.preload(truth, tables, reserved, batch).await;
+            return;
+        }
+        // Subscribed before asking, so no answer can come before we listen.
         let mut feed = self.inner.bus.subscribe();
-        if !waiting.is_empty() {
-            let asked = self
-                .inner
-                .bus
-                .publish(EventKind::Prepare {
-                    batch: batch.to_string(),
-                    versions: tables
-                        .iter()
-                        .zip(reserved)
-                        .map(|(t, v)| (names.name(*t).to_string(), *v))
-                        .collect(),
-                    requester: self.inner.id.clone(),
-                })
-                .await;
-            if let Err(e) = asked {
-                tracing::warn!("could not ask the fleet to prepare batch {batch}: {e}");
-                waiting.clear();
-            }
+        let asked = self
+            .inner
+            .bus
+            .publish(EventKind::Prepare {
+                batch: batch.to_string(),
+                versions: tables
+                    .iter()
+                    .zip(reserved)
+                    .map(|(t, v)| (names.name(*t).to_string(), *v))
+                    .collect(),
+                requester: self.inner.id.clone(),
+            })
+            .await;
+        if let Err(e) = asked {
+            tracing::warn!("could not ask the fleet to prepare batch {batch}: {e}");
+            waiting.clear();
         }
         let others = async {
             let mut poll = tokio::time::interval(Duration::from_millis(50));
