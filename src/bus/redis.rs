@@ -472,6 +472,15 @@ async fn subscribe_loop(weak: std::sync::Weak<Inner>) {
     }
 }
 
+/// One hash, whole.
+async fn hgetall(inner: &Inner, key: &'static str) -> Result<BTreeMap<String, String>, BusError> {
+    inner
+        .link
+        .call(|mut c| async move { redis::cmd("HGETALL").arg(key).query_async(&mut c).await })
+        .await
+        .map_err(bus_err)
+}
+
 async fn read_versions(inner: &Inner) -> Result<VersionVector, BusError> {
     type H = BTreeMap<String, String>;
     let (versions, batches, updated, meta): (H, H, H, H) = inner
@@ -617,17 +626,7 @@ impl Bus for RedisBus {
 
     fn reserved(&self) -> BoxFuture<'_, Result<Vec<u64>, BusError>> {
         Box::pin(async move {
-            let all: BTreeMap<String, String> = self
-                .inner
-                .link
-                .call(|mut c| async move {
-                    redis::cmd("HGETALL")
-                        .arg(RESERVED)
-                        .query_async(&mut c)
-                        .await
-                })
-                .await
-                .map_err(bus_err)?;
+            let all = hgetall(&self.inner, RESERVED).await?;
             Ok(self
                 .inner
                 .tables
@@ -749,17 +748,7 @@ impl Bus for RedisBus {
 
     fn reports(&self, live_ms: u64) -> BoxFuture<'_, Result<Vec<InstanceReport>, BusError>> {
         Box::pin(async move {
-            let all: BTreeMap<String, String> = self
-                .inner
-                .link
-                .call(|mut c| async move {
-                    redis::cmd("HGETALL")
-                        .arg(INSTANCES)
-                        .query_async(&mut c)
-                        .await
-                })
-                .await
-                .map_err(bus_err)?;
+            let all = hgetall(&self.inner, INSTANCES).await?;
             let now = self.inner.clock.now_ms();
             let mut live = Vec::new();
             let mut dead = Vec::new();

@@ -76,30 +76,27 @@ pub fn clock_for(g: &GlobalArgs) -> Result<SharedClock, CliError> {
     }
 }
 
-/// How long an instance may go without confirming the version truth (`--max-unverified`).
-pub fn max_unverified(g: &GlobalArgs) -> Result<Duration, CliError> {
-    let d = parse_duration(&g.max_unverified)
-        .map_err(|e| CliError::new(EXIT_BAD_INPUT, format!("--max-unverified: {e}")))?;
+/// A duration flag that must be more than zero, or exit 4 naming the flag.
+fn positive_duration(flag: &str, value: &str) -> Result<Duration, CliError> {
+    let d =
+        parse_duration(value).map_err(|e| CliError::new(EXIT_BAD_INPUT, format!("{flag}: {e}")))?;
     if d.is_zero() {
         return Err(CliError::new(
             EXIT_BAD_INPUT,
-            "--max-unverified must be longer than 0s",
+            format!("{flag} must be longer than 0s"),
         ));
     }
     Ok(d)
 }
 
+/// How long an instance may go without confirming the version truth (`--max-unverified`).
+pub fn max_unverified(g: &GlobalArgs) -> Result<Duration, CliError> {
+    positive_duration("--max-unverified", &g.max_unverified)
+}
+
 /// The deadline of one warehouse load (`--load-timeout`).
 pub fn load_timeout(g: &GlobalArgs) -> Result<Duration, CliError> {
-    let d = parse_duration(&g.load_timeout)
-        .map_err(|e| CliError::new(EXIT_BAD_INPUT, format!("--load-timeout: {e}")))?;
-    if d.is_zero() {
-        return Err(CliError::new(
-            EXIT_BAD_INPUT,
-            "--load-timeout must be longer than 0s",
-        ));
-    }
-    Ok(d)
+    positive_duration("--load-timeout", &g.load_timeout)
 }
 
 fn is_postgres(spec: &str) -> bool {
