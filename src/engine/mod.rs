@@ -171,9 +171,20 @@ pub struct EngineBuilder {
     shared: Option<Arc<dyn crate::store::Store>>,
     local_tier: bool,
     lease: Duration,
+    on_load: Option<LoadObserver>,
 }
 
+/// Called as each warehouse load starts, with the request and the versions it loads at (for
+/// checkers that count loads per version, e.g. `bench chaos`). Must be quick and not block.
+pub type LoadObserver = Arc<dyn Fn(&Request, &Stamp) + Send + Sync>;
+
 impl EngineBuilder {
+    /// Observes every warehouse load as it starts (see [`LoadObserver`]).
+    pub fn on_load(mut self, observer: LoadObserver) -> Self {
+        self.on_load = Some(observer);
+        self
+    }
+
     /// The clock freshness decisions use (the system clock by default).
     pub fn clock(mut self, clock: SharedClock) -> Self {
         self.clock = clock;
@@ -237,6 +248,7 @@ impl EngineBuilder {
                 shared: self.shared,
                 local_tier: self.local_tier,
                 lease: self.lease,
+                on_load: self.on_load,
                 refresh_permits: Arc::new(tokio::sync::Semaphore::new(
                     self.refresh_concurrency.max(1),
                 )),
@@ -271,6 +283,8 @@ pub(crate) struct Inner {
     local_tier: bool,
     /// How long a lease on the shared tier lasts (extended while the load runs).
     lease: Duration,
+    /// Told of every warehouse load as it starts.
+    on_load: Option<LoadObserver>,
     /// The seed's lock recipe keeps its locks here (key -> expiry); only `Strategy::Lock` uses it.
     seed_locks: std::sync::Mutex<std::collections::HashMap<EntryKey, Millis>>,
 }
@@ -347,6 +361,7 @@ impl Engine {
             shared: None,
             local_tier: true,
             lease: shared::LEASE,
+            on_load: None,
         }
     }
 
@@ -922,6 +937,9 @@ impl Engine {
         inner.stats.incr(Counter::Loads);
         let began_ms = inner.now_ms();
         let began = Instant::now();
+        if let Some(observe) = &inner.on_load {
+            observe(request, &stamp);
+        }
         let result = CatchUnwind(Box::pin(inner.warehouse.run(request))).await;
         inner.stats.record_load(began.elapsed());
         let rows = match result {
