@@ -76,6 +76,8 @@ pub struct Targets {
     pub short_lease: Option<u32>,
     /// The ETL drivers (two, for concurrent etl-completes).
     pub drivers: [Instance; 2],
+    /// The hang file of the first driver's warehouse loads.
+    pub driver_hang: PathBuf,
     /// Batch labels.
     pub labels: Arc<Labels>,
     /// Where ETL runs are recorded.
@@ -245,10 +247,18 @@ pub async fn inject(t: Targets, plan: Vec<Planned>, start_ms: WallMs) -> Vec<Fau
                 BUMP_FAILS => {
                     let batch = t.labels.next().await;
                     let driver = t.drivers[0].clone();
+                    // The driver's preload loads are held until `until`; Redis freezes just
+                    // before they end, so the preload finishes and the bump meets a frozen Redis.
+                    let until = system_now_ms() + 400 + p.pick % 400;
+                    std::fs::write(&t.driver_hang, until.to_string())?;
                     let etl =
                         tokio::spawn(async move { run_batch(&driver, batch, Vec::new()).await });
-                    // Freeze Redis while the etl-complete prepares (loads, preloads).
-                    tokio::time::sleep(Duration::from_millis(20 + p.pick % 180)).await;
+                    let engine = t.drivers[0].engine();
+                    while engine.loads_in_flight() == 0 && system_now_ms() + 30 < until {
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
+                    let wait = until.saturating_sub(30).saturating_sub(system_now_ms());
+                    tokio::time::sleep(Duration::from_millis(wait)).await;
                     with_redis(&t, |r| r.stop()).await?;
                     tokio::time::sleep(hold).await;
                     with_redis(&t, |r| r.cont()).await?;

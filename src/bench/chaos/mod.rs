@@ -207,7 +207,13 @@ pub async fn run(g: &GlobalArgs, args: ChaosArgs) -> Result<(), CliError> {
             format!("cannot create the run directory: {e}"),
         )
     })?;
-    let (report, findings) = run_in(g, &args, duration, &dir.path).await?;
+    // Interrupted, the run still stops its server and processes (their handles are dropped).
+    let (report, findings) = tokio::select! {
+        r = run_in(g, &args, duration, &dir.path) => r?,
+        _ = tokio::signal::ctrl_c() => {
+            return Err(CliError::new(EXIT_FAILURE, "interrupted; the run's Redis and instances were stopped"));
+        }
+    };
     if g.json {
         let text = serde_json::to_string(&report)
             .map_err(|e| CliError::new(EXIT_FAILURE, e.to_string()))?;
@@ -333,6 +339,7 @@ async fn run_in(
     let (driver_wh, _) =
         open_warehouse(&spec, Latency::parse(LATENCY).map_err(anyhow::Error::msg)?)?;
     let mut drivers = Vec::new();
+    let driver_hang = dir.join("hang-driver");
     for id in [n, n + 1] {
         drivers.push(
             worker::build(worker::Setup {
@@ -342,7 +349,7 @@ async fn run_in(
                 etl: Some(etl.clone()),
                 lease: Duration::from_secs(10),
                 recorder: recorder.clone(),
-                hang_file: None,
+                hang_file: (id == n).then(|| driver_hang.clone()),
             })
             .await
             .map_err(|e| CliError::new(EXIT_UNAVAILABLE, format!("the ETL driver: {e:#}")))?,
@@ -388,6 +395,7 @@ async fn run_in(
         hang_files,
         short_lease: (n >= 3).then_some(2),
         drivers: [drivers[0].clone(), drivers[1].clone()],
+        driver_hang,
         labels,
         etl: etl_records.clone(),
         dir: dir.to_path_buf(),
@@ -456,9 +464,16 @@ async fn run_in(
             "etl": *etl_records.lock().unwrap_or_else(|p| p.into_inner()),
             "truth_samples": truth.len(),
             "examples": findings.examples,
+            "stale_as_fresh_by_instance": findings.stale_by_instance,
+            "stale_as_fresh_after_fault": findings.stale_after_fault,
         });
-        // Only for a person looking later; the run's result does not depend on it.
+        let samples: Vec<String> = truth
+            .iter()
+            .filter_map(|s| serde_json::to_string(s).ok())
+            .collect();
+        // Only for a person looking later; the run's result does not depend on them.
         let _ = std::fs::write(dir.join("checker.json"), extra.to_string());
+        let _ = std::fs::write(dir.join("truth.jsonl"), samples.join("\n"));
     }
     let report = ChaosReport {
         seed: args.seed,
@@ -515,6 +530,19 @@ fn print_summary(r: &ChaosReport, f: &check::Findings) {
             "not checked: the warehouse does not say which batch its data came from"
         )
     );
+    for (instance, (n, first)) in &f.stale_by_instance {
+        println!("  instance {instance}: {n}, the first: {first}");
+    }
+    if !f.stale_after_fault.is_empty() {
+        println!(
+            "  by the latest fault before the request: {}",
+            f.stale_after_fault
+                .iter()
+                .map(|(k, n)| format!("{k} {n}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
     println!(
         "duplicate loads     {} unexplained of {} ({})",
         r.duplicate_loads,

@@ -135,11 +135,18 @@ impl FaultRecord {
         matches!(self.kind.as_str(), KILL_EMPTY | RESTART_SNAPSHOT)
     }
 
-    /// Whether, while it lasted, instances could not reach Redis (some or all).
+    /// Whether, while it lasted, instances could not reach Redis (some or all). A proxy delay
+    /// counts: it can exceed the instance's Redis timeout (300 ms).
     pub fn cuts_redis(&self) -> bool {
         matches!(
             self.kind.as_str(),
-            KILL_EMPTY | RESTART_SNAPSHOT | REDIS_STOP | BUMP_FAILS | PARTITION | PROXY_RESET
+            KILL_EMPTY
+                | RESTART_SNAPSHOT
+                | REDIS_STOP
+                | BUMP_FAILS
+                | PARTITION
+                | PROXY_RESET
+                | PROXY_DELAY
         )
     }
 }
