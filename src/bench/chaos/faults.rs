@@ -201,11 +201,23 @@ pub async fn inject(t: Targets, plan: Vec<Planned>, start_ms: WallMs) -> Vec<Fau
                     t.proxy.reset_all();
                     "instance 0's connections reset".to_string()
                 }
-                MSG_FORGED => {
+                MSG_FORGED if p.pick % 2 == 0 => {
                     let m = seed_message(table, "");
                     replay.get_or_insert_with(|| m.clone());
                     publish(&t, m).await?;
                     format!("seed-format update of {table} from a foreign publisher")
+                }
+                MSG_FORGED => {
+                    // Our own format, one version above the truth and a batch from the future:
+                    // plausible enough to pass a careless check.
+                    let key = "{freshcache}:versions".to_string();
+                    let name = table.to_string();
+                    let truth = with_redis(&t, move |r| r.cli(&["HGET", &key, &name])).await?;
+                    let next = truth.trim().parse::<u64>().unwrap_or(0) + 1;
+                    let extra =
+                        format!(r#","versions":{{"{table}":{next}}},"batch":"20991231-23:59:59""#);
+                    publish(&t, seed_message(table, &extra)).await?;
+                    format!("{table} at version {next} (truth + 1), batch 20991231-23:59:59")
                 }
                 MSG_DUPLICATE => {
                     let m = seed_message(table, "");

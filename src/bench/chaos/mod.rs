@@ -208,7 +208,7 @@ pub async fn run(g: &GlobalArgs, args: ChaosArgs) -> Result<(), CliError> {
         )
     })?;
     // Interrupted, the run still stops its server and processes (their handles are dropped).
-    let (report, findings) = tokio::select! {
+    let (report, findings, failed) = tokio::select! {
         r = run_in(g, &args, duration, &dir.path) => r?,
         _ = tokio::signal::ctrl_c() => {
             return Err(CliError::new(EXIT_FAILURE, "interrupted; the run's Redis and instances were stopped"));
@@ -227,7 +227,9 @@ pub async fn run(g: &GlobalArgs, args: ChaosArgs) -> Result<(), CliError> {
             dir.path.display()
         );
     }
-    let violations = report.violations(findings.unexplained_duplicates());
+    let mut violations = report.violations(findings.unexplained_duplicates());
+    // An instance that failed to run makes every figure smaller than it should be.
+    violations.extend(failed);
     if violations.is_empty() {
         Ok(())
     } else {
@@ -243,7 +245,7 @@ async fn run_in(
     args: &ChaosArgs,
     duration: Duration,
     dir: &Path,
-) -> Result<(ChaosReport, check::Findings), CliError> {
+) -> Result<(ChaosReport, check::Findings, Vec<String>), CliError> {
     let redis = server::RedisServer::start(&dir.join("redis"))
         .map_err(|e| CliError::new(EXIT_UNAVAILABLE, format!("{e:#}")))?;
     let redis_url = redis.url();
@@ -404,6 +406,7 @@ async fn run_in(
 
     // Quiet tail; then the instances finish their requests and exit.
     let mut panics = 0;
+    let mut failed = Vec::new();
     let drain = Duration::from_secs(45) + duration;
     for w in &mut workers {
         let left = Duration::from_millis(
@@ -419,6 +422,14 @@ async fn run_in(
             }
         };
         let stderr = std::fs::read_to_string(&w.stderr).unwrap_or_default();
+        let tail = stderr.lines().last().unwrap_or("").trim().to_string();
+        match status {
+            None => failed.push(format!("instance {} did not end in time", w.id)),
+            Some(s) if !s.success() && s.code() != Some(101) => {
+                failed.push(format!("instance {} exited with {s}: {tail}", w.id));
+            }
+            _ => {}
+        }
         if status.and_then(|s| s.code()) == Some(101) || stderr.contains("panicked") {
             panics += 1;
             tracing::warn!(
@@ -492,7 +503,7 @@ async fn run_in(
         faults: fault_counts,
     };
     drop(proxy);
-    Ok((report, findings))
+    Ok((report, findings, failed))
 }
 
 /// The records in `path`; a line that does not parse (a process killed mid-write) is skipped.
