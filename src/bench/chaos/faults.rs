@@ -325,7 +325,8 @@ pub async fn inject(t: Targets, plan: Vec<Planned>, start_ms: WallMs) -> Vec<Fau
             }),
             Err(e) => {
                 tracing::warn!(kind = p.kind, "chaos: fault not injected: {e:#}");
-                // A frozen server must not stay frozen because a step failed.
+                // A frozen server must not stay frozen because a step failed (best effort: if
+                // even this fails, the server is killed when the run ends).
                 let _ = with_redis(&t, |r| if r.is_stopped() { r.cont() } else { Ok(()) }).await;
             }
         }
