@@ -65,6 +65,8 @@ pub struct Findings {
     pub without_provenance: u64,
     /// Stale answers marked fresh per instance, with the first one in words.
     pub stale_by_instance: BTreeMap<u32, (u64, String)>,
+    /// Stale answers marked fresh by what let them pass (see [`cause`]).
+    pub stale_by_cause: BTreeMap<&'static str, u64>,
     /// Stale answers marked fresh by the kind of the latest fault started before the request (a
     /// hint where to look, not a proof of cause; `none` before the first fault).
     pub stale_after_fault: BTreeMap<String, u64>,
@@ -187,6 +189,31 @@ pub fn flips(truth: &[TruthSample]) -> BTreeMap<String, Vec<(WallMs, String)>> {
     out
 }
 
+/// Why an answer at version `held` of `table` could pass as fresh at `t`, judged from the truth
+/// then: the instance held a number the truth never had; or the truth's own number, reused for
+/// newer data; or an older number (the instance behind the truth).
+fn cause(truth: &[TruthSample], table: &str, held: u64, t: WallMs) -> &'static str {
+    let before = &truth[..truth.partition_point(|s| s.t_ms <= t)];
+    let ever = before
+        .iter()
+        .filter_map(|s| s.versions.get(table))
+        .max()
+        .copied()
+        .unwrap_or(0);
+    let now = before
+        .last()
+        .and_then(|s| s.versions.get(table))
+        .copied()
+        .unwrap_or(0);
+    if held > ever {
+        "version the truth never had"
+    } else if held >= now {
+        "the truth's version, reused for newer data"
+    } else {
+        "instance behind the truth"
+    }
+}
+
 /// The newest batch flipped for a table at or before `t`.
 fn flipped_by(flips: &[(WallMs, String)], t: WallMs) -> Option<&str> {
     flips
@@ -222,23 +249,25 @@ fn stale_as_fresh(
         };
         let cutoff = a.start_ms.saturating_sub(bound);
         let mut bad = None;
-        for table in versions.keys() {
+        for (table, &held) in versions {
             let Some(due) = flips.get(table).and_then(|fl| flipped_by(fl, cutoff)) else {
                 continue;
             };
             match batches.get(table) {
                 None => f.without_provenance += 1,
                 Some(have) if have.as_str() < due => {
-                    bad = Some(format!(
-                        "stale as fresh: instance {} {} {:?} at {} served {table} batch {have} marked Fresh, {due} flipped more than {bound} ms before",
+                    let text = format!(
+                        "stale as fresh: instance {} {} {:?} at {} served {table} batch {have} at version {held} marked Fresh, {due} flipped more than {bound} ms before",
                         a.instance, a.query, a.params, a.start_ms
-                    ));
+                    );
+                    bad = Some((text, cause(truth, table, held, a.start_ms)));
                 }
                 Some(_) => {}
             }
         }
-        if let Some(text) = bad {
+        if let Some((text, cause)) = bad {
             violations += 1;
+            *f.stale_by_cause.entry(cause).or_default() += 1;
             f.stale_by_instance.entry(a.instance).or_insert((0, text)).0 += 1;
             let latest = faults
                 .iter()

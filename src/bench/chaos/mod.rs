@@ -477,6 +477,7 @@ async fn run_in(
             "examples": findings.examples,
             "stale_as_fresh_by_instance": findings.stale_by_instance,
             "stale_as_fresh_after_fault": findings.stale_after_fault,
+            "stale_as_fresh_by_cause": findings.stale_by_cause,
         });
         let samples: Vec<String> = truth
             .iter()
@@ -543,6 +544,16 @@ fn print_summary(r: &ChaosReport, f: &check::Findings) {
     );
     for (instance, (n, first)) in &f.stale_by_instance {
         println!("  instance {instance}: {n}, the first: {first}");
+    }
+    if !f.stale_by_cause.is_empty() {
+        println!(
+            "  by cause: {}",
+            f.stale_by_cause
+                .iter()
+                .map(|(k, n)| format!("{k} {n}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
     }
     if !f.stale_after_fault.is_empty() {
         println!(

@@ -73,6 +73,12 @@ fn old_data_marked_fresh_after_the_bound_is_a_violation() {
     assert_eq!(*n, 1);
     assert!(first.contains("at 2200 served sales batch B1"), "{first}");
     assert_eq!(f.stale_by_instance[&0].0, 1);
+    assert_eq!(
+        f.stale_by_cause.get("instance behind the truth"),
+        Some(&2),
+        "{:?}",
+        f.stale_by_cause
+    );
 }
 
 #[test]
@@ -90,6 +96,30 @@ fn a_forced_bump_exposes_what_the_warehouse_held_before_it() {
     let truth = vec![sample(0, 1, "B1", "B1"), sample(100, 2, "Z9", "B1")];
     let f = check(&[answer(2, 5_000, true, 2, "B1")], &truth, &[], B);
     assert_eq!(f.stale_as_fresh, Some(0));
+}
+
+#[test]
+fn violations_say_what_let_them_pass() {
+    let truth = vec![
+        sample(0, 1, "B1", "B1"),
+        sample(100, 2, "B2", "B2"),
+        sample(5_000, 2, "B2", "B2"),
+    ];
+    let lines = vec![
+        answer(1, 4_000, true, 99, "B1"), // a number the truth never had
+        answer(1, 4_000, true, 2, "B1"),  // the truth's number, with older data
+    ];
+    let f = check(&lines, &truth, &[], B);
+    assert_eq!(f.stale_as_fresh, Some(2));
+    assert_eq!(
+        f.stale_by_cause.get("version the truth never had"),
+        Some(&1)
+    );
+    assert_eq!(
+        f.stale_by_cause
+            .get("the truth's version, reused for newer data"),
+        Some(&1)
+    );
 }
 
 #[test]
