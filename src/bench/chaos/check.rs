@@ -65,7 +65,8 @@ pub struct Findings {
     pub without_provenance: u64,
     /// Stale answers marked fresh per instance, with the first one in words.
     pub stale_by_instance: BTreeMap<u32, (u64, String)>,
-    /// Stale answers marked fresh by what let them pass (see [`cause`]).
+    /// Stale answers marked fresh by what let them pass: a version the truth never had, the
+    /// truth's version reused for newer data, or an instance behind the truth.
     pub stale_by_cause: BTreeMap<&'static str, u64>,
     /// Stale answers marked fresh by the kind of the latest fault started before the request (a
     /// hint where to look, not a proof of cause; `none` before the first fault).

@@ -381,8 +381,25 @@ async fn run_in(
     tokio::time::sleep(WARMUP).await;
     let labels = Arc::new(truth::Labels::default());
     let etl_records = Arc::new(Mutex::new(Vec::new()));
+    let one_shot = truth::OneShot {
+        exe: exe.clone(),
+        global: vec![
+            "--config".into(),
+            config.clone().into_os_string(),
+            "--log-dir".into(),
+            dir.join("logs").into_os_string(),
+            "--redis".into(),
+            redis_url.clone().into(),
+            "--warehouse".into(),
+            spec.clone().into(),
+            "--latency".into(),
+            LATENCY.into(),
+        ],
+        target: etl.clone(),
+    };
     let etl_task = truth::spawn_etl(
         drivers[0].clone(),
+        one_shot,
         labels.clone(),
         args.seed,
         until_ms,

@@ -1,17 +1,81 @@
 //! What the checker process itself does besides faults: samples the truth (the Redis versions
 //! hash and batch labels, right after the warehouse's `update_log`) every [`SAMPLE_EVERY`], and
 //! drives the ETL: a batch every few seconds of wall time, labelled `YYYYMMDD-HH:MM:SS`, some
-//! partial (one table's load fails), loaded into the warehouse and then completed.
+//! partial (one table's load fails), loaded into the warehouse and then completed — half of them
+//! (drawn from the seed) by the in-process driver, half by a one-shot `freshcache etl-complete`
+//! process, as an ETL job would run it.
 
 use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::record::{EtlRecord, TruthSample, WallMs};
 use crate::engine::clock::{format_batch_label, system_now_ms};
 use crate::instance::Instance;
-use crate::warehouse::Warehouse;
 use crate::warehouse::etl::EtlPlan;
+use crate::warehouse::{EtlTarget, Warehouse};
+
+/// The longest a one-shot `etl-complete` may take (its preload is bounded by 30 s).
+const ONE_SHOT_WITHIN: Duration = Duration::from_secs(60);
+
+/// How to run `freshcache etl-complete` as its own process.
+#[derive(Clone)]
+pub struct OneShot {
+    /// This executable.
+    pub exe: PathBuf,
+    /// Its global options (config, logs, Redis, warehouse).
+    pub global: Vec<OsString>,
+    /// Where the ETL loads the batch first.
+    pub target: Arc<dyn EtlTarget>,
+}
+
+/// Loads `batch` in this process, then runs `freshcache --json etl-complete --batch B` as a
+/// separate process, recorded.
+pub async fn run_batch_one_shot(via: &OneShot, batch: String, fail: Vec<String>) -> EtlRecord {
+    let start_ms = system_now_ms();
+    let plan = EtlPlan {
+        fail: fail.clone(),
+        late: Vec::new(),
+    };
+    let tables = ["sales", "inventory", "customers"];
+    crate::warehouse::etl::run_batch(via.target.as_ref(), &tables, &batch, start_ms, &plan).await;
+    let run = tokio::process::Command::new(&via.exe)
+        .args(&via.global)
+        .args(["--json", "etl-complete", "--batch", &batch])
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    let result = match tokio::time::timeout(ONE_SHOT_WITHIN, run).await {
+        Err(_) => Err(format!(
+            "etl-complete did not end within {ONE_SHOT_WITHIN:?}"
+        )),
+        Ok(Err(e)) => Err(format!("etl-complete could not run: {e}")),
+        Ok(Ok(out)) if !out.status.success() => Err(format!(
+            "etl-complete exited with {}: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        )),
+        Ok(Ok(out)) => serde_json::from_slice::<serde_json::Value>(&out.stdout)
+            .ok()
+            .and_then(|v| {
+                v.get("bumped")?
+                    .as_array()?
+                    .iter()
+                    .map(|t| t.as_str().map(str::to_string))
+                    .collect::<Option<Vec<_>>>()
+            })
+            .ok_or_else(|| "etl-complete printed no report".to_string()),
+    };
+    EtlRecord {
+        batch: format!("{batch} (one-shot etl-complete)"),
+        failed: fail,
+        start_ms,
+        end_ms: system_now_ms(),
+        result,
+    }
+}
 
 /// How often the truth is sampled.
 pub const SAMPLE_EVERY: Duration = Duration::from_millis(25);
@@ -125,9 +189,11 @@ pub async fn run_batch(driver: &Instance, batch: String, fail: Vec<String>) -> E
     }
 }
 
-/// The ETL schedule: a batch every 2–4 s until `until_ms`, 30% of them partial.
+/// The ETL schedule: a batch every 2–4 s until `until_ms`, 30% of them partial, half completed
+/// by a one-shot process.
 pub fn spawn_etl(
     driver: Instance,
+    one_shot: OneShot,
     labels: Arc<Labels>,
     seed: u64,
     until_ms: WallMs,
@@ -148,7 +214,11 @@ pub fn spawn_etl(
                 break;
             }
             let batch = labels.next().await;
-            let record = run_batch(&driver, batch, fail).await;
+            let record = if rng.bool() {
+                run_batch_one_shot(&one_shot, batch, fail).await
+            } else {
+                run_batch(&driver, batch, fail).await
+            };
             records
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
