@@ -11,6 +11,9 @@
 //! seconds and faults are injected until `D − max(5 s, 0.3·D)`; the rest is quiet, for measuring
 //! convergence. Requests stop at `D`; a request in flight then still gets its maximum wait.
 //!
+//! With `--warehouse postgres://...` the run loads made-up batches into that database: give it a
+//! scratch one. Refused in production.
+//!
 //! The exit status is non-zero when any of `stale_as_fresh`, `version_regressions`,
 //! `unanswered`, `panics` or the unexplained duplicate loads is above zero, or when provenance was
 //! unavailable, so CI can run it.
@@ -186,6 +189,13 @@ struct Worker {
 /// Runs `bench chaos`.
 pub async fn run(g: &GlobalArgs, args: ChaosArgs) -> Result<(), CliError> {
     let duration = parse_duration_arg(&args.duration)?;
+    if g.env == crate::instance::Environment::Production {
+        // It loads made-up ETL batches (into a given PostgreSQL database too) and kills servers.
+        return Err(CliError::new(
+            crate::cli::EXIT_REFUSED,
+            "bench chaos is refused in production: it loads made-up batches and kills servers",
+        ));
+    }
     if let Some(why) = server::tools_missing() {
         return Err(CliError::new(
             EXIT_UNAVAILABLE,
