@@ -10,6 +10,7 @@
 //! * [`instance`] — an engine wired to its bus and warehouse: sync, the invalidation protocol,
 //!   refresh-ahead, guarded operator actions.
 //! * [`console`] — the operations console (ratatui): state, update, view, one action registry.
+//! * [`bench`] — scenarios that run fleets of processes: the chaos checker of the promise.
 //! * [`cli`] — the `freshcache` command: the demo, headless commands and benchmark scenarios.
 //! * [`config`], [`logging`] and [`metrics`] — how an operator configures it (flags >
 //!   environment > file), where it writes its logs, and its Prometheus endpoint.
@@ -19,6 +20,7 @@
 #![warn(missing_docs)]
 #![deny(clippy::unwrap_used)]
 
+pub mod bench;
 pub mod bus;
 pub mod cli;
 pub mod config;

@@ -262,7 +262,11 @@ async fn assert_same_answers(
             let (on_postgres, on_sqlite) =
                 tokio::join!(postgres.run(&request), sqlite.run(&request));
             match (&on_postgres, &on_sqlite) {
-                (Ok(a), Ok(b)) if a == b => answered |= !a.rows.is_empty(),
+                // The data, not its provenance (SQLite says which batch it read, PostgreSQL
+                // does not yet).
+                (Ok(a), Ok(b)) if (&a.columns, &a.rows) == (&b.columns, &b.rows) => {
+                    answered |= !a.rows.is_empty()
+                }
                 _ => differences.push(format!(
                     "{request}\n    postgres: {}\n    sqlite:   {}",
                     show(&on_postgres),

@@ -55,6 +55,16 @@ pub enum BenchCommand {
     /// One process of a multi-process stampede (started by `bench stampede --redis`).
     #[command(hide = true)]
     StampedeWorker(super::bench_redis::WorkerArgs),
+    /// Searches for violations of the promise under faults: a private Redis, N instance
+    /// processes, an ETL, and a seeded fault injector; counts stale answers marked fresh,
+    /// duplicate loads, version regressions, unanswered requests and panics.
+    #[command(
+        after_help = "Examples:\n  freshcache bench chaos --seed 1 --duration 60\n  freshcache --json bench chaos --seed 7 --duration 120 --instances 4\n  freshcache --warehouse postgres://postgres@127.0.0.1/chaos --json bench chaos --seed 3 --duration 30"
+    )]
+    Chaos(crate::bench::chaos::ChaosArgs),
+    /// One instance of a chaos run (started by `bench chaos`).
+    #[command(hide = true)]
+    ChaosWorker(crate::bench::chaos::worker::WorkerArgs),
 }
 
 /// Options of `bench redis-hits`.
@@ -175,6 +185,8 @@ pub async fn run(g: &super::GlobalArgs, cmd: BenchCommand) -> Result<(), super::
             .await
         }
         BenchCommand::StampedeWorker(args) => super::bench_redis::worker(g, args).await,
+        BenchCommand::Chaos(args) => crate::bench::chaos::run(g, args).await,
+        BenchCommand::ChaosWorker(args) => Ok(crate::bench::chaos::worker::run(g, args).await?),
         BenchCommand::RedisHits(args) => super::bench_redis::hits(g, args.keys, args.seconds).await,
         BenchCommand::RedisInvalidation(args) => {
             super::bench_redis::invalidation(g, args.keys).await

@@ -111,6 +111,7 @@ mod tests {
                 vec![json!("Europe"), json!(1200)],
                 vec![json!("Asia\x1b[31m Pacific"), json!(5)],
             ],
+            ..Rows::default()
         };
         let t = rows_table(&rows, 10);
         assert!(!t.contains('\x1b'), "{t}");

@@ -173,9 +173,20 @@ pub struct EngineBuilder {
     local_tier: bool,
     lease: Duration,
     load_timeout: Duration,
+    on_load: Option<LoadObserver>,
 }
 
+/// Called as each warehouse load starts, with the request and the versions it loads at (for
+/// checkers that count loads per version, e.g. `bench chaos`). Must be quick and not block.
+pub type LoadObserver = Arc<dyn Fn(&Request, &Stamp) + Send + Sync>;
+
 impl EngineBuilder {
+    /// Observes every warehouse load as it starts (see [`LoadObserver`]).
+    pub fn on_load(mut self, observer: LoadObserver) -> Self {
+        self.on_load = Some(observer);
+        self
+    }
+
     /// The clock freshness decisions use (the system clock by default).
     pub fn clock(mut self, clock: SharedClock) -> Self {
         self.clock = clock;
@@ -252,6 +263,7 @@ impl EngineBuilder {
                 local_tier: self.local_tier,
                 lease: self.lease,
                 load_timeout: self.load_timeout,
+                on_load: self.on_load,
                 refresh_permits: Arc::new(tokio::sync::Semaphore::new(
                     self.refresh_concurrency.max(1),
                 )),
@@ -289,6 +301,8 @@ pub(crate) struct Inner {
     lease: Duration,
     /// The deadline of one warehouse load.
     load_timeout: Duration,
+    /// Told of every warehouse load as it starts.
+    on_load: Option<LoadObserver>,
     /// The seed's lock recipe keeps its locks here (key -> expiry); only `Strategy::Lock` uses it.
     seed_locks: std::sync::Mutex<std::collections::HashMap<EntryKey, Millis>>,
     /// Until when (wall clock) the versions held count as confirmed by the truth; `u64::MAX`
@@ -386,6 +400,7 @@ impl Engine {
             local_tier: true,
             lease: shared::LEASE,
             load_timeout: crate::warehouse::DEFAULT_LOAD_TIMEOUT,
+            on_load: None,
         }
     }
 
@@ -1109,6 +1124,9 @@ impl Engine {
         inner.stats.incr(Counter::Loads);
         let began_ms = inner.now_ms();
         let began = Instant::now();
+        if let Some(observe) = &inner.on_load {
+            observe(request, &stamp);
+        }
         let run = CatchUnwind(Box::pin(inner.warehouse.run(request)));
         let result = tokio::time::timeout(inner.load_timeout, run).await;
         inner.stats.record_load(began.elapsed());

@@ -229,6 +229,7 @@ impl Warehouse for MemoryWarehouse {
                     .zip(&seen)
                     .map(|(t, v)| vec![json!(t.0), json!(v)])
                     .collect(),
+                ..Rows::default()
             })
         })
     }

@@ -22,6 +22,7 @@ pub mod memory;
 pub mod postgres;
 pub mod sqlite;
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -45,6 +46,11 @@ pub struct Rows {
     pub columns: Vec<String>,
     /// Rows, each with one value per column.
     pub rows: Vec<Vec<serde_json::Value>>,
+    /// Provenance, where the warehouse can tell it: table -> the newest batch in `update_log`
+    /// as of the snapshot the query read (read in the query's own transaction), so an answer can
+    /// say "figures as of" and a checker can compare it with the truth. Empty when unknown.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub batches: BTreeMap<String, String>,
 }
 
 impl Rows {

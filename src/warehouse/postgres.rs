@@ -688,7 +688,11 @@ impl Warehouse for PostgresWarehouse {
                 );
             }
             self.latency.wait(started.elapsed()).await;
-            Ok(Rows { columns, rows: out })
+            Ok(Rows {
+                columns,
+                rows: out,
+                ..Rows::default()
+            })
         })
     }
 

@@ -9,6 +9,7 @@
 //! (`sqlite3_interrupt`), so the blocking thread stops too instead of running a long query for
 //! nobody; see `Interrupt`.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -399,7 +400,22 @@ fn run_query(conn: &Connection, request: &Request) -> Result<Rows, WarehouseErro
         }
         rows.push(out);
     }
-    Ok(Rows { columns, rows })
+    Ok(Rows {
+        columns,
+        rows,
+        ..Rows::default()
+    })
+}
+
+/// The newest batch of every table in `update_log`, as the connection's snapshot sees it.
+fn newest_batches(conn: &Connection) -> Result<BTreeMap<String, String>, WarehouseError> {
+    let mut stmt = conn
+        .prepare_cached("SELECT table_name, MAX(batch) FROM update_log GROUP BY table_name")
+        .map_err(missing_schema)?;
+    let rows = stmt
+        .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+        .map_err(query_err)?;
+    rows.collect::<Result<_, _>>().map_err(query_err)
 }
 
 impl Warehouse for SqliteWarehouse {
@@ -412,7 +428,16 @@ impl Warehouse for SqliteWarehouse {
             self.shared.queries.fetch_add(1, Ordering::Relaxed);
             let started = Instant::now();
             let req = request.clone();
-            let rows = self.blocking_read(move |c| run_query(c, &req)).await?;
+            let rows = self
+                .blocking_read(move |c| {
+                    // One read transaction: in WAL mode both reads see the same snapshot, so
+                    // `batches` is exactly the data the rows were computed from.
+                    let tx = c.unchecked_transaction().map_err(query_err)?;
+                    let batches = newest_batches(&tx)?;
+                    let rows = run_query(&tx, &req)?;
+                    Ok(Rows { batches, ..rows })
+                })
+                .await?;
             self.latency.wait(started.elapsed()).await;
             Ok(rows)
         })
@@ -660,6 +685,10 @@ mod tests {
         let rows = w.run(&r).await.unwrap();
         let orders: i64 = rows.rows.iter().map(|r| r[2].as_i64().unwrap()).sum();
         assert_eq!(orders as u64, n);
+        // The rows say which batch each table was at in the snapshot they were read from.
+        assert_eq!(rows.batches["sales"], "20261126-10:00");
+        assert_eq!(rows.batches["inventory"], "20261101-00:00");
+        assert!(rows.to_json().contains("\"batches\""));
     }
 
     /// Regression (issue 10, D): a read dropped at its deadline used to go on running on its
