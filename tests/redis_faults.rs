@@ -1888,3 +1888,103 @@ fn a_seed_message_during_a_freeze_is_applied_once_the_server_is_back() {
         assert_eq!(v, 3, "three updates, three bumps");
     });
 }
+
+/// Regression (issue 10 C): an instance behind a blackholed connection for 10 s while another
+/// bumps serves no answer marked fresh at the old version later than `max-unverified` + 100 ms
+/// after the bump, and `stats` lists it as unverified meanwhile instead of dropping it.
+#[test]
+fn a_partitioned_instance_stops_presenting_old_answers_as_fresh() {
+    use freshcache::bench::chaos::proxy::{FaultProxy, Mode};
+    let _serial = serial();
+    let Some(server) =
+        RedisServer::start("a_partitioned_instance_stops_presenting_old_answers_as_fresh")
+    else {
+        return;
+    };
+    runtime().block_on(async {
+        let wh = warehouse(Duration::from_millis(5));
+        let config = InstanceConfig::default();
+        let upstream = server
+            .url()
+            .trim_start_matches("redis://")
+            .trim_end_matches("/0")
+            .parse()
+            .expect("the server's address");
+        let proxy = FaultProxy::start(upstream).await.expect("the proxy");
+        let other = Node::start(&server, &wh, true, config.clone()).await;
+        let cut = Node::start_at(&format!("redis://{}/0", proxy.addr()), &wh, config.clone()).await;
+        let request = cut
+            .engine()
+            .request("sales_by_region", &[("quarter", "Q4"), ("year", "2026")])
+            .expect("a request");
+        let answer = cut.engine().get(&request).await.expect("an answer");
+        let old = sales_version(&answer);
+        // Both have reported (so `stats` knows the instance before it goes silent).
+        tokio::time::sleep(Duration::from_millis(1_500)).await;
+
+        proxy.set(Mode::Blackhole);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let outcome = other
+            .bus
+            .bump(&[sales()], "manual", BumpMode::Force, false)
+            .await
+            .expect("the bump");
+        let bumped = Instant::now();
+        let new = outcome.versions.version(sales());
+        assert!(new > old);
+        let bound = config.max_unverified + Duration::from_millis(100);
+        let mut late_fresh = Vec::new();
+        let mut served = 0;
+        let mut listed_unverified = false;
+        while bumped.elapsed() < Duration::from_secs(10) {
+            let got =
+                tokio::time::timeout(Duration::from_secs(5), cut.engine().get(&request)).await;
+            if let Ok(Ok(a)) = got {
+                served += 1;
+                if a.freshness.is_fresh() && sales_version(&a) < new && bumped.elapsed() > bound {
+                    late_fresh.push(bumped.elapsed());
+                }
+            }
+            if !listed_unverified && bumped.elapsed() > Duration::from_secs(4) {
+                let out = freshcache(&["--redis", &server.url(), "--json", "stats"])
+                    .output()
+                    .expect("stats runs");
+                let doc: Value = serde_json::from_slice(&out.stdout).expect("stats JSON");
+                listed_unverified = doc["instance_states"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .any(|i| i["id"] == cut.instance.id() && i["state"] == "unverified");
+                assert!(listed_unverified, "not listed as unverified: {doc}");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(served > 10, "the cut instance kept answering ({served})");
+        assert!(
+            late_fresh.is_empty(),
+            "{} answers at sales={old} marked fresh more than {} after the bump, first at {}",
+            late_fresh.len(),
+            ms(bound),
+            ms(late_fresh[0])
+        );
+        // Healed: it converges and answers fresh at the new version again.
+        proxy.set(Mode::Pass);
+        assert!(
+            eventually(Duration::from_secs(10), || cut
+                .engine()
+                .versions()
+                .version(sales())
+                >= new)
+            .await
+        );
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let a = cut.engine().get(&request).await.expect("an answer");
+            if a.freshness.is_fresh() && sales_version(&a) >= new {
+                break;
+            }
+            assert!(Instant::now() < deadline, "never fresh again: {a:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    });
+}

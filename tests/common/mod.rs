@@ -544,6 +544,17 @@ impl Node {
         Self::start_on(link.clone(), link, warehouse, local_tier, config).await
     }
 
+    /// A node that reaches Redis at `url` (through a fault proxy, say) for everything.
+    pub async fn start_at(
+        url: &str,
+        warehouse: &Arc<MemoryWarehouse>,
+        config: InstanceConfig,
+    ) -> Node {
+        let link =
+            Arc::new(RedisLink::open(url, CONNECT_TIMEOUT, RESPONSE_TIMEOUT).expect("a link"));
+        Self::start_on(link.clone(), link, warehouse, true, config).await
+    }
+
     /// A node whose cache entries live on `store_server` and whose versions, events and reports
     /// go through `bus_server`.
     pub async fn start_split(
