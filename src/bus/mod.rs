@@ -105,6 +105,10 @@ pub struct Behind {
     pub reason: String,
 }
 
+fn yes() -> bool {
+    true
+}
+
 /// What happened.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -164,12 +168,16 @@ pub enum EventKind {
         /// The instance that will flip (it waits for the others' [`EventKind::Prepared`]).
         requester: String,
     },
-    /// One instance has loaded its hot answers for a coming bump (see [`EventKind::Prepare`]).
+    /// One instance is loading (`finished` false: it heard the request and has keys to load)
+    /// or has loaded its hot answers for a coming bump (see [`EventKind::Prepare`]).
     Prepared {
         /// The batch.
         batch: String,
         /// The instance.
         instance: String,
+        /// Whether it is done; an unfinished one says it is at work, so the flip waits for it.
+        #[serde(default = "yes")]
+        finished: bool,
         /// Keys scheduled.
         keys: u32,
         /// Keys loaded.
@@ -320,6 +328,13 @@ pub enum BumpMode {
     /// stands for the data already loaded and an old batch is not mistaken for a new one.
     Adopt,
 }
+
+/// An instance silent for longer than this has missed three heartbeats (it reports about once a
+/// second): it cannot reach the bus, so it cannot have confirmed the version truth either, and is
+/// shown as unverified until it reports again (as lost after [`LOST_AFTER`]).
+pub const SILENT_UNVERIFIED: std::time::Duration = std::time::Duration::from_secs(3);
+/// An instance silent for longer than this is shown as lost.
+pub const LOST_AFTER: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// What one instance reports about itself, about once a second: its heartbeat, and what the
 /// console sums across instances.

@@ -658,9 +658,18 @@ pub fn event_line(e: &Event) -> String {
         EventKind::Prepared {
             batch,
             instance,
+            finished,
             keys,
             done,
             failed,
+        } if !finished => format!("preparing batch {batch} on {instance}: {keys} hot keys to load"),
+        EventKind::Prepared {
+            batch,
+            instance,
+            keys,
+            done,
+            failed,
+            ..
         } => format!("prepared batch {batch} on {instance}: {done}/{keys} loaded, {failed} failed"),
         EventKind::OperatorAction {
             action,
@@ -924,9 +933,9 @@ async fn stats_doc(world: &World, live: Duration) -> Result<serde_json::Value, C
     let mut list = Vec::with_capacity(known.len());
     for r in &known {
         let silent_ms = now.saturating_sub(r.at_ms);
-        let state = if silent_ms > 30_000 {
+        let state = if silent_ms > crate::bus::LOST_AFTER.as_millis() as u64 {
             "lost"
-        } else if silent_ms > live_ms || r.unverified {
+        } else if silent_ms > crate::bus::SILENT_UNVERIFIED.as_millis() as u64 || r.unverified {
             "unverified"
         } else if r.degraded {
             "degraded"

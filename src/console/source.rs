@@ -117,8 +117,8 @@ pub struct Snapshot {
     /// Since when (wall clock, ms) this instance has not confirmed the version truth, when it
     /// has not for longer than its bound.
     pub unverified_since_ms: Option<u64>,
-    /// Other instances silent for longer than the liveness window (they cannot confirm the
-    /// truth through this bus either): shown, not dropped.
+    /// Other instances silent for longer than [`crate::bus::SILENT_UNVERIFIED`] (they cannot
+    /// confirm the truth through this bus either): shown, not dropped.
     pub silent_instances: usize,
     /// The latest refresh-ahead or warm.
     pub refresh: RefreshProgress,
@@ -364,9 +364,14 @@ impl Collector {
             .filter(|r| r.id != instance.id())
             .collect();
         let now = instance.bus().clock().now_ms();
-        let (others, silent): (Vec<_>, Vec<_>) =
-            known.into_iter().partition(|r| r.at_ms + LIVE_MS >= now);
-        let silent = silent.len();
+        let silent = known
+            .iter()
+            .filter(|r| now > r.at_ms + crate::bus::SILENT_UNVERIFIED.as_millis() as u64)
+            .count();
+        let others: Vec<_> = known
+            .into_iter()
+            .filter(|r| r.at_ms + LIVE_MS >= now)
+            .collect();
         let mut stats = own.clone();
         let mut keys = own_keys.clone();
         let mut bad_events = instance.counters().bad_events;

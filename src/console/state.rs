@@ -338,9 +338,21 @@ pub fn feed_line(e: &Event) -> FeedLine {
         EventKind::Prepared {
             batch,
             instance,
+            finished,
             keys,
             done,
             failed,
+        } if !finished => (
+            format!("{instance} is preparing {keys} hot answers for batch {batch}"),
+            false,
+        ),
+        EventKind::Prepared {
+            batch,
+            instance,
+            keys,
+            done,
+            failed,
+            ..
         } => (
             format!(
                 "{instance} prepared {done} of {keys} hot answers for batch {batch}{}",

@@ -76,6 +76,10 @@ const HOUSEKEEPING_LEASE: Duration = Duration::from_secs(5);
 const PURGE_BUDGET: usize = 10_000;
 /// Instances heard from within this long take part in a fleet's prepare.
 const FLEET_LIVE: Duration = Duration::from_secs(5);
+/// A bump event younger than this is live news (older ones come from a catch-up).
+const RECENT_EVENT: Duration = Duration::from_secs(10);
+/// An instance that has not answered a prepare within this long is not waited for.
+const PREPARE_ACK: Duration = Duration::from_secs(1);
 
 /// How an instance behaves.
 #[derive(Debug, Clone)]
@@ -647,7 +651,18 @@ impl Instance {
         let news = claimed
             .iter()
             .any(|(name, &v)| tables.id(name).is_ok_and(|t| v > local.version(t)));
-        if !news {
+        // A fresh bump to a number below what this engine holds: the truth went back (Redis
+        // restored from an older snapshot) and someone bumped it since. Re-read now — the
+        // re-read restores it — rather than at the next poll, while the engine serves what it
+        // holds as fresh. (Old events delivered again by a catch-up are not news.)
+        let recent = bumped_at.is_some_and(|at| {
+            self.inner.bus.clock().now_ms().saturating_sub(at) < RECENT_EVENT.as_millis() as u64
+        });
+        let went_back = recent
+            && claimed
+                .iter()
+                .any(|(name, &v)| tables.id(name).is_ok_and(|t| v < local.version(t)));
+        if !news && !went_back {
             // Nothing this engine does not hold already (its own bump, a duplicate, a late one).
             return;
         }
@@ -1260,18 +1275,42 @@ impl Instance {
         }
         let others = async {
             let mut poll = tokio::time::interval(Duration::from_millis(50));
+            // An instance that has not answered at all by then (partitioned, frozen, an older
+            // version) is not waited for: it cannot serve the flip as fresh anyway (it goes
+            // unverified), and it must not hold every update up for the whole preload timeout.
+            let ack_by = tokio::time::sleep(PREPARE_ACK);
+            tokio::pin!(ack_by);
+            let mut acked = std::collections::BTreeSet::new();
+            let mut ack_passed = false;
             while !waiting.is_empty() {
                 tokio::select! {
                     received = feed.recv() => match received {
                         Ok(crate::bus::Event {
-                            kind: EventKind::Prepared { batch: b, instance, .. },
+                            kind: EventKind::Prepared { batch: b, instance, finished, .. },
                             ..
                         }) if b == batch => {
-                            waiting.remove(&instance);
+                            if finished {
+                                waiting.remove(&instance);
+                            } else {
+                                acked.insert(instance);
+                            }
                         }
                         Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
                         Err(broadcast::error::RecvError::Closed) => return,
                     },
+                    () = &mut ack_by, if !ack_passed => {
+                        ack_passed = true;
+                        let silent: Vec<String> =
+                            waiting.iter().filter(|i| !acked.contains(*i)).cloned().collect();
+                        if !silent.is_empty() {
+                            tracing::warn!(
+                                batch,
+                                instances = %silent.join(", "),
+                                "not waiting for instances that did not answer the prepare"
+                            );
+                            waiting.retain(|i| acked.contains(i));
+                        }
+                    }
                     // A bus that only polls (the embedded one shared through a file) delivers
                     // what other processes logged when asked.
                     _ = poll.tick() => {
@@ -1353,6 +1392,27 @@ impl Instance {
             tables.push(t);
             numbers.push(v);
         }
+        // Say at once that this instance is at work, so the flip waits for it.
+        let keys = engine
+            .hot_requests(&tables, self.inner.config.refresh_top)
+            .len() as u32;
+        if keys > 0 {
+            let at_work = self
+                .inner
+                .bus
+                .publish(EventKind::Prepared {
+                    batch: batch.clone(),
+                    instance: self.inner.id.clone(),
+                    finished: false,
+                    keys,
+                    done: 0,
+                    failed: 0,
+                })
+                .await;
+            if let Err(e) = at_work {
+                tracing::warn!(batch, "could not say the batch is being prepared: {e}");
+            }
+        }
         let progress = self.preload(&truth, &tables, &numbers, &batch).await;
         let answered = self
             .inner
@@ -1360,6 +1420,7 @@ impl Instance {
             .publish(EventKind::Prepared {
                 batch: batch.clone(),
                 instance: self.inner.id.clone(),
+                finished: true,
                 keys: progress.total,
                 done: progress.done,
                 failed: progress.failed,

@@ -698,20 +698,22 @@ mod tests {
         use crate::engine::policy::Policy;
         use crate::engine::versions::Tables;
         let w = SqliteWarehouse::temporary(Latency::NONE).unwrap();
-        let mut catalog = Catalog::new(Tables::new(["t"]).unwrap());
+        // The schema (a read takes its provenance from update_log in the same transaction).
+        w.init_demo(small(), "20261101-00:00", 1).await.unwrap();
+        let mut catalog = Catalog::new(Tables::new(["sales"]).unwrap());
         // About a minute of work (a debug build, a busy machine), with no row before the end;
         // without the interrupt, this test fails and then waits for it (runtime shutdown).
         let spin = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c \
                     WHERE x < 100000000) SELECT COUNT(*) FROM c";
         catalog
-            .add("spin", "", spin, &["t"], vec![], Policy::default())
+            .add("spin", "", spin, &["sales"], vec![], Policy::default())
             .unwrap();
         catalog
             .add(
                 "one",
                 "",
                 "SELECT 1 AS one",
-                &["t"],
+                &["sales"],
                 vec![],
                 Policy::default(),
             )
@@ -719,7 +721,11 @@ mod tests {
         let spin = catalog.request::<&str, &str>("spin", &[]).unwrap();
         let one = catalog.request::<&str, &str>("one", &[]).unwrap();
         let r = tokio::time::timeout(Duration::from_millis(300), w.run(&spin)).await;
-        assert!(r.is_err(), "the spinning query cannot finish in 300 ms");
+        assert!(
+            r.is_err(),
+            "the spinning query cannot finish in 300 ms: {:?}",
+            r.map(|rows| rows.map(|r| r.rows))
+        );
         // The blocking thread stops and returns its connection to the pool.
         let pooled = || w.shared.readers.lock().unwrap().len();
         let deadline = Instant::now() + Duration::from_secs(10);
