@@ -974,13 +974,31 @@ impl Engine {
         self.inner.versions_verified(now)
     }
 
-    /// Records that the version truth was read and applied now: the versions held count as
-    /// confirmed for `max_unverified` more (real time, whatever the engine clock). An engine
-    /// never confirmed is never unverified (a library user's engine, with nobody to ask).
-    pub fn confirm_versions(&self, max_unverified: Duration) {
-        let until = clock::coarse_now_ms().saturating_add(max_unverified.as_millis() as u64);
-        // One writer (the instance's sync) at a time; a confirmation never waits on a hit.
-        self.inner.verified_until.store(until, Ordering::Relaxed);
+    /// Records that the version truth, as read by a read that began at `read_began_ms` (wall
+    /// clock), has been applied: the versions held count as confirmed until `max_unverified`
+    /// after that read began — so however late the read or its application ran (a stalled
+    /// process, a slow link), an update made after the read began is never hidden for longer.
+    /// Call it only once the truth is applied. An engine never confirmed is never unverified (a
+    /// library user's engine, with nobody to ask).
+    pub fn confirm_versions(&self, read_began_ms: Millis, max_unverified: Duration) {
+        let until = read_began_ms.saturating_add(max_unverified.as_millis() as u64);
+        let cell = &self.inner.verified_until;
+        // Confirmations only move it forward (an older read finishing late confirms nothing
+        // newer); the first one replaces "never verified by anyone".
+        if cell
+            .compare_exchange(u64::MAX, until, Ordering::Relaxed, Ordering::Relaxed)
+            .is_err()
+        {
+            cell.fetch_max(until, Ordering::Relaxed);
+        }
+    }
+
+    /// Marks the versions held as unverified from now on, until the next confirmation: an
+    /// instance that starts without the truth.
+    pub fn distrust_versions(&self) {
+        self.inner
+            .verified_until
+            .store(clock::coarse_now_ms(), Ordering::Relaxed);
     }
 
     /// Since when (wall clock, ms since the epoch) the versions held are unverified, if they are.

@@ -379,6 +379,7 @@ impl Instance {
     /// Reads the version truth once (a new truth first adopts the batches the warehouse's
     /// `update_log` holds) and starts the sync loop in the background.
     pub async fn start(&self) -> Result<(), InstanceError> {
+        let read_began = crate::engine::clock::coarse_now_ms();
         let mut truth = match self.inner.bus.versions().await {
             Ok(truth) => truth,
             Err(e) => {
@@ -397,7 +398,7 @@ impl Instance {
                     .unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
                 // Nothing confirmed yet: cached answers are not presented as fresh until the
                 // truth is read.
-                self.inner.engine.confirm_versions(Duration::ZERO);
+                self.inner.engine.distrust_versions();
                 self.spawn_loops();
                 return Ok(());
             }
@@ -423,7 +424,7 @@ impl Instance {
         self.inner.engine.apply_versions(&truth);
         self.inner
             .engine
-            .confirm_versions(self.inner.config.max_unverified);
+            .confirm_versions(read_began, self.inner.config.max_unverified);
         tracing::info!(
             instance = %self.inner.id,
             bus = %self.inner.bus.describe(),
@@ -666,7 +667,7 @@ impl Instance {
             // Nothing this engine does not hold already (its own bump, a duplicate, a late one).
             return;
         }
-        let Some(truth) = self.read_truth().await else {
+        let Some((truth, read_began)) = self.read_truth().await else {
             return;
         };
         let above: Vec<String> = claimed
@@ -688,6 +689,7 @@ impl Instance {
             .await;
         }
         let raised = engine.apply_versions(&truth);
+        self.confirmed(read_began);
         if !raised.is_empty() {
             if let Some(at) = bumped_at.filter(|_| above.is_empty()) {
                 self.record_lag(at);
@@ -726,9 +728,11 @@ impl Instance {
         }
     }
 
-    /// Reads the version truth, repairs it if it lost its state, and confirms this engine's
-    /// versions; `None` (counted) when the bus cannot be reached.
-    async fn read_truth(&self) -> Option<Arc<VersionVector>> {
+    /// Reads the version truth and repairs it if it lost its state; with it, when the read began
+    /// (wall clock), for [`Engine::confirm_versions`] once it is applied. `None` (counted) when
+    /// the bus cannot be reached.
+    async fn read_truth(&self) -> Option<(Arc<VersionVector>, Millis)> {
+        let began = crate::engine::clock::coarse_now_ms();
         // Taken before the read: every version this engine held then came from a truth at most
         // as high as the one read next, unless the truth lost its state. (Taken after, a bump of
         // this instance landing in between would look like a truth gone back.)
@@ -747,19 +751,24 @@ impl Instance {
             Some(restored) => restored,
             None => truth,
         };
+        Some((truth, began))
+    }
+
+    /// The truth read at `read_began` is applied: this engine's versions count as confirmed.
+    fn confirmed(&self, read_began: Millis) {
         self.inner
             .engine
-            .confirm_versions(self.inner.config.max_unverified);
-        Some(truth)
+            .confirm_versions(read_began, self.inner.config.max_unverified);
     }
 
     /// Re-reads the version truth and applies it (the lost-message guard). Returns the tables it
     /// raised.
     pub async fn resync(&self) -> Vec<TableId> {
-        let Some(truth) = self.read_truth().await else {
+        let Some((truth, read_began)) = self.read_truth().await else {
             return Vec::new();
         };
         let raised = self.inner.engine.apply_versions(&truth);
+        self.confirmed(read_began);
         if !raised.is_empty() {
             // The truth keeps only each table's latest bump time, so this is a lower bound of how
             // long the oldest missed bump waited; 0 (never stamped) says nothing.
