@@ -209,12 +209,11 @@ fn read_versions(inner: &Inner, conn: &Connection) -> Result<VersionVector, BusE
     let generation = meta("generation")?
         .and_then(|v| v.parse().ok())
         .unwrap_or(0);
-    Ok(VersionVector::from_parts(
-        parts,
-        Arc::from(batch),
-        last,
-        generation,
-    ))
+    let mut truth = VersionVector::from_parts(parts, Arc::from(batch), last, generation);
+    truth.epoch = meta("truth_epoch")?
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    Ok(truth)
 }
 
 /// The highest number reserved for a table (0 if none).
@@ -581,8 +580,15 @@ impl Bus for LocalBus {
                 )
             })
             .collect();
+        let epoch = versions.epoch.to_string();
         Box::pin(self.blocking(move |_, conn| {
             let tx = conn.transaction().map_err(err)?;
+            tx.execute(
+                "INSERT INTO meta (key, value) VALUES ('truth_epoch', ?1) \
+                 ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                [epoch.as_str()],
+            )
+            .map_err(err)?;
             let mut raised = 0;
             for (name, v, batch) in wanted {
                 raised += tx

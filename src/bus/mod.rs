@@ -432,9 +432,10 @@ pub trait Bus: Send + Sync + 'static {
     fn reports(&self, live_ms: u64) -> BoxFuture<'_, Result<Vec<InstanceReport>, BusError>>;
 
     /// Raises every table's version (and batch) to at least what `versions` holds, without an
-    /// event: how a truth that lost its state (a Redis restarted empty) is re-seeded from the
-    /// highest versions an engine has seen, so versions never go backwards. Returns how many
-    /// tables went up.
+    /// event, and records `versions.epoch` as the truth's epoch: how a truth that lost its state
+    /// (a Redis restarted empty or restored from an older snapshot) is re-seeded from the highest
+    /// versions an engine has seen, so versions never go backwards. Returns how many tables went
+    /// up.
     fn raise<'a>(&'a self, versions: &'a VersionVector) -> BoxFuture<'a, Result<usize, BusError>>;
 
     /// Messages from other publishers on [`CHANNEL`], for the instance to check and apply (a bus

@@ -139,7 +139,8 @@ const RAISE: &str = r#"
 local raised = 0
 local seq = tonumber(redis.call('GET', KEYS[3]) or '0')
 if tonumber(ARGV[1]) > seq then redis.call('SET', KEYS[3], ARGV[1]) end
-for i = 2, #ARGV, 3 do
+redis.call('HSET', KEYS[5], 'truth_epoch', ARGV[2])
+for i = 3, #ARGV, 3 do
   local t, v, b = ARGV[i], tonumber(ARGV[i + 1]), ARGV[i + 2]
   local cur = tonumber(redis.call('HGET', KEYS[1], t) or '0')
   if v > cur then redis.call('HSET', KEYS[1], t, v); raised = raised + 1 end
@@ -512,7 +513,7 @@ async fn read_versions(inner: &Inner) -> Result<VersionVector, BusError> {
             )
         })
         .collect();
-    Ok(VersionVector::from_parts(
+    let mut truth = VersionVector::from_parts(
         parts,
         Arc::from(meta.get("batch").map(String::as_str).unwrap_or("")),
         meta.get("last_update_ms")
@@ -521,7 +522,12 @@ async fn read_versions(inner: &Inner) -> Result<VersionVector, BusError> {
         meta.get("generation")
             .and_then(|v| v.parse().ok())
             .unwrap_or(0),
-    ))
+    );
+    truth.epoch = meta
+        .get("truth_epoch")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    Ok(truth)
 }
 
 impl Bus for RedisBus {
@@ -791,7 +797,7 @@ impl Bus for RedisBus {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .watermark;
-            let mut args: Vec<String> = vec![watermark.to_string()];
+            let mut args: Vec<String> = vec![watermark.to_string(), versions.epoch.to_string()];
             for t in inner.tables.ids() {
                 args.push(inner.tables.name(t).to_string());
                 args.push(versions.version(t).to_string());
@@ -802,7 +808,11 @@ impl Bus for RedisBus {
                 .link
                 .call(|mut c| async move {
                     let mut inv = script.prepare_invoke();
-                    inv.key(VERSIONS).key(BATCHES).key(SEQ).key(RESERVED);
+                    inv.key(VERSIONS)
+                        .key(BATCHES)
+                        .key(SEQ)
+                        .key(RESERVED)
+                        .key(META);
                     for a in &args {
                         inv.arg(a);
                     }

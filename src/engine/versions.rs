@@ -137,6 +137,10 @@ pub struct VersionVector {
     pub last_updated_ms: Millis,
     /// Bumps applied so far (0 for a fresh vector); only ever increases.
     pub generation: u64,
+    /// Which restoration of the truth this is: a truth that lost its state and was put back by an
+    /// instance gets a new random epoch (0 before any). An instance that sees the epoch change
+    /// checks that no number it used is handed out again.
+    pub epoch: u64,
     /// Hash of the minute-resolution label the seed's versioned recipe puts in its keys. Two updates
     /// within one minute share it, which is exactly the seed's flaw the `versioned` strategy keeps.
     pub seed_label_hash: u64,
@@ -152,6 +156,7 @@ impl VersionVector {
             batch: Arc::from(""),
             last_updated_ms: 0,
             generation: 0,
+            epoch: 0,
             seed_label_hash: 0,
         }
     }
@@ -205,6 +210,7 @@ impl VersionVector {
             batch,
             last_updated_ms,
             generation,
+            epoch: 0,
             seed_label_hash,
         }
     }

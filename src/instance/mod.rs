@@ -218,6 +218,8 @@ struct Inner {
     /// Per table, the highest version number this instance reserved: a truth restored after it
     /// lost its state is put above these too, so a number is never handed out twice.
     reserved_seen: Mutex<Vec<u64>>,
+    /// The truth's epoch as last read (`None` before the first read).
+    truth_epoch: Mutex<Option<u64>>,
 }
 
 /// Foreign messages not applied yet because their bump failed.
@@ -282,6 +284,7 @@ impl Instance {
                 start_error: Mutex::new(None),
                 pending_seed: Mutex::new(Vec::new()),
                 reserved_seen: Mutex::new(Vec::new()),
+                truth_epoch: Mutex::new(None),
             }),
         }
     }
@@ -786,11 +789,16 @@ impl Instance {
         raised
     }
 
-    /// A truth behind what this engine has served lost its state (a Redis restarted empty).
-    /// What happened in between is unknowable — an ETL may already have bumped the emptied truth
-    /// to a number this engine used for older data — so each such table is put back one above
-    /// the version this engine knew: answers cached under the old numbers can never pass for data
-    /// loaded since, at the price of reloading them once. Returns the truth after the repair.
+    /// A truth behind what this engine has served lost its state (a Redis restarted empty, or
+    /// restored from an older snapshot). What happened in between is unknowable — an ETL may
+    /// already have bumped the emptied truth to a number this engine used for older data — so
+    /// each such table is put back one above every number this engine knew: answers cached under
+    /// the old numbers can never pass for data loaded since, at the price of reloading them once.
+    ///
+    /// Another instance may have restored it first, from a shorter memory, to a number this one
+    /// has used: a new epoch says the truth was restored, and then a table at the number this
+    /// engine holds, but labelled with another batch, is put back above it too (each such raise goes strictly up, so the fleet
+    /// settles above every number any of its instances used). Returns the truth after the repair.
     async fn restore_truth(
         &self,
         local: &VersionVector,
@@ -798,16 +806,36 @@ impl Instance {
     ) -> Option<Arc<VersionVector>> {
         let engine = &self.inner.engine;
         let tables = engine.catalog().tables().clone();
+        let restored_elsewhere = {
+            let mut seen = self
+                .inner
+                .truth_epoch
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            let changed = seen.is_some_and(|e| e != truth.epoch);
+            *seen = Some(truth.epoch);
+            changed
+        };
         let behind: Vec<TableId> = tables
             .ids()
-            .filter(|&t| truth.version(t) < local.version(t))
+            .filter(|&t| {
+                truth.version(t) < local.version(t)
+                    || (restored_elsewhere
+                        && local.version(t) > 0
+                        && truth.version(t) == local.version(t)
+                        // The same number for another batch: put back from a shorter memory.
+                        && truth.table_batch(t) != local.table_batch(t))
+            })
             .collect();
         if behind.is_empty() {
             return None;
         }
-        // Above every number this instance held or reserved (a reserved number may have been
-        // used for answers prepared under it).
+        // Above every number this instance held or reserved or prepared under, and every number
+        // the truth still knows it handed out (answers may have been prepared under any of them,
+        // here or in the shared store, for a flip that never came).
+        let handed_out = self.inner.bus.reserved().await.unwrap_or_default();
         let mut restored = local.clone();
+        restored.epoch = fastrand::u64(1..);
         {
             let reserved = self
                 .inner
@@ -816,7 +844,8 @@ impl Instance {
                 .unwrap_or_else(|p| p.into_inner());
             for &t in &behind {
                 let seen = reserved.get(t.index()).copied().unwrap_or(0);
-                restored.set_version(t, local.version(t).max(seen) + 1);
+                let truth_seen = handed_out.get(t.index()).copied().unwrap_or(0);
+                restored.set_version(t, local.version(t).max(seen).max(truth_seen) + 1);
             }
         }
         // Several instances may do this at once: the raise keeps the highest, so they agree.
@@ -838,7 +867,13 @@ impl Instance {
                 })
                 .await;
         }
-        self.inner.bus.versions().await.ok()
+        let after = self.inner.bus.versions().await.ok()?;
+        *self
+            .inner
+            .truth_epoch
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(after.epoch);
+        Some(after)
     }
 
     /// Applies a bump's outcome to this instance's engine at once (the bus delivers it to others).
@@ -1401,6 +1436,9 @@ impl Instance {
             tables.push(t);
             numbers.push(v);
         }
+        // Prepared under these numbers: a truth restored later must go above them (the flip may
+        // never come, and then the data loaded under them must never pass for later data).
+        self.note_reserved(&tables, &numbers);
         // Say at once that this instance is at work, so the flip waits for it.
         let keys = engine
             .hot_requests(&tables, self.inner.config.refresh_top)

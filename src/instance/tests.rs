@@ -526,6 +526,8 @@ struct FaultyBus {
     panic_reads: std::sync::atomic::AtomicBool,
     /// Subscribers get a feed nobody publishes on (every message lost).
     deaf: std::sync::atomic::AtomicBool,
+    /// Read once instead of the truth (a truth another instance has just put back).
+    next_read: std::sync::Mutex<Option<VersionVector>>,
     after_read: std::sync::Mutex<Option<Box<dyn FnOnce() + Send>>>,
 }
 
@@ -537,6 +539,7 @@ impl FaultyBus {
             fail_reads: false.into(),
             panic_reads: false.into(),
             deaf: false.into(),
+            next_read: std::sync::Mutex::new(None),
             after_read: std::sync::Mutex::new(None),
         })
     }
@@ -558,6 +561,9 @@ impl Bus for FaultyBus {
                 !self.panic_reads.swap(false, Ordering::SeqCst),
                 "a bug in the sync path (test)"
             );
+            if let Some(v) = self.next_read.lock().unwrap().take() {
+                return Ok(Arc::new(v));
+            }
             let truth = self.bus.versions().await;
             let hook = self.after_read.lock().unwrap().take();
             if let Some(hook) = hook {
@@ -1012,4 +1018,47 @@ async fn the_audit_counts_fresh_answers_served_behind_the_truth() {
         &e.kind,
         EventKind::Incident { message } if message.starts_with("CONSISTENCY VIOLATION")
     )));
+}
+
+/// Regression (found by bench chaos): after the truth lost its state, another instance put it
+/// back from a shorter memory — to the very number this instance serves, for older data. The new
+/// epoch makes this instance put it back above that number, so its answers never pass for the
+/// data the restored number stands for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_truth_restored_elsewhere_to_a_number_in_use_is_put_above_it() {
+    let (w, faulty) = faulty_world(InstanceConfig::default()).await;
+    let sales = w.instance.table_ids(&["sales".into()]).unwrap();
+    w.bus
+        .bump(&sales, "20261126-10:00", BumpMode::Advance, false)
+        .await
+        .unwrap();
+    w.instance.resync().await;
+    let local = w.instance.engine().versions();
+    assert_eq!(local.version(sales[0]), 1);
+    // Restored elsewhere: sales at 1 again, but from an instance that knew batch 09:00 there.
+    let mut elsewhere = (*w.bus.versions().await.unwrap()).clone();
+    let mut parts: Vec<(u64, Arc<str>, u64)> = Vec::new();
+    for t in w.instance.engine().catalog().tables().ids() {
+        let batch = if t == sales[0] {
+            Arc::from("20261126-09:00")
+        } else {
+            Arc::from(elsewhere.table_batch(t))
+        };
+        parts.push((elsewhere.version(t), batch, 0));
+    }
+    elsewhere = VersionVector::from_parts(parts, Arc::from(""), 0, 0);
+    elsewhere.epoch = 42;
+    *faulty.next_read.lock().unwrap() = Some(elsewhere);
+    w.instance.resync().await;
+    assert_eq!(
+        w.instance.counters().reseeds,
+        1,
+        "put back above the number in use"
+    );
+    let truth = w.bus.versions().await.unwrap();
+    assert_eq!(truth.version(sales[0]), 2);
+    assert_ne!(truth.epoch, 42);
+    // Settled: the next read changes nothing.
+    w.instance.resync().await;
+    assert_eq!(w.instance.counters().reseeds, 1);
 }
