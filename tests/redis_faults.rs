@@ -1396,6 +1396,20 @@ fn corrupt_shared_entries_are_misses_and_never_panic() {
             counted >= CASES as u64,
             "{counted} corrupt entries counted for {CASES} cases"
         );
+        // ... and shown in the feed as bad input (within a report tick or two).
+        let mut shown = false;
+        for _ in 0..100 {
+            let events = with_tier.bus.history(0, 10_000).await.expect("the log");
+            shown = events.iter().any(|e| {
+                matches!(&e.kind, EventKind::BadInput { source, reason, .. }
+                    if source == "shared store" && reason.contains("could not be read"))
+            });
+            if shown {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(shown, "corrupt entries are shown in the feed");
 
         // A corrupt previous version is no stale fallback either: the failed load is an error.
         let engine = without_tier.engine().clone();

@@ -220,6 +220,8 @@ struct Inner {
     reserved_seen: Mutex<Vec<u64>>,
     /// The truth's epoch as last read (`None` before the first read).
     truth_epoch: Mutex<Option<u64>>,
+    /// Corrupt shared-store entries already shown in the feed.
+    corrupt_shown: AtomicU64,
 }
 
 /// Foreign messages not applied yet because their bump failed.
@@ -285,6 +287,7 @@ impl Instance {
                 pending_seed: Mutex::new(Vec::new()),
                 reserved_seen: Mutex::new(Vec::new()),
                 truth_epoch: Mutex::new(None),
+                corrupt_shown: AtomicU64::new(0),
             }),
         }
     }
@@ -540,6 +543,7 @@ impl Instance {
                 _ = shutdown.changed() => return,
             }
             self.audit_answers().await;
+            self.show_corrupt_entries().await;
             let (user, _) = self.inner.engine.latency_histograms();
             let mut recent = user.clone();
             let _ = recent.subtract(&previous);
@@ -555,6 +559,37 @@ impl Instance {
             if ticks % HOUSEKEEPING_EVERY == 0 {
                 self.housekeeping().await;
             }
+        }
+    }
+
+    /// Entries of the shared store that could not be read (corrupt, or written in another format)
+    /// are misses, counted by the store; here they are shown in the feed as bad input, once per
+    /// report tick in which new ones were met.
+    async fn show_corrupt_entries(&self) {
+        let Some(shared) = self.inner.engine.shared_store() else {
+            return;
+        };
+        let total = shared.corrupt_entries();
+        let shown = self.inner.corrupt_shown.swap(total, Ordering::Relaxed);
+        if total <= shown {
+            return;
+        }
+        let reason = format!(
+            "{} cache entr{} in the shared store could not be read (corrupt or another format): served as misses, reloaded; {total} so far",
+            total - shown,
+            if total - shown == 1 { "y" } else { "ies" }
+        );
+        if let Err(e) = self
+            .inner
+            .bus
+            .publish(EventKind::BadInput {
+                source: "shared store".into(),
+                reason,
+                excerpt: String::new(),
+            })
+            .await
+        {
+            tracing::warn!("could not show corrupt entries in the feed: {e}");
         }
     }
 
