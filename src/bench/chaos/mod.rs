@@ -49,7 +49,8 @@ pub const WARMUP: Duration = Duration::from_secs(2);
 /// connected instance may notice a flip.
 pub const RESYNC_BOUND: Duration = Duration::from_millis(1_100);
 /// How long the instance behind the fault proxy may go without confirming the truth and still
-/// present answers as Fresh: `--max-unverified`'s default (2 s) where that flag exists.
+/// present answers as Fresh: the instances run with this `max_unverified` (the default of
+/// `--max-unverified`).
 pub const MAX_UNVERIFIED: Duration = Duration::from_secs(2);
 /// The short lease of instance 2 (a lease shorter than some loads).
 pub const SHORT_LEASE: &str = "300ms";

@@ -234,7 +234,12 @@ pub async fn build(s: Setup<'_>) -> anyhow::Result<Instance> {
         Arc::new(bus),
         warehouse,
         s.etl,
-        InstanceConfig::default(),
+        InstanceConfig {
+            // The bounds the checker judges by.
+            poll_interval: super::RESYNC_BOUND - Duration::from_millis(100),
+            max_unverified: super::MAX_UNVERIFIED,
+            ..InstanceConfig::default()
+        },
     );
     instance.start().await?;
     Ok(instance)
