@@ -702,6 +702,15 @@ impl Engine {
                             inner.stats.incr(Counter::SharedHits);
                             lead.mark_found_shared();
                             Engine::complete(inner, policy, key, lead, Ok(entry.clone()));
+                            if !self.versions_verified(now) {
+                                // Keyed by versions this instance cannot confirm.
+                                return Ok(self.stale(
+                                    entry,
+                                    now,
+                                    StaleReason::VersionsUnverified,
+                                    started,
+                                ));
+                            }
                             inner.stats.record_user(started.elapsed(), 1);
                             inner.audit.offer(&entry, audit::SLOW_ODDS);
                             return Ok(Answer::new(entry, Freshness::Fresh, Source::Cache));

@@ -224,6 +224,16 @@ struct Inner {
     corrupt_shown: AtomicU64,
 }
 
+/// What [`Instance::restore_truth`] found and did.
+enum Restore {
+    /// The truth is whole.
+    NotNeeded,
+    /// It had lost its state and was put back: the truth after.
+    Done(Arc<VersionVector>),
+    /// It had lost its state and could not be put back now.
+    Failed,
+}
+
 /// Foreign messages not applied yet because their bump failed.
 #[derive(Debug, Clone)]
 struct PendingSeed {
@@ -786,8 +796,17 @@ impl Instance {
             }
         };
         let truth = match self.restore_truth(&before, &truth).await {
-            Some(restored) => restored,
-            None => truth,
+            Restore::NotNeeded => truth,
+            Restore::Done(restored) => restored,
+            // A truth known to be broken confirms nothing: the engine stays unverified until a
+            // read finds the truth whole (restored by this instance or another).
+            Restore::Failed => {
+                self.inner
+                    .counters
+                    .sync_errors
+                    .fetch_add(1, Ordering::Relaxed);
+                return None;
+            }
         };
         Some((truth, began))
     }
@@ -834,11 +853,7 @@ impl Instance {
     /// has used: a new epoch says the truth was restored, and then a table at the number this
     /// engine holds, but labelled with another batch, is put back above it too (each such raise goes strictly up, so the fleet
     /// settles above every number any of its instances used). Returns the truth after the repair.
-    async fn restore_truth(
-        &self,
-        local: &VersionVector,
-        truth: &VersionVector,
-    ) -> Option<Arc<VersionVector>> {
+    async fn restore_truth(&self, local: &VersionVector, truth: &VersionVector) -> Restore {
         let engine = &self.inner.engine;
         let tables = engine.catalog().tables().clone();
         let restored_elsewhere = {
@@ -863,7 +878,7 @@ impl Instance {
             })
             .collect();
         if behind.is_empty() {
-            return None;
+            return Restore::NotNeeded;
         }
         // Above every number this instance held or reserved or prepared under, and every number
         // the truth still knows it handed out (answers may have been prepared under any of them,
@@ -884,7 +899,9 @@ impl Instance {
             }
         }
         // Several instances may do this at once: the raise keeps the highest, so they agree.
-        let raised = self.inner.bus.raise(&restored).await.ok()?;
+        let Ok(raised) = self.inner.bus.raise(&restored).await else {
+            return Restore::Failed;
+        };
         if raised > 0 {
             self.inner.counters.reseeds.fetch_add(1, Ordering::Relaxed);
             let list = behind
@@ -902,13 +919,15 @@ impl Instance {
                 })
                 .await;
         }
-        let after = self.inner.bus.versions().await.ok()?;
+        let Ok(after) = self.inner.bus.versions().await else {
+            return Restore::Failed;
+        };
         *self
             .inner
             .truth_epoch
             .lock()
             .unwrap_or_else(|p| p.into_inner()) = Some(after.epoch);
-        Some(after)
+        Restore::Done(after)
     }
 
     /// Applies a bump's outcome to this instance's engine at once (the bus delivers it to others).

@@ -528,6 +528,10 @@ struct FaultyBus {
     deaf: std::sync::atomic::AtomicBool,
     /// Read once instead of the truth (a truth another instance has just put back).
     next_read: std::sync::Mutex<Option<VersionVector>>,
+    /// Read every time instead of the truth (a truth that lost its state).
+    every_read: std::sync::Mutex<Option<VersionVector>>,
+    /// Raises (restores) fail.
+    fail_raise: std::sync::atomic::AtomicBool,
     after_read: std::sync::Mutex<Option<Box<dyn FnOnce() + Send>>>,
 }
 
@@ -540,6 +544,8 @@ impl FaultyBus {
             panic_reads: false.into(),
             deaf: false.into(),
             next_read: std::sync::Mutex::new(None),
+            every_read: std::sync::Mutex::new(None),
+            fail_raise: false.into(),
             after_read: std::sync::Mutex::new(None),
         })
     }
@@ -562,6 +568,9 @@ impl Bus for FaultyBus {
                 "a bug in the sync path (test)"
             );
             if let Some(v) = self.next_read.lock().unwrap().take() {
+                return Ok(Arc::new(v));
+            }
+            if let Some(v) = self.every_read.lock().unwrap().clone() {
                 return Ok(Arc::new(v));
             }
             let truth = self.bus.versions().await;
@@ -628,6 +637,9 @@ impl Bus for FaultyBus {
         &'a self,
         versions: &'a VersionVector,
     ) -> crate::store::BoxFuture<'a, Result<usize, BusError>> {
+        if self.fail_raise.load(Ordering::SeqCst) {
+            return Box::pin(async { Err(BusError("unreachable (test)".into())) });
+        }
         self.bus.raise(versions)
     }
 }
@@ -1061,4 +1073,44 @@ async fn a_truth_restored_elsewhere_to_a_number_in_use_is_put_above_it() {
     // Settled: the next read changes nothing.
     w.instance.resync().await;
     assert_eq!(w.instance.counters().reseeds, 1);
+}
+
+/// Regression (found by bench chaos, seed 12): a truth found to have lost its state, which this
+/// instance could not put back (the raise failed), confirmed the instance's old versions all the
+/// same, so it kept serving them as fresh while the fleet moved on. A truth known to be broken
+/// confirms nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_truth_that_cannot_be_restored_confirms_nothing() {
+    let (w, faulty) = faulty_world(InstanceConfig {
+        poll_interval: Duration::from_millis(20),
+        max_unverified: Duration::from_millis(150),
+        ..InstanceConfig::default()
+    })
+    .await;
+    let sales = w.instance.table_ids(&["sales".into()]).unwrap();
+    w.bus
+        .bump(&sales, "20261126-10:00", BumpMode::Advance, false)
+        .await
+        .unwrap();
+    w.instance.resync().await;
+    let engine = w.instance.engine().clone();
+    let q = req(&w, "latest_batch_sales", &[]);
+    assert!(engine.get(&q).await.unwrap().freshness.is_fresh());
+    // The truth restarts empty, and putting it back fails.
+    *faulty.every_read.lock().unwrap() =
+        Some(VersionVector::initial(engine.catalog().tables().len()));
+    faulty.fail_raise.store(true, Ordering::SeqCst);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let answer = engine.get(&q).await.unwrap();
+        if let Freshness::Stale { reason, .. } = &answer.freshness {
+            assert_eq!(*reason, crate::engine::StaleReason::VersionsUnverified);
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "still presented as fresh"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
