@@ -12,7 +12,6 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use super::Instance;
-use crate::bus::EventKind;
 use crate::engine::audit::Sample;
 use crate::engine::versions::VersionVector;
 use crate::warehouse::UpdateLogEntry;
@@ -47,15 +46,7 @@ impl Instance {
             .fetch_add(violations.len() as u64, Ordering::Relaxed);
         for message in violations.into_iter().take(3) {
             let message = format!("CONSISTENCY VIOLATION: {message}");
-            tracing::error!("{message}");
-            if let Err(e) = self
-                .inner
-                .bus
-                .publish(EventKind::Incident { message })
-                .await
-            {
-                tracing::warn!("could not log a consistency violation: {e}");
-            }
+            self.incident(tracing::Level::ERROR, message).await;
         }
         samples.len()
     }

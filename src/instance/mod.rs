@@ -498,15 +498,7 @@ impl Instance {
                     "background task `{name}` failed and was restarted: {}",
                     crate::bus::excerpt(why.as_bytes(), 200)
                 );
-                tracing::error!("{message}");
-                if let Err(e) = this
-                    .inner
-                    .bus
-                    .publish(EventKind::Incident { message })
-                    .await
-                {
-                    tracing::warn!("could not log the restart: {e}");
-                }
+                this.incident(tracing::Level::ERROR, message).await;
                 // A task that fails at once must not spin.
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
@@ -569,6 +561,24 @@ impl Instance {
             if ticks % HOUSEKEEPING_EVERY == 0 {
                 self.housekeeping().await;
             }
+        }
+    }
+
+    /// Logs an incident at `level` and shows it in the feed (when the bus takes it; a bus that
+    /// cannot is already why many incidents happen, so that failure is only logged).
+    async fn incident(&self, level: tracing::Level, message: String) {
+        if level == tracing::Level::ERROR {
+            tracing::error!("{message}");
+        } else {
+            tracing::info!("{message}");
+        }
+        if let Err(e) = self
+            .inner
+            .bus
+            .publish(EventKind::Incident { message })
+            .await
+        {
+            tracing::warn!("could not show an incident in the feed: {e}");
         }
     }
 
@@ -1114,15 +1124,7 @@ impl Instance {
                 "a warehouse_updated message for {} was applied late: its first bump failed",
                 tables.join(", ")
             );
-            tracing::info!("{message}");
-            if let Err(e) = self
-                .inner
-                .bus
-                .publish(EventKind::Incident { message })
-                .await
-            {
-                tracing::warn!("could not log the late bump: {e}");
-            }
+            self.incident(tracing::Level::INFO, message).await;
         }
     }
 
@@ -1311,15 +1313,7 @@ impl Instance {
         let message = format!(
             "the bump for batch {batch} failed ({error}); {list} will not be used; run etl-complete for {batch} again"
         );
-        tracing::error!("{message}");
-        if let Err(e) = self
-            .inner
-            .bus
-            .publish(EventKind::Incident { message })
-            .await
-        {
-            tracing::warn!("could not log the failed bump: {e}");
-        }
+        self.incident(tracing::Level::ERROR, message).await;
     }
 
     /// Prepare, then flip, for the whole fleet: asks every running instance (a `prepare` event)
