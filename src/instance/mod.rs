@@ -218,8 +218,6 @@ struct Inner {
     /// Per table, the highest version number this instance reserved: a truth restored after it
     /// lost its state is put above these too, so a number is never handed out twice.
     reserved_seen: Mutex<Vec<u64>>,
-    /// The truth's epoch as last read (`None` before the first read).
-    truth_epoch: Mutex<Option<u64>>,
     /// Corrupt shared-store entries already shown in the feed.
     corrupt_shown: AtomicU64,
 }
@@ -296,7 +294,6 @@ impl Instance {
                 start_error: Mutex::new(None),
                 pending_seed: Mutex::new(Vec::new()),
                 reserved_seen: Mutex::new(Vec::new()),
-                truth_epoch: Mutex::new(None),
                 corrupt_shown: AtomicU64::new(0),
             }),
         }
@@ -859,31 +856,23 @@ impl Instance {
     /// each such table is put back one above every number this engine knew: answers cached under
     /// the old numbers can never pass for data loaded since, at the price of reloading them once.
     ///
-    /// Another instance may have restored it first, from a shorter memory, to a number this one
-    /// has used: a new epoch says the truth was restored, and then a table at the number this
-    /// engine holds, but labelled with another batch, is put back above it too (each such raise goes strictly up, so the fleet
+    /// The truth may also have gone back and been bumped since (restored from an older snapshot,
+    /// or put back first by an instance with a shorter memory) to the very number this engine
+    /// holds, for another batch: such a table is put back above it too (each such raise goes strictly up, so the fleet
     /// settles above every number any of its instances used). Returns the truth after the repair.
     async fn restore_truth(&self, local: &VersionVector, truth: &VersionVector) -> Restore {
         let engine = &self.inner.engine;
         let tables = engine.catalog().tables().clone();
-        let restored_elsewhere = {
-            let mut seen = self
-                .inner
-                .truth_epoch
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
-            let changed = seen.is_some_and(|e| e != truth.epoch);
-            *seen = Some(truth.epoch);
-            changed
-        };
         let behind: Vec<TableId> = tables
             .ids()
             .filter(|&t| {
                 truth.version(t) < local.version(t)
-                    || (restored_elsewhere
-                        && local.version(t) > 0
+                    // The same number for another batch: the truth went back (restored from an
+                    // older snapshot, or put back from a shorter memory) and was bumped since to
+                    // a number this engine used for other data.
+                    || (local.version(t) > 0
                         && truth.version(t) == local.version(t)
-                        // The same number for another batch: put back from a shorter memory.
+                        && !local.table_batch(t).is_empty()
                         && truth.table_batch(t) != local.table_batch(t))
             })
             .collect();
@@ -932,11 +921,6 @@ impl Instance {
         let Ok(after) = self.inner.bus.versions().await else {
             return Restore::Failed;
         };
-        *self
-            .inner
-            .truth_epoch
-            .lock()
-            .unwrap_or_else(|p| p.into_inner()) = Some(after.epoch);
         Restore::Done(after)
     }
 
