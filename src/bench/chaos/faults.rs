@@ -125,7 +125,16 @@ fn seed_message(table: &str, extra: &str) -> Vec<u8> {
 const TABLES: [&str; 3] = ["sales", "inventory", "customers"];
 
 /// Carries out `plan` from `start_ms`; returns the faults as they happened.
-pub async fn inject(t: Targets, plan: Vec<Planned>, start_ms: WallMs) -> Vec<FaultRecord> {
+///
+/// A fault takes longer than its hold (a restart, an `etl-complete`), so the schedule slips; a
+/// planned fault that would now end after `deadline_ms` is left out, so the quiet tail in which
+/// convergence is measured stays quiet.
+pub async fn inject(
+    t: Targets,
+    plan: Vec<Planned>,
+    start_ms: WallMs,
+    deadline_ms: WallMs,
+) -> Vec<FaultRecord> {
     let mut out = Vec::new();
     let snapshot = t.dir.join("snapshot.rdb");
     let mut have_snapshot = false;
@@ -133,6 +142,9 @@ pub async fn inject(t: Targets, plan: Vec<Planned>, start_ms: WallMs) -> Vec<Fau
     for p in plan {
         let due = start_ms + p.at_ms;
         let now = system_now_ms();
+        if now.max(due) + p.hold_ms > deadline_ms {
+            break;
+        }
         if due > now {
             tokio::time::sleep(Duration::from_millis(due - now)).await;
         }

@@ -373,7 +373,14 @@ async fn run_in(
         etl: etl_records.clone(),
         dir: dir.to_path_buf(),
     };
-    let injected = faults::inject(targets, plan, system_now_ms()).await;
+    let faults_from = system_now_ms();
+    let injected = faults::inject(
+        targets,
+        plan,
+        faults_from,
+        faults_from + window.as_millis() as u64,
+    )
+    .await;
 
     // Quiet tail; then the instances finish their requests and exit.
     let mut panics = 0;
