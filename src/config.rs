@@ -16,8 +16,8 @@ use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
 use crate::cli::GlobalArgs;
-use crate::engine::clock::parse_duration;
-use crate::engine::policy::Strategy;
+use crate::model::clock::parse_duration;
+use crate::model::policy::Strategy;
 use crate::redis_link::mask_url;
 use crate::warehouse::Latency;
 
@@ -674,7 +674,7 @@ pub fn print(report: &Report) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::instance::Environment;
+    use crate::model::environment::Environment;
     use clap::{CommandFactory, FromArgMatches};
 
     fn resolve_with(file: &str, args: &[&str]) -> Result<(GlobalArgs, Report), ConfigError> {

@@ -29,6 +29,7 @@ pub mod engine;
 pub mod instance;
 pub mod logging;
 pub mod metrics;
+pub mod model;
 pub mod redis_link;
 pub mod store;
 pub mod text;

@@ -58,7 +58,7 @@ use tokio::task::{JoinHandle, JoinSet};
 
 use crate::engine::stats::StatsSnapshot;
 use crate::instance::Instance;
-use crate::store::TableKeys;
+use crate::model::entry::TableKeys;
 
 /// The content type of the text exposition format.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";

@@ -49,12 +49,14 @@ use std::process::ExitStatus;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use freshcache::bus::{Bus, CHANNEL, EventKind};
+use freshcache::bus::{Bus, CHANNEL};
 use freshcache::cli::{EXIT_CONFIG, EXIT_OK, EXIT_UNAVAILABLE};
-use freshcache::engine::catalog::Request;
 use freshcache::engine::{Engine, Source};
 use freshcache::instance::InstanceConfig;
-use freshcache::store::{EntryKey, Store};
+use freshcache::model::catalog::Request;
+use freshcache::model::entry::EntryKey;
+use freshcache::model::events::EventKind;
+use freshcache::store::Store;
 use freshcache::warehouse::EtlTarget;
 use serde_json::Value;
 
@@ -746,7 +748,7 @@ fn a_foreign_publish_bumps_once_for_all_instances() {
     });
 }
 
-fn freshcache_tables() -> Vec<freshcache::engine::versions::TableId> {
+fn freshcache_tables() -> Vec<freshcache::model::versions::TableId> {
     catalog().tables().ids().collect()
 }
 

@@ -29,13 +29,14 @@ use redis::Script;
 use tokio::sync::broadcast;
 
 use super::{
-    BumpMode, BumpOutcome, BumpRequest, Bus, BusError, CHANNEL, Delivered, Event, EventKind,
-    InstanceReport, RawMessage, SEED_MESSAGE_WINDOW,
+    BumpMode, BumpOutcome, BumpRequest, Bus, BusError, CHANNEL, Delivered, InstanceReport,
+    RawMessage, SEED_MESSAGE_WINDOW,
 };
-use crate::engine::clock::{SharedClock, format_rfc3339};
-use crate::engine::versions::{TableId, Tables, VersionVector};
+use crate::model::BoxFuture;
+use crate::model::clock::{SharedClock, format_rfc3339};
+use crate::model::events::{Event, EventKind};
+use crate::model::versions::{TableId, Tables, VersionVector};
 use crate::redis_link::{LinkError, RedisLink};
-use crate::store::BoxFuture;
 use crate::store::redis::{FILLS_CHANNEL, Fills};
 
 /// Events kept in the log.
@@ -203,7 +204,7 @@ impl RedisBus {
                 link,
                 tables,
                 clock,
-                origin: super::origin(),
+                origin: crate::model::events::origin(),
                 fills,
                 feed,
                 raw,

@@ -14,10 +14,10 @@ use clap::{Args, Subcommand};
 use serde::Serialize;
 
 use crate::engine::Engine;
-use crate::engine::catalog::{Catalog, ParamSpec, Request};
-use crate::engine::clock::ManualClock;
-use crate::engine::policy::{Policy, Strategy};
-use crate::engine::versions::Tables;
+use crate::model::catalog::{Catalog, ParamSpec, Request};
+use crate::model::clock::ManualClock;
+use crate::model::policy::{Policy, Strategy};
+use crate::model::versions::Tables;
 use crate::warehouse::MemoryWarehouse;
 
 /// 2024-11-02T09:05:00Z, the seed's "user asks at 9:05".
@@ -223,10 +223,10 @@ pub async fn run(g: &super::GlobalArgs, cmd: BenchCommand) -> Result<(), super::
             } else {
                 args.strategies.clone()
             };
-            let hour_real = crate::engine::clock::parse_duration(&args.hour_real).map_err(|e| {
+            let hour_real = crate::model::clock::parse_duration(&args.hour_real).map_err(|e| {
                 super::CliError::new(super::EXIT_BAD_INPUT, format!("--hour-real: {e}"))
             })?;
-            let think = crate::engine::clock::parse_duration(&args.think).map_err(|e| {
+            let think = crate::model::clock::parse_duration(&args.think).map_err(|e| {
                 super::CliError::new(super::EXIT_BAD_INPUT, format!("--think: {e}"))
             })?;
             let report = day(&DayPlan {
@@ -462,7 +462,7 @@ pub async fn lag(rounds: usize) -> anyhow::Result<LagReport> {
     let catalog = Arc::new(Catalog::bundled()?);
     let tables = catalog.tables().clone();
     let warehouse = Arc::new(MemoryWarehouse::for_tables(&tables, Duration::ZERO));
-    let clock: crate::engine::clock::SharedClock = Arc::new(crate::engine::clock::SystemClock);
+    let clock: crate::model::clock::SharedClock = Arc::new(crate::model::clock::SystemClock);
     let bus = Arc::new(LocalBus::in_memory(tables.clone(), clock.clone())?);
     let engine = Engine::builder(catalog.clone(), warehouse.clone()).build()?;
     let instance = Instance::new(
@@ -624,8 +624,8 @@ const DAY_START_MS: u64 = 1_795_681_800_000;
 /// clock hour (the second one fails `inventory`), and virtual users.
 pub async fn day(plan: &DayPlan) -> anyhow::Result<DayReport> {
     use crate::bus::LocalBus;
-    use crate::engine::clock::{Clock, ScaledClock};
     use crate::instance::{Instance, InstanceConfig};
+    use crate::model::clock::{Clock, ScaledClock};
     use crate::traffic::{self, TrafficConfig};
     use crate::warehouse::etl::EtlPlan;
     use crate::warehouse::{Latency, SqliteWarehouse};

@@ -22,13 +22,14 @@ use serde::{Deserialize, Serialize};
 use super::bench::{PhaseResult, StampedeReport, bench_catalog, percentile};
 use super::{CliError, EXIT_BAD_INPUT, GlobalArgs};
 use crate::bus::{BumpMode, Bus, RedisBus};
-use crate::engine::clock::{SystemClock, system_now_ms};
-use crate::engine::policy::{Policy, Strategy};
 use crate::engine::{Engine, Source};
 use crate::instance::{Instance, InstanceConfig};
+use crate::model::clock::{SystemClock, system_now_ms};
+use crate::model::entry::{Entry, EntryKey, Stamp};
+use crate::model::policy::{Policy, Strategy};
 use crate::redis_link::RedisLink;
+use crate::store::Store;
 use crate::store::redis::{Fills, RedisStore};
-use crate::store::{Entry, EntryKey, Stamp, Store};
 use crate::warehouse::MemoryWarehouse;
 
 /// Options of the hidden `bench stampede-worker`.
@@ -82,7 +83,7 @@ pub async fn worker(g: &GlobalArgs, args: WorkerArgs) -> Result<(), CliError> {
 
 /// `--lease`, checked: the workers load under it, as an API server started with it would.
 fn lease_of(g: &GlobalArgs) -> Result<Duration, CliError> {
-    crate::engine::clock::parse_duration(&g.lease)
+    crate::model::clock::parse_duration(&g.lease)
         .map_err(|e| CliError::new(EXIT_BAD_INPUT, format!("--lease: {e}")))
 }
 
@@ -337,7 +338,7 @@ pub struct HitsReport {
 
 async fn hits_per_sec(
     engine: &Engine,
-    requests: &[crate::engine::catalog::Request],
+    requests: &[crate::model::catalog::Request],
     concurrency: usize,
     for_: Duration,
 ) -> f64 {
@@ -532,13 +533,13 @@ pub struct Probe {
 
 async fn fill(
     store: &RedisStore,
-    catalog: &crate::engine::catalog::Catalog,
+    catalog: &crate::model::catalog::Catalog,
     n: u64,
     version: u64,
 ) -> anyhow::Result<()> {
     let q = catalog.query("sales_by_region")?.clone();
     let sales = catalog.tables().id("sales")?;
-    let vv = crate::engine::versions::VersionVector::from_parts(
+    let vv = crate::model::versions::VersionVector::from_parts(
         vec![
             (version, Arc::from(""), 0),
             (0, Arc::from(""), 0),

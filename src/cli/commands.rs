@@ -10,10 +10,10 @@ use serde_json::json;
 
 use super::output::{clean_line, human_duration, print_json, rows_table};
 use super::{CliError, EXIT_BAD_INPUT, EXIT_REFUSED, GlobalArgs, World};
-use crate::bus::{Event, EventKind};
-use crate::engine::clock::{format_rfc3339, parse_duration};
 use crate::engine::{Answer, Freshness};
 use crate::instance::{EtlCompleteReport, Instance};
+use crate::model::clock::{format_rfc3339, parse_duration};
+use crate::model::events::{Event, EventKind};
 use crate::traffic::{self, TrafficConfig};
 use crate::warehouse::Rows;
 use crate::warehouse::demo_data::DemoSize;
@@ -953,7 +953,7 @@ async fn stats_doc(world: &World, live: Duration) -> Result<serde_json::Value, C
     }
     let by_name = crate::bus::versions_by_name(&versions, world.catalog.tables());
     Ok(json!({
-        "at": crate::engine::clock::format_rfc3339(world.clock.now_ms()),
+        "at": crate::model::clock::format_rfc3339(world.clock.now_ms()),
         "versions": by_name,
         "batch": versions.batch.as_ref(),
         "instances": live_count,

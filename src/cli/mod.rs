@@ -28,9 +28,10 @@ use std::process::ExitCode;
 
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 
-use crate::engine::catalog::CatalogError;
-use crate::engine::policy::Strategy;
-use crate::instance::{Environment, InstanceError};
+use crate::instance::InstanceError;
+use crate::model::catalog::CatalogError;
+use crate::model::environment::Environment;
+use crate::model::policy::Strategy;
 use crate::warehouse::WarehouseError;
 
 pub use world::{MetricsGuard, World, serve_metrics};

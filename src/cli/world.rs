@@ -10,9 +10,9 @@ use std::time::Duration;
 
 use crate::bus::{Bus, LocalBus, RedisBus};
 use crate::engine::Engine;
-use crate::engine::catalog::Catalog;
-use crate::engine::clock::{ScaledClock, SharedClock, SystemClock, parse_duration, system_now_ms};
 use crate::instance::{Instance, InstanceConfig};
+use crate::model::catalog::Catalog;
+use crate::model::clock::{ScaledClock, SharedClock, SystemClock, parse_duration, system_now_ms};
 use crate::redis_link::RedisLink;
 use crate::store::Store;
 use crate::store::redis::{Fills, RedisStore};
@@ -155,7 +155,7 @@ impl World {
         };
         // Shared state (event times, heartbeats, bump times) is stamped in wall time, whatever
         // the simulation's clock: other processes read it.
-        let wall: crate::engine::clock::SharedClock = Arc::new(crate::engine::clock::SystemClock);
+        let wall: crate::model::clock::SharedClock = Arc::new(crate::model::clock::SystemClock);
         let (bus, shared): (Arc<dyn Bus>, Option<Arc<dyn Store>>) = match &g.redis {
             Some(url) => {
                 let timeout = parse_duration(&g.redis_timeout)

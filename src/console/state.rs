@@ -15,9 +15,9 @@ use tui_input::backend::crossterm::EventHandler;
 
 use super::action::{self, ActionId, ActionSpec};
 use super::source::{Request, Sample, Snapshot};
-use crate::bus::{Event, EventKind};
-use crate::engine::clock::format_rfc3339;
-use crate::engine::policy::Strategy;
+use crate::model::clock::format_rfc3339;
+use crate::model::events::{Event, EventKind};
+use crate::model::policy::Strategy;
 use crate::text::{clean_line, clean_short};
 
 /// Samples kept for the charts (at four a second: five minutes).

@@ -19,8 +19,8 @@ use tui_input::Input;
 use super::action::{self, ACTIONS, ActionId};
 use super::source::{Sample, Snapshot, TableState};
 use super::state::{Dialog, State};
-use crate::engine::policy::Strategy;
-use crate::instance::Environment;
+use crate::model::environment::Environment;
+use crate::model::policy::Strategy;
 use crate::text::clean_short;
 
 /// Smallest size drawn in full.

@@ -49,10 +49,12 @@ use std::time::Duration;
 use redis::Script;
 use tokio::sync::Notify;
 
-use super::{BoxFuture, Entry, EntryKey, PutOutcome, Store, StoreError, TableKeys};
-use crate::engine::catalog::Request;
-use crate::engine::clock::system_now_ms;
-use crate::engine::versions::{TableId, Tables, VersionVector};
+use super::{PutOutcome, Store, StoreError};
+use crate::model::BoxFuture;
+use crate::model::catalog::Request;
+use crate::model::clock::system_now_ms;
+use crate::model::entry::{Entry, EntryKey, TableKeys};
+use crate::model::versions::{TableId, Tables, VersionVector};
 use crate::redis_link::{LinkError, RedisLink};
 
 /// The channel on which a process that stored an entry tells the others; the payload is the key.
@@ -737,7 +739,11 @@ impl Store for RedisStore {
     }
 
     fn housekeeping_lock(&self, ttl: Duration) -> BoxFuture<'_, Result<bool, StoreError>> {
-        Box::pin(self.take(HOUSEKEEPING_KEY.to_string(), crate::bus::origin(), ttl))
+        Box::pin(self.take(
+            HOUSEKEEPING_KEY.to_string(),
+            crate::model::events::origin(),
+            ttl,
+        ))
     }
 
     fn purge<'a>(

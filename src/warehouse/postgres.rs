@@ -36,8 +36,8 @@ use super::demo_data::{self, DemoSize, sql_text};
 use super::{
     DEFAULT_LOAD_TIMEOUT, EtlTarget, Latency, Rows, UpdateLogEntry, Warehouse, WarehouseError,
 };
-use crate::engine::catalog::Request;
-use crate::store::BoxFuture;
+use crate::model::BoxFuture;
+use crate::model::catalog::Request;
 
 /// The longest wait for a new connection (shorter when the load timeout is).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);

@@ -16,11 +16,11 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use freshcache::bus::RedisBus;
-use freshcache::engine::catalog::Catalog;
-use freshcache::engine::clock::{SharedClock, SystemClock};
-use freshcache::engine::versions::TableId;
 use freshcache::engine::{Answer, Engine};
 use freshcache::instance::{Instance, InstanceConfig};
+use freshcache::model::catalog::Catalog;
+use freshcache::model::clock::{SharedClock, SystemClock};
+use freshcache::model::versions::TableId;
 use freshcache::redis_link::RedisLink;
 use freshcache::store::redis::{Fills, RedisStore};
 use freshcache::warehouse::MemoryWarehouse;

@@ -18,11 +18,11 @@ use clap::Args;
 use super::record::{AnswerRecord, Line, LoadRecord, Outcome, ReportRecord, WallMs};
 use crate::bus::RedisBus;
 use crate::engine::Engine;
-use crate::engine::catalog::{Catalog, Request};
-use crate::engine::clock::{SystemClock, system_now_ms};
 use crate::instance::{Instance, InstanceConfig};
+use crate::model::BoxFuture;
+use crate::model::catalog::{Catalog, Request};
+use crate::model::clock::{SystemClock, system_now_ms};
 use crate::redis_link::RedisLink;
-use crate::store::BoxFuture;
 use crate::store::redis::{Fills, RedisStore};
 use crate::warehouse::{Rows, UpdateLogEntry, Warehouse, WarehouseError};
 
@@ -386,7 +386,7 @@ pub async fn run(g: &crate::cli::GlobalArgs, args: WorkerArgs) -> anyhow::Result
         .ok_or_else(|| anyhow::anyhow!("chaos-worker needs --warehouse"))?;
     let latency = crate::warehouse::Latency::parse(g.latency.as_deref().unwrap_or("0s"))
         .map_err(anyhow::Error::msg)?;
-    let lease = crate::engine::clock::parse_duration(&g.lease).map_err(anyhow::Error::msg)?;
+    let lease = crate::model::clock::parse_duration(&g.lease).map_err(anyhow::Error::msg)?;
     let (warehouse, _) = super::open_warehouse(&spec, latency)?;
     let recorder = Recorder::create(&args.out)?;
     let instance = build(Setup {

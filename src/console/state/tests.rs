@@ -5,9 +5,9 @@ use ratatui::crossterm::event::{
 };
 
 use super::*;
-use crate::bus::{Behind, Event, EventKind};
 use crate::console::source::sample_snapshot;
-use crate::instance::Environment;
+use crate::model::environment::Environment;
+use crate::model::events::{Behind, Event, EventKind};
 
 fn state(env: Environment, read_only: bool) -> State {
     let mut s = State::new(sample_snapshot(env, read_only), &[], false);
