@@ -18,7 +18,7 @@ use toml::Spanned;
 use crate::cli::GlobalArgs;
 use crate::model::clock::parse_duration;
 use crate::model::policy::Strategy;
-use crate::redis_link::mask_url;
+use crate::secret::mask_url;
 use crate::warehouse::Latency;
 
 /// The documented default configuration file.

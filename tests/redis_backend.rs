@@ -46,7 +46,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
 use std::path::Path;
 use std::process::ExitStatus;
-use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use freshcache::bus::{Bus, CHANNEL};
@@ -489,12 +488,8 @@ fn cross_process_stampede_through_the_worker_processes() {
     };
     let cold = phase("cold");
     runtime().block_on(async {
-        let bus = freshcache::bus::RedisBus::start(
-            link(&server),
-            catalog().tables().clone(),
-            clock(),
-            Arc::new(freshcache::store::redis::Fills::default()),
-        );
+        let bus =
+            freshcache::redis::RedisBus::start(link(&server), catalog().tables().clone(), clock());
         bus.bump(&[sales()], "bench", freshcache::bus::BumpMode::Force, false)
             .await
             .expect("the bump between the phases");

@@ -60,14 +60,15 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use freshcache::bus::{BumpMode, Bus, CHANNEL, RedisBus};
+use freshcache::bus::{BumpMode, Bus, CHANNEL};
 use freshcache::engine::{Engine, Freshness, Source};
 use freshcache::instance::InstanceConfig;
 use freshcache::model::BoxFuture;
 use freshcache::model::catalog::Request;
 use freshcache::model::entry::EntryKey;
 use freshcache::model::events::EventKind;
-use freshcache::store::redis::{FILLS_CHANNEL, Fills, RedisStore};
+use freshcache::redis::RedisBus;
+use freshcache::redis::{FILLS_CHANNEL, RedisStore};
 use freshcache::store::{PutOutcome, Store, StoreError};
 use freshcache::warehouse::{EtlTarget, MemoryWarehouse};
 use serde_json::Value;
@@ -269,12 +270,7 @@ fn lost_message_caught_within_the_poll_interval() {
             nodes.push(Node::start(&server, &wh, true, config.clone()).await);
         }
         let catalog = catalog();
-        let etl = RedisBus::start(
-            link(&server),
-            catalog.tables().clone(),
-            clock(),
-            Arc::new(Fills::default()),
-        );
+        let etl = RedisBus::start(link(&server), catalog.tables().clone(), clock());
         let sales = sales();
         let mut latencies = Vec::new();
         let mut late = Vec::new();
@@ -1583,16 +1579,8 @@ fn the_lease_holder_rechecks_the_shared_tier_before_loading() {
         let wh = warehouse(Duration::from_millis(20));
         let catalog = catalog();
         let tables = catalog.tables().clone();
-        let store = Arc::new(RedisStore::new(
-            link(&server),
-            tables.clone(),
-            Arc::new(Fills::default()),
-        ));
-        let other = Arc::new(RedisStore::new(
-            link(&server),
-            tables,
-            Arc::new(Fills::default()),
-        ));
+        let store = Arc::new(RedisStore::new(link(&server), tables.clone()));
+        let other = Arc::new(RedisStore::new(link(&server), tables));
         let racing = Arc::new(FilledBeforeTheLease {
             store,
             other,
@@ -1704,11 +1692,7 @@ fn a_late_old_version_never_becomes_the_shared_previous() {
         return;
     };
     runtime().block_on(async {
-        let store = RedisStore::new(
-            link(&server),
-            catalog().tables().clone(),
-            Arc::new(Fills::default()),
-        );
+        let store = RedisStore::new(link(&server), catalog().tables().clone());
         let engine = Engine::builder(catalog(), warehouse(Duration::from_millis(1)))
             .build()
             .expect("an engine");

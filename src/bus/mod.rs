@@ -22,7 +22,6 @@
 //! malformed into a [`BadInput`] that is counted and logged, never into a panic or an invalidation.
 
 pub mod local;
-pub mod redis;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -38,7 +37,6 @@ use crate::model::events::{Event, EventKind};
 use crate::model::versions::{TableId, Tables, VersionVector};
 
 pub use local::LocalBus;
-pub use redis::RedisBus;
 
 /// A message from [`CHANNEL`] published by someone else (the seed's job, `redis-cli`): the
 /// instance checks it and applies it.

@@ -21,15 +21,17 @@ use serde::{Deserialize, Serialize};
 
 use super::bench::{PhaseResult, StampedeReport, bench_catalog, percentile};
 use super::{CliError, EXIT_BAD_INPUT, GlobalArgs};
-use crate::bus::{BumpMode, Bus, RedisBus};
+use crate::bus::{BumpMode, Bus};
 use crate::engine::{Engine, Source};
 use crate::instance::{Instance, InstanceConfig};
 use crate::model::clock::{SystemClock, system_now_ms};
 use crate::model::entry::{Entry, EntryKey, Stamp};
 use crate::model::policy::{Policy, Strategy};
-use crate::redis_link::RedisLink;
+use crate::redis::Redis;
+use crate::redis::RedisBus;
+use crate::redis::RedisLink;
+use crate::redis::RedisStore;
 use crate::store::Store;
-use crate::store::redis::{Fills, RedisStore};
 use crate::warehouse::MemoryWarehouse;
 
 /// Options of the hidden `bench stampede-worker`.
@@ -68,9 +70,9 @@ fn redis_url(g: &GlobalArgs) -> Result<String, CliError> {
         .ok_or_else(|| CliError::new(EXIT_BAD_INPUT, "this benchmark needs --redis URL"))
 }
 
-fn open(url: &str) -> anyhow::Result<(Arc<RedisLink>, Arc<Fills>)> {
+fn open(url: &str) -> anyhow::Result<Arc<RedisLink>> {
     let link = RedisLink::open(url, Duration::from_secs(1), Duration::from_secs(2))?;
-    Ok((Arc::new(link), Arc::new(Fills::default())))
+    Ok(Arc::new(link))
 }
 
 /// The worker: one API server's share of the stampede.
@@ -127,15 +129,9 @@ async fn run_worker(url: &str, lease: Duration, args: &WorkerArgs) -> anyhow::Re
             .build()?,
     )?);
     let tables = catalog.tables().clone();
-    let (link, fills) = open(url)?;
-    let store: Arc<dyn Store> =
-        Arc::new(RedisStore::new(link.clone(), tables.clone(), fills.clone()));
-    let bus = Arc::new(RedisBus::start(
-        link,
-        tables.clone(),
-        Arc::new(SystemClock),
-        fills,
-    ));
+    let redis = Redis::open(open(url)?, tables.clone(), Arc::new(SystemClock));
+    let store: Arc<dyn Store> = Arc::new(redis.store);
+    let bus = Arc::new(redis.bus);
     let warehouse = Arc::new(MemoryWarehouse::for_tables(
         &tables,
         Duration::from_millis(args.load_ms),
@@ -272,9 +268,8 @@ pub async fn stampede(
     let url = redis_url(g)?;
     let run = async {
         let (cold, total) = run_phase(&url, g, processes, requesters, keys, load_ms).await?;
-        let (link, fills) = open(&url)?;
         let catalog = bench_catalog(Policy::default())?;
-        let bus = RedisBus::start(link, catalog.tables().clone(), Arc::new(SystemClock), fills);
+        let bus = RedisBus::start(open(&url)?, catalog.tables().clone(), Arc::new(SystemClock));
         let sales = catalog.tables().id("sales")?;
         bus.bump(&[sales], "bench", BumpMode::Force, false).await?;
         let (after, _) = run_phase(&url, g, processes, requesters, keys, load_ms).await?;
@@ -401,8 +396,7 @@ pub async fn hits(g: &GlobalArgs, keys: u32, seconds: u64) -> Result<(), CliErro
     let run = async {
         let catalog = Arc::new(bench_catalog(Policy::default())?);
         let tables = catalog.tables().clone();
-        let (link, fills) = open(&url)?;
-        let store: Arc<dyn Store> = Arc::new(RedisStore::new(link, tables.clone(), fills));
+        let store: Arc<dyn Store> = Arc::new(RedisStore::new(open(&url)?, tables.clone()));
         let warehouse = Arc::new(MemoryWarehouse::for_tables(&tables, Duration::ZERO));
         let build = |tier: bool| {
             Engine::builder(catalog.clone(), warehouse.clone())
@@ -599,7 +593,7 @@ async fn fill(
 /// The invalidation bench fills its Redis and runs the seed's `KEYS` there: it refuses a Redis
 /// that holds anything, which may be shared with others.
 async fn require_empty(url: &str) -> Result<(), CliError> {
-    let (link, _) = open(url)?;
+    let link = open(url)?;
     let held: u64 = link
         .call(|mut c| async move { redis::cmd("DBSIZE").query_async(&mut c).await })
         .await
@@ -624,9 +618,8 @@ pub async fn invalidation(g: &GlobalArgs, keys: u64) -> Result<(), CliError> {
         let catalog = bench_catalog(Policy::default())?;
         let tables = catalog.tables().clone();
         let sales = tables.id("sales")?;
-        let (link, fills) = open(&url)?;
-        let store = RedisStore::new(link.clone(), tables.clone(), fills.clone());
-        let bus = RedisBus::start(link.clone(), tables.clone(), Arc::new(SystemClock), fills);
+        let link = open(&url)?;
+        let Redis { store, bus } = Redis::open(link.clone(), tables.clone(), Arc::new(SystemClock));
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
 
         let idle = probe_idle(&url, Duration::from_secs(3)).await;

@@ -446,7 +446,7 @@ pub fn main() -> ExitCode {
             ExitCode::from(EXIT_OK)
         }
         Err(e) => {
-            let mut message = crate::logging::redact(&e.message);
+            let mut message = crate::secret::redact(&e.message);
             if e.code == EXIT_UNAVAILABLE && message.contains("redis unavailable") {
                 message.push_str(redis_hint(&message));
             }

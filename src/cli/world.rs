@@ -8,14 +8,14 @@ use std::sync::Arc;
 use super::{CliError, EXIT_BAD_INPUT, EXIT_UNAVAILABLE, GlobalArgs};
 use std::time::Duration;
 
-use crate::bus::{Bus, LocalBus, RedisBus};
+use crate::bus::{Bus, LocalBus};
 use crate::engine::Engine;
 use crate::instance::{Instance, InstanceConfig};
 use crate::model::catalog::Catalog;
 use crate::model::clock::{ScaledClock, SharedClock, SystemClock, parse_duration, system_now_ms};
-use crate::redis_link::RedisLink;
+use crate::redis::Redis;
+use crate::redis::RedisLink;
 use crate::store::Store;
-use crate::store::redis::{Fills, RedisStore};
 use crate::warehouse::demo_data::DemoSize;
 use crate::warehouse::etl::batch_label;
 use crate::warehouse::{EtlTarget, Latency, PostgresWarehouse, SqliteWarehouse, Warehouse};
@@ -169,10 +169,8 @@ impl World {
                     )
                     .map_err(|e| CliError::new(EXIT_BAD_INPUT, e.to_string()))?,
                 );
-                let fills = Arc::new(Fills::default());
-                let store = RedisStore::new(link.clone(), catalog.tables().clone(), fills.clone());
-                let bus = RedisBus::start(link, catalog.tables().clone(), wall.clone(), fills);
-                (Arc::new(bus), Some(Arc::new(store)))
+                let redis = Redis::open(link, catalog.tables().clone(), wall.clone());
+                (Arc::new(redis.bus), Some(Arc::new(redis.store)))
             }
             None => (
                 Arc::new(

@@ -6,7 +6,6 @@
 //! so a version bump changes every affected key at once and nothing has to be deleted.
 
 pub mod memory;
-pub mod redis;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -199,7 +199,7 @@ pub fn check_url(url: &str) -> Result<(), String> {
     if before_query.matches('@').count() > 1 {
         return Err(format!(
             "bad PostgreSQL URL {}: more than one `@`; write an `@` inside the password as %40",
-            crate::redis_link::mask_url(url)
+            crate::secret::mask_url(url)
         ));
     }
     Ok(())

@@ -16,14 +16,13 @@ use std::time::Duration;
 use clap::Args;
 
 use super::record::{AnswerRecord, Line, LoadRecord, Outcome, ReportRecord, WallMs};
-use crate::bus::RedisBus;
 use crate::engine::Engine;
 use crate::instance::{Instance, InstanceConfig};
 use crate::model::BoxFuture;
 use crate::model::catalog::{Catalog, Request};
 use crate::model::clock::{SystemClock, system_now_ms};
-use crate::redis_link::RedisLink;
-use crate::store::redis::{Fills, RedisStore};
+use crate::redis::Redis;
+use crate::redis::RedisLink;
 use crate::warehouse::{Rows, UpdateLogEntry, Warehouse, WarehouseError};
 
 /// How often an instance writes down its versions.
@@ -201,9 +200,7 @@ pub async fn build(s: Setup<'_>) -> anyhow::Result<Instance> {
         Duration::from_secs(1),
         Duration::from_millis(300),
     )?);
-    let fills = Arc::new(Fills::default());
-    let store = RedisStore::new(link.clone(), tables.clone(), fills.clone());
-    let bus = RedisBus::start(link, tables.clone(), Arc::new(SystemClock), fills);
+    let Redis { store, bus } = Redis::open(link, tables.clone(), Arc::new(SystemClock));
     let pending: Pending = Arc::default();
     let warehouse: Arc<dyn Warehouse> = Arc::new(RecordingWarehouse {
         inner: s.warehouse,
