@@ -39,7 +39,7 @@ pub fn mask_url(url: &str) -> String {
     };
     // The user information ends at the last `@`: a password may hold `/`, `?`, `#` or `@`
     // unescaped, and masking too much is better than showing a password.
-    crate::text::clean_line(&format!("{scheme}://{}", mask_authority(rest)))
+    crate::sanitize::clean_line(&format!("{scheme}://{}", mask_authority(rest)))
 }
 
 /// What follows `scheme://` in a URL, with the password in the user information and any

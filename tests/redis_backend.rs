@@ -49,8 +49,8 @@ use std::process::ExitStatus;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use freshcache::bus::{Bus, CHANNEL};
-use freshcache::cli::{EXIT_CONFIG, EXIT_OK, EXIT_UNAVAILABLE};
 use freshcache::engine::{Engine, Source};
+use freshcache::exit::{EXIT_CONFIG, EXIT_OK, EXIT_UNAVAILABLE};
 use freshcache::instance::InstanceConfig;
 use freshcache::model::catalog::Request;
 use freshcache::model::entry::EntryKey;

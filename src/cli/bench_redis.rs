@@ -19,10 +19,10 @@ use anyhow::{Context, bail};
 use clap::Args;
 use serde::{Deserialize, Serialize};
 
-use super::bench::{PhaseResult, StampedeReport, bench_catalog, percentile};
-use super::{CliError, EXIT_BAD_INPUT, GlobalArgs};
+use super::stampede::{PhaseResult, StampedeReport, bench_catalog, percentile};
 use crate::bus::{BumpMode, Bus};
 use crate::engine::{Engine, Source};
+use crate::exit::{CliError, EXIT_BAD_INPUT};
 use crate::instance::{Instance, InstanceConfig};
 use crate::model::clock::{SystemClock, system_now_ms};
 use crate::model::entry::{Entry, EntryKey, Stamp};
@@ -31,6 +31,7 @@ use crate::redis::Redis;
 use crate::redis::RedisBus;
 use crate::redis::RedisLink;
 use crate::redis::RedisStore;
+use crate::settings::GlobalArgs;
 use crate::store::Store;
 use crate::warehouse::MemoryWarehouse;
 
@@ -285,7 +286,7 @@ pub async fn stampede(
     };
     if g.json {
         let mut v = serde_json::to_value(&report)
-            .map_err(|e| CliError::new(super::EXIT_FAILURE, e.to_string()))?;
+            .map_err(|e| CliError::new(crate::exit::EXIT_FAILURE, e.to_string()))?;
         if let Some(o) = v.as_object_mut() {
             o.insert("processes".into(), processes.into());
             o.insert("keys".into(), keys.into());
@@ -597,10 +598,10 @@ async fn require_empty(url: &str) -> Result<(), CliError> {
     let held: u64 = link
         .call(|mut c| async move { redis::cmd("DBSIZE").query_async(&mut c).await })
         .await
-        .map_err(|e| CliError::new(super::EXIT_UNAVAILABLE, e.to_string()))?;
+        .map_err(|e| CliError::new(crate::exit::EXIT_UNAVAILABLE, e.to_string()))?;
     if held > 0 {
         return Err(CliError::new(
-            super::EXIT_REFUSED,
+            crate::exit::EXIT_REFUSED,
             format!(
                 "{} holds {held} keys: this bench fills the database and runs KEYS on it, so give it an empty Redis of its own",
                 link.describe()

@@ -11,14 +11,16 @@ use std::time::Duration;
 
 use clap::Args;
 
-use super::{CliError, EXIT_BAD_INPUT, EXIT_FAILURE, GlobalArgs, World, bench};
+use super::{World, bench};
 use crate::bus::LocalBus;
 use crate::console::{self, ConsoleOptions, Source};
 use crate::engine::Engine;
+use crate::exit::{CliError, EXIT_BAD_INPUT, EXIT_FAILURE};
 use crate::instance::{Instance, InstanceConfig};
 use crate::model::catalog::Catalog;
 use crate::model::clock::{Clock, ScaledClock, parse_duration, system_now_ms};
 use crate::model::policy::Strategy;
+use crate::settings::GlobalArgs;
 use crate::traffic::{self, TrafficConfig};
 use crate::warehouse::demo_data::DemoSize;
 use crate::warehouse::etl::{EtlPlan, batch_label};

@@ -5,7 +5,8 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::{CliError, EXIT_BAD_INPUT, EXIT_UNAVAILABLE, GlobalArgs};
+use crate::exit::{CliError, EXIT_BAD_INPUT, EXIT_UNAVAILABLE};
+use crate::settings::GlobalArgs;
 use std::time::Duration;
 
 use crate::bus::{Bus, LocalBus};
@@ -233,7 +234,7 @@ impl World {
             b = b.shared(s.clone());
         }
         b.build()
-            .map_err(|e| CliError::new(super::EXIT_FAILURE, e.to_string()))
+            .map_err(|e| CliError::new(crate::exit::EXIT_FAILURE, e.to_string()))
     }
 
     /// A started instance over this world.
@@ -274,7 +275,7 @@ pub fn serve_metrics(g: &GlobalArgs, instance: &Instance) -> Result<MetricsGuard
     };
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
     crate::metrics::spawn(Some(addr), instance, stop_rx)
-        .map_err(|e| CliError::new(super::EXIT_CONFIG, e.to_string()))?;
+        .map_err(|e| CliError::new(crate::exit::EXIT_CONFIG, e.to_string()))?;
     tracing::info!(%addr, "serving metrics at http://{addr}/metrics");
     Ok(MetricsGuard { _stop: Some(stop) })
 }

@@ -852,7 +852,7 @@ impl Engine {
     }
 
     /// Counts a request that waited (as a miss, or coalesced) and is answered stale, so that its
-    /// outcome is `stale` (see `metrics::RequestOutcomes`).
+    /// outcome is `stale` (see [`stats::RequestOutcomes`]).
     fn count_waited_stale(&self, source: Source) {
         let stats = &self.inner.stats;
         stats.incr(Counter::WaitedStale);

@@ -644,7 +644,7 @@ async fn stale_answers_after_a_wait_count_as_stale_outcomes() {
     let r = req(&w, "sales");
     w.engine.get(&r).await.unwrap();
     w.engine.bump(&["sales"], "b1").unwrap();
-    let before = crate::metrics::RequestOutcomes::of(&w.engine.stats());
+    let before = crate::engine::stats::RequestOutcomes::of(&w.engine.stats());
     w.warehouse.set_hanging(true);
     let a = w.engine.get(&r).await.unwrap();
     assert!(!a.freshness.is_fresh());
@@ -654,7 +654,7 @@ async fn stale_answers_after_a_wait_count_as_stale_outcomes() {
     let a = w.engine.get(&r).await.unwrap();
     assert!(!a.freshness.is_fresh());
     let s = w.engine.stats();
-    let after = crate::metrics::RequestOutcomes::of(&s);
+    let after = crate::engine::stats::RequestOutcomes::of(&s);
     assert_eq!(after.stale - before.stale, 2, "{before:?} -> {after:?}");
     assert_eq!(after.miss, before.miss, "{before:?} -> {after:?}");
     assert_eq!(

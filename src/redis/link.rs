@@ -186,7 +186,7 @@ impl fmt::Debug for RedisLink {
 }
 
 fn classify(e: &redis::RedisError) -> LinkError {
-    let text = crate::text::clean_short(&e.to_string(), 200);
+    let text = crate::sanitize::clean_short(&e.to_string(), 200);
     if e.kind() == redis::ErrorKind::AuthenticationFailed
         || text.contains("WRONGPASS")
         || text.contains("NOAUTH")
@@ -234,7 +234,7 @@ impl RedisLink {
         let describe = mask_url(url);
         let bad = |why: String| LinkError::BadUrl {
             url: describe.clone(),
-            why: crate::text::clean_short(&why, 120),
+            why: crate::sanitize::clean_short(&why, 120),
         };
         if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
             return Err(bad("the scheme must be redis:// or rediss://".into()));

@@ -35,8 +35,9 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 
-use crate::cli::{CliError, EXIT_BAD_INPUT, EXIT_FAILURE, EXIT_UNAVAILABLE, GlobalArgs};
+use crate::exit::{CliError, EXIT_BAD_INPUT, EXIT_FAILURE, EXIT_UNAVAILABLE};
 use crate::model::clock::system_now_ms;
+use crate::settings::GlobalArgs;
 use crate::warehouse::demo_data::DemoSize;
 use crate::warehouse::{EtlTarget, Latency, PostgresWarehouse, SqliteWarehouse, Warehouse};
 use record::{ALL_KINDS, Line};
@@ -136,7 +137,7 @@ pub async fn run(g: &GlobalArgs, args: ChaosArgs) -> Result<(), CliError> {
     if g.env == crate::model::environment::Environment::Production {
         // It loads made-up ETL batches (into a given PostgreSQL database too) and kills servers.
         return Err(CliError::new(
-            crate::cli::EXIT_REFUSED,
+            crate::exit::EXIT_REFUSED,
             "bench chaos is refused in production: it loads made-up batches and kills servers",
         ));
     }

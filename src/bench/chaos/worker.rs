@@ -372,7 +372,7 @@ pub async fn traffic(
 }
 
 /// The worker process: builds its instance, runs the traffic, stops.
-pub async fn run(g: &crate::cli::GlobalArgs, args: WorkerArgs) -> anyhow::Result<()> {
+pub async fn run(g: &crate::settings::GlobalArgs, args: WorkerArgs) -> anyhow::Result<()> {
     let redis = g
         .redis
         .clone()

@@ -11,8 +11,8 @@ use tracing_appender::non_blocking::WorkerGuard;
 use tracing_appender::rolling::{Builder, Rotation};
 use tracing_subscriber::EnvFilter;
 
-use crate::cli::GlobalArgs;
 use crate::secret::redact;
+use crate::settings::GlobalArgs;
 
 /// Keeps the log writer flushing until dropped (at the end of `main`).
 #[must_use = "logs stop when the guard is dropped"]
@@ -64,8 +64,8 @@ pub fn init(g: &GlobalArgs) -> LogGuard {
         Err(e) => {
             eprintln!(
                 "freshcache: logging is off: cannot write logs in {}: {}",
-                crate::text::clean_line(&dir.display().to_string()),
-                crate::text::clean_line(&e)
+                crate::sanitize::clean_line(&dir.display().to_string()),
+                crate::sanitize::clean_line(&e)
             );
             return LogGuard { _worker: None };
         }
@@ -114,8 +114,8 @@ fn install_panic_hook(dir: PathBuf) {
         if thread == "main" {
             eprintln!(
                 "freshcache: internal error at {place} (a bug; please report it): {}; details in {}",
-                crate::text::clean_short(&message, 200),
-                crate::text::clean_line(&dir.display().to_string())
+                crate::sanitize::clean_short(&message, 200),
+                crate::sanitize::clean_line(&dir.display().to_string())
             );
         }
     }));
