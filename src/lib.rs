@@ -3,7 +3,7 @@
 //!
 //! Where to start reading, top to bottom:
 //! * [`cli`] — the `freshcache` command: the demo, headless commands and benchmark scenarios.
-//! * [`bench`] — scenarios that run fleets of processes: the chaos checker of the promise.
+//! * [`bench`](mod@bench) — scenarios that run fleets of processes: the chaos checker of the promise.
 //! * [`console`] — the operations console (ratatui): state, update, layout, view, one action
 //!   registry. [`metrics`] — the Prometheus endpoint. [`settings`] — the shared options, how an
 //!   operator configures them (flags > environment > file) and where the logs go.
