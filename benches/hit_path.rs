@@ -19,9 +19,9 @@ use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use freshcache::engine::Engine;
-use freshcache::engine::catalog::{Catalog, ParamSpec, Request};
-use freshcache::engine::policy::Policy;
-use freshcache::engine::versions::Tables;
+use freshcache::model::catalog::{Catalog, ParamSpec, Request};
+use freshcache::model::policy::Policy;
+use freshcache::model::versions::Tables;
 use freshcache::warehouse::MemoryWarehouse;
 
 const KEYS: usize = 10_000;

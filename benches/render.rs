@@ -7,11 +7,11 @@
 use std::hint::black_box;
 use std::time::Instant;
 
-use freshcache::bus::{Event, EventKind};
 use freshcache::console::source::{Sample, sample_snapshot};
 use freshcache::console::state::{HISTORY, Msg, State, update};
 use freshcache::console::view::view;
-use freshcache::instance::Environment;
+use freshcache::model::environment::Environment;
+use freshcache::model::events::{Event, EventKind};
 use ratatui::Terminal;
 use ratatui::backend::TestBackend;
 

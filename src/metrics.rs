@@ -56,9 +56,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
 
-use crate::engine::stats::StatsSnapshot;
+use crate::engine::stats::RequestOutcomes;
 use crate::instance::Instance;
-use crate::store::TableKeys;
+use crate::model::entry::TableKeys;
 
 /// The content type of the text exposition format.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -125,52 +125,6 @@ pub enum MetricsError {
     /// Called outside a tokio runtime.
     #[error("the metrics endpoint must be started inside a tokio runtime")]
     NoRuntime,
-}
-
-/// Requests by outcome; the four add up to every request (see the module docs).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct RequestOutcomes {
-    /// Answered fresh from the cache without waiting.
-    pub fresh: u64,
-    /// Answered stale, at once or after waiting for a load that failed or was too slow.
-    pub stale: u64,
-    /// Waited for a load they led (or found a load just finished), and got its answer.
-    pub miss: u64,
-    /// Joined a load already in flight, and got its answer.
-    pub coalesced: u64,
-}
-
-impl RequestOutcomes {
-    /// The outcomes in a stats snapshot. Every `get` is a fresh hit, answered stale at once, or
-    /// waits for a load (`misses`, of which `coalesced` joined another's), so the stale-at-once
-    /// answers are what remains; the waiting requests that ended stale (`waited_stale`, of which
-    /// `coalesced_stale` had joined another's load) move from `miss`/`coalesced` to `stale`.
-    pub fn of(s: &StatsSnapshot) -> Self {
-        let coalesced = s.coalesced.min(s.misses);
-        let waited_stale = s.waited_stale.min(s.misses);
-        let coalesced_stale = s.coalesced_stale.min(waited_stale).min(coalesced);
-        let led = s.misses - coalesced;
-        Self {
-            fresh: s.fresh_hits,
-            stale: s
-                .requests
-                .saturating_sub(s.fresh_hits)
-                .saturating_sub(s.misses)
-                + waited_stale,
-            miss: led.saturating_sub(waited_stale - coalesced_stale),
-            coalesced: coalesced - coalesced_stale,
-        }
-    }
-
-    /// Each outcome at least as high as in `floor`.
-    pub fn at_least(self, floor: Self) -> Self {
-        Self {
-            fresh: self.fresh.max(floor.fresh),
-            stale: self.stale.max(floor.stale),
-            miss: self.miss.max(floor.miss),
-            coalesced: self.coalesced.max(floor.coalesced),
-        }
-    }
 }
 
 /// What a scrape reads besides the instance's own synchronous state.
@@ -978,6 +932,7 @@ async fn send(stream: &mut TcpStream, reply: &Reply) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::stats::StatsSnapshot;
 
     fn histogram_of(values_us: &[(u64, u64)]) -> Histogram<u64> {
         let mut h = crate::engine::stats::histogram();

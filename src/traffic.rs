@@ -14,8 +14,8 @@ use hdrhistogram::Histogram;
 use serde::Serialize;
 use tokio::sync::watch;
 
-use crate::engine::catalog::{Catalog, ParamKind, Request};
 use crate::engine::{Engine, Freshness, Source};
+use crate::model::catalog::{Catalog, ParamKind, Request};
 
 /// How the virtual users behave.
 #[derive(Debug, Clone)]

@@ -2,11 +2,11 @@
 //! dashboard, help, every dialog, the read-only and production variants, and a too-small terminal.
 //! The state is built from fixed data, so the screens do not depend on the clock or the machine.
 
-use freshcache::bus::{Behind, Event, EventKind};
 use freshcache::console::source::{Sample, sample_snapshot};
 use freshcache::console::state::{Msg, State, update};
 use freshcache::console::view::view;
-use freshcache::instance::Environment;
+use freshcache::model::environment::Environment;
+use freshcache::model::events::{Behind, Event, EventKind};
 use ratatui::Terminal;
 use ratatui::backend::TestBackend;
 use ratatui::crossterm::event::{Event as TermEvent, KeyCode, KeyEvent, KeyModifiers};

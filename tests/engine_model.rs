@@ -12,11 +12,11 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use freshcache::engine::catalog::{Catalog, ParamSpec, Request};
-use freshcache::engine::clock::{Clock, ManualClock};
-use freshcache::engine::policy::{Policy, Strategy as CacheStrategy};
-use freshcache::engine::versions::{TableId, Tables};
 use freshcache::engine::{Engine, Freshness, GetError, Source, StaleReason};
+use freshcache::model::catalog::{Catalog, ParamSpec, Request};
+use freshcache::model::clock::{Clock, ManualClock};
+use freshcache::model::policy::{Policy, Strategy as CacheStrategy};
+use freshcache::model::versions::{TableId, Tables};
 use freshcache::warehouse::MemoryWarehouse;
 use proptest::prelude::*;
 

@@ -10,10 +10,10 @@ use std::time::Duration;
 
 use freshcache::bus::LocalBus;
 use freshcache::engine::Engine;
-use freshcache::engine::catalog::{Catalog, Request};
-use freshcache::engine::clock::ManualClock;
 use freshcache::instance::{Instance, InstanceConfig};
 use freshcache::metrics::{self, MetricsError};
+use freshcache::model::catalog::{Catalog, Request};
+use freshcache::model::clock::ManualClock;
 use freshcache::warehouse::MemoryWarehouse;
 use tokio::sync::watch;
 

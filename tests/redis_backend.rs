@@ -46,15 +46,16 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
 use std::path::Path;
 use std::process::ExitStatus;
-use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use freshcache::bus::{Bus, CHANNEL, EventKind};
-use freshcache::cli::{EXIT_CONFIG, EXIT_OK, EXIT_UNAVAILABLE};
-use freshcache::engine::catalog::Request;
+use freshcache::bus::{Bus, CHANNEL};
 use freshcache::engine::{Engine, Source};
+use freshcache::exit::{EXIT_CONFIG, EXIT_OK, EXIT_UNAVAILABLE};
 use freshcache::instance::InstanceConfig;
-use freshcache::store::{EntryKey, Store};
+use freshcache::model::catalog::Request;
+use freshcache::model::entry::EntryKey;
+use freshcache::model::events::EventKind;
+use freshcache::store::Store;
 use freshcache::warehouse::EtlTarget;
 use serde_json::Value;
 
@@ -487,12 +488,8 @@ fn cross_process_stampede_through_the_worker_processes() {
     };
     let cold = phase("cold");
     runtime().block_on(async {
-        let bus = freshcache::bus::RedisBus::start(
-            link(&server),
-            catalog().tables().clone(),
-            clock(),
-            Arc::new(freshcache::store::redis::Fills::default()),
-        );
+        let bus =
+            freshcache::redis::RedisBus::start(link(&server), catalog().tables().clone(), clock());
         bus.bump(&[sales()], "bench", freshcache::bus::BumpMode::Force, false)
             .await
             .expect("the bump between the phases");
@@ -746,7 +743,7 @@ fn a_foreign_publish_bumps_once_for_all_instances() {
     });
 }
 
-fn freshcache_tables() -> Vec<freshcache::engine::versions::TableId> {
+fn freshcache_tables() -> Vec<freshcache::model::versions::TableId> {
     catalog().tables().ids().collect()
 }
 

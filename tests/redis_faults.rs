@@ -60,12 +60,16 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use freshcache::bus::{BumpMode, Bus, CHANNEL, EventKind, RedisBus};
-use freshcache::engine::catalog::Request;
+use freshcache::bus::{BumpMode, Bus, CHANNEL};
 use freshcache::engine::{Engine, Freshness, Source};
 use freshcache::instance::InstanceConfig;
-use freshcache::store::redis::{FILLS_CHANNEL, Fills, RedisStore};
-use freshcache::store::{BoxFuture, EntryKey, PutOutcome, Store, StoreError};
+use freshcache::model::BoxFuture;
+use freshcache::model::catalog::Request;
+use freshcache::model::entry::EntryKey;
+use freshcache::model::events::EventKind;
+use freshcache::redis::RedisBus;
+use freshcache::redis::{FILLS_CHANNEL, RedisStore};
+use freshcache::store::{PutOutcome, Store, StoreError};
 use freshcache::warehouse::{EtlTarget, MemoryWarehouse};
 use serde_json::Value;
 
@@ -266,12 +270,7 @@ fn lost_message_caught_within_the_poll_interval() {
             nodes.push(Node::start(&server, &wh, true, config.clone()).await);
         }
         let catalog = catalog();
-        let etl = RedisBus::start(
-            link(&server),
-            catalog.tables().clone(),
-            clock(),
-            Arc::new(Fills::default()),
-        );
+        let etl = RedisBus::start(link(&server), catalog.tables().clone(), clock());
         let sales = sales();
         let mut latencies = Vec::new();
         let mut late = Vec::new();
@@ -1219,9 +1218,9 @@ fn events_after_the_counter_went_back_still_reach_the_feed() {
 
 /// The sequence number of the first event on `feed` that is `wanted`, within `limit`.
 async fn first_event(
-    feed: &mut tokio::sync::broadcast::Receiver<freshcache::bus::Event>,
+    feed: &mut tokio::sync::broadcast::Receiver<freshcache::model::events::Event>,
     limit: Duration,
-    wanted: impl Fn(&freshcache::bus::Event) -> bool,
+    wanted: impl Fn(&freshcache::model::events::Event) -> bool,
 ) -> Option<u64> {
     tokio::time::timeout(limit, async {
         loop {
@@ -1254,7 +1253,7 @@ fn current_key(engine: &Engine, request: &Request) -> EntryKey {
 /// An entry body as the store writes it (JSON), with the stamp's fields given raw so that they
 /// can be out of range.
 fn raw_entry(len: u64, tables: [u64; 4], versions: [u64; 4], value: &str) -> Vec<u8> {
-    let now = freshcache::engine::clock::system_now_ms();
+    let now = freshcache::model::clock::system_now_ms();
     serde_json::json!({
         "fresh_until": now + 3_600_000,
         "created_ms": now,
@@ -1446,16 +1445,20 @@ fn corrupt_shared_entries_are_misses_and_never_panic() {
 }
 
 /// An entry another process would have stored for `key` of `request`, with `value`.
-fn entry_of(request: &Request, key: &EntryKey, value: &str) -> Arc<freshcache::store::Entry> {
-    let now = freshcache::engine::clock::system_now_ms();
+fn entry_of(
+    request: &Request,
+    key: &EntryKey,
+    value: &str,
+) -> Arc<freshcache::model::entry::Entry> {
+    let now = freshcache::model::clock::system_now_ms();
     let mut versions = key.versions.iter().copied();
-    Arc::new(freshcache::store::Entry {
+    Arc::new(freshcache::model::entry::Entry {
         fresh_until: now + 3_600_000,
         created_ms: now,
         load_ms: 1,
         keep_until: now + 7_200_000,
         value: Arc::from(value),
-        versions: freshcache::store::Stamp::from_fn(&request.query().tables, |_| {
+        versions: freshcache::model::entry::Stamp::from_fn(&request.query().tables, |_| {
             versions.next().unwrap_or(0)
         }),
     })
@@ -1466,7 +1469,7 @@ fn entry_of(request: &Request, key: &EntryKey, value: &str) -> Arc<freshcache::s
 struct FilledBeforeTheLease {
     store: Arc<RedisStore>,
     other: Arc<RedisStore>,
-    armed: std::sync::Mutex<Option<Arc<freshcache::store::Entry>>>,
+    armed: std::sync::Mutex<Option<Arc<freshcache::model::entry::Entry>>>,
 }
 
 impl Store for FilledBeforeTheLease {
@@ -1477,28 +1480,28 @@ impl Store for FilledBeforeTheLease {
         &'a self,
         request: &'a Request,
         key: &'a EntryKey,
-    ) -> BoxFuture<'a, Result<Option<Arc<freshcache::store::Entry>>, StoreError>> {
+    ) -> BoxFuture<'a, Result<Option<Arc<freshcache::model::entry::Entry>>, StoreError>> {
         self.store.get(request, key)
     }
     fn previous<'a>(
         &'a self,
         request: &'a Request,
         key: &'a EntryKey,
-    ) -> BoxFuture<'a, Result<Option<Arc<freshcache::store::Entry>>, StoreError>> {
+    ) -> BoxFuture<'a, Result<Option<Arc<freshcache::model::entry::Entry>>, StoreError>> {
         self.store.previous(request, key)
     }
     fn put<'a>(
         &'a self,
         request: &'a Request,
         key: EntryKey,
-        entry: Arc<freshcache::store::Entry>,
+        entry: Arc<freshcache::model::entry::Entry>,
     ) -> BoxFuture<'a, Result<PutOutcome, StoreError>> {
         self.store.put(request, key, entry)
     }
     fn table_keys<'a>(
         &'a self,
-        current: &'a freshcache::engine::versions::VersionVector,
-    ) -> BoxFuture<'a, Result<Vec<freshcache::store::TableKeys>, StoreError>> {
+        current: &'a freshcache::model::versions::VersionVector,
+    ) -> BoxFuture<'a, Result<Vec<freshcache::model::entry::TableKeys>, StoreError>> {
         self.store.table_keys(current)
     }
     fn lease<'a>(
@@ -1532,7 +1535,7 @@ impl Store for FilledBeforeTheLease {
         &'a self,
         request: &'a Request,
         key: EntryKey,
-        entry: Option<Arc<freshcache::store::Entry>>,
+        entry: Option<Arc<freshcache::model::entry::Entry>>,
         token: u64,
     ) -> BoxFuture<'a, Result<PutOutcome, StoreError>> {
         self.store.put_and_release(request, key, entry, token)
@@ -1555,7 +1558,7 @@ impl Store for FilledBeforeTheLease {
     }
     fn purge<'a>(
         &'a self,
-        current: &'a freshcache::engine::versions::VersionVector,
+        current: &'a freshcache::model::versions::VersionVector,
         budget: usize,
     ) -> BoxFuture<'a, Result<usize, StoreError>> {
         self.store.purge(current, budget)
@@ -1576,16 +1579,8 @@ fn the_lease_holder_rechecks_the_shared_tier_before_loading() {
         let wh = warehouse(Duration::from_millis(20));
         let catalog = catalog();
         let tables = catalog.tables().clone();
-        let store = Arc::new(RedisStore::new(
-            link(&server),
-            tables.clone(),
-            Arc::new(Fills::default()),
-        ));
-        let other = Arc::new(RedisStore::new(
-            link(&server),
-            tables,
-            Arc::new(Fills::default()),
-        ));
+        let store = Arc::new(RedisStore::new(link(&server), tables.clone()));
+        let other = Arc::new(RedisStore::new(link(&server), tables));
         let racing = Arc::new(FilledBeforeTheLease {
             store,
             other,
@@ -1697,11 +1692,7 @@ fn a_late_old_version_never_becomes_the_shared_previous() {
         return;
     };
     runtime().block_on(async {
-        let store = RedisStore::new(
-            link(&server),
-            catalog().tables().clone(),
-            Arc::new(Fills::default()),
-        );
+        let store = RedisStore::new(link(&server), catalog().tables().clone());
         let engine = Engine::builder(catalog(), warehouse(Duration::from_millis(1)))
             .build()
             .expect("an engine");

@@ -22,7 +22,7 @@
 use std::future::Future;
 use std::time::Duration;
 
-use freshcache::engine::catalog::{Catalog, ParamKind, ParamSpec, Query, Request};
+use freshcache::model::catalog::{Catalog, ParamKind, ParamSpec, Query, Request};
 use freshcache::warehouse::demo_data::{DemoSize, ETL_TABLES};
 use freshcache::warehouse::postgres::describe_config;
 use freshcache::warehouse::{

@@ -16,12 +16,13 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
 use tokio::sync::broadcast;
 
 use super::{
-    BumpMode, BumpOutcome, BumpRequest, Bus, BusError, Delivered, Event, EventKind, InstanceReport,
+    BumpMode, BumpOutcome, BumpRequest, Bus, BusError, Delivered, InstanceReport,
     SEED_MESSAGE_WINDOW, versions_by_name,
 };
-use crate::engine::clock::{SharedClock, format_rfc3339};
-use crate::engine::versions::{TableId, Tables, VersionVector};
-use crate::store::BoxFuture;
+use crate::model::BoxFuture;
+use crate::model::clock::{SharedClock, format_rfc3339};
+use crate::model::events::{Event, EventKind};
+use crate::model::versions::{TableId, Tables, VersionVector};
 
 /// Events kept in the log; older ones are dropped.
 pub const LOG_LIMIT: i64 = 10_000;
@@ -125,7 +126,7 @@ impl LocalBus {
                 inline,
                 tables,
                 clock,
-                origin: super::origin(),
+                origin: crate::model::events::origin(),
                 describe,
                 feed,
                 delivered: Mutex::new(Delivered {
@@ -632,7 +633,7 @@ impl Bus for LocalBus {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::clock::ManualClock;
+    use crate::model::clock::ManualClock;
 
     fn tables() -> Tables {
         Tables::new(["sales", "inventory", "customers"]).unwrap()

@@ -13,11 +13,11 @@ use anyhow::Context;
 use clap::{Args, Subcommand};
 use serde::Serialize;
 
+use super::stampede::{PhaseResult, StampedeReport, bench_catalog, percentile};
 use crate::engine::Engine;
-use crate::engine::catalog::{Catalog, ParamSpec, Request};
-use crate::engine::clock::ManualClock;
-use crate::engine::policy::{Policy, Strategy};
-use crate::engine::versions::Tables;
+use crate::model::catalog::{Catalog, Request};
+use crate::model::clock::ManualClock;
+use crate::model::policy::{Policy, Strategy};
 use crate::warehouse::MemoryWarehouse;
 
 /// 2024-11-02T09:05:00Z, the seed's "user asks at 9:05".
@@ -137,42 +137,11 @@ pub struct StampedeArgs {
     pub keys: u32,
 }
 
-/// One phase of one strategy.
-#[derive(Debug, Clone, Serialize)]
-pub struct PhaseResult {
-    /// The strategy.
-    pub strategy: Strategy,
-    /// `cold` or `after_bump`.
-    pub phase: &'static str,
-    /// Warehouse queries the phase caused (background refreshes included).
-    pub warehouse_queries: u64,
-    /// Median latency a requester saw.
-    pub p50_ms: f64,
-    /// 99th percentile latency.
-    pub p99_ms: f64,
-    /// Worst latency.
-    pub max_ms: f64,
-    /// Answers presented as fresh although computed before the update.
-    pub old_data_served: u64,
-    /// Answers presented as stale (with their age).
-    pub stale_answers: u64,
-    /// Requests that got an error.
-    pub errors: u64,
-}
-
-/// The whole `bench stampede` report.
-#[derive(Debug, Clone, Serialize)]
-pub struct StampedeReport {
-    /// Concurrent requesters per phase.
-    pub requesters: u32,
-    /// Warehouse latency per query.
-    pub load_ms: u64,
-    /// One row per strategy and phase.
-    pub results: Vec<PhaseResult>,
-}
-
 /// Runs a benchmark command.
-pub async fn run(g: &super::GlobalArgs, cmd: BenchCommand) -> Result<(), super::CliError> {
+pub async fn run(
+    g: &crate::settings::GlobalArgs,
+    cmd: BenchCommand,
+) -> Result<(), crate::exit::CliError> {
     match cmd {
         BenchCommand::Stampede(args) if g.redis.is_some() => {
             super::bench_redis::stampede(
@@ -223,11 +192,11 @@ pub async fn run(g: &super::GlobalArgs, cmd: BenchCommand) -> Result<(), super::
             } else {
                 args.strategies.clone()
             };
-            let hour_real = crate::engine::clock::parse_duration(&args.hour_real).map_err(|e| {
-                super::CliError::new(super::EXIT_BAD_INPUT, format!("--hour-real: {e}"))
+            let hour_real = crate::model::clock::parse_duration(&args.hour_real).map_err(|e| {
+                crate::exit::CliError::new(crate::exit::EXIT_BAD_INPUT, format!("--hour-real: {e}"))
             })?;
-            let think = crate::engine::clock::parse_duration(&args.think).map_err(|e| {
-                super::CliError::new(super::EXIT_BAD_INPUT, format!("--think: {e}"))
+            let think = crate::model::clock::parse_duration(&args.think).map_err(|e| {
+                crate::exit::CliError::new(crate::exit::EXIT_BAD_INPUT, format!("--think: {e}"))
             })?;
             let report = day(&DayPlan {
                 users: args.users,
@@ -280,21 +249,6 @@ fn print_stampede(r: &StampedeReport) {
             p.errors
         );
     }
-}
-
-/// A one-query catalog over the seed's three tables, for scenarios.
-pub fn bench_catalog(policy: Policy) -> anyhow::Result<Catalog> {
-    let tables = Tables::new(["sales", "inventory", "customers"]).map_err(anyhow::Error::msg)?;
-    let mut c = Catalog::new(tables);
-    c.add(
-        "sales_by_region",
-        "Sales by region for a quarter",
-        "SELECT region, sum(amount) FROM sales WHERE quarter = :quarter GROUP BY region",
-        &["sales"],
-        vec![ParamSpec::text("quarter", Some("Q1"))],
-        policy,
-    )?;
-    Ok(c)
 }
 
 /// Runs the stampede scenario for each strategy.
@@ -412,29 +366,6 @@ async fn phase(
     })
 }
 
-/// The `q` quantile of sorted values (nearest rank).
-pub fn percentile(sorted: &[f64], q: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
-    (sorted[rank - 1] * 100.0).round() / 100.0
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn nearest_rank_percentiles() {
-        let v: Vec<f64> = (1..=100).map(f64::from).collect();
-        assert_eq!(percentile(&v, 0.5), 50.0);
-        assert_eq!(percentile(&v, 0.99), 99.0);
-        assert_eq!(percentile(&[], 0.5), 0.0);
-        assert_eq!(percentile(&[3.0], 0.99), 3.0);
-    }
-}
-
 /// The `bench lag` report.
 #[derive(Debug, Clone, Serialize)]
 pub struct LagReport {
@@ -462,7 +393,7 @@ pub async fn lag(rounds: usize) -> anyhow::Result<LagReport> {
     let catalog = Arc::new(Catalog::bundled()?);
     let tables = catalog.tables().clone();
     let warehouse = Arc::new(MemoryWarehouse::for_tables(&tables, Duration::ZERO));
-    let clock: crate::engine::clock::SharedClock = Arc::new(crate::engine::clock::SystemClock);
+    let clock: crate::model::clock::SharedClock = Arc::new(crate::model::clock::SystemClock);
     let bus = Arc::new(LocalBus::in_memory(tables.clone(), clock.clone())?);
     let engine = Engine::builder(catalog.clone(), warehouse.clone()).build()?;
     let instance = Instance::new(
@@ -624,8 +555,8 @@ const DAY_START_MS: u64 = 1_795_681_800_000;
 /// clock hour (the second one fails `inventory`), and virtual users.
 pub async fn day(plan: &DayPlan) -> anyhow::Result<DayReport> {
     use crate::bus::LocalBus;
-    use crate::engine::clock::{Clock, ScaledClock};
     use crate::instance::{Instance, InstanceConfig};
+    use crate::model::clock::{Clock, ScaledClock};
     use crate::traffic::{self, TrafficConfig};
     use crate::warehouse::etl::EtlPlan;
     use crate::warehouse::{Latency, SqliteWarehouse};

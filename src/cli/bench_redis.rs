@@ -19,16 +19,20 @@ use anyhow::{Context, bail};
 use clap::Args;
 use serde::{Deserialize, Serialize};
 
-use super::bench::{PhaseResult, StampedeReport, bench_catalog, percentile};
-use super::{CliError, EXIT_BAD_INPUT, GlobalArgs};
-use crate::bus::{BumpMode, Bus, RedisBus};
-use crate::engine::clock::{SystemClock, system_now_ms};
-use crate::engine::policy::{Policy, Strategy};
+use super::stampede::{PhaseResult, StampedeReport, bench_catalog, percentile};
+use crate::bus::{BumpMode, Bus};
 use crate::engine::{Engine, Source};
+use crate::exit::{CliError, EXIT_BAD_INPUT};
 use crate::instance::{Instance, InstanceConfig};
-use crate::redis_link::RedisLink;
-use crate::store::redis::{Fills, RedisStore};
-use crate::store::{Entry, EntryKey, Stamp, Store};
+use crate::model::clock::{SystemClock, system_now_ms};
+use crate::model::entry::{Entry, EntryKey, Stamp};
+use crate::model::policy::{Policy, Strategy};
+use crate::redis::Redis;
+use crate::redis::RedisBus;
+use crate::redis::RedisLink;
+use crate::redis::RedisStore;
+use crate::settings::GlobalArgs;
+use crate::store::Store;
 use crate::warehouse::MemoryWarehouse;
 
 /// Options of the hidden `bench stampede-worker`.
@@ -67,9 +71,9 @@ fn redis_url(g: &GlobalArgs) -> Result<String, CliError> {
         .ok_or_else(|| CliError::new(EXIT_BAD_INPUT, "this benchmark needs --redis URL"))
 }
 
-fn open(url: &str) -> anyhow::Result<(Arc<RedisLink>, Arc<Fills>)> {
+fn open(url: &str) -> anyhow::Result<Arc<RedisLink>> {
     let link = RedisLink::open(url, Duration::from_secs(1), Duration::from_secs(2))?;
-    Ok((Arc::new(link), Arc::new(Fills::default())))
+    Ok(Arc::new(link))
 }
 
 /// The worker: one API server's share of the stampede.
@@ -82,7 +86,7 @@ pub async fn worker(g: &GlobalArgs, args: WorkerArgs) -> Result<(), CliError> {
 
 /// `--lease`, checked: the workers load under it, as an API server started with it would.
 fn lease_of(g: &GlobalArgs) -> Result<Duration, CliError> {
-    crate::engine::clock::parse_duration(&g.lease)
+    crate::model::clock::parse_duration(&g.lease)
         .map_err(|e| CliError::new(EXIT_BAD_INPUT, format!("--lease: {e}")))
 }
 
@@ -126,15 +130,9 @@ async fn run_worker(url: &str, lease: Duration, args: &WorkerArgs) -> anyhow::Re
             .build()?,
     )?);
     let tables = catalog.tables().clone();
-    let (link, fills) = open(url)?;
-    let store: Arc<dyn Store> =
-        Arc::new(RedisStore::new(link.clone(), tables.clone(), fills.clone()));
-    let bus = Arc::new(RedisBus::start(
-        link,
-        tables.clone(),
-        Arc::new(SystemClock),
-        fills,
-    ));
+    let redis = Redis::open(open(url)?, tables.clone(), Arc::new(SystemClock));
+    let store: Arc<dyn Store> = Arc::new(redis.store);
+    let bus = Arc::new(redis.bus);
     let warehouse = Arc::new(MemoryWarehouse::for_tables(
         &tables,
         Duration::from_millis(args.load_ms),
@@ -271,9 +269,8 @@ pub async fn stampede(
     let url = redis_url(g)?;
     let run = async {
         let (cold, total) = run_phase(&url, g, processes, requesters, keys, load_ms).await?;
-        let (link, fills) = open(&url)?;
         let catalog = bench_catalog(Policy::default())?;
-        let bus = RedisBus::start(link, catalog.tables().clone(), Arc::new(SystemClock), fills);
+        let bus = RedisBus::start(open(&url)?, catalog.tables().clone(), Arc::new(SystemClock));
         let sales = catalog.tables().id("sales")?;
         bus.bump(&[sales], "bench", BumpMode::Force, false).await?;
         let (after, _) = run_phase(&url, g, processes, requesters, keys, load_ms).await?;
@@ -289,7 +286,7 @@ pub async fn stampede(
     };
     if g.json {
         let mut v = serde_json::to_value(&report)
-            .map_err(|e| CliError::new(super::EXIT_FAILURE, e.to_string()))?;
+            .map_err(|e| CliError::new(crate::exit::EXIT_FAILURE, e.to_string()))?;
         if let Some(o) = v.as_object_mut() {
             o.insert("processes".into(), processes.into());
             o.insert("keys".into(), keys.into());
@@ -337,7 +334,7 @@ pub struct HitsReport {
 
 async fn hits_per_sec(
     engine: &Engine,
-    requests: &[crate::engine::catalog::Request],
+    requests: &[crate::model::catalog::Request],
     concurrency: usize,
     for_: Duration,
 ) -> f64 {
@@ -400,8 +397,7 @@ pub async fn hits(g: &GlobalArgs, keys: u32, seconds: u64) -> Result<(), CliErro
     let run = async {
         let catalog = Arc::new(bench_catalog(Policy::default())?);
         let tables = catalog.tables().clone();
-        let (link, fills) = open(&url)?;
-        let store: Arc<dyn Store> = Arc::new(RedisStore::new(link, tables.clone(), fills));
+        let store: Arc<dyn Store> = Arc::new(RedisStore::new(open(&url)?, tables.clone()));
         let warehouse = Arc::new(MemoryWarehouse::for_tables(&tables, Duration::ZERO));
         let build = |tier: bool| {
             Engine::builder(catalog.clone(), warehouse.clone())
@@ -532,13 +528,13 @@ pub struct Probe {
 
 async fn fill(
     store: &RedisStore,
-    catalog: &crate::engine::catalog::Catalog,
+    catalog: &crate::model::catalog::Catalog,
     n: u64,
     version: u64,
 ) -> anyhow::Result<()> {
     let q = catalog.query("sales_by_region")?.clone();
     let sales = catalog.tables().id("sales")?;
-    let vv = crate::engine::versions::VersionVector::from_parts(
+    let vv = crate::model::versions::VersionVector::from_parts(
         vec![
             (version, Arc::from(""), 0),
             (0, Arc::from(""), 0),
@@ -598,14 +594,14 @@ async fn fill(
 /// The invalidation bench fills its Redis and runs the seed's `KEYS` there: it refuses a Redis
 /// that holds anything, which may be shared with others.
 async fn require_empty(url: &str) -> Result<(), CliError> {
-    let (link, _) = open(url)?;
+    let link = open(url)?;
     let held: u64 = link
         .call(|mut c| async move { redis::cmd("DBSIZE").query_async(&mut c).await })
         .await
-        .map_err(|e| CliError::new(super::EXIT_UNAVAILABLE, e.to_string()))?;
+        .map_err(|e| CliError::new(crate::exit::EXIT_UNAVAILABLE, e.to_string()))?;
     if held > 0 {
         return Err(CliError::new(
-            super::EXIT_REFUSED,
+            crate::exit::EXIT_REFUSED,
             format!(
                 "{} holds {held} keys: this bench fills the database and runs KEYS on it, so give it an empty Redis of its own",
                 link.describe()
@@ -623,9 +619,8 @@ pub async fn invalidation(g: &GlobalArgs, keys: u64) -> Result<(), CliError> {
         let catalog = bench_catalog(Policy::default())?;
         let tables = catalog.tables().clone();
         let sales = tables.id("sales")?;
-        let (link, fills) = open(&url)?;
-        let store = RedisStore::new(link.clone(), tables.clone(), fills.clone());
-        let bus = RedisBus::start(link.clone(), tables.clone(), Arc::new(SystemClock), fills);
+        let link = open(&url)?;
+        let Redis { store, bus } = Redis::open(link.clone(), tables.clone(), Arc::new(SystemClock));
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
 
         let idle = probe_idle(&url, Duration::from_secs(3)).await;

@@ -8,12 +8,14 @@ use clap::{Args, Subcommand};
 use serde::Serialize;
 use serde_json::json;
 
+use super::World;
 use super::output::{clean_line, human_duration, print_json, rows_table};
-use super::{CliError, EXIT_BAD_INPUT, EXIT_REFUSED, GlobalArgs, World};
-use crate::bus::{Event, EventKind};
-use crate::engine::clock::{format_rfc3339, parse_duration};
 use crate::engine::{Answer, Freshness};
+use crate::exit::{CliError, EXIT_BAD_INPUT, EXIT_REFUSED};
 use crate::instance::{EtlCompleteReport, Instance};
+use crate::model::clock::{format_rfc3339, parse_duration};
+use crate::model::events::{Event, EventKind};
+use crate::settings::GlobalArgs;
 use crate::traffic::{self, TrafficConfig};
 use crate::warehouse::Rows;
 use crate::warehouse::demo_data::DemoSize;
@@ -218,21 +220,21 @@ pub async fn get(g: &GlobalArgs, args: GetArgs) -> Result<(), CliError> {
         use crate::engine::{GetError, flight::LoadError};
         use crate::warehouse::WarehouseError;
         let code = match &e {
-            GetError::Catalog(_) => super::EXIT_BAD_INPUT,
+            GetError::Catalog(_) => crate::exit::EXIT_BAD_INPUT,
             GetError::Warehouse {
                 error:
                     LoadError::Warehouse(
                         WarehouseError::Unavailable(_) | WarehouseError::NotInitialised(_),
                     ),
                 ..
-            } => super::EXIT_UNAVAILABLE,
+            } => crate::exit::EXIT_UNAVAILABLE,
             // It did not answer in time: for the caller, unavailable.
             GetError::Timeout { .. }
             | GetError::Warehouse {
                 error: LoadError::Deadline(_),
                 ..
-            } => super::EXIT_UNAVAILABLE,
-            _ => super::EXIT_FAILURE,
+            } => crate::exit::EXIT_UNAVAILABLE,
+            _ => crate::exit::EXIT_FAILURE,
         };
         CliError::new(code, e.to_string())
     })?;
@@ -488,7 +490,7 @@ async fn warm_outcome(
         }
     }
     Err(CliError::new(
-        super::EXIT_FAILURE,
+        crate::exit::EXIT_FAILURE,
         format!("{failed}; `freshcache get` on one of them shows why"),
     ))
 }
@@ -696,8 +698,12 @@ pub fn event_line(e: &Event) -> String {
 /// until interrupted makes it once, before anything else: a listener made anew on each turn of
 /// its loop misses a SIGINT that lands while the turn's work runs, and the command never stops.
 fn watch_interrupt() -> Result<tokio::signal::unix::Signal, CliError> {
-    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
-        .map_err(|e| CliError::new(super::EXIT_FAILURE, format!("cannot watch for Ctrl-C: {e}")))
+    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()).map_err(|e| {
+        CliError::new(
+            crate::exit::EXIT_FAILURE,
+            format!("cannot watch for Ctrl-C: {e}"),
+        )
+    })
 }
 
 /// `freshcache events`.
@@ -709,7 +715,7 @@ pub async fn events(g: &GlobalArgs, args: EventsArgs) -> Result<(), CliError> {
     let all = bus
         .history(0, usize::MAX >> 1)
         .await
-        .map_err(|e| CliError::new(super::EXIT_UNAVAILABLE, e.to_string()))?;
+        .map_err(|e| CliError::new(crate::exit::EXIT_UNAVAILABLE, e.to_string()))?;
     let start = all.len().saturating_sub(args.limit);
     let print = |e: &Event| -> Result<(), CliError> {
         if g.json {
@@ -789,7 +795,7 @@ pub async fn warehouse(g: &GlobalArgs, cmd: WarehouseCommand) -> Result<(), CliE
                 .bus
                 .versions()
                 .await
-                .map_err(|e| CliError::new(super::EXIT_UNAVAILABLE, e.to_string()))?;
+                .map_err(|e| CliError::new(crate::exit::EXIT_UNAVAILABLE, e.to_string()))?;
             let tables = world.catalog.tables();
             if g.json {
                 return print_json(&json!({
@@ -891,7 +897,7 @@ pub async fn stats(g: &GlobalArgs, args: StatsArgs) -> Result<(), CliError> {
                 EXIT_BAD_INPUT,
                 format!(
                     "--interval: `{}` is not a positive duration; e.g. 1s, 500ms",
-                    crate::text::clean_short(&args.interval, 40)
+                    crate::sanitize::clean_short(&args.interval, 40)
                 ),
             )
         })?;
@@ -910,7 +916,7 @@ pub async fn stats(g: &GlobalArgs, args: StatsArgs) -> Result<(), CliError> {
             _ = interrupt.recv() => return Ok(()),
             _ = tick.tick() => match stats_doc(&world, live).await {
                 Ok(doc) => print_stats(g, &world, &doc, true)?,
-                Err(e) => eprintln!("freshcache: {}", crate::text::clean_line(&e.message)),
+                Err(e) => eprintln!("freshcache: {}", crate::sanitize::clean_line(&e.message)),
             },
         }
     }
@@ -918,7 +924,7 @@ pub async fn stats(g: &GlobalArgs, args: StatsArgs) -> Result<(), CliError> {
 
 async fn stats_doc(world: &World, live: Duration) -> Result<serde_json::Value, CliError> {
     let unavailable =
-        |e: crate::bus::BusError| CliError::new(super::EXIT_UNAVAILABLE, e.to_string());
+        |e: crate::bus::BusError| CliError::new(crate::exit::EXIT_UNAVAILABLE, e.to_string());
     let versions = world.bus.versions().await.map_err(unavailable)?;
     // Every instance heard from in the last minute is listed: one that went silent (partitioned,
     // frozen, dead) is shown as unverified or lost, never silently dropped.
@@ -953,7 +959,7 @@ async fn stats_doc(world: &World, live: Duration) -> Result<serde_json::Value, C
     }
     let by_name = crate::bus::versions_by_name(&versions, world.catalog.tables());
     Ok(json!({
-        "at": crate::engine::clock::format_rfc3339(world.clock.now_ms()),
+        "at": crate::model::clock::format_rfc3339(world.clock.now_ms()),
         "versions": by_name,
         "batch": versions.batch.as_ref(),
         "instances": live_count,
@@ -996,7 +1002,7 @@ fn print_stats(
         if state != "ok" {
             println!(
                 "  {} {} (last heard {:.1} s ago)",
-                crate::text::clean_line(i["id"].as_str().unwrap_or("")),
+                crate::sanitize::clean_line(i["id"].as_str().unwrap_or("")),
                 state.to_uppercase(),
                 i["silent_ms"].as_u64().unwrap_or(0) as f64 / 1000.0
             );

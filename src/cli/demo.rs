@@ -11,14 +11,16 @@ use std::time::Duration;
 
 use clap::Args;
 
-use super::{CliError, EXIT_BAD_INPUT, EXIT_FAILURE, GlobalArgs, World, bench};
+use super::{World, bench};
 use crate::bus::LocalBus;
 use crate::console::{self, ConsoleOptions, Source};
 use crate::engine::Engine;
-use crate::engine::catalog::Catalog;
-use crate::engine::clock::{Clock, ScaledClock, parse_duration, system_now_ms};
-use crate::engine::policy::Strategy;
+use crate::exit::{CliError, EXIT_BAD_INPUT, EXIT_FAILURE};
 use crate::instance::{Instance, InstanceConfig};
+use crate::model::catalog::Catalog;
+use crate::model::clock::{Clock, ScaledClock, parse_duration, system_now_ms};
+use crate::model::policy::Strategy;
+use crate::settings::GlobalArgs;
 use crate::traffic::{self, TrafficConfig};
 use crate::warehouse::demo_data::DemoSize;
 use crate::warehouse::etl::{EtlPlan, batch_label};
@@ -105,7 +107,7 @@ pub async fn run(g: &GlobalArgs, args: DemoArgs) -> Result<(), CliError> {
     // Shared state is stamped in wall time; the accelerated clock stays in the simulation.
     let bus = LocalBus::in_memory(
         catalog.tables().clone(),
-        Arc::new(crate::engine::clock::SystemClock),
+        Arc::new(crate::model::clock::SystemClock),
     )
     .map_err(|e| CliError::new(EXIT_FAILURE, e.to_string()))?;
     let engine = Engine::builder(catalog, Arc::new(warehouse.clone()))

@@ -3,10 +3,10 @@
 
 use serde::Serialize;
 
-use super::{CliError, EXIT_FAILURE};
+use crate::exit::{CliError, EXIT_FAILURE};
 use crate::warehouse::Rows;
 
-pub use crate::text::clean_line;
+pub use crate::sanitize::clean_line;
 
 /// Prints a value as one line of JSON.
 pub fn print_json<T: Serialize>(value: &T) -> Result<(), CliError> {

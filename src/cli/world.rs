@@ -5,17 +5,18 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::{CliError, EXIT_BAD_INPUT, EXIT_UNAVAILABLE, GlobalArgs};
+use crate::exit::{CliError, EXIT_BAD_INPUT, EXIT_UNAVAILABLE};
+use crate::settings::GlobalArgs;
 use std::time::Duration;
 
-use crate::bus::{Bus, LocalBus, RedisBus};
+use crate::bus::{Bus, LocalBus};
 use crate::engine::Engine;
-use crate::engine::catalog::Catalog;
-use crate::engine::clock::{ScaledClock, SharedClock, SystemClock, parse_duration, system_now_ms};
 use crate::instance::{Instance, InstanceConfig};
-use crate::redis_link::RedisLink;
+use crate::model::catalog::Catalog;
+use crate::model::clock::{ScaledClock, SharedClock, SystemClock, parse_duration, system_now_ms};
+use crate::redis::Redis;
+use crate::redis::RedisLink;
 use crate::store::Store;
-use crate::store::redis::{Fills, RedisStore};
 use crate::warehouse::demo_data::DemoSize;
 use crate::warehouse::etl::batch_label;
 use crate::warehouse::{EtlTarget, Latency, PostgresWarehouse, SqliteWarehouse, Warehouse};
@@ -155,7 +156,7 @@ impl World {
         };
         // Shared state (event times, heartbeats, bump times) is stamped in wall time, whatever
         // the simulation's clock: other processes read it.
-        let wall: crate::engine::clock::SharedClock = Arc::new(crate::engine::clock::SystemClock);
+        let wall: crate::model::clock::SharedClock = Arc::new(crate::model::clock::SystemClock);
         let (bus, shared): (Arc<dyn Bus>, Option<Arc<dyn Store>>) = match &g.redis {
             Some(url) => {
                 let timeout = parse_duration(&g.redis_timeout)
@@ -169,10 +170,8 @@ impl World {
                     )
                     .map_err(|e| CliError::new(EXIT_BAD_INPUT, e.to_string()))?,
                 );
-                let fills = Arc::new(Fills::default());
-                let store = RedisStore::new(link.clone(), catalog.tables().clone(), fills.clone());
-                let bus = RedisBus::start(link, catalog.tables().clone(), wall.clone(), fills);
-                (Arc::new(bus), Some(Arc::new(store)))
+                let redis = Redis::open(link, catalog.tables().clone(), wall.clone());
+                (Arc::new(redis.bus), Some(Arc::new(redis.store)))
             }
             None => (
                 Arc::new(
@@ -235,7 +234,7 @@ impl World {
             b = b.shared(s.clone());
         }
         b.build()
-            .map_err(|e| CliError::new(super::EXIT_FAILURE, e.to_string()))
+            .map_err(|e| CliError::new(crate::exit::EXIT_FAILURE, e.to_string()))
     }
 
     /// A started instance over this world.
@@ -276,7 +275,7 @@ pub fn serve_metrics(g: &GlobalArgs, instance: &Instance) -> Result<MetricsGuard
     };
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
     crate::metrics::spawn(Some(addr), instance, stop_rx)
-        .map_err(|e| CliError::new(super::EXIT_CONFIG, e.to_string()))?;
+        .map_err(|e| CliError::new(crate::exit::EXIT_CONFIG, e.to_string()))?;
     tracing::info!(%addr, "serving metrics at http://{addr}/metrics");
     Ok(MetricsGuard { _stop: Some(stop) })
 }

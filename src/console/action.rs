@@ -3,7 +3,8 @@
 //! confirmations are all derived from it, and an action that reaches the engine names the
 //! [`instance::Action`](crate::instance::Action) whose guard (and headless CLI twin) it shares.
 
-use crate::instance::{Action as EngineAction, Environment};
+use crate::instance::Action as EngineAction;
+use crate::model::environment::Environment;
 
 /// Which action.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -19,6 +19,7 @@
 //! SIGTERM/SIGHUP and on panic.
 
 pub mod action;
+pub mod layout;
 pub mod source;
 pub mod state;
 pub mod view;

@@ -13,19 +13,20 @@ use hdrhistogram::Histogram;
 use serde::Serialize;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
-use crate::bus::{Event, EventKind};
 use crate::engine::RefreshProgress;
-use crate::engine::clock::Millis;
-use crate::engine::policy::Strategy;
 use crate::engine::stats::{LatencySummary, StatsSnapshot, histogram};
+use crate::model::clock::Millis;
+use crate::model::events::{Event, EventKind};
+use crate::model::policy::Strategy;
 
 /// Instances heard from within this long are live (their figures are summed).
 const LIVE_MS: u64 = 5_000;
 /// Instances silent for longer, but heard from within this long, are shown as silent.
 const SILENT_SHOWN_MS: u64 = 60_000;
-use crate::engine::versions::VersionVector;
-use crate::instance::{Environment, Instance};
-use crate::store::TableKeys;
+use crate::instance::Instance;
+use crate::model::entry::TableKeys;
+use crate::model::environment::Environment;
+use crate::model::versions::VersionVector;
 
 /// How a table is doing.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

@@ -15,10 +15,10 @@ use tui_input::backend::crossterm::EventHandler;
 
 use super::action::{self, ActionId, ActionSpec};
 use super::source::{Request, Sample, Snapshot};
-use crate::bus::{Event, EventKind};
-use crate::engine::clock::format_rfc3339;
-use crate::engine::policy::Strategy;
-use crate::text::{clean_line, clean_short};
+use crate::model::clock::format_rfc3339;
+use crate::model::events::{Event, EventKind};
+use crate::model::policy::Strategy;
+use crate::sanitize::{clean_line, clean_short};
 
 /// Samples kept for the charts (at four a second: five minutes).
 pub const HISTORY: usize = 1_200;
@@ -667,7 +667,8 @@ fn on_mouse(s: &mut State, m: MouseEvent) {
     if s.dialog.is_some() || s.help {
         return;
     }
-    let Some(r) = super::view::regions(Rect::new(0, 0, s.size.0, s.size.1), s.shown().tables.len())
+    let Some(r) =
+        super::layout::regions(Rect::new(0, 0, s.size.0, s.size.1), s.shown().tables.len())
     else {
         return;
     };

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::store::{Entry, Stamp};
+use crate::model::entry::{Entry, Stamp};
 
 /// Why an answer is stale.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

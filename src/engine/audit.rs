@@ -10,8 +10,8 @@
 
 use std::sync::{Arc, Mutex};
 
-use super::clock::{Millis, coarse_now_ms};
-use crate::store::Entry;
+use crate::model::clock::{Millis, coarse_now_ms};
+use crate::model::entry::Entry;
 
 /// Of the hits already sampled for timing (1 in 16), one in this many is audited.
 pub const HIT_ODDS: u32 = 64;

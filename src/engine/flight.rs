@@ -21,7 +21,7 @@ use std::task::{Context, Poll};
 
 use tokio::sync::Notify;
 
-use crate::store::{Entry, EntryKey};
+use crate::model::entry::{Entry, EntryKey};
 
 const SHARDS: usize = 32;
 
@@ -255,7 +255,7 @@ pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::Stamp;
+    use crate::model::entry::Stamp;
 
     fn entry() -> Arc<Entry> {
         Arc::new(Entry {

@@ -8,9 +8,9 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use super::catalog::Request;
-use super::clock::Millis;
-use super::versions::TableId;
+use crate::model::catalog::Request;
+use crate::model::clock::Millis;
+use crate::model::versions::TableId;
 
 /// Time for a score to halve, in ms of clock time.
 pub const HALF_LIFE: Millis = 10 * 60_000;
@@ -101,7 +101,7 @@ impl HotKeys {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::catalog::Catalog;
+    use crate::model::catalog::Catalog;
 
     #[test]
     fn the_most_used_come_first_and_old_use_fades() {

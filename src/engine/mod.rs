@@ -15,7 +15,8 @@
 //! # Example
 //! ```
 //! # use std::sync::Arc; use std::time::Duration;
-//! # use freshcache::engine::{Engine, catalog::{Catalog, ParamSpec}, policy::Policy, versions::Tables};
+//! # use freshcache::engine::Engine;
+//! # use freshcache::model::{catalog::{Catalog, ParamSpec}, policy::Policy, versions::Tables};
 //! # use freshcache::warehouse::MemoryWarehouse;
 //! # #[tokio::main(flavor = "current_thread")] async fn main() -> anyhow::Result<()> {
 //! let mut catalog = Catalog::new(Tables::new(["sales"]).map_err(anyhow::Error::msg)?);
@@ -35,15 +36,11 @@
 
 pub mod answer;
 pub mod audit;
-pub mod catalog;
-pub mod clock;
 pub mod flight;
 pub mod hot;
-pub mod policy;
+mod lease;
 mod recipes;
-mod shared;
 pub mod stats;
-pub mod versions;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -55,16 +52,17 @@ use std::time::{Duration, Instant};
 use tokio::runtime::Handle;
 use tokio::sync::watch;
 
-use crate::store::{Entry, EntryKey, MemoryStore, MemoryStoreConfig, PutOutcome, Stamp, TableKeys};
+use crate::model::entry::{Entry, EntryKey, Stamp, TableKeys};
+use crate::store::{MemoryStore, MemoryStoreConfig, PutOutcome};
 use crate::warehouse::Warehouse;
 
+use crate::model::catalog::{Catalog, CatalogError, Request};
+use crate::model::clock::{Millis, SharedClock, SystemClock};
+use crate::model::policy::{OnUpdate, Policy, Strategy};
+use crate::model::versions::{TableId, UnknownTable, VersionCell, VersionVector};
 pub use answer::{Answer, Freshness, Source, StaleReason};
-use catalog::{Catalog, CatalogError, Request};
-use clock::{Millis, SharedClock, SystemClock};
 use flight::{CatchUnwind, Flights, Joined, Lead, LoadError};
-use policy::{OnUpdate, Policy, Strategy};
 use stats::{Counter, HIT_SAMPLE, Stats, StatsSnapshot};
-use versions::{TableId, UnknownTable, VersionCell, VersionVector};
 
 /// Why a `get` produced no answer.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -324,7 +322,7 @@ impl Inner {
             || (if self.system_clock {
                 now
             } else {
-                clock::coarse_now_ms()
+                crate::model::clock::coarse_now_ms()
             }) < until
     }
 
@@ -332,7 +330,7 @@ impl Inner {
     #[inline]
     fn now_ms(&self) -> Millis {
         if self.system_clock {
-            clock::coarse_now_ms()
+            crate::model::clock::coarse_now_ms()
         } else {
             self.clock.now_ms()
         }
@@ -398,7 +396,7 @@ impl Engine {
             refresh_concurrency: 8,
             shared: None,
             local_tier: true,
-            lease: shared::LEASE,
+            lease: lease::LEASE,
             load_timeout: crate::warehouse::DEFAULT_LOAD_TIMEOUT,
             on_load: None,
         }
@@ -854,7 +852,7 @@ impl Engine {
     }
 
     /// Counts a request that waited (as a miss, or coalesced) and is answered stale, so that its
-    /// outcome is `stale` (see `metrics::RequestOutcomes`).
+    /// outcome is `stale` (see [`stats::RequestOutcomes`]).
     fn count_waited_stale(&self, source: Source) {
         let stats = &self.inner.stats;
         stats.incr(Counter::WaitedStale);
@@ -927,19 +925,19 @@ impl Engine {
             move |_| versions.next().unwrap_or(0)
         });
         let shared = match &inner.shared {
-            Some(s) => shared::load(inner, s, request, key, stamp, probed).await,
-            None => shared::Outcome::Unavailable,
+            Some(s) => lease::load(inner, s, request, key, stamp, probed).await,
+            None => lease::Outcome::Unavailable,
         };
         let result = match shared {
-            shared::Outcome::Found(entry) => {
+            lease::Outcome::Found(entry) => {
                 lead.mark_found_shared();
                 Ok(entry)
             }
-            shared::Outcome::Loaded(entry) => Ok(entry),
-            shared::Outcome::Failed(e) => Err(e),
+            lease::Outcome::Loaded(entry) => Ok(entry),
+            lease::Outcome::Failed(e) => Err(e),
             // Embedded, or the shared store is down: load here (still one load per key in this
             // process: this is the flight's leader).
-            shared::Outcome::Unavailable => {
+            lease::Outcome::Unavailable => {
                 if inner.shared.is_some() {
                     inner.stats.incr(Counter::Degraded);
                 }
@@ -1007,13 +1005,13 @@ impl Engine {
     pub fn distrust_versions(&self) {
         self.inner
             .verified_until
-            .store(clock::coarse_now_ms(), Ordering::Relaxed);
+            .store(crate::model::clock::coarse_now_ms(), Ordering::Relaxed);
     }
 
     /// Since when (wall clock, ms since the epoch) the versions held are unverified, if they are.
     pub fn unverified_since(&self) -> Option<Millis> {
         let until = self.inner.verified_until.load(Ordering::Relaxed);
-        (until != u64::MAX && clock::coarse_now_ms() >= until).then_some(until)
+        (until != u64::MAX && crate::model::clock::coarse_now_ms() >= until).then_some(until)
     }
 
     /// The fresh answers sampled since the last call (see [`audit`]).
@@ -1095,7 +1093,7 @@ impl Engine {
                         let tables = &request.query().tables;
                         let versions = match &at {
                             Some(v) => {
-                                let mut out = [0; catalog::MAX_TABLES_PER_QUERY];
+                                let mut out = [0; crate::model::catalog::MAX_TABLES_PER_QUERY];
                                 for (slot, t) in out.iter_mut().zip(tables) {
                                     *slot = v.version(*t);
                                 }

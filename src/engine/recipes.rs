@@ -16,12 +16,12 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::catalog::Request;
 use super::flight::{CatchUnwind, LoadError};
-use super::policy::Strategy;
 use super::stats::Counter;
 use super::{Answer, Engine, Freshness, GetError, Inner, Source};
-use crate::store::{Entry, EntryKey, Stamp};
+use crate::model::catalog::Request;
+use crate::model::entry::{Entry, EntryKey, Stamp};
+use crate::model::policy::Strategy;
 
 const HOUR_MS: u64 = 3_600_000;
 

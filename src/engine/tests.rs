@@ -4,8 +4,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::*;
-use crate::engine::catalog::ParamSpec;
-use crate::engine::clock::{Clock, ManualClock};
+use crate::model::catalog::ParamSpec;
+use crate::model::clock::{Clock, ManualClock};
 use crate::warehouse::MemoryWarehouse;
 
 // 2024-11-02T09:05:00Z
@@ -19,7 +19,7 @@ struct World {
 }
 
 fn world_with(policy: Policy, latency_ms: u64, strategy: Strategy) -> World {
-    let tables = versions::Tables::new(["sales", "inventory", "customers"]).unwrap();
+    let tables = crate::model::versions::Tables::new(["sales", "inventory", "customers"]).unwrap();
     let mut c = Catalog::new(tables);
     let p = || ParamSpec::text("quarter", Some("Q1"));
     c.add("sales", "", "", &["sales"], vec![p()], policy.clone())
@@ -405,14 +405,14 @@ impl crate::store::Store for LeaseLog {
         &'a self,
         request: &'a Request,
         key: &'a EntryKey,
-    ) -> crate::store::BoxFuture<'a, Result<Option<Arc<Entry>>, crate::store::StoreError>> {
+    ) -> crate::model::BoxFuture<'a, Result<Option<Arc<Entry>>, crate::store::StoreError>> {
         crate::store::Store::get(&self.store, request, key)
     }
     fn previous<'a>(
         &'a self,
         request: &'a Request,
         key: &'a EntryKey,
-    ) -> crate::store::BoxFuture<'a, Result<Option<Arc<Entry>>, crate::store::StoreError>> {
+    ) -> crate::model::BoxFuture<'a, Result<Option<Arc<Entry>>, crate::store::StoreError>> {
         crate::store::Store::previous(&self.store, request, key)
     }
     fn put<'a>(
@@ -420,20 +420,20 @@ impl crate::store::Store for LeaseLog {
         request: &'a Request,
         key: EntryKey,
         entry: Arc<Entry>,
-    ) -> crate::store::BoxFuture<'a, Result<PutOutcome, crate::store::StoreError>> {
+    ) -> crate::model::BoxFuture<'a, Result<PutOutcome, crate::store::StoreError>> {
         crate::store::Store::put(&self.store, request, key, entry)
     }
     fn table_keys<'a>(
         &'a self,
         current: &'a VersionVector,
-    ) -> crate::store::BoxFuture<'a, Result<Vec<TableKeys>, crate::store::StoreError>> {
+    ) -> crate::model::BoxFuture<'a, Result<Vec<TableKeys>, crate::store::StoreError>> {
         crate::store::Store::table_keys(&self.store, current)
     }
     fn purge<'a>(
         &'a self,
         current: &'a VersionVector,
         budget: usize,
-    ) -> crate::store::BoxFuture<'a, Result<usize, crate::store::StoreError>> {
+    ) -> crate::model::BoxFuture<'a, Result<usize, crate::store::StoreError>> {
         crate::store::Store::purge(&self.store, current, budget)
     }
     fn lease<'a>(
@@ -442,7 +442,7 @@ impl crate::store::Store for LeaseLog {
         _key: &'a EntryKey,
         token: u64,
         _ttl: Duration,
-    ) -> crate::store::BoxFuture<'a, Result<bool, crate::store::StoreError>> {
+    ) -> crate::model::BoxFuture<'a, Result<bool, crate::store::StoreError>> {
         self.taken.lock().unwrap().push(token);
         Box::pin(std::future::ready(Ok(true)))
     }
@@ -451,7 +451,7 @@ impl crate::store::Store for LeaseLog {
         _request: &'a Request,
         _key: &'a EntryKey,
         token: u64,
-    ) -> crate::store::BoxFuture<'a, Result<(), crate::store::StoreError>> {
+    ) -> crate::model::BoxFuture<'a, Result<(), crate::store::StoreError>> {
         self.released.lock().unwrap().push(token);
         Box::pin(std::future::ready(Ok(())))
     }
@@ -592,7 +592,7 @@ async fn purge_drops_only_what_no_rule_can_serve() {
 
 #[test]
 fn building_outside_a_runtime_is_an_error() {
-    let tables = versions::Tables::new(["sales"]).unwrap();
+    let tables = crate::model::versions::Tables::new(["sales"]).unwrap();
     let c = Catalog::new(tables);
     let w = Arc::new(MemoryWarehouse::new(1, Duration::ZERO));
     let e = Engine::builder(Arc::new(c), w).build().unwrap_err();
@@ -604,7 +604,7 @@ fn building_outside_a_runtime_is_an_error() {
 #[tokio::test]
 async fn the_updating_mark_covers_every_table() {
     let names: Vec<String> = (0..200).map(|i| format!("t{i}")).collect();
-    let tables = versions::Tables::new(names.iter().map(String::as_str)).unwrap();
+    let tables = crate::model::versions::Tables::new(names.iter().map(String::as_str)).unwrap();
     let catalog = Catalog::new(tables);
     let warehouse = Arc::new(MemoryWarehouse::new(200, Duration::from_millis(1)));
     let engine = Engine::builder(Arc::new(catalog), warehouse)
@@ -644,7 +644,7 @@ async fn stale_answers_after_a_wait_count_as_stale_outcomes() {
     let r = req(&w, "sales");
     w.engine.get(&r).await.unwrap();
     w.engine.bump(&["sales"], "b1").unwrap();
-    let before = crate::metrics::RequestOutcomes::of(&w.engine.stats());
+    let before = crate::engine::stats::RequestOutcomes::of(&w.engine.stats());
     w.warehouse.set_hanging(true);
     let a = w.engine.get(&r).await.unwrap();
     assert!(!a.freshness.is_fresh());
@@ -654,7 +654,7 @@ async fn stale_answers_after_a_wait_count_as_stale_outcomes() {
     let a = w.engine.get(&r).await.unwrap();
     assert!(!a.freshness.is_fresh());
     let s = w.engine.stats();
-    let after = crate::metrics::RequestOutcomes::of(&s);
+    let after = crate::engine::stats::RequestOutcomes::of(&s);
     assert_eq!(after.stale - before.stale, 2, "{before:?} -> {after:?}");
     assert_eq!(after.miss, before.miss, "{before:?} -> {after:?}");
     assert_eq!(

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use super::Instance;
 use crate::engine::audit::Sample;
-use crate::engine::versions::VersionVector;
+use crate::model::versions::VersionVector;
 use crate::warehouse::UpdateLogEntry;
 
 /// Slack beyond the re-read interval before an answer behind the truth counts as a violation.

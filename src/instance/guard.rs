@@ -1,57 +1,10 @@
 //! The guards on operator actions: which environment refuses what, and read-only mode. They are
 //! enforced here, below any UI, so a console bug or a script cannot get around them.
 
-use std::fmt;
-use std::str::FromStr;
-
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use super::InstanceError;
-
-/// Where an instance runs. Every command and the console share it (`--env`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum Environment {
-    /// Real users: no simulations, no strategy switches.
-    Production,
-    /// Testers: everything, with confirmations.
-    Staging,
-    /// A developer's machine.
-    #[default]
-    Development,
-}
-
-impl Environment {
-    /// The name as written on the command line.
-    pub fn name(self) -> &'static str {
-        match self {
-            Environment::Production => "production",
-            Environment::Staging => "staging",
-            Environment::Development => "development",
-        }
-    }
-}
-
-impl fmt::Display for Environment {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-impl FromStr for Environment {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "production" | "prod" => Ok(Self::Production),
-            "staging" | "stage" => Ok(Self::Staging),
-            "development" | "dev" => Ok(Self::Development),
-            other => Err(format!(
-                "unknown environment `{}`; expected production, staging or development",
-                other.escape_default()
-            )),
-        }
-    }
-}
+use crate::model::environment::Environment;
 
 /// An operator action an instance carries out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -162,7 +115,7 @@ impl Operator {
             });
         Self {
             user: user.chars().filter(|c| !c.is_control()).take(64).collect(),
-            host: crate::bus::hostname(),
+            host: crate::model::events::hostname(),
         }
     }
 }
@@ -216,11 +169,5 @@ mod tests {
             );
         }
         assert!(!Action::Warm.dangerous() && Action::Invalidate.dangerous());
-    }
-
-    #[test]
-    fn environments_parse() {
-        assert_eq!("prod".parse::<Environment>(), Ok(Environment::Production));
-        assert!("qa".parse::<Environment>().unwrap_err().contains("staging"));
     }
 }

@@ -56,17 +56,17 @@ use hdrhistogram::Histogram;
 use serde::Serialize;
 use tokio::sync::{broadcast, watch};
 
-use crate::bus::{
-    Behind, BumpMode, BumpRequest, Bus, BusError, EventKind, parse_warehouse_updated,
-};
-use crate::engine::clock::{Millis, format_batch_label};
-use crate::engine::policy::Strategy;
-use crate::engine::versions::{TableId, VersionVector};
+use crate::bus::{BumpMode, BumpRequest, Bus, BusError, parse_warehouse_updated};
 use crate::engine::{Engine, RefreshProgress};
+use crate::model::clock::{Millis, format_batch_label};
+use crate::model::environment::Environment;
+use crate::model::events::{Behind, EventKind};
+use crate::model::policy::Strategy;
+use crate::model::versions::{TableId, VersionVector};
 use crate::warehouse::etl::{self, EtlPlan, EtlRun, TableLoad};
 use crate::warehouse::{EtlTarget, Warehouse, WarehouseError};
 
-pub use guard::{Action, Environment, Operator, refusal};
+pub use guard::{Action, Operator, refusal};
 
 /// Housekeeping runs every this many report ticks (seconds).
 const HOUSEKEEPING_EVERY: u32 = 5;
@@ -278,7 +278,7 @@ impl Instance {
             inner: Arc::new(Inner {
                 id: format!(
                     "{}#{}",
-                    crate::bus::origin(),
+                    crate::model::events::origin(),
                     NEXT.fetch_add(1, Ordering::Relaxed)
                 ),
                 engine,
@@ -392,7 +392,7 @@ impl Instance {
     /// Reads the version truth once (a new truth first adopts the batches the warehouse's
     /// `update_log` holds) and starts the sync loop in the background.
     pub async fn start(&self) -> Result<(), InstanceError> {
-        let read_began = crate::engine::clock::coarse_now_ms();
+        let read_began = crate::model::clock::coarse_now_ms();
         let mut truth = match self.inner.bus.versions().await {
             Ok(truth) => truth,
             Err(e) => {
@@ -642,7 +642,7 @@ impl Instance {
 
     async fn sync_loop(
         self,
-        mut feed: broadcast::Receiver<crate::bus::Event>,
+        mut feed: broadcast::Receiver<crate::model::events::Event>,
         mut shutdown: watch::Receiver<bool>,
     ) {
         let mut tick = tokio::time::interval(self.inner.config.poll_interval);
@@ -787,7 +787,7 @@ impl Instance {
     /// (wall clock), for [`Engine::confirm_versions`] once it is applied. `None` (counted) when
     /// the bus cannot be reached.
     async fn read_truth(&self) -> Option<(Arc<VersionVector>, Millis)> {
-        let began = crate::engine::clock::coarse_now_ms();
+        let began = crate::model::clock::coarse_now_ms();
         // Taken before the read: every version this engine held then came from a truth at most
         // as high as the one read next, unless the truth lost its state. (Taken after, a bump of
         // this instance landing in between would look like a truth gone back.)
@@ -946,7 +946,7 @@ impl Instance {
 
     fn track_refresh(
         &self,
-        requests: Vec<crate::engine::catalog::Request>,
+        requests: Vec<crate::model::catalog::Request>,
         tables: Vec<String>,
     ) -> watch::Receiver<RefreshProgress> {
         let mut progress = self.inner.engine.refresh_ahead(requests);
@@ -1361,7 +1361,7 @@ impl Instance {
             while !waiting.is_empty() {
                 tokio::select! {
                     received = feed.recv() => match received {
-                        Ok(crate::bus::Event {
+                        Ok(crate::model::events::Event {
                             kind: EventKind::Prepared { batch: b, instance, finished, .. },
                             ..
                         }) if b == batch => {
@@ -1732,7 +1732,7 @@ impl Instance {
     /// Loads the given requests that are not fresh, in the background, as `warm` does.
     pub async fn warm_requests(
         &self,
-        requests: Vec<crate::engine::catalog::Request>,
+        requests: Vec<crate::model::catalog::Request>,
     ) -> Result<watch::Receiver<RefreshProgress>, InstanceError> {
         let targets = vec![format!("{} keys", requests.len())];
         self.allow(Action::Warm, &targets).await?;

@@ -5,10 +5,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::*;
-use crate::bus::{Event, LocalBus};
-use crate::engine::catalog::{Catalog, Request};
-use crate::engine::clock::{Clock, ManualClock};
+use crate::bus::LocalBus;
 use crate::engine::{Freshness, Source};
+use crate::model::catalog::{Catalog, Request};
+use crate::model::clock::{Clock, ManualClock};
+use crate::model::environment::Environment;
+use crate::model::events::Event;
 use crate::warehouse::demo_data::DemoSize;
 use crate::warehouse::{Latency, SqliteWarehouse};
 
@@ -400,7 +402,7 @@ async fn refresh_ahead_reloads_the_hot_keys_after_an_update() {
 }
 
 /// An instance that is not started (no sync loop), so a test alone decides what it applies.
-fn unstarted(clock: crate::engine::clock::SharedClock) -> (Instance, LocalBus) {
+fn unstarted(clock: crate::model::clock::SharedClock) -> (Instance, LocalBus) {
     let catalog = Arc::new(Catalog::bundled().unwrap());
     let warehouse = Arc::new(crate::warehouse::MemoryWarehouse::for_tables(
         catalog.tables(),
@@ -497,7 +499,7 @@ async fn invalidation_lag_is_measured_from_the_bump_to_its_application() {
 #[tokio::test]
 async fn invalidation_lag_is_in_real_time_under_an_accelerated_clock() {
     // An hour a minute: 60 clock seconds pass per real second.
-    let clock = crate::engine::clock::ScaledClock::new(T1000, 60.0);
+    let clock = crate::model::clock::ScaledClock::new(T1000, 60.0);
     let (instance, bus) = unstarted(clock.clone());
     let bumped = clock.now_ms() - 30_000;
     let sales = instance.engine().catalog().tables().id("sales").unwrap();
@@ -555,10 +557,10 @@ impl Bus for FaultyBus {
     fn describe(&self) -> String {
         "faulty".into()
     }
-    fn clock(&self) -> &crate::engine::clock::SharedClock {
+    fn clock(&self) -> &crate::model::clock::SharedClock {
         self.bus.clock()
     }
-    fn versions(&self) -> crate::store::BoxFuture<'_, Result<Arc<VersionVector>, BusError>> {
+    fn versions(&self) -> crate::model::BoxFuture<'_, Result<Arc<VersionVector>, BusError>> {
         Box::pin(async move {
             if self.fail_reads.load(Ordering::SeqCst) {
                 return Err(BusError("unreachable (test)".into()));
@@ -584,7 +586,7 @@ impl Bus for FaultyBus {
     fn bump_with<'a>(
         &'a self,
         request: BumpRequest<'a>,
-    ) -> crate::store::BoxFuture<'a, Result<crate::bus::BumpOutcome, BusError>> {
+    ) -> crate::model::BoxFuture<'a, Result<crate::bus::BumpOutcome, BusError>> {
         Box::pin(async move {
             if self.fail_bumps.load(Ordering::SeqCst) {
                 return Err(BusError("frozen (test)".into()));
@@ -592,16 +594,16 @@ impl Bus for FaultyBus {
             self.bus.bump_with(request).await
         })
     }
-    fn reserved(&self) -> crate::store::BoxFuture<'_, Result<Vec<u64>, BusError>> {
+    fn reserved(&self) -> crate::model::BoxFuture<'_, Result<Vec<u64>, BusError>> {
         self.bus.reserved()
     }
     fn reserve<'a>(
         &'a self,
         tables: &'a [TableId],
-    ) -> crate::store::BoxFuture<'a, Result<Vec<u64>, BusError>> {
+    ) -> crate::model::BoxFuture<'a, Result<Vec<u64>, BusError>> {
         self.bus.reserve(tables)
     }
-    fn publish(&self, kind: EventKind) -> crate::store::BoxFuture<'_, Result<Event, BusError>> {
+    fn publish(&self, kind: EventKind) -> crate::model::BoxFuture<'_, Result<Event, BusError>> {
         self.bus.publish(kind)
     }
     fn subscribe(&self) -> broadcast::Receiver<Event> {
@@ -615,28 +617,28 @@ impl Bus for FaultyBus {
         &self,
         after: u64,
         limit: usize,
-    ) -> crate::store::BoxFuture<'_, Result<Vec<Event>, BusError>> {
+    ) -> crate::model::BoxFuture<'_, Result<Vec<Event>, BusError>> {
         self.bus.history(after, limit)
     }
-    fn catch_up(&self) -> crate::store::BoxFuture<'_, Result<usize, BusError>> {
+    fn catch_up(&self) -> crate::model::BoxFuture<'_, Result<usize, BusError>> {
         self.bus.catch_up()
     }
     fn report<'a>(
         &'a self,
         report: &'a crate::bus::InstanceReport,
-    ) -> crate::store::BoxFuture<'a, Result<(), BusError>> {
+    ) -> crate::model::BoxFuture<'a, Result<(), BusError>> {
         self.bus.report(report)
     }
     fn reports(
         &self,
         live_ms: u64,
-    ) -> crate::store::BoxFuture<'_, Result<Vec<crate::bus::InstanceReport>, BusError>> {
+    ) -> crate::model::BoxFuture<'_, Result<Vec<crate::bus::InstanceReport>, BusError>> {
         self.bus.reports(live_ms)
     }
     fn raise<'a>(
         &'a self,
         versions: &'a VersionVector,
-    ) -> crate::store::BoxFuture<'a, Result<usize, BusError>> {
+    ) -> crate::model::BoxFuture<'a, Result<usize, BusError>> {
         if self.fail_raise.load(Ordering::SeqCst) {
             return Box::pin(async { Err(BusError("unreachable (test)".into())) });
         }

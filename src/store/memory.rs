@@ -41,11 +41,13 @@ use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-use super::{BoxFuture, Entry, EntryKey, PutOutcome, Store, StoreError, TableKeys};
-use crate::engine::catalog::MAX_TABLES_PER_QUERY;
-use crate::engine::catalog::Request;
-use crate::engine::clock::Millis;
-use crate::engine::versions::{TableId, VersionVector};
+use super::{PutOutcome, Store, StoreError};
+use crate::model::BoxFuture;
+use crate::model::catalog::MAX_TABLES_PER_QUERY;
+use crate::model::catalog::Request;
+use crate::model::clock::Millis;
+use crate::model::entry::{Entry, EntryKey, TableKeys};
+use crate::model::versions::{TableId, VersionVector};
 
 const SHARDS: usize = 64;
 
@@ -470,7 +472,7 @@ impl Store for MemoryStore {
         _current: &'a VersionVector,
         budget: usize,
     ) -> BoxFuture<'a, Result<usize, StoreError>> {
-        let now = crate::engine::clock::system_now_ms();
+        let now = crate::model::clock::system_now_ms();
         Box::pin(std::future::ready(Ok(self.purge_expired(now, budget))))
     }
 }
@@ -478,8 +480,8 @@ impl Store for MemoryStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::versions::VersionCell;
-    use crate::store::Stamp;
+    use crate::model::entry::Stamp;
+    use crate::model::versions::VersionCell;
 
     fn entry(vv: &VersionVector, tables: &[TableId], created: Millis, size: usize) -> Arc<Entry> {
         Arc::new(Entry {

@@ -5,7 +5,7 @@
 //! catalog can be checked to give the same answers on both. An ETL batch is a pure function of its
 //! label: batch `20261126-10:00` appends the same rows wherever it runs.
 
-use crate::engine::clock::{Millis, civil_date};
+use crate::model::clock::{Millis, civil_date};
 
 /// Regions the demo sells in.
 pub const REGIONS: [&str; 5] = [

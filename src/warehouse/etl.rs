@@ -10,7 +10,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::EtlTarget;
-use crate::engine::clock::{Millis, format_batch_label};
+use crate::model::clock::{Millis, format_batch_label};
 
 /// How a run should go wrong, if at all.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -163,7 +163,7 @@ mod tests {
     #[tokio::test]
     async fn a_partial_run_records_only_what_loaded() {
         let w = MemoryWarehouse::for_tables(
-            &crate::engine::versions::Tables::new(["sales", "inventory", "customers"]).unwrap(),
+            &crate::model::versions::Tables::new(["sales", "inventory", "customers"]).unwrap(),
             Duration::ZERO,
         );
         let plan = EtlPlan {

@@ -13,9 +13,9 @@ use std::time::Duration;
 use serde_json::json;
 
 use super::{EtlTarget, Rows, UpdateLogEntry, Warehouse, WarehouseError};
-use crate::engine::catalog::Request;
-use crate::engine::versions::{TableId, Tables};
-use crate::store::BoxFuture;
+use crate::model::BoxFuture;
+use crate::model::catalog::Request;
+use crate::model::versions::{TableId, Tables};
 
 /// An in-memory warehouse with scripted behaviour.
 #[derive(Debug)]

@@ -27,8 +27,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::engine::catalog::Request;
-use crate::store::BoxFuture;
+use crate::model::BoxFuture;
+use crate::model::catalog::Request;
 
 pub use memory::MemoryWarehouse;
 pub use postgres::PostgresWarehouse;
@@ -154,7 +154,7 @@ impl Latency {
 
     /// Parses `300ms`, `2s-5s` or `2s..5s`.
     pub fn parse(text: &str) -> Result<Self, String> {
-        let parse = crate::engine::clock::parse_duration;
+        let parse = crate::model::clock::parse_duration;
         let (a, b) = match text.split_once("..").or_else(|| text.split_once('-')) {
             Some((a, b)) => (parse(a)?, parse(b)?),
             None => {

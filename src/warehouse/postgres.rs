@@ -36,8 +36,8 @@ use super::demo_data::{self, DemoSize, sql_text};
 use super::{
     DEFAULT_LOAD_TIMEOUT, EtlTarget, Latency, Rows, UpdateLogEntry, Warehouse, WarehouseError,
 };
-use crate::engine::catalog::Request;
-use crate::store::BoxFuture;
+use crate::model::BoxFuture;
+use crate::model::catalog::Request;
 
 /// The longest wait for a new connection (shorter when the load timeout is).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -199,7 +199,7 @@ pub fn check_url(url: &str) -> Result<(), String> {
     if before_query.matches('@').count() > 1 {
         return Err(format!(
             "bad PostgreSQL URL {}: more than one `@`; write an `@` inside the password as %40",
-            crate::redis_link::mask_url(url)
+            crate::secret::mask_url(url)
         ));
     }
     Ok(())

@@ -20,8 +20,8 @@ use rusqlite::{Connection, OptionalExtension};
 
 use super::demo_data::{self, DemoSize};
 use super::{EtlTarget, Latency, Rows, UpdateLogEntry, Warehouse, WarehouseError};
-use crate::engine::catalog::Request;
-use crate::store::BoxFuture;
+use crate::model::BoxFuture;
+use crate::model::catalog::Request;
 
 /// Queries run at once; more wait their turn, as in a warehouse's query queue.
 const SLOTS: usize = 16;
@@ -608,7 +608,7 @@ fn insert_inventory(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::catalog::Catalog;
+    use crate::model::catalog::Catalog;
     use std::time::Duration;
 
     fn small() -> DemoSize {
@@ -695,8 +695,8 @@ mod tests {
     /// blocking thread until the query finished by itself.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_dropped_query_is_interrupted_and_its_connection_serves_the_next() {
-        use crate::engine::policy::Policy;
-        use crate::engine::versions::Tables;
+        use crate::model::policy::Policy;
+        use crate::model::versions::Tables;
         let w = SqliteWarehouse::temporary(Latency::NONE).unwrap();
         // The schema (a read takes its provenance from update_log in the same transaction).
         w.init_demo(small(), "20261101-00:00", 1).await.unwrap();

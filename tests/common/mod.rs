@@ -15,14 +15,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use freshcache::bus::RedisBus;
-use freshcache::engine::catalog::Catalog;
-use freshcache::engine::clock::{SharedClock, SystemClock};
-use freshcache::engine::versions::TableId;
 use freshcache::engine::{Answer, Engine};
 use freshcache::instance::{Instance, InstanceConfig};
-use freshcache::redis_link::RedisLink;
-use freshcache::store::redis::{Fills, RedisStore};
+use freshcache::model::catalog::Catalog;
+use freshcache::model::clock::{SharedClock, SystemClock};
+use freshcache::model::versions::TableId;
+use freshcache::redis::Redis;
+use freshcache::redis::RedisBus;
+use freshcache::redis::RedisLink;
+use freshcache::redis::RedisStore;
 use freshcache::warehouse::MemoryWarehouse;
 
 /// Connect timeout of every in-process link.
@@ -583,9 +584,9 @@ impl Node {
     ) -> Node {
         let catalog = catalog();
         let tables = catalog.tables().clone();
-        let fills = Arc::new(Fills::default());
-        let store = Arc::new(RedisStore::new(store_link, tables.clone(), fills.clone()));
-        let bus = Arc::new(RedisBus::start(bus_link, tables, clock(), fills));
+        let redis = Redis::open_split(store_link, bus_link, tables, clock());
+        let store = Arc::new(redis.store);
+        let bus = Arc::new(redis.bus);
         let engine = Engine::builder(catalog, warehouse.clone())
             .clock(clock())
             .shared(store.clone())

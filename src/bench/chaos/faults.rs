@@ -13,8 +13,8 @@ use super::proxy::{FaultProxy, Mode};
 use super::record::*;
 use super::server::RedisServer;
 use super::truth::{Labels, run_batch};
-use crate::engine::clock::{format_rfc3339, system_now_ms};
 use crate::instance::Instance;
+use crate::model::clock::{format_rfc3339, system_now_ms};
 
 /// One planned fault.
 #[derive(Debug, Clone, PartialEq)]

@@ -35,8 +35,9 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 
-use crate::cli::{CliError, EXIT_BAD_INPUT, EXIT_FAILURE, EXIT_UNAVAILABLE, GlobalArgs};
-use crate::engine::clock::system_now_ms;
+use crate::exit::{CliError, EXIT_BAD_INPUT, EXIT_FAILURE, EXIT_UNAVAILABLE};
+use crate::model::clock::system_now_ms;
+use crate::settings::GlobalArgs;
 use crate::warehouse::demo_data::DemoSize;
 use crate::warehouse::{EtlTarget, Latency, PostgresWarehouse, SqliteWarehouse, Warehouse};
 use record::{ALL_KINDS, Line};
@@ -77,7 +78,7 @@ pub struct ChaosArgs {
 fn parse_duration_arg(text: &str) -> Result<Duration, CliError> {
     let d = match text.parse::<u64>() {
         Ok(s) => Duration::from_secs(s),
-        Err(_) => crate::engine::clock::parse_duration(text)
+        Err(_) => crate::model::clock::parse_duration(text)
             .map_err(|e| CliError::new(EXIT_BAD_INPUT, format!("--duration: {e}")))?,
     };
     if d < Duration::from_secs(5) {
@@ -133,10 +134,10 @@ struct Worker {
 /// Runs `bench chaos`.
 pub async fn run(g: &GlobalArgs, args: ChaosArgs) -> Result<(), CliError> {
     let duration = parse_duration_arg(&args.duration)?;
-    if g.env == crate::instance::Environment::Production {
+    if g.env == crate::model::environment::Environment::Production {
         // It loads made-up ETL batches (into a given PostgreSQL database too) and kills servers.
         return Err(CliError::new(
-            crate::cli::EXIT_REFUSED,
+            crate::exit::EXIT_REFUSED,
             "bench chaos is refused in production: it loads made-up batches and kills servers",
         ));
     }

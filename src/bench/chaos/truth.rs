@@ -12,8 +12,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::record::{EtlRecord, TruthSample, WallMs};
-use crate::engine::clock::{format_batch_label, system_now_ms};
 use crate::instance::Instance;
+use crate::model::clock::{format_batch_label, system_now_ms};
 use crate::warehouse::etl::EtlPlan;
 use crate::warehouse::{EtlTarget, Warehouse};
 

@@ -16,14 +16,13 @@ use std::time::Duration;
 use clap::Args;
 
 use super::record::{AnswerRecord, Line, LoadRecord, Outcome, ReportRecord, WallMs};
-use crate::bus::RedisBus;
 use crate::engine::Engine;
-use crate::engine::catalog::{Catalog, Request};
-use crate::engine::clock::{SystemClock, system_now_ms};
 use crate::instance::{Instance, InstanceConfig};
-use crate::redis_link::RedisLink;
-use crate::store::BoxFuture;
-use crate::store::redis::{Fills, RedisStore};
+use crate::model::BoxFuture;
+use crate::model::catalog::{Catalog, Request};
+use crate::model::clock::{SystemClock, system_now_ms};
+use crate::redis::Redis;
+use crate::redis::RedisLink;
 use crate::warehouse::{Rows, UpdateLogEntry, Warehouse, WarehouseError};
 
 /// How often an instance writes down its versions.
@@ -201,9 +200,7 @@ pub async fn build(s: Setup<'_>) -> anyhow::Result<Instance> {
         Duration::from_secs(1),
         Duration::from_millis(300),
     )?);
-    let fills = Arc::new(Fills::default());
-    let store = RedisStore::new(link.clone(), tables.clone(), fills.clone());
-    let bus = RedisBus::start(link, tables.clone(), Arc::new(SystemClock), fills);
+    let Redis { store, bus } = Redis::open(link, tables.clone(), Arc::new(SystemClock));
     let pending: Pending = Arc::default();
     let warehouse: Arc<dyn Warehouse> = Arc::new(RecordingWarehouse {
         inner: s.warehouse,
@@ -375,7 +372,7 @@ pub async fn traffic(
 }
 
 /// The worker process: builds its instance, runs the traffic, stops.
-pub async fn run(g: &crate::cli::GlobalArgs, args: WorkerArgs) -> anyhow::Result<()> {
+pub async fn run(g: &crate::settings::GlobalArgs, args: WorkerArgs) -> anyhow::Result<()> {
     let redis = g
         .redis
         .clone()
@@ -386,7 +383,7 @@ pub async fn run(g: &crate::cli::GlobalArgs, args: WorkerArgs) -> anyhow::Result
         .ok_or_else(|| anyhow::anyhow!("chaos-worker needs --warehouse"))?;
     let latency = crate::warehouse::Latency::parse(g.latency.as_deref().unwrap_or("0s"))
         .map_err(anyhow::Error::msg)?;
-    let lease = crate::engine::clock::parse_duration(&g.lease).map_err(anyhow::Error::msg)?;
+    let lease = crate::model::clock::parse_duration(&g.lease).map_err(anyhow::Error::msg)?;
     let (warehouse, _) = super::open_warehouse(&spec, latency)?;
     let recorder = Recorder::create(&args.out)?;
     let instance = build(Setup {

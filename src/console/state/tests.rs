@@ -5,9 +5,9 @@ use ratatui::crossterm::event::{
 };
 
 use super::*;
-use crate::bus::{Behind, Event, EventKind};
 use crate::console::source::sample_snapshot;
-use crate::instance::Environment;
+use crate::model::environment::Environment;
+use crate::model::events::{Behind, Event, EventKind};
 
 fn state(env: Environment, read_only: bool) -> State {
     let mut s = State::new(sample_snapshot(env, read_only), &[], false);
@@ -339,7 +339,7 @@ fn mouse_scrolls_the_feed_and_selects_tables() {
             ))),
         );
     }
-    let r = crate::console::view::regions(ratatui::layout::Rect::new(0, 0, 160, 48), 3).unwrap();
+    let r = crate::console::layout::regions(ratatui::layout::Rect::new(0, 0, 160, 48), 3).unwrap();
     let mouse = |kind, column, row| {
         Msg::Terminal(TermEvent::Mouse(MouseEvent {
             kind,

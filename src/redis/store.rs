@@ -18,7 +18,7 @@
 //! # The entry format
 //! An entry is the JSON of [`Entry`]: `{"fresh_until", "created_ms", "load_ms", "keep_until"}`
 //! (ms since the epoch; `load_ms` a duration), `"value"` (the answer's JSON, as a string) and
-//! `"versions": {"len", "tables", "versions"}` (the [`super::Stamp`]: how many tables, then four
+//! `"versions": {"len", "tables", "versions"}` (the [`Stamp`](crate::model::entry::Stamp): how many tables, then four
 //! table ids and four versions, zero-padded). The pointer is a hash `{versions, created}`.
 //!
 //! # Nothing read here is trusted
@@ -41,22 +41,20 @@
 //! the newer one; and a slow loader can never overwrite data of newer versions, because its key
 //! carries the versions it loaded.
 
-use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use redis::Script;
-use tokio::sync::Notify;
 
-use super::{BoxFuture, Entry, EntryKey, PutOutcome, Store, StoreError, TableKeys};
-use crate::engine::catalog::Request;
-use crate::engine::clock::system_now_ms;
-use crate::engine::versions::{TableId, Tables, VersionVector};
-use crate::redis_link::{LinkError, RedisLink};
-
-/// The channel on which a process that stored an entry tells the others; the payload is the key.
-pub const FILLS_CHANNEL: &str = "freshcache:fills";
+use super::fills::{FILLS_CHANNEL, Fills};
+use super::link::{LinkError, RedisLink};
+use crate::model::BoxFuture;
+use crate::model::catalog::Request;
+use crate::model::clock::system_now_ms;
+use crate::model::entry::{Entry, EntryKey, TableKeys};
+use crate::model::versions::{TableId, Tables, VersionVector};
+use crate::store::{PutOutcome, Store, StoreError};
 
 /// Keys purged per batch: one pipeline of this many UNLINKs plus a ZREM. Against 500, 200 lowered
 /// other clients' p99 and p99.9 GET latency during a purge (BENCHMARKS.md), at the cost of a
@@ -66,50 +64,6 @@ pub const PURGE_BATCH: usize = 200;
 const PURGE_PAUSE: Duration = Duration::from_millis(2);
 /// Whoever holds it does the fleet's housekeeping (purging old versions) for a while.
 const HOUSEKEEPING_KEY: &str = "fc:{_}:housekeeping";
-
-/// Waiters for fill notifications, by entry key. The bus's subscriber calls [`Fills::notify`].
-#[derive(Default)]
-pub struct Fills {
-    waiters: Mutex<HashMap<String, Arc<Notify>>>,
-}
-
-impl Fills {
-    /// The notification for `key` (shared by every waiter of this process).
-    pub fn register(&self, key: &str) -> Arc<Notify> {
-        let mut w = self.waiters.lock().unwrap_or_else(|p| p.into_inner());
-        if w.len() > 100_000 {
-            // Waiters that were never woken (their holders died): forget those nobody waits on.
-            w.retain(|_, n| Arc::strong_count(n) > 1);
-        }
-        w.entry(key.to_string()).or_default().clone()
-    }
-
-    /// Wakes every waiter of `key`.
-    pub fn notify(&self, key: &str) {
-        let n = self
-            .waiters
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(key);
-        if let Some(n) = n {
-            n.notify_waiters();
-        }
-    }
-
-    /// Wakes everyone (after a reconnect, a notification may have been lost).
-    pub fn notify_all(&self) {
-        let all: Vec<_> = self
-            .waiters
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .drain()
-            .map(|(_, n)| n)
-            .collect();
-        for n in all {
-            n.notify_waiters();
-        }
-    }
-}
 
 /// KEYS: entry, pointer, lease. ARGV: body, ttl (ms), versions text, created (ms), the lease
 /// token (empty for a put without a lease). Returns 1 stored, 0 lease taken over by another
@@ -231,8 +185,15 @@ impl RedisStore {
         Ok(taken.is_some())
     }
 
-    /// A store on `link` for the catalog's `tables`; `fills` is shared with the bus's subscriber.
-    pub fn new(link: Arc<RedisLink>, tables: Tables, fills: Arc<Fills>) -> Self {
+    /// A store on `link` for the catalog's `tables`, with no bus beside it: nothing wakes a
+    /// process waiting for another's fill, so it waits out its bound. A store that serves an
+    /// instance is opened with its bus ([`Redis::open`](super::Redis::open)).
+    pub fn new(link: Arc<RedisLink>, tables: Tables) -> Self {
+        Self::with_fills(link, tables, Arc::default())
+    }
+
+    /// A store whose fill wake-ups come from the bus that shares `fills`.
+    pub(super) fn with_fills(link: Arc<RedisLink>, tables: Tables, fills: Arc<Fills>) -> Self {
         Self {
             link,
             tables,
@@ -737,7 +698,11 @@ impl Store for RedisStore {
     }
 
     fn housekeeping_lock(&self, ttl: Duration) -> BoxFuture<'_, Result<bool, StoreError>> {
-        Box::pin(self.take(HOUSEKEEPING_KEY.to_string(), crate::bus::origin(), ttl))
+        Box::pin(self.take(
+            HOUSEKEEPING_KEY.to_string(),
+            crate::model::events::origin(),
+            ttl,
+        ))
     }
 
     fn purge<'a>(

@@ -15,14 +15,14 @@ use clap::parser::ValueSource;
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
-use crate::cli::GlobalArgs;
-use crate::engine::clock::parse_duration;
-use crate::engine::policy::Strategy;
-use crate::redis_link::mask_url;
+use crate::model::clock::parse_duration;
+use crate::model::policy::Strategy;
+use crate::secret::mask_url;
+use crate::settings::GlobalArgs;
 use crate::warehouse::Latency;
 
 /// The documented default configuration file.
-pub const DEFAULT_FILE: &str = include_str!("../assets/freshcache.toml");
+pub const DEFAULT_FILE: &str = include_str!("../../assets/freshcache.toml");
 
 /// One setting.
 #[derive(Debug, Clone, Copy)]
@@ -362,7 +362,7 @@ fn line_of(text: &str, offset: usize) -> usize {
 }
 
 fn read_file(path: &Path) -> Result<(String, FileConfig), ConfigError> {
-    let shown = crate::text::clean_line(&path.display().to_string());
+    let shown = crate::sanitize::clean_line(&path.display().to_string());
     let text = std::fs::read_to_string(path)
         .map_err(|e| ConfigError(format!("config file {shown}: cannot read it: {e}")))?;
     let parsed = parse(&text)
@@ -373,7 +373,7 @@ fn read_file(path: &Path) -> Result<(String, FileConfig), ConfigError> {
 fn parse(text: &str) -> Result<FileConfig, (usize, String)> {
     toml::from_str::<FileConfig>(text).map_err(|e| {
         let line = e.span().map_or(1, |s| line_of(text, s.start));
-        let why = crate::text::clean_line(e.message().trim());
+        let why = crate::sanitize::clean_line(e.message().trim());
         // serde says "field"; a configuration file has keys.
         (line, why.replace("unknown field", "unknown key"))
     })
@@ -410,7 +410,7 @@ pub fn resolve(g: &mut GlobalArgs, matches: &ArgMatches) -> Result<Report, Confi
                 let raw = std::env::var(k.env).map_err(|_| {
                     ConfigError(format!("environment variable {} is not valid UTF-8", k.env))
                 })?;
-                let shown = crate::text::clean_short(&raw, 80);
+                let shown = crate::sanitize::clean_short(&raw, 80);
                 let value = env_value(k.key, &raw)
                     .and_then(|v| set(g, k.key, v))
                     .map_err(|why| {
@@ -430,7 +430,7 @@ pub fn resolve(g: &mut GlobalArgs, matches: &ArgMatches) -> Result<Report, Confi
             {
                 Some((p, text, (value, span))) => {
                     let line = line_of(text, span.start);
-                    let shown = crate::text::clean_line(&p.display().to_string());
+                    let shown = crate::sanitize::clean_line(&p.display().to_string());
                     set(g, k.key, value).map_err(|why| {
                         ConfigError(format!(
                             "config file {shown}: line {line}: key `{}`: {why}",
@@ -461,7 +461,7 @@ pub fn resolve(g: &mut GlobalArgs, matches: &ArgMatches) -> Result<Report, Confi
         });
     }
     Ok(Report {
-        file: loaded.map(|(p, _)| crate::text::clean_line(&p.display().to_string())),
+        file: loaded.map(|(p, _)| crate::sanitize::clean_line(&p.display().to_string())),
         settings,
     })
 }
@@ -470,7 +470,7 @@ fn mask(key: &str, value: &str) -> String {
     match key {
         "redis.url" => mask_url(value),
         "warehouse.url" if value.contains("://") => mask_url(value),
-        _ => crate::text::clean_line(value),
+        _ => crate::sanitize::clean_line(value),
     }
 }
 
@@ -570,7 +570,7 @@ fn get(g: &GlobalArgs, key: &str) -> Option<String> {
 
 /// Checks one effective value; says what is accepted.
 fn validate(key: &str, v: &str) -> Result<(), String> {
-    let quoted = || format!("`{}`", crate::text::clean_short(v, 80));
+    let quoted = || format!("`{}`", crate::sanitize::clean_short(v, 80));
     match key {
         "hour"
         | "redis.timeout"
@@ -637,7 +637,7 @@ fn validate(key: &str, v: &str) -> Result<(), String> {
 /// Parses a listening address: `127.0.0.1:9464`, `[::1]:9464`, `localhost:9464`.
 pub fn parse_addr(v: &str) -> Result<std::net::SocketAddr, String> {
     use std::net::ToSocketAddrs;
-    let shown = crate::text::clean_short(v, 80);
+    let shown = crate::sanitize::clean_short(v, 80);
     v.to_socket_addrs()
         .ok()
         .and_then(|mut a| a.next())
@@ -655,7 +655,7 @@ pub fn print(report: &Report) {
         None => println!(
             "configuration file: none (looked for {})",
             default_path()
-                .map(|p| crate::text::clean_line(&p.display().to_string()))
+                .map(|p| crate::sanitize::clean_line(&p.display().to_string()))
                 .unwrap_or_else(|| "nothing: no HOME".into())
         ),
     }
@@ -674,8 +674,15 @@ pub fn print(report: &Report) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::instance::Environment;
+    use crate::model::environment::Environment;
     use clap::{CommandFactory, FromArgMatches};
+
+    /// The shared options alone, parsed as the command line parses them.
+    #[derive(clap::Parser)]
+    struct Line {
+        #[command(flatten)]
+        global: GlobalArgs,
+    }
 
     fn resolve_with(file: &str, args: &[&str]) -> Result<(GlobalArgs, Report), ConfigError> {
         let dir = std::env::temp_dir().join(format!(
@@ -688,11 +695,8 @@ mod tests {
         std::fs::write(&path, file).unwrap();
         let mut argv = vec!["freshcache", "--config", path.to_str().unwrap()];
         argv.extend_from_slice(args);
-        argv.push("stats");
-        let matches = crate::cli::Cli::command()
-            .try_get_matches_from(argv)
-            .unwrap();
-        let mut cli = crate::cli::Cli::from_arg_matches(&matches).unwrap();
+        let matches = Line::command().try_get_matches_from(argv).unwrap();
+        let mut cli = Line::from_arg_matches(&matches).unwrap();
         let r = resolve(&mut cli.global, &matches);
         let _ = std::fs::remove_dir_all(&dir);
         r.map(|r| (cli.global, r))
@@ -808,10 +812,10 @@ mod tests {
 
     #[test]
     fn a_missing_explicit_file_is_an_error() {
-        let matches = crate::cli::Cli::command()
-            .try_get_matches_from(["freshcache", "--config", "/nonexistent/fc.toml", "stats"])
+        let matches = Line::command()
+            .try_get_matches_from(["freshcache", "--config", "/nonexistent/fc.toml"])
             .unwrap();
-        let mut cli = crate::cli::Cli::from_arg_matches(&matches).unwrap();
+        let mut cli = Line::from_arg_matches(&matches).unwrap();
         let e = resolve(&mut cli.global, &matches).unwrap_err();
         assert!(
             e.0.contains("/nonexistent/fc.toml") && e.0.contains("cannot read"),

@@ -18,7 +18,7 @@ use arc_swap::{ArcSwap, Guard};
 
 use super::catalog::MAX_TABLES_PER_QUERY;
 use super::clock::{Millis, format_batch_label};
-use crate::store::Stamp;
+use crate::model::entry::Stamp;
 
 /// The index of a table in the catalog's table list.
 #[derive(

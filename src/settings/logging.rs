@@ -11,7 +11,8 @@ use tracing_appender::non_blocking::WorkerGuard;
 use tracing_appender::rolling::{Builder, Rotation};
 use tracing_subscriber::EnvFilter;
 
-use crate::cli::GlobalArgs;
+use crate::secret::redact;
+use crate::settings::GlobalArgs;
 
 /// Keeps the log writer flushing until dropped (at the end of `main`).
 #[must_use = "logs stop when the guard is dropped"]
@@ -63,8 +64,8 @@ pub fn init(g: &GlobalArgs) -> LogGuard {
         Err(e) => {
             eprintln!(
                 "freshcache: logging is off: cannot write logs in {}: {}",
-                crate::text::clean_line(&dir.display().to_string()),
-                crate::text::clean_line(&e)
+                crate::sanitize::clean_line(&dir.display().to_string()),
+                crate::sanitize::clean_line(&e)
             );
             return LogGuard { _worker: None };
         }
@@ -113,48 +114,9 @@ fn install_panic_hook(dir: PathBuf) {
         if thread == "main" {
             eprintln!(
                 "freshcache: internal error at {place} (a bug; please report it): {}; details in {}",
-                crate::text::clean_short(&message, 200),
-                crate::text::clean_line(&dir.display().to_string())
+                crate::sanitize::clean_short(&message, 200),
+                crate::sanitize::clean_line(&dir.display().to_string())
             );
         }
     }));
-}
-
-/// `text` with the password of every URL in it replaced by `***`.
-pub fn redact(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(i) = rest.find("://") {
-        let (head, tail) = rest.split_at(i + 3);
-        out.push_str(head);
-        // Up to the end of the word: a password may hold `/` and the like.
-        let end = tail
-            .find(|c: char| c.is_whitespace() || c == '"' || c == '\'')
-            .unwrap_or(tail.len());
-        out.push_str(&crate::redis_link::mask_authority(&tail[..end]));
-        rest = &tail[end..];
-    }
-    out.push_str(rest);
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn redact_masks_every_password_and_keeps_the_rest() {
-        assert_eq!(
-            redact("cannot reach redis://ann:pw1@h:6379/0 or postgres://bob:pw2@db/sales now"),
-            "cannot reach redis://ann:***@h:6379/0 or postgres://bob:***@db/sales now"
-        );
-        assert_eq!(redact("redis://h:6379"), "redis://h:6379");
-        assert_eq!(redact("redis://:pw@h"), "redis://:***@h");
-        assert_eq!(redact("no url here"), "no url here");
-        assert_eq!(redact("trailing ://"), "trailing ://");
-        assert_eq!(
-            redact("at redis://:S3nt/inel@h:1/0, then"),
-            "at redis://:***@h:1/0, then"
-        );
-    }
 }

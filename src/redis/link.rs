@@ -17,71 +17,12 @@ use std::time::{Duration, Instant};
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
+use crate::secret::{Secret, mask_url};
+
 /// Consecutive failures that open the breaker.
 pub const BREAKER_THRESHOLD: u32 = 3;
 /// How long an open breaker refuses calls before letting a probe through.
 pub const BREAKER_COOL_DOWN: Duration = Duration::from_millis(1_000);
-
-/// A value that must never be shown: `Debug` and `Display` print `***`.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret<T>(T);
-
-impl<T> Secret<T> {
-    /// Wraps a secret.
-    pub fn new(value: T) -> Self {
-        Self(value)
-    }
-
-    /// The secret itself, for the one place that needs it.
-    pub fn expose(&self) -> &T {
-        &self.0
-    }
-}
-
-impl<T> fmt::Debug for Secret<T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("***")
-    }
-}
-
-impl<T> fmt::Display for Secret<T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("***")
-    }
-}
-
-/// A URL with its password replaced by `***` (`redis://ann:***@host:6379/0`).
-pub fn mask_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return "(not a URL)".into();
-    };
-    // The user information ends at the last `@`: a password may hold `/`, `?`, `#` or `@`
-    // unescaped, and masking too much is better than showing a password.
-    crate::text::clean_line(&format!("{scheme}://{}", mask_authority(rest)))
-}
-
-/// What follows `scheme://` in a URL, with the password in the user information and any
-/// `password=` (or `sslpassword=`, ...) query parameter replaced by `***`.
-pub fn mask_authority(rest: &str) -> String {
-    let masked = match rest.rsplit_once('@') {
-        Some((userinfo, host)) => match userinfo.split_once(':') {
-            Some((user, _)) => format!("{user}:***@{host}"),
-            None => format!("{userinfo}@{host}"),
-        },
-        None => rest.to_string(),
-    };
-    let Some((path, query)) = masked.split_once('?') else {
-        return masked;
-    };
-    let query: Vec<String> = query
-        .split('&')
-        .map(|p| match p.split_once('=') {
-            Some((k, _)) if k.to_ascii_lowercase().ends_with("password") => format!("{k}=***"),
-            _ => p.to_string(),
-        })
-        .collect();
-    format!("{path}?{}", query.join("&"))
-}
 
 /// Why a call to Redis failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -245,7 +186,7 @@ impl fmt::Debug for RedisLink {
 }
 
 fn classify(e: &redis::RedisError) -> LinkError {
-    let text = crate::text::clean_short(&e.to_string(), 200);
+    let text = crate::sanitize::clean_short(&e.to_string(), 200);
     if e.kind() == redis::ErrorKind::AuthenticationFailed
         || text.contains("WRONGPASS")
         || text.contains("NOAUTH")
@@ -293,7 +234,7 @@ impl RedisLink {
         let describe = mask_url(url);
         let bad = |why: String| LinkError::BadUrl {
             url: describe.clone(),
-            why: crate::text::clean_short(&why, 120),
+            why: crate::sanitize::clean_short(&why, 120),
         };
         if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
             return Err(bad("the scheme must be redis:// or rediss://".into()));
@@ -471,31 +412,6 @@ impl RedisLink {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn urls_are_masked() {
-        assert_eq!(
-            mask_url("redis://ann:s3cret@db.local:6380/2"),
-            "redis://ann:***@db.local:6380/2"
-        );
-        assert_eq!(mask_url("redis://:s3cret@h"), "redis://:***@h");
-        assert_eq!(mask_url("rediss://h:6379"), "rediss://h:6379");
-        assert_eq!(mask_url("nonsense"), "(not a URL)");
-        for pw in ["p/w", "p?w", "p#w", "p@w", "p:w"] {
-            let m = mask_url(&format!("redis://ann:{pw}@h:1/0"));
-            assert_eq!(m, "redis://ann:***@h:1/0", "{pw}");
-        }
-        assert_eq!(
-            mask_url("redis://:S3nt/inel@127.0.0.1:1"),
-            "redis://:***@127.0.0.1:1"
-        );
-        assert_eq!(
-            mask_url("postgres://u@h:1/db?sslmode=require&password=s3cret&sslpassword=k3y"),
-            "postgres://u@h:1/db?sslmode=require&password=***&sslpassword=***"
-        );
-        assert_eq!(format!("{:?}", Secret::new("pw")), "***");
-        assert_eq!(Secret::new("pw").to_string(), "***");
-    }
 
     #[tokio::test]
     async fn bad_urls_are_refused_without_the_password() {

@@ -28,15 +28,16 @@ use futures_util::StreamExt;
 use redis::Script;
 use tokio::sync::broadcast;
 
-use super::{
-    BumpMode, BumpOutcome, BumpRequest, Bus, BusError, CHANNEL, Delivered, Event, EventKind,
-    InstanceReport, RawMessage, SEED_MESSAGE_WINDOW,
+use super::fills::{FILLS_CHANNEL, Fills};
+use super::link::{LinkError, RedisLink};
+use crate::bus::{
+    BumpMode, BumpOutcome, BumpRequest, Bus, BusError, CHANNEL, Delivered, InstanceReport,
+    RawMessage, SEED_MESSAGE_WINDOW,
 };
-use crate::engine::clock::{SharedClock, format_rfc3339};
-use crate::engine::versions::{TableId, Tables, VersionVector};
-use crate::redis_link::{LinkError, RedisLink};
-use crate::store::BoxFuture;
-use crate::store::redis::{FILLS_CHANNEL, Fills};
+use crate::model::BoxFuture;
+use crate::model::clock::{SharedClock, format_rfc3339};
+use crate::model::events::{Event, EventKind};
+use crate::model::versions::{TableId, Tables, VersionVector};
 
 /// Events kept in the log.
 pub const LOG_LIMIT: u64 = 10_000;
@@ -189,21 +190,28 @@ fn bus_err(e: LinkError) -> BusError {
 }
 
 impl RedisBus {
-    /// A bus on `link`; starts its subscriber (which reconnects by itself) on the current runtime.
-    pub fn start(
+    /// A bus on `link` with no store beside it (a publisher, a reader of the truth); starts its
+    /// subscriber (which reconnects by itself) on the current runtime. A bus that serves an
+    /// instance is opened with its store ([`Redis::open`](super::Redis::open)).
+    pub fn start(link: Arc<RedisLink>, tables: Tables, clock: SharedClock) -> Self {
+        Self::start_with_fills(link, tables, clock, Arc::default())
+    }
+
+    /// A bus whose subscriber wakes the waiters of the store that shares `fills`.
+    pub(super) fn start_with_fills(
         link: Arc<RedisLink>,
         tables: Tables,
         clock: SharedClock,
         fills: Arc<Fills>,
     ) -> Self {
-        let (feed, _) = broadcast::channel(super::local::FEED_CAPACITY);
+        let (feed, _) = broadcast::channel(crate::bus::local::FEED_CAPACITY);
         let (raw, _) = broadcast::channel(1024);
         let bus = Self {
             inner: Arc::new(Inner {
                 link,
                 tables,
                 clock,
-                origin: super::origin(),
+                origin: crate::model::events::origin(),
                 fills,
                 feed,
                 raw,

@@ -21,8 +21,9 @@ use std::time::{Duration, Instant};
 use super::flight::LoadError;
 use super::stats::Counter;
 use super::{Engine, Inner};
-use crate::engine::catalog::Request;
-use crate::store::{Entry, EntryKey, PutOutcome, Stamp, Store};
+use crate::model::catalog::Request;
+use crate::model::entry::{Entry, EntryKey, Stamp};
+use crate::store::{PutOutcome, Store};
 
 /// How long a lease lasts by default before it must be extended (the holder extends it every
 /// third of it); a dead holder's lease is taken over after at most this long.
