@@ -995,6 +995,7 @@ fn simulate_partial_in_development_and_staging() {
                 "simulate-partial",
                 "--fail",
                 "inventory",
+                "--yes",
             ])
             .run();
         out.expect(0);
@@ -1547,6 +1548,7 @@ fn guards_refuse_with_exit_3_and_change_nothing() {
     for args in [
         &["invalidate", "--table", "sales"][..],
         &["--env", "production", "invalidate", "--all"][..],
+        &["simulate-partial", "--fail", "inventory"][..],
     ] {
         let out = s.fc().args(args).run();
         out.expect(3);
@@ -1708,7 +1710,7 @@ fn postgres_on_a_closed_port_exits_5() {
         &["warehouse", "init", "--sales", "10"][..],
         &["etl", "run"][..],
         &["etl-complete", "--batch", "20261126-10:00"][..],
-        &["simulate-partial", "--fail", "inventory"][..],
+        &["simulate-partial", "--fail", "inventory", "--yes"][..],
     ] {
         s.fc().args(["--warehouse", &url]).args(args).run().fails(
             5,

@@ -228,3 +228,45 @@ fn sigterm_restores_the_terminal() {
     t.wait_for("the demo to exit", STEP, |s| s.contains("EXIT=0"));
     assert!(!t.alternate_screen());
 }
+
+/// The headless twin of a dangerous console action asks for the same typed phrase on a terminal:
+/// a wrong phrase changes nothing (exit 3), the right one runs it.
+#[test]
+fn simulate_partial_on_a_terminal_asks_for_the_consoles_phrase() {
+    if skip_without_tmux() {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("freshcache-e2e-confirm-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let config = dir.join("empty.toml");
+    std::fs::write(&config, "").expect("config");
+    let bin = env!("CARGO_BIN_EXE_freshcache");
+    let run = format!(
+        "{bin} --config {} --data-dir {} --log-dir {} --latency 0s simulate-partial --fail inventory",
+        config.display(),
+        dir.join("data").display(),
+        dir.join("logs").display()
+    );
+    let t = Tmux::start(
+        "confirm",
+        &format!("sh -c '{run}; echo FIRST=$?; {run}; echo SECOND=$?; exec sh'"),
+    );
+    let phrase = "simulate-partial inventory in development";
+    t.wait_for("the first prompt", BOOT, |s| {
+        s.contains(&format!("Type `{phrase}` to confirm"))
+    });
+    t.literal("simulate-partial inventory in staging");
+    t.keys(&["Enter"]);
+    let screen = t.wait_for("the refusal", STEP, |s| s.contains("FIRST="));
+    assert!(screen.contains("FIRST=3"), "{screen}");
+    assert!(screen.contains("did not match"), "{screen}");
+    t.wait_for("the second prompt", STEP, |s| {
+        s.matches(&format!("Type `{phrase}` to confirm")).count() == 2
+    });
+    t.literal(phrase);
+    t.keys(&["Enter"]);
+    let screen = t.wait_for("the second run", BOOT, |s| s.contains("SECOND="));
+    assert!(screen.contains("SECOND=0"), "{screen}");
+    drop(t);
+    let _ = std::fs::remove_dir_all(&dir);
+}

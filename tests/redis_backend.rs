@@ -889,7 +889,7 @@ fn no_keys_command_and_old_versions_are_counted_and_purged() {
         &["events", "--limit", "20"],
         &["warm", "--top", "5"],
         &["warehouse", "status"],
-        &["simulate-partial", "--fail", "inventory"],
+        &["simulate-partial", "--fail", "inventory", "--yes"],
         &["etl-complete", "--batch", "20200101-00:00"],
         &["etl", "run"],
     ];

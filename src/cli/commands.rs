@@ -15,6 +15,7 @@ use crate::exit::{CliError, EXIT_BAD_INPUT, EXIT_REFUSED};
 use crate::instance::{EtlCompleteReport, Instance};
 use crate::model::clock::{format_rfc3339, parse_duration};
 use crate::model::events::{Event, EventKind};
+use crate::model::ops::{self, Action};
 use crate::settings::GlobalArgs;
 use crate::traffic::{self, TrafficConfig};
 use crate::warehouse::Rows;
@@ -53,6 +54,9 @@ pub struct SimulatePartialArgs {
         value_name = "TABLE"
     )]
     pub fail: Vec<String>,
+    /// Do it without asking for a typed confirmation.
+    #[arg(long)]
+    pub yes: bool,
 }
 
 /// Options of `invalidate`.
@@ -365,8 +369,33 @@ pub async fn simulate_partial(g: &GlobalArgs, args: SimulatePartialArgs) -> Resu
     let world = World::open(g).await?;
     let instance = world.instance(g).await?;
     let fail = instance.table_ids(&args.fail)?;
+    let what = format!(
+        "simulate-partial: an ETL batch runs now; {} will fail and stay behind, the other tables are bumped.",
+        args.fail.join(", ")
+    );
+    confirm_action(g, Action::SimulatePartial, &args.fail, args.yes, &what)?;
     let (run, report) = instance.simulate_partial(&fail).await?;
     print_run(g, &run, &report)
+}
+
+/// Asks for the registry's typed confirmation of a dangerous `action` (the phrase the console
+/// asks for), after saying `what` will happen — unless `--yes` was given. An action the guard
+/// refuses anyway is not asked about: the instance refuses it, and audits the refusal.
+fn confirm_action(
+    g: &GlobalArgs,
+    action: Action,
+    targets: &[String],
+    yes: bool,
+    what: &str,
+) -> Result<(), CliError> {
+    if yes || !action.dangerous() || ops::refusal(action, g.env, g.read_only).is_some() {
+        return Ok(());
+    }
+    eprintln!("{what}");
+    confirm(
+        &ops::confirmation_phrase(action, targets, g.env),
+        action.name(),
+    )
 }
 
 /// Asks for a typed confirmation on a terminal; refuses elsewhere.
@@ -418,19 +447,17 @@ pub async fn invalidate(g: &GlobalArgs, args: InvalidateArgs) -> Result<(), CliE
                     .any(|t| names.iter().any(|n| n == world.catalog.tables().name(*t)))
         })
         .count();
-    if !args.yes && !g.read_only {
-        eprintln!(
-            "invalidate {}: every cached answer of {affected} of {} queries misses once.",
-            names.join(", "),
-            world.catalog.queries().len()
-        );
-        let target = if args.all {
-            "all".to_string()
-        } else {
-            names.join(",")
-        };
-        confirm(&format!("invalidate {target} in {}", g.env), "invalidate")?;
-    }
+    let what = format!(
+        "invalidate {}: every cached answer of {affected} of {} queries misses once.",
+        names.join(", "),
+        world.catalog.queries().len()
+    );
+    let targets = if args.all {
+        vec!["all".to_string()]
+    } else {
+        names.clone()
+    };
+    confirm_action(g, Action::Invalidate, &targets, args.yes, &what)?;
     let report = instance.invalidate(&ids).await?;
     print_report(g, &report)
 }
@@ -513,7 +540,7 @@ pub async fn traffic(g: &GlobalArgs, args: TrafficArgs) -> Result<(), CliError> 
         // The simulator writes made-up data into the configured warehouse.
         instance
             .allow(
-                crate::instance::Action::RunEtl,
+                crate::model::ops::Action::RunEtl,
                 &["hourly schedule".to_string()],
             )
             .await?;
@@ -760,9 +787,11 @@ pub async fn warehouse(g: &GlobalArgs, cmd: WarehouseCommand) -> Result<(), CliE
     match cmd {
         WarehouseCommand::Init { sales, customers } => {
             // Checked before anything is opened: opening the embedded warehouse creates it.
-            if let Some(e) =
-                crate::instance::refusal(crate::instance::Action::InitWarehouse, g.env, g.read_only)
-            {
+            if let Some(e) = crate::instance::refusal(
+                crate::model::ops::Action::InitWarehouse,
+                g.env,
+                g.read_only,
+            ) {
                 tracing::warn!("refused: warehouse init: {e}");
                 return Err(e.into());
             }

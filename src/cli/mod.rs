@@ -86,9 +86,9 @@ pub enum Command {
     #[command(after_help = "Example:\n  freshcache etl-complete --batch 20261126-10:00")]
     EtlComplete(commands::EtlCompleteArgs),
     /// Runs an ETL batch in which the named tables fail, then etl-complete (staging and
-    /// development only).
+    /// development only; dangerous: needs --yes or a typed confirmation).
     #[command(
-        after_help = "Example:\n  freshcache --env staging simulate-partial --fail inventory"
+        after_help = "Examples:\n  freshcache --env staging simulate-partial --fail inventory\n  freshcache --env staging simulate-partial --fail inventory,customers --yes"
     )]
     SimulatePartial(commands::SimulatePartialArgs),
     /// Bumps the versions of tables so every answer that reads them misses once (dangerous:

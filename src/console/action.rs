@@ -1,10 +1,10 @@
-//! The one registry of console actions. Each action is one value with its key, its description
-//! and whether it is dangerous; the footer, the help overlay, read-only mode and the typed
-//! confirmations are all derived from it, and an action that reaches the engine names the
-//! [`instance::Action`](crate::instance::Action) whose guard (and headless CLI twin) it shares.
-
-use crate::instance::Action as EngineAction;
+//! The console's keys. Each key is one value: an operator action of the one registry
+//! ([`crate::model::ops`]) — whose danger, refusals, confirmation phrase, description and headless
+//! twin come from there, unchanged — or a view control (help, freeze, filter, quit) that changes
+//! nothing outside the console. The footer, the help overlay, read-only mode and the typed
+//! confirmations are all derived from this list.
 use crate::model::environment::Environment;
+use crate::model::ops::{self, Action};
 
 /// Which action.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -27,7 +27,7 @@ pub enum ActionId {
     Quit,
 }
 
-/// One action of the registry.
+/// One key of the console.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ActionSpec {
     /// Which.
@@ -38,14 +38,43 @@ pub struct ActionSpec {
     pub label: &'static str,
     /// A shorter word, for narrow footers.
     pub short: &'static str,
+    /// What it does, for the help overlay, when it is a view control (an operator action's comes
+    /// from the registry).
+    view: Option<View>,
+    /// The operator action it carries out, if any: its guard, danger, phrase and CLI twin apply.
+    pub engine: Option<Action>,
+}
+
+/// What a view control does, and the headless command closest to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct View {
+    description: &'static str,
+    cli: Option<&'static str>,
+}
+
+impl ActionSpec {
     /// A line for the help overlay.
-    pub description: &'static str,
-    /// Whether it needs a typed confirmation.
-    pub dangerous: bool,
-    /// The engine action it carries out, if any (its guard applies, and its CLI twin).
-    pub engine: Option<EngineAction>,
+    pub fn description(&self) -> &'static str {
+        match (self.engine, self.view) {
+            (Some(a), _) => a.spec().description,
+            (None, Some(v)) => v.description,
+            (None, None) => "",
+        }
+    }
+
+    /// Whether it needs a typed confirmation (the registry's word for operator actions).
+    pub fn dangerous(&self) -> bool {
+        self.engine.is_some_and(Action::dangerous)
+    }
+
     /// The headless command that does the same.
-    pub cli: Option<&'static str>,
+    pub fn cli(&self) -> Option<&'static str> {
+        match (self.engine, self.view) {
+            (Some(a), _) => Some(a.spec().cli),
+            (None, Some(v)) => v.cli,
+            (None, None) => None,
+        }
+    }
 }
 
 /// Every console action, in footer order.
@@ -55,80 +84,76 @@ pub const ACTIONS: &[ActionSpec] = &[
         key: 'i',
         label: "invalidate",
         short: "inval",
-        description: "bump table versions: every answer that reads them misses once",
-        dangerous: true,
-        engine: Some(EngineAction::Invalidate),
-        cli: Some("freshcache invalidate --table T"),
+        view: None,
+        engine: Some(Action::Invalidate),
     },
     ActionSpec {
         id: ActionId::Warm,
         key: 'w',
         label: "warm",
         short: "warm",
-        description: "load the hottest keys that are not fresh",
-        dangerous: false,
-        engine: Some(EngineAction::Warm),
-        cli: Some("freshcache warm --top N"),
+        view: None,
+        engine: Some(Action::Warm),
     },
     ActionSpec {
         id: ActionId::SimulatePartial,
         key: 'p',
         label: "partial update",
         short: "partial",
-        description: "run an ETL batch in which chosen tables fail (staging, development)",
-        dangerous: true,
-        engine: Some(EngineAction::SimulatePartial),
-        cli: Some("freshcache simulate-partial --fail T"),
+        view: None,
+        engine: Some(Action::SimulatePartial),
     },
     ActionSpec {
         id: ActionId::Strategy,
         key: 's',
         label: "strategy",
         short: "strat",
-        description: "switch the caching strategy (demo): the seed's recipes or freshcache",
-        dangerous: true,
-        engine: Some(EngineAction::SwitchStrategy),
-        cli: Some("freshcache --strategy S ..."),
+        view: None,
+        engine: Some(Action::SwitchStrategy),
     },
     ActionSpec {
         id: ActionId::Freeze,
         key: 'f',
         label: "freeze",
         short: "freeze",
-        description: "freeze the screen; collection goes on, unfreeze shows the latest",
-        dangerous: false,
+        view: Some(View {
+            description: "freeze the screen; collection goes on, unfreeze shows the latest",
+            cli: None,
+        }),
         engine: None,
-        cli: None,
     },
     ActionSpec {
         id: ActionId::Filter,
         key: '/',
         label: "filter",
         short: "filter",
-        description: "filter the event feed by text (Esc clears)",
-        dangerous: false,
+        view: Some(View {
+            description: "filter the event feed by text (Esc clears)",
+            cli: Some("freshcache events"),
+        }),
         engine: None,
-        cli: Some("freshcache events"),
     },
     ActionSpec {
         id: ActionId::Help,
         key: '?',
         label: "help",
         short: "help",
-        description: "show or hide this help",
-        dangerous: false,
+        view: Some(View {
+            description: "show or hide this help",
+            cli: None,
+        }),
         engine: None,
-        cli: None,
     },
     ActionSpec {
         id: ActionId::Quit,
         key: 'q',
         label: "quit",
         short: "quit",
-        description: "quit and restore the terminal (also Ctrl-C)",
-        dangerous: false,
+        view: Some(View {
+            description: "quit and restore the terminal (also Ctrl-C)",
+            cli: None,
+        }),
         engine: None,
-        cli: None,
     },
 ];
 
@@ -148,24 +173,15 @@ pub fn spec(id: ActionId) -> &'static ActionSpec {
 /// Why `action` is not available here, or `None` when it is. Engine actions follow the
 /// engine's own guard; read-only mode removes everything that changes anything.
 pub fn unavailable(action: &ActionSpec, env: Environment, read_only: bool) -> Option<String> {
-    let engine = action.engine?;
-    if let Some(why) = engine.refused_in(env) {
-        return Some(why.to_string());
-    }
-    if read_only {
-        return Some(format!("{} is disabled in read-only mode", action.label));
-    }
-    None
+    ops::refusal(action.engine?, env, read_only).map(|r| r.to_string())
 }
 
-/// The phrase an operator types to confirm a dangerous action: it names the action, the targets
-/// and the environment, so it cannot be typed by habit in the wrong window.
+/// The phrase an operator types to confirm a dangerous action (the registry's, as the CLI asks).
 pub fn confirmation_phrase(action: &ActionSpec, targets: &[String], env: Environment) -> String {
-    let verb = match action.engine {
-        Some(e) => e.name(),
-        None => action.label,
-    };
-    format!("{verb} {} in {env}", targets.join(","))
+    match action.engine {
+        Some(a) => ops::confirmation_phrase(a, targets, env),
+        None => format!("{} {} in {env}", action.label, targets.join(",")),
+    }
 }
 
 #[cfg(test)]
@@ -177,9 +193,8 @@ mod tests {
         for (i, a) in ACTIONS.iter().enumerate() {
             assert!(ACTIONS[..i].iter().all(|b| b.key != a.key), "{:?}", a.id);
             assert_eq!(spec(a.id).id, a.id);
-            if let Some(e) = a.engine {
-                assert_eq!(a.dangerous, e.dangerous(), "{:?}", a.id);
-            }
+            assert!(!a.description().is_empty(), "{:?}", a.id);
+            assert_eq!(a.dangerous(), a.engine.is_some_and(Action::dangerous));
         }
         let partial = spec(ActionId::SimulatePartial);
         assert!(

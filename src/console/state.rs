@@ -484,7 +484,7 @@ fn confirm_or_run(
     targets: Vec<String>,
 ) -> Option<Effect> {
     let spec = action::spec(id);
-    if !spec.dangerous {
+    if !spec.dangerous() {
         s.dialog = Some(Dialog::Running { action: id });
         return Some(Effect::Execute(id, request));
     }

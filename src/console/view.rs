@@ -624,14 +624,14 @@ fn draw_help(frame: &mut Frame, area: Rect, snap: &Snapshot, theme: &Theme) {
         lines.push(Line::from(vec![
             Span::styled(format!(" {} ", a.key), theme.selected()),
             Span::raw(format!(" {:<15}", a.label)),
-            Span::raw(a.description),
+            Span::raw(a.description()),
         ]));
-        let detail = match (action::unavailable(a, snap.env, snap.read_only), a.cli) {
+        let detail = match (action::unavailable(a, snap.env, snap.read_only), a.cli()) {
             (Some(why), _) => Span::styled(format!("     not available: {why}"), theme.bad()),
             (None, cli) => Span::styled(
                 format!(
                     "     {}{}",
-                    if a.dangerous {
+                    if a.dangerous() {
                         "typed confirmation · "
                     } else {
                         ""
@@ -699,7 +699,7 @@ fn draw_dialog(frame: &mut Frame, area: Rect, dialog: &Dialog, snap: &Snapshot, 
             lines.push(Line::from(Span::styled(
                 format!(
                     " space ticks · Enter next · Esc cancels{}",
-                    if spec.dangerous {
+                    if spec.dangerous() {
                         " · then a typed confirmation"
                     } else {
                         ""

@@ -1,95 +1,20 @@
-//! The guards on operator actions: which environment refuses what, and read-only mode. They are
-//! enforced here, below any UI, so a console bug or a script cannot get around them.
+//! The guards on operator actions, enforced here, below any UI, so a console bug or a script
+//! cannot get around them. What each action is and where it is refused is the registry's
+//! ([`crate::model::ops`]); this module turns its answer into the instance's error, and says who
+//! is acting, for the audit log.
 
 use serde::Serialize;
 
 use super::InstanceError;
 use crate::model::environment::Environment;
-
-/// An operator action an instance carries out.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Action {
-    /// Bump table versions by hand.
-    Invalidate,
-    /// Load hot keys ahead of need.
-    Warm,
-    /// Run an ETL batch with failing tables.
-    SimulatePartial,
-    /// Change the engine's strategy.
-    SwitchStrategy,
-    /// Run the ETL simulator (`etl run`): made-up data into the warehouse.
-    RunEtl,
-    /// Complete an ETL batch (`etl-complete`): bump what the update log confirms.
-    EtlComplete,
-    /// Create the demo schema and data in an empty warehouse (`warehouse init`).
-    InitWarehouse,
-}
-
-impl Action {
-    /// Every action.
-    pub const ALL: [Action; 7] = [
-        Action::Invalidate,
-        Action::Warm,
-        Action::SimulatePartial,
-        Action::SwitchStrategy,
-        Action::RunEtl,
-        Action::EtlComplete,
-        Action::InitWarehouse,
-    ];
-
-    /// The action's name in commands and the event log.
-    pub fn name(self) -> &'static str {
-        match self {
-            Action::Invalidate => "invalidate",
-            Action::Warm => "warm",
-            Action::SimulatePartial => "simulate-partial",
-            Action::SwitchStrategy => "switch-strategy",
-            Action::RunEtl => "etl-run",
-            Action::EtlComplete => "etl-complete",
-            Action::InitWarehouse => "warehouse-init",
-        }
-    }
-
-    /// Whether it needs a typed confirmation: it makes users miss or changes how they are served.
-    /// The ETL's own steps are run by jobs, which answer no prompts; they are guarded by
-    /// environment and read-only mode instead.
-    pub fn dangerous(self) -> bool {
-        !matches!(
-            self,
-            Action::Warm | Action::RunEtl | Action::EtlComplete | Action::InitWarehouse
-        )
-    }
-
-    /// Why `env` refuses the action outright, if it does.
-    pub fn refused_in(self, env: Environment) -> Option<&'static str> {
-        match (self, env) {
-            (Action::SimulatePartial, Environment::Production) => {
-                Some("partial updates are simulated in staging and development, not in production")
-            }
-            (Action::SwitchStrategy, Environment::Production) => {
-                Some("switching strategy is a demo feature, not in production")
-            }
-            (Action::InitWarehouse, Environment::Production) => Some(
-                "the demo schema and data are for staging and development, not a production warehouse",
-            ),
-            (Action::RunEtl, Environment::Production) => Some(
-                "the ETL simulator loads made-up data: staging and development only; in production the real ETL loads, then runs `freshcache etl-complete`",
-            ),
-            _ => None,
-        }
-    }
-}
+use crate::model::ops::{self, Action, Refusal};
 
 /// Whether `action` may run, and if not, the error that says why.
 pub fn refusal(action: Action, env: Environment, read_only: bool) -> Option<InstanceError> {
-    if let Some(why) = action.refused_in(env) {
-        return Some(InstanceError::Refused(why.to_string()));
-    }
-    if read_only {
-        return Some(InstanceError::ReadOnly(action.name().to_string()));
-    }
-    None
+    ops::refusal(action, env, read_only).map(|r| match r {
+        Refusal::Environment(why) => InstanceError::Refused(why.to_string()),
+        Refusal::ReadOnly(action) => InstanceError::ReadOnly(action.name().to_string()),
+    })
 }
 
 /// Who is acting, for the audit log.
@@ -150,24 +75,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn production_refuses_simulations_and_read_only_refuses_every_change() {
+    fn refusals_become_the_instance_errors() {
         assert!(matches!(
             refusal(Action::SimulatePartial, Environment::Production, false),
             Some(InstanceError::Refused(_))
         ));
-        assert!(refusal(Action::SimulatePartial, Environment::Staging, false).is_none());
-        assert!(refusal(Action::Invalidate, Environment::Production, false).is_none());
         assert!(matches!(
-            refusal(Action::RunEtl, Environment::Production, false),
-            Some(InstanceError::Refused(_))
+            refusal(Action::Warm, Environment::Production, true),
+            Some(InstanceError::ReadOnly(name)) if name == "warm"
         ));
-        assert!(refusal(Action::EtlComplete, Environment::Production, false).is_none());
-        for a in Action::ALL {
-            assert!(
-                refusal(a, Environment::Development, true).is_some(),
-                "{a:?}"
-            );
-        }
-        assert!(!Action::Warm.dangerous() && Action::Invalidate.dangerous());
+        assert!(refusal(Action::Invalidate, Environment::Production, false).is_none());
     }
 }

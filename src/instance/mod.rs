@@ -61,12 +61,13 @@ use crate::engine::{Engine, RefreshProgress};
 use crate::model::clock::{Millis, format_batch_label};
 use crate::model::environment::Environment;
 use crate::model::events::{Behind, EventKind};
+use crate::model::ops::Action;
 use crate::model::policy::Strategy;
 use crate::model::versions::{TableId, VersionVector};
 use crate::warehouse::etl::{self, EtlPlan, EtlRun, TableLoad};
 use crate::warehouse::{EtlTarget, Warehouse, WarehouseError};
 
-pub use guard::{Action, Operator, refusal};
+pub use guard::{Operator, refusal};
 
 /// Housekeeping runs every this many report ticks (seconds).
 const HOUSEKEEPING_EVERY: u32 = 5;

@@ -8,6 +8,7 @@
 //! * [`entry`] — a cached answer, its version stamp and its key.
 //! * [`events`] — what the bus carries: the event log's entries.
 //! * [`environment`] — production, staging or development.
+//! * [`ops`] — the one registry of operator actions: danger, refusals, confirmation phrases.
 //!
 //! Everything in the crate may use this module; it uses nothing of the crate above it (only the
 //! leaf modules `sanitize` and `secret`).
@@ -17,6 +18,7 @@ pub mod clock;
 pub mod entry;
 pub mod environment;
 pub mod events;
+pub mod ops;
 pub mod policy;
 pub mod versions;
 
