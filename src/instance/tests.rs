@@ -1,15 +1,21 @@
 //! The invalidation protocol end to end: a real (in-memory SQLite) warehouse with demo data, the
 //! ETL, the embedded bus, and an engine on a manual clock.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use tokio::sync::broadcast;
+
 use super::*;
-use crate::bus::{Event, LocalBus};
+use crate::bus::{BumpMode, BumpRequest, Event, EventKind, LocalBus};
 use crate::engine::catalog::{Catalog, Request};
 use crate::engine::clock::{Clock, ManualClock};
+use crate::engine::versions::{TableId, VersionVector};
 use crate::engine::{Freshness, Source};
 use crate::warehouse::demo_data::DemoSize;
+use crate::warehouse::etl::EtlPlan;
 use crate::warehouse::{Latency, SqliteWarehouse};
 
 /// 2026-11-26T10:00:30Z
