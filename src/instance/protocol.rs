@@ -182,7 +182,7 @@ impl Instance {
         }
     }
 
-    /// Remembers the numbers this instance reserved (see [`Inner::reserved_seen`]).
+    /// Remembers the numbers this instance reserved (see [`super::Inner::reserved_seen`]).
     fn note_reserved(&self, tables: &[TableId], reserved: &[u64]) {
         let mut seen = self
             .inner

@@ -225,8 +225,8 @@ impl Instance {
     }
 
     /// Reads the version truth and repairs it if it lost its state; with it, when the read began
-    /// (wall clock), for [`Engine::confirm_versions`] once it is applied. `None` (counted) when
-    /// the bus cannot be reached.
+    /// (wall clock), for [`crate::engine::Engine::confirm_versions`] once it is applied. `None`
+    /// (counted) when the bus cannot be reached.
     async fn read_truth(&self) -> Option<(Arc<VersionVector>, Millis)> {
         let began = crate::engine::clock::coarse_now_ms();
         // Taken before the read: every version this engine held then came from a truth at most
