@@ -7,6 +7,7 @@ use ratatui::crossterm::event::{
 use super::*;
 use crate::bus::{Behind, Event, EventKind};
 use crate::console::source::sample_snapshot;
+use crate::engine::policy::Strategy;
 use crate::instance::Environment;
 
 fn state(env: Environment, read_only: bool) -> State {
@@ -339,7 +340,7 @@ fn mouse_scrolls_the_feed_and_selects_tables() {
             ))),
         );
     }
-    let r = crate::console::view::regions(ratatui::layout::Rect::new(0, 0, 160, 48), 3).unwrap();
+    let r = crate::console::layout::regions(ratatui::layout::Rect::new(0, 0, 160, 48), 3).unwrap();
     let mouse = |kind, column, row| {
         Msg::Terminal(TermEvent::Mouse(MouseEvent {
             kind,

@@ -1,0 +1,78 @@
+//! Where each part of the console goes on a terminal of a given size: the one layout that the
+//! drawing and the mouse handling share, so a click lands where things were drawn.
+
+use ratatui::layout::{Constraint, Layout, Rect};
+
+/// Smallest size drawn in full.
+pub const MIN_WIDTH: u16 = 80;
+/// Smallest size drawn in full.
+pub const MIN_HEIGHT: u16 = 24;
+
+/// Where each part of the screen goes, for a terminal of `area`. Both [`view`](super::view::view)
+/// and the mouse handling in [`update`](super::state::update) use it, so a click lands where
+/// things were drawn.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Regions {
+    /// The header line.
+    pub header: Rect,
+    /// The tables panel.
+    pub tables: Rect,
+    /// The tables panel's data rows (inside the border, below the column names).
+    pub table_rows: Rect,
+    /// The money panel.
+    pub money: Rect,
+    /// The charts.
+    pub charts: Rect,
+    /// The event feed.
+    pub feed: Rect,
+    /// The event feed's lines (inside its border).
+    pub feed_lines: Rect,
+    /// The footer line.
+    pub footer: Rect,
+}
+
+/// Lays the screen out; `None` when the terminal is smaller than 80×24.
+pub fn regions(area: Rect, tables: usize) -> Option<Regions> {
+    if area.width < MIN_WIDTH || area.height < MIN_HEIGHT {
+        return None;
+    }
+    let upper = (tables as u16 + 4).max(6);
+    let charts = if area.height >= 40 {
+        12
+    } else if area.height >= 30 {
+        8
+    } else {
+        6
+    };
+    let [header, top, charts, feed, footer] = Layout::vertical([
+        Constraint::Length(1),
+        Constraint::Length(upper),
+        Constraint::Length(charts),
+        Constraint::Fill(1),
+        Constraint::Length(1),
+    ])
+    .areas(area);
+    let [tables_area, money] =
+        Layout::horizontal([Constraint::Fill(1), Constraint::Length(30)]).areas(top);
+    let inner = |r: Rect| Rect {
+        x: r.x + 1,
+        y: r.y + 1,
+        width: r.width.saturating_sub(2),
+        height: r.height.saturating_sub(2),
+    };
+    let t = inner(tables_area);
+    Some(Regions {
+        header,
+        tables: tables_area,
+        table_rows: Rect {
+            y: t.y + 1,
+            height: t.height.saturating_sub(1),
+            ..t
+        },
+        money,
+        charts,
+        feed,
+        feed_lines: inner(feed),
+        footer,
+    })
+}
