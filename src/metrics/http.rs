@@ -1,20 +1,33 @@
-//! The metrics over HTTP: binds an address and answers `GET /metrics` on a plain HTTP/1.1
-//! responder over `tokio::net::TcpListener`, within the limits the module docs promise.
+//! The metrics over HTTP: the axum route `GET /metrics` ([`router`]), which any axum server can
+//! merge, and the endpoint of `--metrics-addr` that binds an address and serves it (with an index
+//! page) on HTTP/1.1 within the limits the module docs promise.
 
+use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use axum::Router;
+use axum::http::{Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
+use tokio::time::Sleep;
 
 use super::exposition::CONTENT_TYPE;
 use super::registry::Exporter;
 use crate::instance::Instance;
 
-/// The largest request head (request line and headers) read, in bytes.
+/// The largest request head (request line and headers) read, in bytes: the smallest read buffer
+/// hyper takes, and many times a scrape's head.
 pub const MAX_HEAD: usize = 8 * 1024;
 /// How long a client has to send its request head.
 pub const READ_TIMEOUT: Duration = Duration::from_secs(5);
@@ -22,9 +35,30 @@ pub const READ_TIMEOUT: Duration = Duration::from_secs(5);
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Connections served at once; more are closed without an answer.
 pub const MAX_CONNECTIONS: usize = 256;
-/// After answering, how long unread request bytes are drained so that closing the socket does not
-/// reset the connection under the client before it has read the answer.
-const LINGER: Duration = Duration::from_millis(500);
+
+/// What one endpoint lets its clients take (the tests serve with smaller numbers).
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    /// [`READ_TIMEOUT`].
+    read_timeout: Duration,
+    /// [`WRITE_TIMEOUT`].
+    write_timeout: Duration,
+    /// [`MAX_CONNECTIONS`].
+    connections: usize,
+}
+
+const LIMITS: Limits = Limits {
+    read_timeout: READ_TIMEOUT,
+    write_timeout: WRITE_TIMEOUT,
+    connections: MAX_CONNECTIONS,
+};
+
+/// The content type of every answer but the scrape and the index page.
+const TEXT: &str = "text/plain; charset=utf-8";
+
+const INDEX_PAGE: &str = "<!DOCTYPE html>\n<html><head><title>freshcache metrics</title></head>\
+<body><h1>freshcache</h1><p>Prometheus metrics of this process: <a href=\"/metrics\">/metrics</a></p>\
+</body></html>\n";
 
 /// Why the metrics endpoint could not start.
 #[derive(Debug, thiserror::Error)]
@@ -50,6 +84,68 @@ pub enum MetricsError {
     /// Called outside a tokio runtime.
     #[error("the metrics endpoint must be started inside a tokio runtime")]
     NoRuntime,
+}
+
+/// The route `GET /metrics` (and `HEAD`), answering with a scrape of `exporter` in the text
+/// exposition format; any other method there is `405`. It has no fallback and no state of its own,
+/// so it merges into any router (`Router::merge`) whatever that router's state.
+pub fn router<S>(exporter: Arc<Exporter>) -> Router<S>
+where
+    S: Clone + Send + Sync + 'static,
+{
+    let scrape = move || {
+        let exporter = exporter.clone();
+        async move {
+            (
+                [(header::CONTENT_TYPE, CONTENT_TYPE)],
+                exporter.scrape().await,
+            )
+        }
+    };
+    Router::new().route("/metrics", get(scrape).fallback(method_not_allowed))
+}
+
+/// The endpoint's whole application: [`router`], an index page at `/`, `404` at any other path
+/// and `405` for any other method anywhere.
+fn endpoint(exporter: Arc<Exporter>) -> Router {
+    router(exporter)
+        .route("/", get(index).fallback(method_not_allowed))
+        .fallback(elsewhere)
+}
+
+async fn index() -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+        INDEX_PAGE,
+    )
+        .into_response()
+}
+
+async fn method_not_allowed() -> Response {
+    (
+        StatusCode::METHOD_NOT_ALLOWED,
+        [(header::ALLOW, "GET, HEAD")],
+        text("only GET and HEAD are served"),
+    )
+        .into_response()
+}
+
+/// Any path but the two served: `405` for a method never served, else `404`.
+async fn elsewhere(method: Method) -> Response {
+    if method == Method::GET || method == Method::HEAD {
+        (
+            StatusCode::NOT_FOUND,
+            text("not found; metrics are at /metrics"),
+        )
+            .into_response()
+    } else {
+        method_not_allowed().await
+    }
+}
+
+/// A one-line plain-text answer.
+fn text(line: &str) -> Response {
+    ([(header::CONTENT_TYPE, TEXT)], format!("{line}\n")).into_response()
 }
 
 /// A bound listener, not serving yet: [`MetricsListener::local_addr`] tells the port when `:0`
@@ -108,38 +204,11 @@ impl MetricsListener {
         self.addr
     }
 
-    /// Serves `GET /metrics` of `instance` until `shutdown` turns true (or its sender is
-    /// dropped); connections still open then are closed.
-    pub async fn serve(self, instance: Instance, mut shutdown: watch::Receiver<bool>) {
-        let exporter = Arc::new(Exporter::new(instance));
-        let mut connections = JoinSet::new();
-        loop {
-            if *shutdown.borrow_and_update() {
-                break;
-            }
-            tokio::select! {
-                accepted = self.listener.accept() => match accepted {
-                    Ok((stream, _)) => {
-                        if connections.len() >= MAX_CONNECTIONS {
-                            // Full: closing at once costs nothing; the scraper retries.
-                            drop(stream);
-                            continue;
-                        }
-                        let exporter = exporter.clone();
-                        connections.spawn(async move { answer(stream, &exporter).await });
-                    }
-                    // Out of file descriptors and the like: back off rather than spin.
-                    Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-                },
-                Some(_) = connections.join_next(), if !connections.is_empty() => {}
-                changed = shutdown.changed() => {
-                    if changed.is_err() {
-                        break;
-                    }
-                }
-            }
-        }
-        connections.shutdown().await;
+    /// Serves the endpoint of `instance` (`GET /metrics`, an index page at `/`) until `shutdown`
+    /// turns true (or its sender is dropped); connections still open then are closed.
+    pub async fn serve(self, instance: Instance, shutdown: watch::Receiver<bool>) {
+        let app = endpoint(Arc::new(Exporter::new(instance)));
+        serve_app(self.listener, app, LIMITS, shutdown).await;
     }
 }
 
@@ -169,260 +238,144 @@ pub fn spawn(
     Ok(Some(tokio::spawn(listener.serve(instance, shutdown))))
 }
 
-/// What a request asks for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Route {
-    Metrics,
-    Index,
-    NotFound,
-    MethodNotAllowed,
-    Malformed,
-}
-
-/// Routes a request head (request line and headers, without the blank line); also says whether
-/// the method was `HEAD` (no body in the answer).
-fn route(head: &[u8]) -> (Route, bool) {
-    let Ok(text) = std::str::from_utf8(head) else {
-        return (Route::Malformed, false);
-    };
-    let mut lines = text.split('\n').map(|l| l.strip_suffix('\r').unwrap_or(l));
-    let request_line = lines.next().unwrap_or_default();
-    let mut parts = request_line.split(' ');
-    let (Some(method), Some(target), Some(version), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return (Route::Malformed, false);
-    };
-    let token = |s: &str| {
-        !s.is_empty()
-            && s.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
-    };
-    let headers_ok =
-        lines.all(|l| l.is_empty() || l.split_once(':').is_some_and(|(n, _)| token(n)));
-    if !token(method)
-        || !(version == "HTTP/1.1" || version == "HTTP/1.0")
-        || !target.starts_with('/')
-        || !target.bytes().all(|b| b.is_ascii_graphic())
-        || !headers_ok
-    {
-        return (Route::Malformed, false);
-    }
-    let head_only = method == "HEAD";
-    if method != "GET" && !head_only {
-        return (Route::MethodNotAllowed, false);
-    }
-    let path = target.split(['?', '#']).next().unwrap_or_default();
-    let route = match path {
-        "/metrics" => Route::Metrics,
-        "/" => Route::Index,
-        _ => Route::NotFound,
-    };
-    (route, head_only)
-}
-
-/// Why no request head was read.
-#[derive(Debug, PartialEq, Eq)]
-enum HeadError {
-    /// The client closed (or the socket failed) before sending anything.
-    Gone,
-    /// The client closed part-way through the head.
-    Truncated,
-    /// The head is longer than [`MAX_HEAD`].
-    TooLarge,
-}
-
-/// Where the head ends (after its blank line), if it has.
-fn head_end(buf: &[u8]) -> Option<usize> {
-    let crlf = buf.windows(4).position(|w| w == b"\r\n\r\n").map(|i| i + 4);
-    let lf = buf.windows(2).position(|w| w == b"\n\n").map(|i| i + 2);
-    match (crlf, lf) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
-    }
-}
-
-/// Reads a request head of at most [`MAX_HEAD`] bytes (the caller bounds the time).
-async fn read_head(stream: &mut TcpStream) -> Result<Vec<u8>, HeadError> {
-    let mut buf = Vec::with_capacity(1024);
-    let mut chunk = [0u8; 1024];
+/// Serves `app` on `listener` until `shutdown` turns true (or its sender is dropped), within
+/// `limits`: hyper bounds the head's size ([`MAX_HEAD`]) and the time to receive it and closes
+/// each connection after one answer; [`WriteDeadline`] bounds the time to take the answer; this
+/// loop bounds the connections.
+async fn serve_app(
+    listener: TcpListener,
+    app: Router,
+    limits: Limits,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut http = http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(limits.read_timeout)
+        .max_buf_size(MAX_HEAD)
+        .keep_alive(false)
+        .title_case_headers(true);
+    let mut connections = JoinSet::new();
     loop {
-        if let Some(end) = head_end(&buf) {
-            buf.truncate(end);
-            return Ok(buf);
+        if *shutdown.borrow_and_update() {
+            break;
         }
-        if buf.len() >= MAX_HEAD {
-            return Err(HeadError::TooLarge);
-        }
-        let room = (MAX_HEAD - buf.len()).min(chunk.len());
-        match stream.read(&mut chunk[..room]).await {
-            Ok(0) | Err(_) if buf.is_empty() => return Err(HeadError::Gone),
-            Ok(0) | Err(_) => return Err(HeadError::Truncated),
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-        }
-    }
-}
-
-/// An answer to send.
-struct Reply {
-    status: &'static str,
-    content_type: &'static str,
-    body: String,
-    head_only: bool,
-}
-
-impl Reply {
-    fn text(status: &'static str, body: &str) -> Self {
-        Self {
-            status,
-            content_type: "text/plain; charset=utf-8",
-            body: format!("{body}\n"),
-            head_only: false,
-        }
-    }
-}
-
-const INDEX_PAGE: &str = "<!DOCTYPE html>\n<html><head><title>freshcache metrics</title></head>\
-<body><h1>freshcache</h1><p>Prometheus metrics of this process: <a href=\"/metrics\">/metrics</a></p>\
-</body></html>\n";
-
-/// Reads one request from `stream`, answers it and closes the connection.
-async fn answer(mut stream: TcpStream, exporter: &Exporter) {
-    let reply = match tokio::time::timeout(READ_TIMEOUT, read_head(&mut stream)).await {
-        Err(_) => Reply::text("408 Request Timeout", "request head not received in time"),
-        Ok(Err(HeadError::Gone)) => return,
-        Ok(Err(HeadError::Truncated)) => Reply::text("400 Bad Request", "incomplete request"),
-        Ok(Err(HeadError::TooLarge)) => Reply::text(
-            "431 Request Header Fields Too Large",
-            "request head too large",
-        ),
-        Ok(Ok(head)) => {
-            let (route, head_only) = route(&head);
-            let mut reply = match route {
-                Route::Metrics => Reply {
-                    status: "200 OK",
-                    content_type: CONTENT_TYPE,
-                    body: exporter.scrape().await,
-                    head_only: false,
-                },
-                Route::Index => Reply {
-                    status: "200 OK",
-                    content_type: "text/html; charset=utf-8",
-                    body: INDEX_PAGE.to_string(),
-                    head_only: false,
-                },
-                Route::NotFound => {
-                    Reply::text("404 Not Found", "not found; metrics are at /metrics")
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => {
+                    if connections.len() >= limits.connections {
+                        // Full: closing at once costs nothing; the scraper retries.
+                        drop(stream);
+                        continue;
+                    }
+                    let connection = http.serve_connection(
+                        TokioIo::new(WriteDeadline::new(stream, limits.write_timeout)),
+                        TowerToHyperService::new(app.clone()),
+                    );
+                    connections.spawn(async move {
+                        // Only a client's failing ends a connection in error (gone, malformed,
+                        // too slow); hyper has answered it where HTTP can, nobody else needs to
+                        // know.
+                        if let Err(e) = connection.await {
+                            tracing::debug!(error = %e, "metrics connection ended early");
+                        }
+                    });
                 }
-                Route::MethodNotAllowed => {
-                    Reply::text("405 Method Not Allowed", "only GET and HEAD are served")
+                // Out of file descriptors and the like: back off rather than spin.
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            },
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            changed = shutdown.changed() => {
+                if changed.is_err() {
+                    break;
                 }
-                Route::Malformed => Reply::text("400 Bad Request", "malformed request"),
-            };
-            reply.head_only = head_only;
-            reply
-        }
-    };
-    let _ = tokio::time::timeout(WRITE_TIMEOUT, send(&mut stream, &reply)).await;
-}
-
-/// Writes `reply`, closes the sending side, and drains (briefly, boundedly) what the client
-/// still sends, so the close does not reset the connection before the client read the answer.
-async fn send(stream: &mut TcpStream, reply: &Reply) -> std::io::Result<()> {
-    let mut head = format!(
-        "HTTP/1.1 {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n",
-        reply.status,
-        reply.content_type,
-        reply.body.len()
-    );
-    if reply.status.starts_with("405") {
-        head.push_str("Allow: GET, HEAD\r\n");
-    }
-    head.push_str("\r\n");
-    stream.write_all(head.as_bytes()).await?;
-    if !reply.head_only {
-        stream.write_all(reply.body.as_bytes()).await?;
-    }
-    stream.shutdown().await?;
-    let _ = tokio::time::timeout(LINGER, async {
-        let mut sink = [0u8; 1024];
-        let mut drained = 0usize;
-        while drained < 64 * 1024 {
-            match stream.read(&mut sink).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => drained += n,
             }
         }
-    })
-    .await;
-    Ok(())
+    }
+    connections.shutdown().await;
+}
+
+/// A client's socket whose writing gives up `limit` after the answer began, so a client that
+/// stops reading cannot hold its connection (hyper bounds only the time to read the head).
+struct WriteDeadline<T> {
+    io: T,
+    limit: Duration,
+    /// Set by the first write.
+    deadline: Option<Pin<Box<Sleep>>>,
+}
+
+impl<T> WriteDeadline<T> {
+    fn new(io: T, limit: Duration) -> Self {
+        Self {
+            io,
+            limit,
+            deadline: None,
+        }
+    }
+
+    /// Starts the clock at the first write; an error once it has run out. Polling the deadline
+    /// registers the waker, so a write that waits on the client also wakes when time is up.
+    fn check(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
+        let limit = self.limit;
+        let deadline = self
+            .deadline
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+        match deadline.as_mut().poll(cx) {
+            Poll::Ready(()) => Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the client did not take the answer in time",
+            )),
+            Poll::Pending => Ok(()),
+        }
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for WriteDeadline<T> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_read(cx, buf)
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for WriteDeadline<T> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        this.check(cx)?;
+        Pin::new(&mut this.io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        this.check(cx)?;
+        Pin::new(&mut this.io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        this.check(cx)?;
+        Pin::new(&mut this.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        this.check(cx)?;
+        Pin::new(&mut this.io).poll_shutdown(cx)
+    }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn requests_route_by_method_and_path() {
-        let r = |s: &str| route(s.as_bytes());
-        assert_eq!(
-            r("GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"),
-            (Route::Metrics, false)
-        );
-        assert_eq!(r("GET /metrics?x=1 HTTP/1.0\n\n"), (Route::Metrics, false));
-        assert_eq!(r("HEAD /metrics HTTP/1.1\r\n\r\n"), (Route::Metrics, true));
-        assert_eq!(r("GET / HTTP/1.1\r\n\r\n"), (Route::Index, false));
-        assert_eq!(r("GET /nope HTTP/1.1\r\n\r\n"), (Route::NotFound, false));
-        assert_eq!(
-            r("POST /metrics HTTP/1.1\r\n\r\n"),
-            (Route::MethodNotAllowed, false)
-        );
-        for garbage in [
-            "GARBAGE\r\n\r\n",
-            "GET /metrics\r\n\r\n",
-            "GET  /metrics HTTP/1.1\r\n\r\n",
-            "GET metrics HTTP/1.1\r\n\r\n",
-            "GET /metrics HTTP/2.0\r\n\r\n",
-            "GET /metrics HTTP/1.1 extra\r\n\r\n",
-            "G(T /metrics HTTP/1.1\r\n\r\n",
-            "GET /metrics HTTP/1.1\r\nno colon here\r\n\r\n",
-            "GET /m\x01 HTTP/1.1\r\n\r\n",
-        ] {
-            assert_eq!(r(garbage).0, Route::Malformed, "{garbage:?}");
-        }
-        assert_eq!(route(b"GET /\xff HTTP/1.1\r\n\r\n").0, Route::Malformed);
-        assert_eq!(head_end(b"GET / HTTP/1.1\r\nA: b\r\n\r\nrest"), Some(24));
-        assert_eq!(head_end(b"GET / HTTP/1.1\nA: b\n\n"), Some(21));
-        assert_eq!(head_end(b"GET / HTTP/1.1\r\n"), None);
-    }
-
-    #[tokio::test]
-    async fn addresses_must_be_host_and_port() {
-        for ok in ["127.0.0.1:0", "[::1]:0", "localhost:0"] {
-            match bind(ok) {
-                Ok(l) => assert!(l.local_addr().ip().is_loopback(), "{ok}"),
-                // A machine without IPv6 cannot bind ::1; the address itself was accepted.
-                Err(MetricsError::Bind { .. }) if ok.starts_with('[') => {}
-                Err(e) => panic!("{ok}: {e}"),
-            }
-        }
-        for bad in [
-            "",
-            "9464",
-            "127.0.0.1",
-            "http://127.0.0.1:9464",
-            "127.0.0.1:99999",
-            " 127.0.0.1:9464",
-            "::1:9464",
-        ] {
-            let e = bind(bad).unwrap_err();
-            assert!(matches!(e, MetricsError::BadAddress { .. }), "{bad}: {e}");
-            assert!(e.to_string().contains("HOST:PORT"), "{e}");
-        }
-    }
-
-    #[test]
-    fn binding_outside_a_runtime_is_an_error() {
-        assert!(matches!(bind("127.0.0.1:0"), Err(MetricsError::NoRuntime)));
-    }
-}
+mod tests;

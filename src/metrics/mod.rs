@@ -1,10 +1,13 @@
 //! Prometheus metrics of this process, and the small HTTP endpoint that serves them.
 //!
-//! [`render`] writes the text exposition format 0.0.4 from an [`Instance`] (the metric list is in
-//! `registry`, the format in `exposition`); [`spawn`] (or [`serve`]) answers `GET /metrics` with
-//! it on a plain HTTP/1.1 responder over `tokio::net::TcpListener` (in `http`). Two paths and one
-//! method need no HTTP framework: each connection carries one request and is closed after the
-//! answer.
+//! * [`render`] writes the text exposition format 0.0.4 from an [`Instance`] (the metric list is
+//!   in `registry`, the format in `exposition`); an [`Exporter`] gathers what else a scrape
+//!   needs and keeps the request counts it derives from going down between scrapes.
+//! * [`router`] is the axum route `GET /metrics` (HEAD too) and nothing else, to merge into any
+//!   other axum server (the `serve` sidecar's) so it exposes the same metrics.
+//! * [`spawn`] (or [`bind`] then [`MetricsListener::serve`], or [`serve`]) runs the endpoint of
+//!   `--metrics-addr`: that route and an index page at `/`, on HTTP/1.1 (hyper, on our tokio).
+//!   Each connection carries one request and is closed after the answer.
 //!
 //! ```no_run
 //! # async fn example(instance: freshcache::instance::Instance) -> Result<(), freshcache::metrics::MetricsError> {
@@ -17,6 +20,20 @@
 //!     let _ = server.await;
 //! }
 //! # Ok(()) }
+//! ```
+//!
+//! Any other axum server exposes the same metrics by merging the route into its own:
+//!
+//! ```no_run
+//! # fn example(instance: freshcache::instance::Instance) {
+//! use std::sync::Arc;
+//!
+//! use freshcache::metrics::{Exporter, router};
+//!
+//! let app: axum::Router = axum::Router::new()
+//!     .route("/health", axum::routing::get(|| async { "ok" }))
+//!     .merge(router(Arc::new(Exporter::new(instance))));
+//! # }
 //! ```
 //!
 //! What the numbers mean, and why they can be trusted:
@@ -41,10 +58,12 @@
 //!   elsewhere to this instance applying it.
 //! * No label carries a secret: backends are shown by their secret-free `describe()`.
 //!
-//! The endpoint is bounded so that a slow or hostile client cannot hang or exhaust it: a request
-//! head must arrive within [`READ_TIMEOUT`] and fit in [`MAX_HEAD`] bytes, an answer must be taken
-//! within [`WRITE_TIMEOUT`], at most [`MAX_CONNECTIONS`] connections are served at once (more are
-//! closed at once), and each runs in its own task.
+//! The endpoint answers `GET` and `HEAD` only (any other method is `405` with `Allow: GET, HEAD`),
+//! at `/metrics` and `/` only (any other path is `404`), and a malformed request `400`. It is
+//! bounded so that a slow or hostile client cannot hang or exhaust it: a request head must arrive
+//! within [`READ_TIMEOUT`] (else the connection is closed) and fit in [`MAX_HEAD`] bytes (else
+//! `431`), an answer must be taken within [`WRITE_TIMEOUT`], at most [`MAX_CONNECTIONS`]
+//! connections are served at once (more are closed at once), and each runs in its own task.
 //!
 //! [`Instance`]: crate::instance::Instance
 //! [`Instance::invalidation_lag`]: crate::instance::Instance::invalidation_lag
@@ -56,6 +75,6 @@ mod registry;
 pub use exposition::CONTENT_TYPE;
 pub use http::{
     MAX_CONNECTIONS, MAX_HEAD, MetricsError, MetricsListener, READ_TIMEOUT, WRITE_TIMEOUT, bind,
-    serve, spawn,
+    router, serve, spawn,
 };
 pub use registry::{Exporter, MetricsExtra, RequestOutcomes, render};
