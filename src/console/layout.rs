@@ -1,5 +1,5 @@
-//! Where each part of the screen goes: the one layout that drawing ([`view`](super::view)) and the
-//! mouse handling ([`state`](super::state)) share, so a click lands where things were drawn.
+//! Where each part of the console goes on a terminal of a given size: the one layout that the
+//! drawing and the mouse handling share, so a click lands where things were drawn.
 
 use ratatui::layout::{Constraint, Layout, Rect};
 

@@ -4,7 +4,8 @@
 //! Built the Elm way:
 //! * [`state::State`] holds everything on screen; [`state::update`] turns a message (a key, a new
 //!   snapshot, an event, an action's answer) into a new state and at most one effect — no I/O;
-//! * [`view::view`] draws a frame from state alone;
+//! * [`view::view`] draws a frame from state alone, where [`layout::regions`] places each part (the
+//!   mouse handling uses the same layout, so a click lands where things were drawn);
 //! * [`run`] is the only place with I/O: it reads a stream of terminal events, the [`Source`]'s
 //!   snapshots and feed, sends effects as commands, and draws.
 //!

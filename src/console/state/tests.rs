@@ -8,6 +8,7 @@ use super::*;
 use crate::console::source::sample_snapshot;
 use crate::model::environment::Environment;
 use crate::model::events::{Behind, Event, EventKind};
+use crate::model::policy::Strategy;
 
 fn state(env: Environment, read_only: bool) -> State {
     let mut s = State::new(sample_snapshot(env, read_only), &[], false);

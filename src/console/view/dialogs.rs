@@ -1,0 +1,307 @@
+//! The dialogs drawn over the dashboard, one function each: picking tables, a strategy or how
+//! many keys to warm; typing a confirmation; waiting for the instance; its answer; and the feed
+//! filter's input line.
+
+use ratatui::Frame;
+use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::style::{Modifier, Style};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Block, Clear, Gauge, Paragraph, Wrap};
+use tui_input::Input;
+
+use super::popup;
+use super::theme::Theme;
+use crate::console::action::{self, ActionId};
+use crate::console::source::Snapshot;
+use crate::console::state::Dialog;
+use crate::model::policy::Strategy;
+use crate::sanitize::clean_short;
+
+/// Draws `dialog` over the screen.
+pub(super) fn draw_dialog(
+    frame: &mut Frame,
+    area: Rect,
+    dialog: &Dialog,
+    snap: &Snapshot,
+    theme: &Theme,
+) {
+    match dialog {
+        Dialog::Pick {
+            action: id,
+            options,
+            checked,
+            cursor,
+        } => draw_pick(frame, area, *id, options, checked, *cursor, theme),
+        Dialog::Strategy { cursor } => draw_strategy(frame, area, *cursor, snap, theme),
+        Dialog::Warm { top } => draw_warm(frame, area, *top, theme),
+        Dialog::Confirm {
+            action: id,
+            phrase,
+            input,
+            blast,
+            ..
+        } => draw_confirm(frame, area, *id, phrase, input, blast, snap, theme),
+        Dialog::Running { action: id } => draw_running(frame, area, *id, snap, theme),
+        Dialog::Outcome {
+            action: id,
+            ok,
+            message,
+        } => draw_outcome(frame, area, *id, *ok, message, snap, theme),
+        Dialog::Filter { input } => draw_filter(frame, area, input, theme),
+    }
+}
+
+/// Ticking tables: which to invalidate, or which fail in a simulated partial update.
+fn draw_pick(
+    frame: &mut Frame,
+    area: Rect,
+    id: ActionId,
+    options: &[String],
+    checked: &[bool],
+    cursor: usize,
+    theme: &Theme,
+) {
+    let spec = action::spec(id);
+    let title = if id == ActionId::SimulatePartial {
+        " simulate a partial update: tables that fail "
+    } else {
+        " invalidate: tables "
+    };
+    let mut lines: Vec<Line> = options
+        .iter()
+        .zip(checked)
+        .enumerate()
+        .map(|(i, (o, c))| {
+            let line = Line::from(format!(
+                " [{}] {}",
+                if *c { "x" } else { " " },
+                clean_short(o, 40)
+            ));
+            if i == cursor {
+                line.style(theme.selected())
+            } else {
+                line
+            }
+        })
+        .collect();
+    lines.push(Line::from(""));
+    lines.push(Line::from(Span::styled(
+        format!(
+            " space ticks · Enter next · Esc cancels{}",
+            if spec.dangerous() {
+                " · then a typed confirmation"
+            } else {
+                ""
+            }
+        ),
+        theme.dim(),
+    )));
+    let r = popup(area, 64, lines.len() as u16 + 2);
+    frame.render_widget(Clear, r);
+    frame.render_widget(Paragraph::new(lines).block(theme.block(title)), r);
+}
+
+/// Choosing a strategy, each with what it does.
+fn draw_strategy(frame: &mut Frame, area: Rect, cursor: usize, snap: &Snapshot, theme: &Theme) {
+    let mut lines: Vec<Line> = Strategy::ALL
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let line = Line::from(format!(" {:<11} {}", s.name(), s.describe()));
+            if i == cursor {
+                line.style(theme.selected())
+            } else {
+                line
+            }
+        })
+        .collect();
+    lines.push(Line::from(""));
+    lines.push(Line::from(Span::styled(
+        format!(" now: {} · Enter chooses · Esc cancels", snap.strategy),
+        theme.dim(),
+    )));
+    let r = popup(area, 78, lines.len() as u16 + 2);
+    frame.render_widget(Clear, r);
+    frame.render_widget(
+        Paragraph::new(lines).block(theme.block(" switch strategy ")),
+        r,
+    );
+}
+
+/// How many of the hottest keys to warm.
+fn draw_warm(frame: &mut Frame, area: Rect, top: usize, theme: &Theme) {
+    let lines = vec![
+        Line::from(format!(" load the {top} hottest keys that are not fresh")),
+        Line::from(Span::styled(
+            " ↑/+ more · ↓/- fewer · Enter starts · Esc cancels",
+            theme.dim(),
+        )),
+    ];
+    let r = popup(area, 60, 4);
+    frame.render_widget(Clear, r);
+    frame.render_widget(Paragraph::new(lines).block(theme.block(" warm ")), r);
+}
+
+/// A dangerous action's blast radius and the phrase to type, with what has been typed.
+// The fields of `Dialog::Confirm` and where to draw them: a struct for this one call would
+// only rename them.
+#[allow(clippy::too_many_arguments)]
+fn draw_confirm(
+    frame: &mut Frame,
+    area: Rect,
+    id: ActionId,
+    phrase: &str,
+    input: &Input,
+    blast: &str,
+    snap: &Snapshot,
+    theme: &Theme,
+) {
+    let spec = action::spec(id);
+    let r = popup(area, 76, 9);
+    frame.render_widget(Clear, r);
+    let block = Block::bordered()
+        .title(format!(
+            " confirm {} in {} ",
+            spec.label,
+            snap.env.name().to_uppercase()
+        ))
+        .border_style(theme.bad());
+    let inner = block.inner(r);
+    frame.render_widget(block, r);
+    let [what, ask, field, hint] = Layout::vertical([
+        Constraint::Length(2),
+        Constraint::Length(1),
+        Constraint::Length(1),
+        Constraint::Fill(1),
+    ])
+    .areas(inner);
+    frame.render_widget(
+        Paragraph::new(clean_short(blast, 200)).wrap(Wrap { trim: true }),
+        what,
+    );
+    frame.render_widget(
+        Paragraph::new(Line::from(vec![
+            Span::raw("type "),
+            Span::styled(
+                phrase.to_string(),
+                Style::new().add_modifier(Modifier::BOLD),
+            ),
+            Span::raw(" to confirm:"),
+        ])),
+        ask,
+    );
+    let (line, cursor) = input_line(input, field.width);
+    frame.render_widget(Paragraph::new(line).style(theme.selected()), field);
+    frame.set_cursor_position((field.x + cursor.min(field.width.saturating_sub(1)), field.y));
+    let matches = input.value() == phrase;
+    frame.render_widget(
+        Paragraph::new(Span::styled(
+            if matches {
+                "Enter runs it · Esc cancels"
+            } else {
+                "Esc cancels"
+            },
+            theme.dim(),
+        )),
+        hint,
+    );
+}
+
+/// Waiting for the instance's answer (with a warm's progress).
+fn draw_running(frame: &mut Frame, area: Rect, id: ActionId, snap: &Snapshot, theme: &Theme) {
+    let spec = action::spec(id);
+    let r = popup(area, 60, 5);
+    frame.render_widget(Clear, r);
+    let block = theme.block(format!(" {} ", spec.label));
+    let inner = block.inner(r);
+    frame.render_widget(block, r);
+    if id == ActionId::Warm && snap.refresh.total > 0 {
+        draw_progress(frame, inner, snap, theme);
+    } else {
+        frame.render_widget(Paragraph::new(" working…"), inner);
+    }
+}
+
+/// What the instance answered (with a warm's progress).
+fn draw_outcome(
+    frame: &mut Frame,
+    area: Rect,
+    id: ActionId,
+    ok: bool,
+    message: &str,
+    snap: &Snapshot,
+    theme: &Theme,
+) {
+    let spec = action::spec(id);
+    let r = popup(area, 76, 7);
+    frame.render_widget(Clear, r);
+    let block = Block::bordered()
+        .title(format!(
+            " {}: {} ",
+            spec.label,
+            if ok { "done" } else { "refused or failed" }
+        ))
+        .border_style(if ok { theme.good() } else { theme.bad() });
+    let inner = block.inner(r);
+    frame.render_widget(block, r);
+    let [text, gauge] = Layout::vertical([Constraint::Fill(1), Constraint::Length(1)]).areas(inner);
+    frame.render_widget(
+        Paragraph::new(clean_short(message, 300)).wrap(Wrap { trim: true }),
+        text,
+    );
+    if id == ActionId::Warm && snap.refresh.total > 0 {
+        draw_progress(frame, gauge, snap, theme);
+    } else {
+        frame.render_widget(
+            Paragraph::new(Span::styled("Enter or Esc closes", theme.dim())),
+            gauge,
+        );
+    }
+}
+
+/// The feed filter being typed, on the line above the footer.
+fn draw_filter(frame: &mut Frame, area: Rect, input: &Input, theme: &Theme) {
+    let r = Rect {
+        x: area.x,
+        y: area.bottom().saturating_sub(2),
+        width: area.width,
+        height: 1,
+    };
+    frame.render_widget(Clear, r);
+    let prefix = " filter events: ";
+    let field = Rect {
+        x: r.x + prefix.len() as u16,
+        width: r.width.saturating_sub(prefix.len() as u16),
+        ..r
+    };
+    frame.render_widget(Paragraph::new(Span::styled(prefix, theme.warn())), r);
+    let (line, cursor) = input_line(input, field.width);
+    frame.render_widget(Paragraph::new(line), field);
+    frame.set_cursor_position((field.x + cursor.min(field.width.saturating_sub(1)), field.y));
+}
+
+/// The visible part of `input` for a field `width` wide, and the cursor's column in it.
+fn input_line<'a>(input: &'a Input, width: u16) -> (Line<'a>, u16) {
+    let w = width.saturating_sub(1) as usize;
+    let scroll = input.visual_scroll(w);
+    let visible: String = input.value().chars().skip(scroll).take(w).collect();
+    let cursor = (input.visual_cursor().max(scroll) - scroll) as u16;
+    (Line::from(visible), cursor)
+}
+
+/// A warm's (or refresh-ahead's) progress as a gauge.
+fn draw_progress(frame: &mut Frame, area: Rect, snap: &Snapshot, theme: &Theme) {
+    let p = snap.refresh;
+    let finished = p.done + p.failed + p.skipped;
+    let ratio = (finished as f64 / p.total.max(1) as f64).clamp(0.0, 1.0);
+    frame.render_widget(
+        Gauge::default()
+            .ratio(ratio)
+            .gauge_style(theme.good())
+            .label(format!(
+                "{finished}/{} · {} loaded, {} already fresh, {} failed",
+                p.total, p.done, p.skipped, p.failed
+            )),
+        area,
+    );
+}

@@ -1,0 +1,63 @@
+//! The event feed: newest first, after the filter, from the scroll position, with what was
+//! dropped or scrolled past in its title.
+
+use ratatui::Frame;
+use ratatui::layout::Rect;
+use ratatui::style::{Color, Style};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{List, ListItem, Paragraph};
+
+use super::theme::Theme;
+use crate::console::state::State;
+use crate::sanitize::clean_short;
+
+pub(super) fn draw_feed(frame: &mut Frame, area: Rect, state: &State, theme: &Theme) {
+    let mut title = vec![Span::raw(" events ")];
+    if let Some(f) = &state.filter {
+        title.push(Span::styled(
+            format!("filter \"{}\" ", clean_short(f, 30)),
+            theme.warn(),
+        ));
+    }
+    if state.dropped > 0 {
+        title.push(Span::styled(
+            format!("· {} dropped ", state.dropped),
+            theme.bad(),
+        ));
+    }
+    if state.scroll > 0 {
+        title.push(Span::styled(
+            format!("· {} newer above ", state.scroll),
+            theme.dim(),
+        ));
+    }
+    let block = theme.block(Line::from(title));
+    let inner = block.inner(area);
+    let items: Vec<ListItem> = state
+        .shown_feed()
+        .skip(state.scroll)
+        .take(inner.height as usize)
+        .map(|l| {
+            let style = if l.alarming {
+                theme.bad()
+            } else {
+                Style::new()
+            };
+            ListItem::new(Line::from(vec![
+                Span::styled(format!("{} ", l.time), theme.dim()),
+                Span::styled(format!("{:<17} ", l.kind), theme.fg(Color::Cyan)),
+                Span::styled(l.text.clone(), style),
+            ]))
+        })
+        .collect();
+    let empty = items.is_empty();
+    frame.render_widget(List::new(items).block(block), area);
+    if empty {
+        let msg = if state.filter.is_some() {
+            "no event matches the filter"
+        } else {
+            "no events yet"
+        };
+        frame.render_widget(Paragraph::new(Span::styled(msg, theme.dim())), inner);
+    }
+}

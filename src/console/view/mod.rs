@@ -1,0 +1,83 @@
+//! Drawing: `view(&State, &mut Frame)` draws everything from state, and nothing else. Where each
+//! part goes comes from [`layout::regions`](super::layout::regions), which the mouse handling
+//! uses too.
+//!
+//! Layout, top to bottom: header (environment, backend, warehouse version and age, clock speed,
+//! strategy, DEGRADED); tables and money; charts; event feed; footer with the keys that apply
+//! now. Below 80×24 it draws a notice instead. Help and dialogs are drawn over it.
+
+mod charts;
+mod dialogs;
+mod feed;
+mod header;
+mod keys;
+mod tables;
+mod theme;
+
+use ratatui::Frame;
+use ratatui::layout::Rect;
+use ratatui::style::{Modifier, Style};
+use ratatui::text::Line;
+use ratatui::widgets::{Paragraph, Wrap};
+
+use super::layout::{MIN_HEIGHT, MIN_WIDTH, regions};
+use super::state::State;
+use theme::Theme;
+
+/// Draws the whole screen from `state`.
+pub fn view(state: &State, frame: &mut Frame) {
+    let area = frame.area();
+    let theme = Theme {
+        mono: state.monochrome,
+    };
+    let snap = state.shown();
+    let Some(r) = regions(area, snap.tables.len()) else {
+        let text = vec![
+            Line::from("freshcache").style(Style::new().add_modifier(Modifier::BOLD)),
+            Line::from(format!(
+                "terminal too small: {}×{}",
+                area.width, area.height
+            )),
+            Line::from(format!("needs at least {MIN_WIDTH}×{MIN_HEIGHT}; q quits")),
+        ];
+        frame.render_widget(Paragraph::new(text).wrap(Wrap { trim: true }), area);
+        return;
+    };
+    header::draw_header(frame, r.header, snap, state, &theme);
+    tables::draw_tables(frame, r.tables, snap, state, &theme);
+    tables::draw_money(frame, r.money, snap, &theme);
+    charts::draw_charts(frame, r.charts, state, &theme);
+    feed::draw_feed(frame, r.feed, state, &theme);
+    keys::draw_footer(frame, r.footer, state, &theme);
+    if state.help {
+        keys::draw_help(frame, area, snap, &theme);
+    }
+    if let Some(d) = &state.dialog {
+        dialogs::draw_dialog(frame, area, d, snap, &theme);
+    }
+}
+
+/// `3m 05s ago`, `2h 10m ago`, from clock milliseconds.
+fn ago(now: u64, then: u64) -> String {
+    if then == 0 {
+        return "never".into();
+    }
+    let s = now.saturating_sub(then) / 1000;
+    match s {
+        0..=59 => format!("{s}s ago"),
+        60..=3599 => format!("{}m {:02}s ago", s / 60, s % 60),
+        _ => format!("{}h {:02}m ago", s / 3600, (s / 60) % 60),
+    }
+}
+
+/// A box of `width`×`height` centred in `area`, shrunk to leave at least a cell on every side.
+fn popup(area: Rect, width: u16, height: u16) -> Rect {
+    let w = width.min(area.width.saturating_sub(2));
+    let h = height.min(area.height.saturating_sub(2));
+    Rect {
+        x: area.x + (area.width - w) / 2,
+        y: area.y + (area.height - h) / 2,
+        width: w,
+        height: h,
+    }
+}

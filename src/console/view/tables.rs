@@ -1,0 +1,146 @@
+//! The upper panels: the tables (version, last update, live and old keys, state; the selected one
+//! highlighted) and the money the cache saved.
+
+use ratatui::Frame;
+use ratatui::layout::{Constraint, Rect};
+use ratatui::style::{Modifier, Style};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Cell, Paragraph, Row, Table};
+
+use super::ago;
+use super::theme::Theme;
+use crate::console::source::{Snapshot, TableState};
+use crate::console::state::State;
+use crate::sanitize::clean_short;
+
+pub(super) fn draw_tables(
+    frame: &mut Frame,
+    area: Rect,
+    snap: &Snapshot,
+    state: &State,
+    theme: &Theme,
+) {
+    let wide = area.width >= 70;
+    let header = if wide {
+        Row::new(["table", "ver", "last update", "live", "old", "state"])
+    } else {
+        Row::new(["table", "ver", "updated", "live", "old", "state"])
+    }
+    .style(Style::new().add_modifier(Modifier::BOLD));
+    let rows: Vec<Row> = snap
+        .tables
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            let (state_text, style) = match &t.state {
+                TableState::Fresh => ("fresh".to_string(), theme.good()),
+                TableState::Updating => ("updating…".to_string(), theme.warn()),
+                TableState::Partial(why) if wide => {
+                    (format!("PARTIAL: {}", clean_short(why, 60)), theme.bad())
+                }
+                TableState::Partial(_) => ("PARTIAL".to_string(), theme.bad()),
+            };
+            let updated = if wide {
+                format!(
+                    "{} {}",
+                    clean_short(&t.batch, 16),
+                    ago(snap.shared_now_ms, t.updated_ms)
+                )
+            } else {
+                ago(snap.shared_now_ms, t.updated_ms)
+            };
+            let row = Row::new(vec![
+                Cell::from(clean_short(&t.name, 14)),
+                Cell::from(t.version.to_string()),
+                Cell::from(updated),
+                Cell::from(t.live.to_string()),
+                Cell::from(t.old.to_string()),
+                Cell::from(state_text).style(style),
+            ]);
+            if i == state.selected_table {
+                row.style(theme.selected())
+            } else {
+                row
+            }
+        })
+        .collect();
+    let widths = if wide {
+        [
+            Constraint::Length(10),
+            Constraint::Length(4),
+            Constraint::Length(28),
+            Constraint::Length(6),
+            Constraint::Length(5),
+            Constraint::Fill(1),
+        ]
+    } else {
+        [
+            Constraint::Length(10),
+            Constraint::Length(4),
+            Constraint::Length(11),
+            Constraint::Length(5),
+            Constraint::Length(5),
+            Constraint::Fill(1),
+        ]
+    };
+    let block = theme.block(" tables · Tab selects ");
+    frame.render_widget(Table::new(rows, widths).header(header).block(block), area);
+}
+
+pub(super) fn draw_money(frame: &mut Frame, area: Rect, snap: &Snapshot, theme: &Theme) {
+    let s = &snap.stats;
+    let saved = s.requests.saturating_sub(s.loads);
+    let lines = vec![
+        Line::from(vec![
+            Span::raw("questions  "),
+            Span::styled(
+                s.requests.to_string(),
+                Style::new().add_modifier(Modifier::BOLD),
+            ),
+        ]),
+        Line::from(vec![
+            Span::raw("wh queries "),
+            Span::styled(
+                s.loads.to_string(),
+                Style::new().add_modifier(Modifier::BOLD),
+            ),
+        ]),
+        Line::from(vec![
+            Span::raw("saved      "),
+            Span::styled(
+                format!("{saved} · {}", money(saved as f64 * snap.price_per_query)),
+                theme.good().add_modifier(Modifier::BOLD),
+            ),
+        ]),
+        Line::from(Span::styled(
+            format!("at {} a query", money(snap.price_per_query)),
+            theme.dim(),
+        )),
+        Line::from(Span::styled(
+            format!("{} stampedes absorbed", s.stampedes_absorbed),
+            theme.dim(),
+        )),
+        Line::from(Span::styled(
+            format!(
+                "consistency: {} checked, {} violation{}",
+                snap.audit.0,
+                snap.audit.1,
+                if snap.audit.1 == 1 { "" } else { "s" }
+            ),
+            if snap.audit.1 > 0 {
+                theme.bad().add_modifier(Modifier::BOLD)
+            } else {
+                theme.dim()
+            },
+        )),
+    ];
+    frame.render_widget(Paragraph::new(lines).block(theme.block(" money ")), area);
+}
+
+fn money(d: f64) -> String {
+    if d >= 1000.0 {
+        format!("${:.1}k", d / 1000.0)
+    } else {
+        format!("${d:.2}")
+    }
+}
