@@ -215,7 +215,11 @@ impl Warehouse for MemoryWarehouse {
                 super::sleep_precisely(Duration::from_millis(latency)).await;
             }
             if Self::take(&self.panic_next) {
-                panic!("memory warehouse: injected panic");
+                // The fault this test warehouse exists to inject: a loader that panics.
+                #[allow(clippy::panic)]
+                {
+                    panic!("memory warehouse: injected panic");
+                }
             }
             if Self::take(&self.fail_next) || self.failing.load(Ordering::SeqCst) {
                 return Err(WarehouseError::Query("injected failure".into()));
