@@ -11,7 +11,9 @@
 //!   table in the sample *before* the flip was seen. A flip counts from the sample that first
 //!   showed it, which is never earlier than the flip itself, so sampling can only hide
 //!   violations, never invent them. `bound` is [`Bounds::resync_ms`] (resync interval + 100 ms),
-//!   and [`Bounds::unverified_ms`] for the instance behind the fault proxy. When a Fresh answer
+//!   and [`Bounds::unverified_ms`] for an instance that could not reach Redis within that long
+//!   before the request (the one behind the fault proxy, or any while Redis was frozen, down or
+//!   restarting, or while it reported itself degraded). When a Fresh answer
 //!   that a flip concerns carries no batch (a warehouse that cannot tell), the figure is `None`:
 //!   provenance unavailable, nothing claimed.
 //! * **duplicate_loads** — warehouse queries beyond the first per (query, parameters, versions).
@@ -130,7 +132,7 @@ pub fn check(
             }
         }
     }
-    stale_as_fresh(&answers, truth, faults, bounds, &mut f);
+    stale_as_fresh(&answers, truth, faults, &reports, bounds, &mut f);
     duplicate_loads(&loads, &reports, faults, bounds, &mut f);
     f.version_regressions = regressions(truth, &reports, faults, &mut f.examples);
     f.max_convergence_ms = convergence(truth, &reports, faults);
@@ -224,10 +226,40 @@ fn flipped_by(flips: &[(WallMs, String)], t: WallMs) -> Option<&str> {
         .max()
 }
 
+/// Whether `instance` had reported itself degraded (Redis unreachable) between `from` and `to`.
+fn degraded_between(
+    reports: &BTreeMap<u32, Vec<&ReportRecord>>,
+    instance: u32,
+    from: WallMs,
+    to: WallMs,
+) -> bool {
+    reports.get(&instance).is_some_and(|rs| {
+        rs.iter()
+            .any(|r| r.degraded && r.t_ms + 1_000 >= from && r.t_ms <= to + 1_000)
+    })
+}
+
+/// Whether `instance` may have been unable to reach the truth between `from` and `to`: a fault
+/// that cuts Redis (for everyone, or for it), or its own report of being degraded.
+fn cut_off(
+    faults: &[FaultRecord],
+    reports: &BTreeMap<u32, Vec<&ReportRecord>>,
+    instance: u32,
+    from: WallMs,
+    to: WallMs,
+) -> bool {
+    faults.iter().any(|x| {
+        x.cuts_redis()
+            && (x.instance.is_none() || x.instance == Some(instance))
+            && overlaps(x, from, to)
+    }) || degraded_between(reports, instance, from, to)
+}
+
 fn stale_as_fresh(
     answers: &[&AnswerRecord],
     truth: &[TruthSample],
     faults: &[FaultRecord],
+    reports: &BTreeMap<u32, Vec<&ReportRecord>>,
     b: Bounds,
     f: &mut Findings,
 ) {
@@ -243,7 +275,17 @@ fn stale_as_fresh(
         else {
             continue;
         };
-        let bound = if a.instance == b.partitioned {
+        // An instance that could not reach the truth in the last `--max-unverified` (the one
+        // behind the proxy, or any while Redis was frozen, down or restarting) is held to the
+        // rule it promises then: unverified for at most that long.
+        let bound = if a.instance == b.partitioned
+            || cut_off(
+                faults,
+                reports,
+                a.instance,
+                a.start_ms.saturating_sub(b.unverified_ms),
+                a.start_ms,
+            ) {
             b.unverified_ms
         } else {
             b.resync_ms
@@ -304,12 +346,8 @@ fn duplicate_loads(
         );
         groups.entry(key).or_default().push(l);
     }
-    let degraded_between = |instance: u32, from: WallMs, to: WallMs| {
-        reports.get(&instance).is_some_and(|rs| {
-            rs.iter()
-                .any(|r| r.degraded && r.t_ms + 1_000 >= from && r.t_ms <= to + 1_000)
-        })
-    };
+    let degraded_between =
+        |instance: u32, from: WallMs, to: WallMs| degraded_between(reports, instance, from, to);
     let lease_of = |instance: u32| {
         reports
             .get(&instance)

@@ -1,6 +1,7 @@
 //! The checks on small hand-made traces; one of each kind must report a violation.
 
 use super::*;
+use crate::bench::chaos::record::REDIS_STOP as REDIS_STOP_KIND;
 
 fn map<V: Clone>(pairs: &[(&str, V)]) -> BTreeMap<String, V> {
     pairs
@@ -173,6 +174,28 @@ fn fault(kind: &str, start: u64, end: u64) -> FaultRecord {
         instance: None,
         detail: String::new(),
     }
+}
+
+/// While Redis cannot be reached nobody can confirm the truth: every instance is then held to
+/// `--max-unverified`, as the partitioned one always is.
+#[test]
+fn while_redis_is_cut_off_every_instance_gets_the_unverified_bound() {
+    let lines = vec![
+        answer(1, 2_200, true, 1, "B1"), // Redis frozen in the last 2 s: within the bound
+        answer(1, 3_100, true, 1, "B1"), // more than 2 s after the flip: a violation
+    ];
+    let frozen = [fault(REDIS_STOP_KIND, 1_100, 1_900)];
+    let f = check(&lines, &truth(), &frozen, B);
+    assert_eq!(f.stale_as_fresh, Some(1), "{:?}", f.stale_by_instance);
+    assert!(f.stale_by_instance[&1].1.contains("at 3100"));
+    // The same answers with Redis reachable: both are past the resync bound.
+    let f = check(&lines, &truth(), &[], B);
+    assert_eq!(f.stale_as_fresh, Some(2), "{:?}", f.stale_by_instance);
+    // A degraded report counts as cut off too.
+    let mut degraded = lines.clone();
+    degraded.push(report(1, 1_500, 1, true));
+    let f = check(&degraded, &truth(), &[], B);
+    assert_eq!(f.stale_as_fresh, Some(1), "{:?}", f.stale_by_instance);
 }
 
 #[test]
