@@ -1408,8 +1408,9 @@ fn demo_headless_json_prints_json() {
 #[test]
 fn bench_lag_runs() {
     let s = Sandbox::empty();
+    // Bare: the benches run on simulated warehouses of their own and refuse `--latency`.
     let out = s
-        .fc()
+        .fc_bare()
         .args(["--json", "bench", "lag", "--rounds", "5"])
         .run();
     out.expect(0);
@@ -1422,7 +1423,7 @@ fn bench_lag_runs() {
 fn bench_stampede_runs() {
     let s = Sandbox::empty();
     let out = s
-        .fc()
+        .fc_bare()
         .args([
             "--json",
             "bench",
@@ -1435,6 +1436,66 @@ fn bench_stampede_runs() {
         .run();
     out.expect(0);
     out.json();
+}
+
+/// A shared option a bench would ignore is a command-line error that names the option, the bench
+/// and its own option for the job, never silently dropped; the same setting from the environment
+/// (shared by every command) is not refused.
+#[test]
+fn benches_refuse_shared_options_they_ignore() {
+    let s = Sandbox::empty();
+    let cases: &[(&[&str], &[&str])] = &[
+        (
+            &["bench", "stampede", "--latency", "1s", "--requesters", "2"],
+            &["`--latency` does nothing for `bench stampede` (it has `--load-ms`)"],
+        ),
+        (
+            &["--latency", "0s", "bench", "stampede", "--requesters", "2"],
+            &["`--latency` does nothing for `bench stampede` (it has `--load-ms`)"],
+        ),
+        (
+            &["bench", "day", "--hour", "10s", "--hours", "1"],
+            &["`--hour` does nothing for `bench day` (it has `--hour-real`)"],
+        ),
+        (
+            &["bench", "day", "--latency", "1s", "--hours", "1"],
+            &["`--latency` does nothing for `bench day` (it has `--warehouse-ms`)"],
+        ),
+        (
+            &[
+                "--strategy",
+                "ttl",
+                "bench",
+                "stampede",
+                "--requesters",
+                "2",
+            ],
+            &["`--strategy` does nothing for `bench stampede` (it has `--strategies`)"],
+        ),
+        (
+            &["bench", "lag", "--rounds", "2", "--lease", "5s"],
+            &["`--lease` does nothing for `bench lag`"],
+        ),
+        (
+            &[
+                "--redis",
+                "redis://127.0.0.1:1/0",
+                "--warehouse",
+                "w.sqlite",
+                "bench",
+                "redis-hits",
+            ],
+            &["`--warehouse` does nothing for `bench redis-hits`"],
+        ),
+    ];
+    for (args, says) in cases {
+        s.fc_bare().args(*args).run().fails(2, says);
+    }
+    s.fc_bare()
+        .env("FRESHCACHE_LATENCY", "1s")
+        .args(["--json", "bench", "lag", "--rounds", "2"])
+        .run()
+        .expect(0);
 }
 
 // ---------------------------------------------------------------------------------------------

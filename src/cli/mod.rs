@@ -233,6 +233,12 @@ pub fn main() -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
+    if let Some(Command::Bench(b)) = &cli.command
+        && let Some(message) = bench::ignored(b, &cli.global, &matches)
+    {
+        eprintln!("freshcache: {message}");
+        return ExitCode::from(EXIT_USAGE);
+    }
     // Commands that only print need no logs.
     let _logs = match &cli.command {
         Some(Command::Completions { .. } | Command::Config(_)) => None,

@@ -3,6 +3,7 @@
 
 mod day;
 mod lag;
+mod options;
 mod stampede;
 
 use clap::{Args, Subcommand};
@@ -11,6 +12,7 @@ use crate::model::policy::Strategy;
 use day::print_day;
 pub use day::{DayPlan, DayReport, DayResult, LoadCauses, day};
 pub use lag::{LagReport, lag};
+pub use options::ignored;
 use stampede::print_stampede;
 pub use stampede::stampede;
 
