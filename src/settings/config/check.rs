@@ -1,6 +1,6 @@
 //! What `freshcache config check` prints: the file read and every effective value with its origin.
 
-use super::{KEYS, Report, default_path};
+use super::{KEYS, Report, default_path, defaults};
 
 /// Prints the report for `config check`.
 pub fn print(report: &Report) {
@@ -18,7 +18,9 @@ pub fn print(report: &Report) {
         println!(
             "  {:<width$}  {:<40}  {}",
             s.key,
-            s.value.as_deref().unwrap_or("(unset)"),
+            s.value
+                .as_deref()
+                .unwrap_or_else(|| defaults::absent(s.key)),
             s.origin
         );
     }

@@ -8,6 +8,7 @@
 //! `assets/freshcache.toml`.
 
 mod check;
+mod defaults;
 mod file;
 mod keys;
 mod values;
@@ -78,7 +79,8 @@ impl std::fmt::Display for Origin {
 pub struct Effective {
     /// The key.
     pub key: &'static str,
-    /// The value as text (masked), or `None` when unset.
+    /// The value as text (masked), defaults included; `None` where nothing sets it and the
+    /// default is that the feature is off (no Redis, no metrics endpoint, ...).
     pub value: Option<String>,
     /// Where it came from.
     pub origin: Origin,
@@ -173,6 +175,12 @@ pub fn resolve(g: &mut GlobalArgs, matches: &ArgMatches) -> Result<Report, Confi
             value: value.map(|v| mask(k.key, &v)),
             origin,
         });
+    }
+    // Defaults last, once every setting they depend on (the data directory, the warehouse) is known.
+    for s in settings.iter_mut() {
+        if s.value.is_none() && s.origin == Origin::Default {
+            s.value = defaults::value(g, s.key).map(|v| mask(s.key, &v));
+        }
     }
     Ok(Report {
         file: loaded.map(|(p, _)| crate::sanitize::clean_line(&p.display().to_string())),
