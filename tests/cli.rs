@@ -1230,6 +1230,90 @@ fn stats_once_and_watching() {
     );
 }
 
+/// `config check` shows the effective value of every setting: where a default applies, the
+/// default itself with its origin "default" (the data directory, the warehouse file in it, the
+/// simulated latency, the log level and directory), never "(unset)".
+#[test]
+fn config_check_prints_the_defaults_it_applies() {
+    let s = Sandbox::empty();
+    let out = s.fc_bare().args(["config", "check"]).run();
+    out.expect(0);
+    assert!(!out.stdout.contains("(unset)"), "{}", out.dump());
+    let row = |stdout: &str, key: &str| -> Vec<String> {
+        stdout
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(key))
+            .unwrap_or_else(|| panic!("no {key} in {stdout}"))
+            .split_whitespace()
+            .map(String::from)
+            .collect()
+    };
+    let data = s.root.join("xdg-data").join("freshcache");
+    let expect = [
+        ("data_dir", data.display().to_string()),
+        (
+            "warehouse.url",
+            data.join("warehouse.sqlite").display().to_string(),
+        ),
+        ("warehouse.latency", "2s-5s".to_string()),
+        ("log.level", "info".to_string()),
+    ];
+    for (key, value) in &expect {
+        assert_eq!(
+            row(&out.stdout, key),
+            [key.to_string(), value.clone(), "default".to_string()],
+            "{}",
+            out.dump()
+        );
+    }
+    for key in ["redis.url", "redis.ca", "hour", "metrics.addr"] {
+        let r = row(&out.stdout, key);
+        assert_eq!(r[1], "none:", "{}", out.dump());
+        assert_eq!(
+            r.last().map(String::as_str),
+            Some("default"),
+            "{}",
+            out.dump()
+        );
+    }
+
+    // A PostgreSQL warehouse has no simulated latency by default.
+    let out = s
+        .fc_bare()
+        .args([
+            "--warehouse",
+            "postgres://analyst@127.0.0.1/sales",
+            "config",
+            "check",
+        ])
+        .run();
+    out.expect(0);
+    assert_eq!(
+        row(&out.stdout, "warehouse.latency")[1],
+        "0s",
+        "{}",
+        out.dump()
+    );
+
+    // The JSON report carries the same values.
+    let out = s.fc_bare().args(["--json", "config", "check"]).run();
+    out.expect(0);
+    let doc = out.json();
+    let setting = |key: &str| {
+        doc["settings"]
+            .as_array()
+            .expect("settings")
+            .iter()
+            .find(|x| x["key"] == key)
+            .unwrap_or_else(|| panic!("no {key} in {doc}"))
+            .clone()
+    };
+    assert_eq!(setting("data_dir")["value"], data.display().to_string());
+    assert_eq!(setting("data_dir")["origin"]["kind"], "default");
+    assert_eq!(setting("log.level")["value"], "info");
+    assert_eq!(setting("redis.url")["value"], Value::Null);
+}
+
 #[test]
 fn config_check_and_default() {
     let s = Sandbox::with_data();
@@ -1408,8 +1492,9 @@ fn demo_headless_json_prints_json() {
 #[test]
 fn bench_lag_runs() {
     let s = Sandbox::empty();
+    // Bare: the benches run on simulated warehouses of their own and refuse `--latency`.
     let out = s
-        .fc()
+        .fc_bare()
         .args(["--json", "bench", "lag", "--rounds", "5"])
         .run();
     out.expect(0);
@@ -1422,7 +1507,7 @@ fn bench_lag_runs() {
 fn bench_stampede_runs() {
     let s = Sandbox::empty();
     let out = s
-        .fc()
+        .fc_bare()
         .args([
             "--json",
             "bench",
@@ -1435,6 +1520,66 @@ fn bench_stampede_runs() {
         .run();
     out.expect(0);
     out.json();
+}
+
+/// A shared option a bench would ignore is a command-line error that names the option, the bench
+/// and its own option for the job, never silently dropped; the same setting from the environment
+/// (shared by every command) is not refused.
+#[test]
+fn benches_refuse_shared_options_they_ignore() {
+    let s = Sandbox::empty();
+    let cases: &[(&[&str], &[&str])] = &[
+        (
+            &["bench", "stampede", "--latency", "1s", "--requesters", "2"],
+            &["`--latency` does nothing for `bench stampede` (it has `--load-ms`)"],
+        ),
+        (
+            &["--latency", "0s", "bench", "stampede", "--requesters", "2"],
+            &["`--latency` does nothing for `bench stampede` (it has `--load-ms`)"],
+        ),
+        (
+            &["bench", "day", "--hour", "10s", "--hours", "1"],
+            &["`--hour` does nothing for `bench day` (it has `--hour-real`)"],
+        ),
+        (
+            &["bench", "day", "--latency", "1s", "--hours", "1"],
+            &["`--latency` does nothing for `bench day` (it has `--warehouse-ms`)"],
+        ),
+        (
+            &[
+                "--strategy",
+                "ttl",
+                "bench",
+                "stampede",
+                "--requesters",
+                "2",
+            ],
+            &["`--strategy` does nothing for `bench stampede` (it has `--strategies`)"],
+        ),
+        (
+            &["bench", "lag", "--rounds", "2", "--lease", "5s"],
+            &["`--lease` does nothing for `bench lag`"],
+        ),
+        (
+            &[
+                "--redis",
+                "redis://127.0.0.1:1/0",
+                "--warehouse",
+                "w.sqlite",
+                "bench",
+                "redis-hits",
+            ],
+            &["`--warehouse` does nothing for `bench redis-hits`"],
+        ),
+    ];
+    for (args, says) in cases {
+        s.fc_bare().args(*args).run().fails(2, says);
+    }
+    s.fc_bare()
+        .env("FRESHCACHE_LATENCY", "1s")
+        .args(["--json", "bench", "lag", "--rounds", "2"])
+        .run()
+        .expect(0);
 }
 
 // ---------------------------------------------------------------------------------------------

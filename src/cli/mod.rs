@@ -18,10 +18,20 @@
 
 pub mod bench;
 pub mod bench_redis;
-mod commands;
+mod confirm;
 pub mod demo;
+mod etl;
+mod events;
+mod get;
+mod interrupt;
+mod invalidate;
 mod output;
+mod simulate_partial;
 pub mod stampede;
+mod stats;
+mod traffic;
+mod warehouse;
+mod warm;
 mod world;
 
 use std::process::ExitCode;
@@ -81,53 +91,53 @@ pub enum Command {
     Console(demo::ConsoleArgs),
     /// Answers one catalog question and says how fresh the answer is.
     #[command(after_help = "Example:\n  freshcache get sales_by_region quarter=Q1 year=2026")]
-    Get(commands::GetArgs),
+    Get(get::GetArgs),
     /// The ETL finished batch B: check update_log, bump the tables that reached it, report the rest.
     #[command(after_help = "Example:\n  freshcache etl-complete --batch 20261126-10:00")]
-    EtlComplete(commands::EtlCompleteArgs),
+    EtlComplete(etl::EtlCompleteArgs),
     /// Runs an ETL batch in which the named tables fail, then etl-complete (staging and
     /// development only; dangerous: needs --yes or a typed confirmation).
     #[command(
         after_help = "Examples:\n  freshcache --env staging simulate-partial --fail inventory\n  freshcache --env staging simulate-partial --fail inventory,customers --yes"
     )]
-    SimulatePartial(commands::SimulatePartialArgs),
+    SimulatePartial(simulate_partial::SimulatePartialArgs),
     /// Bumps the versions of tables so every answer that reads them misses once (dangerous:
     /// needs --yes or a typed confirmation).
     #[command(
         after_help = "Examples:\n  freshcache invalidate --table sales --yes\n  freshcache invalidate --all"
     )]
-    Invalidate(commands::InvalidateArgs),
+    Invalidate(invalidate::InvalidateArgs),
     /// Loads the hottest keys ahead of need and reports progress.
     #[command(after_help = "Examples:\n  freshcache warm --top 50\n  freshcache --json warm")]
-    Warm(commands::WarmArgs),
+    Warm(warm::WarmArgs),
     /// Runs one engine instance (a stand-in API server) with simulated chatbot users and prints a
     /// summary when it ends or is interrupted.
     #[command(
         after_help = "Example:\n  freshcache traffic --users 200 --duration 30s --with-etl --hour 60s"
     )]
-    Traffic(commands::TrafficArgs),
+    Traffic(traffic::TrafficArgs),
     /// Lists the event log (with --json: JSON Lines); --follow keeps printing new events.
     #[command(
         after_help = "Examples:\n  freshcache events --limit 20\n  freshcache --redis redis://127.0.0.1:6379 --json events --follow | jq .type"
     )]
-    Events(commands::EventsArgs),
+    Events(events::EventsArgs),
     /// Counters summed over every live instance, and the versions; --watch keeps printing.
     #[command(
         after_help = "Examples:\n  freshcache stats\n  freshcache --redis redis://127.0.0.1:6379 --json stats\n  freshcache --json stats --watch --interval 5s"
     )]
-    Stats(commands::StatsArgs),
+    Stats(stats::StatsArgs),
     /// The warehouse itself: create the demo data, show update_log.
     #[command(
         subcommand,
         after_help = "Examples:\n  freshcache warehouse status\n  freshcache --warehouse postgres://analyst@127.0.0.1/sales warehouse init --sales 50000"
     )]
-    Warehouse(commands::WarehouseCommand),
+    Warehouse(warehouse::WarehouseCommand),
     /// The ETL simulator: load a batch now.
     #[command(
         subcommand,
         after_help = "Examples:\n  freshcache etl run\n  freshcache etl run --fail inventory --late customers=10m"
     )]
-    Etl(commands::EtlCommand),
+    Etl(etl::EtlCommand),
     /// Benchmark scenarios.
     #[command(
         subcommand,
@@ -223,6 +233,12 @@ pub fn main() -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
+    if let Some(Command::Bench(b)) = &cli.command
+        && let Some(message) = bench::ignored(b, &cli.global, &matches)
+    {
+        eprintln!("freshcache: {message}");
+        return ExitCode::from(EXIT_USAGE);
+    }
     // Commands that only print need no logs.
     let _logs = match &cli.command {
         Some(Command::Completions { .. } | Command::Config(_)) => None,
@@ -331,16 +347,16 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         None => demo::run(&g, demo::DemoArgs::default()).await,
         Some(Command::Demo(args)) => demo::run(&g, args).await,
         Some(Command::Console(args)) => demo::console(&g, args).await,
-        Some(Command::Get(args)) => commands::get(&g, args).await,
-        Some(Command::EtlComplete(args)) => commands::etl_complete(&g, args).await,
-        Some(Command::SimulatePartial(args)) => commands::simulate_partial(&g, args).await,
-        Some(Command::Invalidate(args)) => commands::invalidate(&g, args).await,
-        Some(Command::Warm(args)) => commands::warm(&g, args).await,
-        Some(Command::Traffic(args)) => commands::traffic(&g, args).await,
-        Some(Command::Events(args)) => commands::events(&g, args).await,
-        Some(Command::Stats(args)) => commands::stats(&g, args).await,
-        Some(Command::Warehouse(c)) => commands::warehouse(&g, c).await,
-        Some(Command::Etl(c)) => commands::etl(&g, c).await,
+        Some(Command::Get(args)) => get::get(&g, args).await,
+        Some(Command::EtlComplete(args)) => etl::etl_complete(&g, args).await,
+        Some(Command::SimulatePartial(args)) => simulate_partial::simulate_partial(&g, args).await,
+        Some(Command::Invalidate(args)) => invalidate::invalidate(&g, args).await,
+        Some(Command::Warm(args)) => warm::warm(&g, args).await,
+        Some(Command::Traffic(args)) => traffic::traffic(&g, args).await,
+        Some(Command::Events(args)) => events::events(&g, args).await,
+        Some(Command::Stats(args)) => stats::stats(&g, args).await,
+        Some(Command::Warehouse(c)) => warehouse::warehouse(&g, c).await,
+        Some(Command::Etl(c)) => etl::etl(&g, c).await,
         Some(Command::Bench(b)) => bench::run(&g, b).await,
         // Handled before the runtime starts.
         Some(Command::Config(_) | Command::Completions { .. }) => Ok(()),

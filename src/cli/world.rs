@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::exit::{CliError, EXIT_BAD_INPUT, EXIT_UNAVAILABLE};
-use crate::settings::GlobalArgs;
+use crate::settings::{GlobalArgs, default_data_dir};
 use std::time::Duration;
 
 use crate::bus::{Bus, LocalBus};
@@ -45,18 +45,6 @@ pub struct World {
 enum Kind {
     Sqlite(SqliteWarehouse),
     Postgres(Arc<PostgresWarehouse>),
-}
-
-/// The default data directory: `$XDG_DATA_HOME/freshcache`, else `~/.local/share/freshcache`,
-/// else `./.freshcache`.
-pub fn default_data_dir() -> PathBuf {
-    if let Some(x) = std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
-        return PathBuf::from(x).join("freshcache");
-    }
-    if let Some(h) = std::env::var_os("HOME").filter(|v| !v.is_empty()) {
-        return PathBuf::from(h).join(".local/share/freshcache");
-    }
-    PathBuf::from(".freshcache")
 }
 
 /// The clock `--hour` asks for.

@@ -1,6 +1,7 @@
 //! The options every command shares (`--env`, `--warehouse`, `--redis`, ...), as the command line
 //! declares them: flags, with their `FRESHCACHE_*` environment variables; [`super::config`] fills
-//! in what the configuration file says where neither set a value.
+//! in what the configuration file says where neither set a value. The data directory's default
+//! lives here too, beside the option.
 
 use std::path::PathBuf;
 
@@ -135,4 +136,16 @@ pub struct GlobalArgs {
         value_name = "ADDR"
     )]
     pub metrics_addr: Option<String>,
+}
+
+/// The default data directory: `$XDG_DATA_HOME/freshcache`, else `~/.local/share/freshcache`,
+/// else `./.freshcache`.
+pub fn default_data_dir() -> PathBuf {
+    if let Some(x) = std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
+        return PathBuf::from(x).join("freshcache");
+    }
+    if let Some(h) = std::env::var_os("HOME").filter(|v| !v.is_empty()) {
+        return PathBuf::from(h).join(".local/share/freshcache");
+    }
+    PathBuf::from(".freshcache")
 }

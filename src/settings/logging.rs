@@ -20,6 +20,9 @@ pub struct LogGuard {
     _worker: Option<WorkerGuard>,
 }
 
+/// The log level when neither RUST_LOG nor `--log-level` sets one.
+pub const DEFAULT_LEVEL: &str = "info";
+
 /// The default log directory: `$XDG_STATE_HOME/freshcache/logs`, else
 /// `~/.local/state/freshcache/logs`.
 pub fn default_dir() -> Option<PathBuf> {
@@ -47,7 +50,7 @@ pub fn init(g: &GlobalArgs) -> LogGuard {
                 .as_deref()
                 .and_then(|l| EnvFilter::try_new(l).ok())
         })
-        .unwrap_or_else(|| EnvFilter::new("info"));
+        .unwrap_or_else(|| EnvFilter::new(DEFAULT_LEVEL));
     let appender = std::fs::create_dir_all(&dir)
         .map_err(|e| e.to_string())
         .and_then(|()| {

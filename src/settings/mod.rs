@@ -6,4 +6,4 @@ mod args;
 pub mod config;
 pub mod logging;
 
-pub use args::GlobalArgs;
+pub use args::{GlobalArgs, default_data_dir};

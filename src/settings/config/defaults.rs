@@ -1,0 +1,51 @@
+//! What a setting is when nothing sets it: the default value `config check` shows, computed the
+//! way the commands compute it (the data directory decides where the embedded warehouse is).
+
+use crate::settings::{GlobalArgs, default_data_dir, logging};
+use crate::warehouse::Latency;
+
+/// The default value of `key` given the other effective settings, or `None` where the default is
+/// that the feature is off (then [`absent`] says what that means).
+pub(super) fn value(g: &GlobalArgs, key: &str) -> Option<String> {
+    let data_dir = || g.data_dir.clone().unwrap_or_else(default_data_dir);
+    match key {
+        "data_dir" => Some(data_dir().display().to_string()),
+        "warehouse.url" => Some(data_dir().join("warehouse.sqlite").display().to_string()),
+        "warehouse.latency" => {
+            let postgres = g
+                .warehouse
+                .as_deref()
+                .is_some_and(|w| w.starts_with("postgres://") || w.starts_with("postgresql://"));
+            let l = if postgres {
+                Latency::NONE
+            } else {
+                Latency::SEED
+            };
+            // Written as the flag takes it: 2s-5s, 0s.
+            let text = |d: std::time::Duration| match d.as_millis() {
+                ms if ms % 1000 == 0 => format!("{}s", ms / 1000),
+                ms => format!("{ms}ms"),
+            };
+            Some(if l.min == l.max {
+                text(l.min)
+            } else {
+                format!("{}-{}", text(l.min), text(l.max))
+            })
+        }
+        "log.level" => Some(logging::DEFAULT_LEVEL.to_string()),
+        "log.dir" => logging::default_dir().map(|d| d.display().to_string()),
+        _ => None,
+    }
+}
+
+/// What an unset `key` means.
+pub(super) fn absent(key: &str) -> &'static str {
+    match key {
+        "redis.url" => "none: embedded, no server",
+        "redis.ca" => "none: the system's trusted roots",
+        "hour" => "none: real time (the demo: 60s)",
+        "metrics.addr" => "none: no metrics endpoint",
+        "log.dir" => "none: no HOME, no log files",
+        _ => "none",
+    }
+}
