@@ -783,3 +783,30 @@ async fn a_new_process_gets_stale_if_error_from_the_shared_tier() {
     );
     assert_eq!(a.versions().versions(), &[0]);
 }
+
+proptest::proptest! {
+    /// The integer pre-check of XFetch decides "not due" only where the exact rule's own bound
+    /// (`now + 40 * load * beta < fresh_until`, in floating point) does too, so it changes no
+    /// outcome.
+    #[test]
+    fn the_xfetch_pre_check_never_contradicts_the_rule(
+        now in 0u64..4_000_000_000_000,
+        ahead in 0u64..u64::MAX / 2,
+        load_ms in proptest::prop_oneof![0u64..100_000, 0u64..u64::MAX],
+        beta in proptest::prop_oneof![0.0f64..4.0, 0.0f64..1e13],
+    ) {
+        let policy = Policy::builder().beta(beta).build().unwrap();
+        let entry = Entry {
+            value: Arc::from("1"),
+            versions: crate::store::Stamp::default(),
+            created_ms: now,
+            load_ms,
+            fresh_until: now.saturating_add(ahead),
+            keep_until: u64::MAX,
+        };
+        if xfetch_out_of_reach(now, &entry, &policy) {
+            let reach = (load_ms.saturating_mul(40) as f64 * beta) as u64;
+            proptest::prop_assert!(beta <= 0.0 || now.saturating_add(reach) < entry.fresh_until);
+        }
+    }
+}

@@ -63,6 +63,26 @@ pub struct Policy {
     pub(crate) stampede_threshold: u32,
     /// `grace` in ms: `fresh_until - grace` is at or after the scheduled update.
     pub(crate) after_update_ms: u64,
+    /// An integer bound on XFetch's reach per millisecond of load time (0 when `beta` is 0):
+    /// `ceil(40 * beta) + 1`, so that `load_ms * xfetch_reach_per_ms` is never below the reach
+    /// the exact formula computes in floating point (see `engine::xfetch_due`).
+    pub(crate) xfetch_reach_per_ms: u64,
+}
+
+/// See [`Policy::xfetch_reach_per_ms`]: `-ln(rand) < 40` for every draw XFetch makes, so an
+/// entry is never picked further than `40 * beta * load_ms` from its expiry. The `+ 1` per
+/// millisecond covers the rounding of the float product (a relative error below 2^-50, far less
+/// than `1 / (40 * beta)` for any beta below 10^10); above that, the bound saturates and the
+/// pre-check never decides.
+fn xfetch_reach_per_ms(beta: f64) -> u64 {
+    let reach = 40.0 * beta;
+    if beta <= 0.0 {
+        0
+    } else if reach < 1e12 {
+        reach.ceil() as u64 + 1
+    } else {
+        u64::MAX
+    }
 }
 
 impl Default for Policy {
@@ -80,6 +100,7 @@ impl Default for Policy {
             max_wait: Duration::from_secs(30),
             stampede_threshold: 10,
             after_update_ms: 600_000,
+            xfetch_reach_per_ms: 41,
         }
     }
 }
@@ -216,6 +237,7 @@ impl PolicyBuilder {
     pub fn build(self) -> Result<Policy, PolicyError> {
         let mut p = self.policy;
         p.after_update_ms = p.grace.as_millis() as u64;
+        p.xfetch_reach_per_ms = xfetch_reach_per_ms(p.beta);
         let bad = |msg: String| Err(PolicyError(msg));
         if p.update_interval.is_zero() {
             return bad("update interval must be greater than zero".into());
@@ -349,6 +371,11 @@ impl FromStr for Strategy {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_default_carries_the_same_derived_values_as_a_built_policy() {
+        assert_eq!(Policy::builder().build(), Ok(Policy::default()));
+    }
 
     const HOUR: u64 = 3_600_000;
     // 2024-11-02T09:05:00Z

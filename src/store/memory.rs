@@ -3,10 +3,12 @@
 //! # Layout
 //! 64 shards, chosen by the request fingerprint (not by the versions), so every version held for one
 //! request lives in one shard. Each shard is a `RwLock` over:
-//! * a hash table `EntryKey -> Slot` — 64-byte buckets holding the key, the `Arc<Entry>` and a
-//!   referenced bit. A hit is one probe (the key's hash is precomputed from the fingerprint and the
-//!   versions, no hashing of bytes) and one `Arc` clone: about three cache lines, which keeps the hit
-//!   path within a small factor of a plain concurrent map;
+//! * a hash set of [`Slot`]s — each one cache line, aligned to one, holding the key, the
+//!   `Arc<Entry>`, a referenced bit and its ring position. A hit is one probe (the key's hash is
+//!   precomputed from the fingerprint and the versions, no hashing of bytes), that one line, and
+//!   the `Arc` clone: about three cache lines, which keeps the hit path within a small factor of a
+//!   plain concurrent map. (As a map value beside its key, the slot was 16-aligned, and most
+//!   buckets straddled two lines);
 //! * `fingerprint -> versions held`, touched only on a miss, to find the previous version of an
 //!   answer (what may be served stale while the current one loads);
 //! * the ring of keys that the CLOCK hand walks; every slot knows its ring position, so removal is
@@ -36,10 +38,13 @@
 //! its write lock. Live and old-version counts per table are then read in O(shards × versions held),
 //! which is O(number of tables) for practical purposes, without walking entries.
 
-use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::borrow::Borrow;
+use std::collections::{HashMap, HashSet};
+use std::hash::{BuildHasherDefault, Hash, Hasher};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+
+use parking_lot::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use super::{PutOutcome, Store, StoreError};
 use crate::model::BoxFuture;
@@ -95,6 +100,7 @@ impl Hasher for PassThrough {
 }
 
 type Fast<K, V> = HashMap<K, V, BuildHasherDefault<PassThrough>>;
+type FastSet<T> = HashSet<T, BuildHasherDefault<PassThrough>>;
 type KeyVersions = [u64; MAX_TABLES_PER_QUERY];
 
 /// How recent an entry held under `versions` is among the versions of its request: by versions
@@ -104,15 +110,47 @@ fn recency(versions: &KeyVersions, entry: &Entry) -> (KeyVersions, Millis) {
     (*versions, entry.created_ms)
 }
 
+/// One entry held, with its key: exactly one cache line (48 bytes of key, the `Arc`, 8 bytes of
+/// bookkeeping), so a hit reads one line of the table.
+#[repr(align(64))]
 struct Slot {
+    key: EntryKey,
     entry: Arc<Entry>,
     referenced: AtomicBool,
-    ring_pos: u32,
+    /// Where the key sits in the shard's ring. Atomic only to be updated through a shared
+    /// reference (a set hands out no `&mut`); it changes under the shard's write lock alone.
+    ring_pos: AtomicU32,
+}
+
+const _: () = assert!(std::mem::size_of::<Slot>() == 64);
+
+// A slot is found by its key: hashing and equality are the key's, so the set can be probed with
+// an `&EntryKey`.
+impl Hash for Slot {
+    #[inline]
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.key.hash(state);
+    }
+}
+
+impl PartialEq for Slot {
+    fn eq(&self, other: &Self) -> bool {
+        self.key == other.key
+    }
+}
+
+impl Eq for Slot {}
+
+impl Borrow<EntryKey> for Slot {
+    #[inline]
+    fn borrow(&self) -> &EntryKey {
+        &self.key
+    }
 }
 
 #[derive(Default)]
 struct Shard {
-    table: Fast<EntryKey, Slot>,
+    table: FastSet<Slot>,
     versions_of: Fast<u128, Vec<KeyVersions>>,
     ring: Vec<EntryKey>,
     hand: usize,
@@ -147,24 +185,22 @@ impl Shard {
             .entry(key.fingerprint)
             .or_default()
             .push(key.versions);
-        self.table.insert(
+        self.table.insert(Slot {
             key,
-            Slot {
-                entry,
-                referenced: AtomicBool::new(false),
-                ring_pos: (self.ring.len() - 1) as u32,
-            },
-        );
+            entry,
+            referenced: AtomicBool::new(false),
+            ring_pos: AtomicU32::new((self.ring.len() - 1) as u32),
+        });
     }
 
     fn remove(&mut self, key: &EntryKey) -> Option<Slot> {
-        let slot = self.table.remove(key)?;
-        let pos = slot.ring_pos as usize;
+        let slot = self.table.take(key)?;
+        let pos = slot.ring_pos.load(Ordering::Relaxed) as usize;
         self.ring.swap_remove(pos);
         if let Some(moved) = self.ring.get(pos).copied()
-            && let Some(s) = self.table.get_mut(&moved)
+            && let Some(s) = self.table.get(&moved)
         {
-            s.ring_pos = pos as u32;
+            s.ring_pos.store(pos as u32, Ordering::Relaxed);
         }
         if let Some(list) = self.versions_of.get_mut(&key.fingerprint) {
             list.retain(|v| *v != key.versions);
@@ -258,7 +294,7 @@ impl MemoryStore {
     }
 
     // A panic while holding a shard lock leaves the shard consistent (every mutation finishes
-    // before anything that can panic), so a poisoned lock is taken over rather than propagated.
+    // before anything that can panic), so the lock not poisoning is safe.
     #[inline]
     fn read(&self, fingerprint: u128) -> RwLockReadGuard<'_, Shard> {
         self.read_shard(self.shard_of(fingerprint))
@@ -266,11 +302,11 @@ impl MemoryStore {
 
     #[inline]
     fn read_shard(&self, i: usize) -> RwLockReadGuard<'_, Shard> {
-        self.shards[i].read().unwrap_or_else(|p| p.into_inner())
+        self.shards[i].read()
     }
 
     fn write_shard(&self, i: usize) -> RwLockWriteGuard<'_, Shard> {
-        self.shards[i].write().unwrap_or_else(|p| p.into_inner())
+        self.shards[i].write()
     }
 
     /// The entry stored under exactly `key`, marking it referenced.
@@ -358,8 +394,8 @@ impl MemoryStore {
             let expired: Vec<EntryKey> = shard
                 .table
                 .iter()
-                .filter(|(_, s)| s.entry.keep_until <= now)
-                .map(|(k, _)| *k)
+                .filter(|s| s.entry.keep_until <= now)
+                .map(|s| s.key)
                 .take(budget - removed)
                 .collect();
             for k in expired {
