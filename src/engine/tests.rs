@@ -798,7 +798,7 @@ proptest::proptest! {
         let policy = Policy::builder().beta(beta).build().unwrap();
         let entry = Entry {
             value: Arc::from("1"),
-            versions: crate::store::Stamp::default(),
+            versions: crate::model::entry::Stamp::default(),
             created_ms: now,
             load_ms,
             fresh_until: now.saturating_add(ahead),
