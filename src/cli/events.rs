@@ -9,7 +9,7 @@ use super::interrupt::watch_interrupt;
 use super::output::{clean_line, print_json};
 use crate::exit::CliError;
 use crate::model::clock::format_rfc3339;
-use crate::model::events::{Event, EventKind};
+use crate::model::events::Event;
 use crate::settings::GlobalArgs;
 
 /// Options of `events`.
@@ -23,120 +23,16 @@ pub struct EventsArgs {
     pub follow: bool,
 }
 
-/// One event as a line of text.
+/// One event as a line of text: sequence, time, type and the same sentence the console's feed
+/// shows.
 pub fn event_line(e: &Event) -> String {
-    let what = match &e.kind {
-        EventKind::WarehouseUpdated {
-            tables,
-            versions,
-            batch,
-            test,
-            ..
-        } => format!(
-            "warehouse_updated {} batch {batch} → {}{}",
-            tables.join(","),
-            versions
-                .iter()
-                .filter(|(t, _)| tables.contains(t))
-                .map(|(t, v)| format!("{t}={v}"))
-                .collect::<Vec<_>>()
-                .join(" "),
-            if *test { " (test)" } else { "" }
-        ),
-        EventKind::PartialUpdate { batch, behind, .. } => format!(
-            "partial_update batch {batch}: behind {}",
-            behind
-                .iter()
-                .map(|b| format!("{} ({})", b.table, b.reason))
-                .collect::<Vec<_>>()
-                .join("; ")
-        ),
-        EventKind::EtlRun {
-            batch,
-            loaded,
-            failed,
-            late,
-        } => format!(
-            "etl_run batch {batch}: loaded {}{}{}",
-            loaded.join(","),
-            if failed.is_empty() {
-                String::new()
-            } else {
-                format!(
-                    "; failed {}",
-                    failed
-                        .iter()
-                        .map(|f| f.table.as_str())
-                        .collect::<Vec<_>>()
-                        .join(",")
-                )
-            },
-            if late.is_empty() {
-                String::new()
-            } else {
-                format!("; late {}", late.join(","))
-            }
-        ),
-        EventKind::RefreshAhead {
-            tables,
-            keys,
-            done,
-            failed,
-        } => format!(
-            "refresh_ahead {}: {done}/{keys} reloaded, {failed} failed",
-            if tables.is_empty() {
-                "hot keys".to_string()
-            } else {
-                tables.join(",")
-            }
-        ),
-        EventKind::Prepare {
-            batch,
-            versions,
-            requester,
-        } => format!(
-            "prepare batch {batch} at {} for {requester}",
-            versions
-                .iter()
-                .map(|(t, v)| format!("{t}={v}"))
-                .collect::<Vec<_>>()
-                .join(",")
-        ),
-        EventKind::Prepared {
-            batch,
-            instance,
-            finished,
-            keys,
-            done,
-            failed,
-        } if !finished => format!("preparing batch {batch} on {instance}: {keys} hot keys to load"),
-        EventKind::Prepared {
-            batch,
-            instance,
-            keys,
-            done,
-            failed,
-            ..
-        } => format!("prepared batch {batch} on {instance}: {done}/{keys} loaded, {failed} failed"),
-        EventKind::OperatorAction {
-            action,
-            operator,
-            host,
-            env,
-            targets,
-            result,
-        } => format!(
-            "{action} {} by {operator}@{host} in {env}: {result}",
-            targets.join(",")
-        ),
-        EventKind::BadInput {
-            source,
-            reason,
-            excerpt,
-        } => format!("BAD INPUT on {source}: {reason} [{excerpt}]"),
-        EventKind::Incident { message } => format!("INCIDENT {message}"),
-    };
-    clean_line(&format!("#{} {} {}", e.seq, format_rfc3339(e.at_ms), what))
+    clean_line(&format!(
+        "#{} {} {} {}",
+        e.seq,
+        format_rfc3339(e.at_ms),
+        e.kind.name(),
+        e.summary().text
+    ))
 }
 
 /// `freshcache events`.

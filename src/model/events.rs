@@ -8,6 +8,9 @@ use serde::{Deserialize, Serialize};
 
 use super::clock::Millis;
 
+mod summary;
+pub use summary::Summary;
+
 /// A table that an update left behind, and why.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Behind {
