@@ -222,7 +222,7 @@ pub async fn run(
                 }
                 {
                     let mut h = latency.lock().unwrap_or_else(|p| p.into_inner());
-                    h.saturating_record((took.as_micros() as u64).max(1));
+                    h.saturating_record(crate::model::num::us(took).max(1));
                 }
                 let wait = think.mul_f64(-(1.0 - rng.f64()).ln()).div_f64(speed);
                 if pause(wait, deadline, &mut stop).await {
@@ -238,6 +238,7 @@ pub async fn run(
         match deadline {
             Some(end) => tokio::time::sleep_until(tokio::time::Instant::from_std(end)).await,
             None => {
+                // An error means the stop sender is gone: stop as well.
                 let _ = stop_wait.wait_for(|s| *s).await;
             }
         }
@@ -253,7 +254,11 @@ pub async fn run(
             }
         }
         u.abort();
-        let _ = u.await;
+        if let Err(e) = u.await
+            && e.is_panic()
+        {
+            tracing::error!("a simulated user panicked: {e}");
+        }
     }
     let h = latency.lock().unwrap_or_else(|p| p.into_inner());
     let requests = tally.requests.load(Ordering::Relaxed);

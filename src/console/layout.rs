@@ -36,7 +36,7 @@ pub fn regions(area: Rect, tables: usize) -> Option<Regions> {
     if area.width < MIN_WIDTH || area.height < MIN_HEIGHT {
         return None;
     }
-    let upper = (tables as u16 + 4).max(6);
+    let upper = crate::model::num::to_u16(tables).saturating_add(4).max(6);
     let charts = if area.height >= 40 {
         12
     } else if area.height >= 30 {

@@ -60,6 +60,7 @@ struct Restore;
 
 impl Drop for Restore {
     fn drop(&mut self) {
+        // Best effort on the way out: there is no one left to tell if the terminal refuses.
         let _ = execute!(io::stdout(), DisableMouseCapture, DisableBracketedPaste);
         ratatui::restore();
     }
@@ -105,6 +106,7 @@ async fn event_loop(source: Source, options: ConsoleOptions) -> io::Result<()> {
     // ratatui's hook restores raw mode and the screen; this one also gives the mouse back.
     let previous = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
+        // Best effort while panicking: the panic message below matters more.
         let _ = execute!(io::stdout(), DisableMouseCapture, DisableBracketedPaste);
         previous(info);
     }));
@@ -158,6 +160,7 @@ async fn event_loop(source: Source, options: ConsoleOptions) -> io::Result<()> {
                         .unwrap_or_else(|_| Err("the instance stopped before answering".into())),
                     Err(_) => Err("the instance is gone".into()),
                 };
+                // Fails only when the console has quit and no longer waits for the result.
                 let _ = done.send((id, result));
             });
         }

@@ -194,6 +194,7 @@ async fn serve_commands(instance: Instance, mut rx: mpsc::Receiver<Command>) {
         let instance = instance.clone();
         // Each command runs on its own task so a long one (a simulated ETL) never blocks the next.
         tokio::spawn(async move {
+            // Fails only when the console has quit and no longer waits for the reply.
             let _ = reply.send(execute(&instance, request).await);
         });
     }
@@ -367,7 +368,7 @@ impl Collector {
         let now = instance.bus().clock().now_ms();
         let silent = known
             .iter()
-            .filter(|r| now > r.at_ms + crate::bus::SILENT_UNVERIFIED.as_millis() as u64)
+            .filter(|r| now > r.at_ms + crate::model::num::ms(crate::bus::SILENT_UNVERIFIED))
             .count();
         let others: Vec<_> = known
             .into_iter()
@@ -394,6 +395,8 @@ impl Collector {
         let now = std::time::Instant::now();
         let (user, _) = engine.latency_histograms();
         let mut recent = user.clone();
+        // `user_hist` is an earlier copy of the same, only-growing histogram: the subtraction
+        // cannot come out negative.
         let _ = recent.subtract(&self.user_hist);
         self.user_hist = user;
         let recent = LatencySummary::of(&recent);

@@ -17,7 +17,7 @@ impl Instance {
     /// Writes an operator action to the event log.
     async fn audit(&self, action: Action, targets: Vec<String>, result: &str) {
         let op = &self.inner.operator;
-        let _ = self
+        let logged = self
             .inner
             .bus
             .publish(EventKind::OperatorAction {
@@ -29,6 +29,13 @@ impl Instance {
                 result: result.to_string(),
             })
             .await;
+        if let Err(e) = logged {
+            // The action's outcome stands; its audit record is what was lost, so say so loudly.
+            tracing::error!(
+                "the audit record of {} ({result}) could not be written: {e}",
+                action.name()
+            );
+        }
     }
 
     /// Refuses `action` if read-only mode or the environment forbids it, logging the refusal.

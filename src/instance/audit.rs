@@ -32,7 +32,7 @@ impl Instance {
         };
         // Metadata only; an unreachable warehouse only skips that part of the check.
         let log = self.inner.warehouse.update_log().await.ok();
-        let bound = (self.inner.config.poll_interval + SLACK).as_millis() as u64;
+        let bound = crate::model::num::ms(self.inner.config.poll_interval + SLACK);
         let mut violations = Vec::new();
         for sample in &samples {
             violations.extend(self.check(sample, &truth, log.as_deref(), bound));

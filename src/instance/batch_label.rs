@@ -90,7 +90,7 @@ pub fn check_batch_label(batch: &str, now_ms: Millis) -> Result<(), InstanceErro
         return Err(bad("unexpected text after the time"));
     }
     let latest =
-        format_batch_label(now_ms.saturating_add(BATCH_LABEL_TOLERANCE.as_millis() as u64));
+        format_batch_label(now_ms.saturating_add(crate::model::num::ms(BATCH_LABEL_TOLERANCE)));
     if batch[..14] > *latest.as_str() {
         return Err(InstanceError::BadInput(format!(
             "batch label `{batch}` is in the future (now {}): a label sorts above every batch to come, so it would stop them from being applied",

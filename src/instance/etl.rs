@@ -83,8 +83,25 @@ impl Instance {
             let Some(target) = this.inner.etl.clone() else {
                 return;
             };
-            let _ = etl::load_late(target.as_ref(), &table, &batch, clock.now_ms()).await;
-            let _ = this.complete_batch(&batch, &[]).await;
+            match etl::load_late(target.as_ref(), &table, &batch, clock.now_ms()).await {
+                TableLoad::Failed { table, reason } => {
+                    // Nothing was recorded in update_log, so there is nothing to confirm: say so
+                    // in the feed as the batch's own failure would have been.
+                    tracing::warn!("the late load of {table} for batch {batch} failed: {reason}");
+                    this.log_event(EventKind::EtlRun {
+                        batch,
+                        loaded: vec![],
+                        failed: vec![Behind { table, reason }],
+                        late: vec![],
+                    })
+                    .await;
+                    return;
+                }
+                TableLoad::Loaded { .. } | TableLoad::Late { .. } => {}
+            }
+            if let Err(e) = this.complete_batch(&batch, &[]).await {
+                tracing::warn!("batch {batch} after the late load of {table}: {e}");
+            }
         });
     }
 }

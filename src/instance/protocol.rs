@@ -170,7 +170,10 @@ impl Instance {
         match self
             .inner
             .bus
-            .history(0, crate::bus::local::LOG_LIMIT as usize)
+            .history(
+                0,
+                usize::try_from(crate::bus::local::LOG_LIMIT).unwrap_or(usize::MAX),
+            )
             .await
         {
             Ok(events) => events.iter().rev().any(|e| {
@@ -239,18 +242,22 @@ impl Instance {
         batch: &str,
     ) {
         let names = self.inner.engine.catalog().tables().clone();
-        let mut waiting: std::collections::BTreeSet<String> =
-            match self.inner.bus.reports(FLEET_LIVE.as_millis() as u64).await {
-                Ok(reports) => reports
-                    .into_iter()
-                    .map(|r| r.id)
-                    .filter(|id| *id != self.inner.id)
-                    .collect(),
-                Err(e) => {
-                    tracing::warn!("cannot list the running instances to prepare with: {e}");
-                    Default::default()
-                }
-            };
+        let mut waiting: std::collections::BTreeSet<String> = match self
+            .inner
+            .bus
+            .reports(crate::model::num::ms(FLEET_LIVE))
+            .await
+        {
+            Ok(reports) => reports
+                .into_iter()
+                .map(|r| r.id)
+                .filter(|id| *id != self.inner.id)
+                .collect(),
+            Err(e) => {
+                tracing::warn!("cannot list the running instances to prepare with: {e}");
+                Default::default()
+            }
+        };
         if waiting.is_empty() {
             // Alone (embedded, or nobody else running): prepare this instance only.
             self.preload(truth, tables, reserved, batch).await;
@@ -398,9 +405,11 @@ impl Instance {
         // never come, and then the data loaded under them must never pass for later data).
         self.note_reserved(&tables, &numbers);
         // Say at once that this instance is at work, so the flip waits for it.
-        let keys = engine
-            .hot_requests(&tables, self.inner.config.refresh_top)
-            .len() as u32;
+        let keys = crate::model::num::to_u32(
+            engine
+                .hot_requests(&tables, self.inner.config.refresh_top)
+                .len(),
+        );
         if keys > 0 {
             let at_work = self
                 .inner

@@ -60,6 +60,8 @@ impl Instance {
             self.show_corrupt_entries().await;
             let (user, _) = self.inner.engine.latency_histograms();
             let mut recent = user.clone();
+            // `previous` is an earlier copy of the same, only-growing histogram: every count in it
+            // is in `user`, so the subtraction cannot come out negative.
             let _ = recent.subtract(&previous);
             previous = user;
             let report = self.report(crate::engine::stats::LatencySummary::of(&recent));
@@ -91,6 +93,15 @@ impl Instance {
             .await
         {
             tracing::warn!("could not show an incident in the feed: {e}");
+        }
+    }
+
+    /// Logs `kind` to the event feed; a feed that cannot take it is a warning in the log, never a
+    /// failure of what is being reported.
+    pub(super) async fn log_event(&self, kind: EventKind) {
+        let name = kind.name();
+        if let Err(e) = self.inner.bus.publish(kind).await {
+            tracing::warn!("could not log a {name} event to the feed: {e}");
         }
     }
 

@@ -35,7 +35,10 @@ pub fn spawn_etl(
             }
             // The clock may have run a little past the boundary while we slept.
             let label = batch_label(clock.now_ms().max(at), interval);
-            let _ = instance.load_batch(&label, &plan_for(run)).await;
+            // A failed table is in the batch's own etl_run event; an error here is the bus's.
+            if let Err(e) = instance.load_batch(&label, &plan_for(run)).await {
+                tracing::warn!("scheduled batch {label}: {e}");
+            }
             run += 1;
         }
     })

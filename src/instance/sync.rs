@@ -95,7 +95,9 @@ impl Instance {
     fn record_lag(&self, bumped_ms: Millis) {
         let clock = self.inner.bus.clock();
         let clock_ms = clock.now_ms().saturating_sub(bumped_ms);
-        let real_us = (clock_ms as f64 * 1000.0 / clock.speed().max(1e-9)).round() as u64;
+        let real_us = crate::model::num::f64_to_u64(
+            (clock_ms as f64 * 1000.0 / clock.speed().max(1e-9)).round(),
+        );
         self.inner
             .lag
             .lock()
@@ -120,7 +122,8 @@ impl Instance {
                     }
                 } => match message {
                     Ok(m) => {
-                        // Counted and logged when malformed; applied exactly once otherwise.
+                        // Applied exactly once; a refusal was counted, logged and shown in the
+                        // feed by `ingest` itself, so there is nothing left to do with it here.
                         let _ = self.ingest(&m.channel, &m.payload).await;
                     }
                     Err(broadcast::error::RecvError::Lagged(n)) => {
@@ -180,7 +183,7 @@ impl Instance {
         // re-read restores it — rather than at the next poll, while the engine serves what it
         // holds as fresh. (Old events delivered again by a catch-up are not news.)
         let recent = bumped_at.is_some_and(|at| {
-            self.inner.bus.clock().now_ms().saturating_sub(at) < RECENT_EVENT.as_millis() as u64
+            self.inner.bus.clock().now_ms().saturating_sub(at) < crate::model::num::ms(RECENT_EVENT)
         });
         let went_back = recent
             && claimed
@@ -350,15 +353,12 @@ impl Instance {
                 .map(|&t| format!("{} v{}", tables.name(t), restored.version(t)))
                 .collect::<Vec<_>>()
                 .join(", ");
-            let _ = self
-                .inner
-                .bus
-                .publish(EventKind::Incident {
-                    message: format!(
-                        "version truth was behind this instance (store restarted empty?): restored {list}; answers cached before reload"
-                    ),
-                })
-                .await;
+            self.log_event(EventKind::Incident {
+                message: format!(
+                    "version truth was behind this instance (store restarted empty?): restored {list}; answers cached before reload"
+                ),
+            })
+            .await;
         }
         let Ok(after) = self.inner.bus.versions().await else {
             return Restore::Failed;
@@ -404,16 +404,13 @@ impl Instance {
                 if p.finished() {
                     // Only work done is news: keys already fresh (preloaded) are not.
                     if p.done + p.failed > 0 {
-                        let _ = this
-                            .inner
-                            .bus
-                            .publish(EventKind::RefreshAhead {
-                                tables,
-                                keys: p.total,
-                                done: p.done,
-                                failed: p.failed,
-                            })
-                            .await;
+                        this.log_event(EventKind::RefreshAhead {
+                            tables,
+                            keys: p.total,
+                            done: p.done,
+                            failed: p.failed,
+                        })
+                        .await;
                     }
                     break;
                 }

@@ -42,6 +42,7 @@ pub(super) struct Exposition {
 impl Exposition {
     /// `# HELP` and `# TYPE` of a family; its samples follow.
     pub(super) fn family(&mut self, name: &str, kind: Kind, help: &str) {
+        // Writing into a String cannot fail (here and below).
         let _ = writeln!(self.out, "# HELP {name} {}", escape_help(help));
         let _ = writeln!(self.out, "# TYPE {name} {}", kind.name());
     }

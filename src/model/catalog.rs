@@ -245,7 +245,7 @@ impl Catalog {
                 ));
             }
         }
-        let id = QueryId(self.queries.len() as u32);
+        let id = QueryId(super::num::to_u32(self.queries.len()));
         self.queries.push(Arc::new(Query {
             name: name.to_string(),
             title: title.to_string(),

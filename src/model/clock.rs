@@ -57,7 +57,7 @@ pub fn coarse_now_ms() -> Millis {
     if rc != 0 || ts.tv_sec < 0 {
         return system_now_ms();
     }
-    ts.tv_sec as Millis * 1000 + ts.tv_nsec as Millis / 1_000_000
+    super::num::to_u64(ts.tv_sec) * 1000 + super::num::to_u64(ts.tv_nsec) / 1_000_000
 }
 
 /// The wall clock in ms since the epoch (see [`SystemClock`]).
@@ -71,7 +71,7 @@ pub fn coarse_now_ms() -> Millis {
 pub fn system_now_ms() -> Millis {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as Millis)
+        .map(super::num::ms)
         .unwrap_or(0)
 }
 
@@ -91,7 +91,7 @@ impl ManualClock {
 
     /// Moves the clock forward.
     pub fn advance(&self, by: Duration) {
-        self.now.fetch_add(by.as_millis() as u64, Ordering::SeqCst);
+        self.now.fetch_add(super::num::ms(by), Ordering::SeqCst);
     }
 
     /// Sets the clock; it may go backwards, as a real wall clock can.
@@ -140,7 +140,8 @@ impl ScaledClock {
 impl Clock for ScaledClock {
     fn now_ms(&self) -> Millis {
         let elapsed = self.started.elapsed().as_secs_f64() * 1000.0 * self.speed;
-        self.origin_ms.saturating_add(elapsed as u64)
+        self.origin_ms
+            .saturating_add(super::num::f64_to_u64(elapsed))
     }
 
     fn speed(&self) -> f64 {
@@ -192,7 +193,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 /// Formats milliseconds since the epoch as `YYYY-MM-DDTHH:MM:SS.mmmZ` (UTC), without a date library.
 pub fn format_rfc3339(ms: Millis) -> String {
     let secs = ms / 1000;
-    let (y, mo, d) = civil_from_days((secs / 86_400) as i64);
+    let (y, mo, d) = civil_from_days(super::num::to_i64(secs / 86_400));
     let rem = secs % 86_400;
     format!(
         "{y:04}-{mo:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
@@ -206,7 +207,7 @@ pub fn format_rfc3339(ms: Millis) -> String {
 /// Formats a batch label the way the seed's ETL does: `YYYYMMDD-HH:MM` (UTC).
 pub fn format_batch_label(ms: Millis) -> String {
     let secs = ms / 1000;
-    let (y, mo, d) = civil_from_days((secs / 86_400) as i64);
+    let (y, mo, d) = civil_from_days(super::num::to_i64(secs / 86_400));
     let rem = secs % 86_400;
     format!(
         "{y:04}{mo:02}{d:02}-{:02}:{:02}",
@@ -217,7 +218,7 @@ pub fn format_batch_label(ms: Millis) -> String {
 
 /// The UTC calendar date (year, month 1-12, day 1-31) of a timestamp.
 pub fn civil_date(ms: Millis) -> (i64, u32, u32) {
-    civil_from_days((ms / 86_400_000) as i64)
+    civil_from_days(super::num::to_i64(ms / 86_400_000))
 }
 
 /// Days since 1970-01-01 to a (year, month, day) civil date (H. Hinnant's algorithm).
@@ -229,8 +230,9 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
     let y = yoe + era * 400;
     let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
     let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    // Both are small by construction (1..=31 and 1..=12).
+    let d = u32::try_from(doy - (153 * mp + 2) / 5 + 1).unwrap_or(1);
+    let m = u32::try_from(if mp < 10 { mp + 3 } else { mp - 9 }).unwrap_or(1);
     (if m <= 2 { y + 1 } else { y }, m, d)
 }
 

@@ -62,7 +62,7 @@ impl Stamp {
             s.tables[i] = t;
             s.versions[i] = version_of(t);
         }
-        s.len = tables.len().min(MAX_TABLES_PER_QUERY) as u8;
+        s.len = u8::try_from(tables.len().min(MAX_TABLES_PER_QUERY)).unwrap_or(u8::MAX);
         s
     }
 
@@ -140,6 +140,8 @@ impl std::hash::Hash for EntryKey {
             0x1656_67B1_9E37_79F9,
             0x85EB_CA77_C2B2_AE63,
         ];
+        // The low half of the fingerprint: folding, not converting.
+        #[allow(clippy::cast_possible_truncation)]
         let mut h = self.fingerprint as u64;
         for (v, k) in self.versions.iter().zip(K) {
             h ^= v.wrapping_mul(k);

@@ -8,6 +8,7 @@
 //! * [`entry`] — a cached answer, its version stamp and its key.
 //! * [`events`] — what the bus carries: the event log's entries.
 //! * [`environment`] — production, staging or development.
+//! * [`num`] — number conversions that saturate instead of wrapping.
 //! * [`ops`] — the one registry of operator actions: danger, refusals, confirmation phrases.
 //!
 //! Everything in the crate may use this module; it uses nothing of the crate above it (only the
@@ -18,6 +19,7 @@ pub mod clock;
 pub mod entry;
 pub mod environment;
 pub mod events;
+pub mod num;
 pub mod ops;
 pub mod policy;
 pub mod versions;

@@ -20,6 +20,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::clock::Millis;
+use super::num::{f64_to_u64, ms};
 
 /// What a request does when its key misses right after a version bump while an answer computed at
 /// the previous version is still held.
@@ -79,7 +80,7 @@ fn xfetch_reach_per_ms(beta: f64) -> u64 {
     if beta <= 0.0 {
         0
     } else if reach < 1e12 {
-        reach.ceil() as u64 + 1
+        super::num::f64_to_u64(reach.ceil()) + 1
     } else {
         u64::MAX
     }
@@ -155,22 +156,21 @@ impl Policy {
     /// When an entry created at `now_ms` stops being fresh: the next schedule boundary plus grace,
     /// never sooner than `min_ttl`, plus `jitter_fraction` (0..1) of the jitter.
     pub fn fresh_until(&self, now_ms: Millis, jitter_fraction: f64) -> Millis {
-        let interval = self.update_interval.as_millis().max(1) as u64;
-        let offset = self.update_offset.as_millis() as u64 % interval;
+        let interval = ms(self.update_interval).max(1);
+        let offset = ms(self.update_offset) % interval;
         // The next boundary strictly after now: boundaries are offset + k * interval.
         let since = now_ms.saturating_sub(offset) % interval;
         let next_boundary = now_ms + (interval - since);
-        let by_schedule = next_boundary + self.grace.as_millis() as u64;
-        let floor = now_ms + self.min_ttl.as_millis() as u64;
-        let jitter = (self.jitter.as_millis() as f64 * jitter_fraction.clamp(0.0, 1.0)) as u64;
+        let by_schedule = next_boundary + ms(self.grace);
+        let floor = now_ms + ms(self.min_ttl);
+        let jitter = f64_to_u64(ms(self.jitter) as f64 * jitter_fraction.clamp(0.0, 1.0));
         by_schedule.max(floor) + jitter
     }
 
     /// Until when a store should keep an entry created at `created_ms` that is fresh until
     /// `fresh_until`: as long as any rule here could still serve it.
     pub fn keep_until(&self, created_ms: Millis, fresh_until: Millis) -> Millis {
-        (fresh_until + self.swr_window.as_millis() as u64)
-            .max(created_ms + self.max_stale.as_millis() as u64)
+        (fresh_until + ms(self.swr_window)).max(created_ms + ms(self.max_stale))
     }
 }
 
@@ -236,7 +236,7 @@ impl PolicyBuilder {
     /// Validates and returns the policy.
     pub fn build(self) -> Result<Policy, PolicyError> {
         let mut p = self.policy;
-        p.after_update_ms = p.grace.as_millis() as u64;
+        p.after_update_ms = ms(p.grace);
         p.xfetch_reach_per_ms = xfetch_reach_per_ms(p.beta);
         let bad = |msg: String| Err(PolicyError(msg));
         if p.update_interval.is_zero() {
@@ -341,7 +341,7 @@ impl Strategy {
     }
 
     pub(crate) fn index(self) -> u8 {
-        Self::ALL.iter().position(|s| *s == self).unwrap_or(5) as u8
+        u8::try_from(Self::ALL.iter().position(|s| *s == self).unwrap_or(5)).unwrap_or(5)
     }
 }
 

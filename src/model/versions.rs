@@ -39,7 +39,12 @@ pub struct TableId(pub u16);
 impl TableId {
     /// The position of the table in [`Tables`].
     pub fn index(self) -> usize {
-        self.0 as usize
+        usize::from(self.0)
+    }
+
+    /// The table at `index` of a [`Tables`] list (which holds at most `u16::MAX` names).
+    pub fn at(index: usize) -> Self {
+        TableId(u16::try_from(index).unwrap_or(u16::MAX))
     }
 }
 
@@ -67,7 +72,7 @@ impl Tables {
         S: Into<String>,
     {
         let names: Vec<String> = names.into_iter().map(Into::into).collect();
-        if names.len() > u16::MAX as usize {
+        if names.len() > usize::from(u16::MAX) {
             return Err("too many tables".into());
         }
         for (i, n) in names.iter().enumerate() {
@@ -89,7 +94,7 @@ impl Tables {
         self.names
             .iter()
             .position(|n| n == name)
-            .map(|i| TableId(i as u16))
+            .map(TableId::at)
             .ok_or_else(|| UnknownTable {
                 name: name.chars().filter(|c| !c.is_control()).take(64).collect(),
                 known: self.names.join(", "),
@@ -106,7 +111,7 @@ impl Tables {
 
     /// All table ids, in order.
     pub fn ids(&self) -> impl Iterator<Item = TableId> + '_ {
-        (0..self.names.len()).map(|i| TableId(i as u16))
+        (0..self.names.len()).map(TableId::at)
     }
 
     /// All table names, in order.
@@ -304,7 +309,7 @@ impl VersionVector {
             if theirs > mine {
                 next.versions[i] = theirs;
                 next.updated_ms[i] = next.updated_ms[i].max(other.updated_ms[i]);
-                raised.push(TableId(i as u16));
+                raised.push(TableId::at(i));
             }
             // A batch label learnt at the same version (a truth that adopted the warehouse's
             // update_log) is taken too; it changes no key.

@@ -258,7 +258,10 @@ pub async fn inject(
                         vec![0xff, 0xfe, 0x00, 0x7b],
                         seed_message(table, &format!(r#","pad":"{}""#, "x".repeat(200_000))),
                     ];
-                    let g = garbage[(p.pick % garbage.len() as u64) as usize].clone();
+                    let g = garbage[crate::model::num::to_usize(
+                        p.pick % crate::model::num::len_u64(garbage.len()),
+                    )]
+                    .clone();
                     let len = g.len();
                     publish(&t, g).await?;
                     format!("a malformed message ({len} bytes)")
@@ -339,6 +342,7 @@ pub async fn inject(
                 tracing::warn!(kind = p.kind, "chaos: fault not injected: {e:#}");
                 // A frozen server must not stay frozen because a step failed (best effort: if
                 // even this fails, the server is killed when the run ends).
+                // Cleanup of a fault that may already be over: a server that is not stopped is fine.
                 let _ = with_redis(&t, |r| if r.is_stopped() { r.cont() } else { Ok(()) }).await;
             }
         }

@@ -118,6 +118,7 @@ impl Drop for RunDir {
     fn drop(&mut self) {
         if !self.keep {
             // Leftovers in the temporary directory are harmless; nothing to do on failure.
+            // A temp dir left behind is untidy, not wrong.
             let _ = std::fs::remove_dir_all(&self.path);
         }
     }
@@ -244,7 +245,7 @@ async fn run_in(
             .context("cannot start the fault proxy")?,
     );
     let started = system_now_ms();
-    let until_ms = started + duration.as_millis() as u64;
+    let until_ms = started + crate::model::num::ms(duration);
     let mut workers = Vec::new();
     let mut hang_files = Vec::new();
     let exe = std::env::current_exe().context("cannot find this executable")?;
@@ -362,7 +363,7 @@ async fn run_in(
     );
     let tail = Duration::from_secs(5).max(duration.mul_f64(0.3));
     let window = duration.saturating_sub(WARMUP + tail);
-    let plan = faults::plan(args.seed, window.as_millis() as u64);
+    let plan = faults::plan(args.seed, crate::model::num::ms(window));
     let targets = faults::Targets {
         redis: redis.clone(),
         proxy: proxy.clone(),
@@ -379,7 +380,7 @@ async fn run_in(
         targets,
         plan,
         faults_from,
-        faults_from + window.as_millis() as u64,
+        faults_from + crate::model::num::ms(window),
     )
     .await;
 
@@ -389,13 +390,14 @@ async fn run_in(
     let drain = Duration::from_secs(45) + duration;
     for w in &mut workers {
         let left = Duration::from_millis(
-            (started + drain.as_millis() as u64).saturating_sub(system_now_ms()),
+            (started + crate::model::num::ms(drain)).saturating_sub(system_now_ms()),
         );
         let status = match tokio::time::timeout(left, w.child.wait()).await {
             Ok(Ok(s)) => Some(s),
             _ => {
                 // Still running past every bound: stop it (the kill cannot fail in a way that
                 // matters: the process is gone either way when this returns).
+                // It may have exited on its own since; either way it is reported as missing.
                 let _ = w.child.kill().await;
                 None
             }
@@ -438,8 +440,8 @@ async fn run_in(
         lines.extend(read_lines(path));
     }
     let bounds = check::Bounds {
-        resync_ms: RESYNC_BOUND.as_millis() as u64,
-        unverified_ms: MAX_UNVERIFIED.as_millis() as u64,
+        resync_ms: crate::model::num::ms(RESYNC_BOUND),
+        unverified_ms: crate::model::num::ms(MAX_UNVERIFIED),
         partitioned: 0,
     };
     let findings = check::check(&lines, &truth, &injected, bounds);
@@ -463,8 +465,14 @@ async fn run_in(
             .filter_map(|s| serde_json::to_string(s).ok())
             .collect();
         // Only for a person looking later; the run's result does not depend on them.
-        let _ = std::fs::write(dir.join("checker.json"), extra.to_string());
-        let _ = std::fs::write(dir.join("truth.jsonl"), samples.join("\n"));
+        for (name, text) in [
+            ("checker.json", extra.to_string()),
+            ("truth.jsonl", samples.join("\n")),
+        ] {
+            if let Err(e) = std::fs::write(dir.join(name), text) {
+                tracing::warn!("could not keep {name} in {}: {e}", dir.display());
+            }
+        }
     }
     let report = ChaosReport {
         seed: args.seed,

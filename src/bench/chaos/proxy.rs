@@ -99,7 +99,7 @@ async fn connection(client: TcpStream, upstream: SocketAddr, mut state: watch::R
         return;
     };
     let _ = client.set_nodelay(true); // latency only; failure changes nothing that matters here
-    let _ = server.set_nodelay(true);
+    let _ = server.set_nodelay(true); // as above
     let (cr, cw) = client.into_split();
     let (sr, sw) = server.into_split();
     let up = pump(cr, sw, state.clone(), generation);

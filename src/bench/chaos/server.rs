@@ -51,6 +51,7 @@ fn answers_ping(port: u16) -> bool {
     };
     // Timeouts on a loopback socket cannot fail to be set in a way that matters: a failure only
     // makes the probe wait longer.
+    // Fails only for a zero duration, which these are not.
     let _ = s.set_read_timeout(Some(Duration::from_millis(200)));
     let _ = s.set_write_timeout(Some(Duration::from_millis(200)));
     let mut reply = [0u8; 7];
@@ -136,9 +137,10 @@ impl RedisServer {
         let Some(child) = &self.child else {
             bail!("redis-server is not running");
         };
+        let pid = libc::pid_t::try_from(child.id())?;
         // SAFETY: kill(2) takes no pointers; the pid is our own child, not reaped yet (only
         // `self.child` reaps it), so it cannot name another process.
-        let rc = unsafe { libc::kill(child.id() as libc::pid_t, sig) };
+        let rc = unsafe { libc::kill(pid, sig) };
         if rc != 0 {
             bail!(
                 "kill({}, {sig}): {}",
@@ -153,6 +155,7 @@ impl RedisServer {
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
             // Already gone is fine: it is gone either way.
+            // It may have exited already; `wait` reaps it either way.
             let _ = c.kill();
             let _ = c.wait();
         }
@@ -175,6 +178,7 @@ impl RedisServer {
         std::fs::copy(rdb, self.dir.join(DUMP)).context("cannot put the snapshot back")?;
         self.spawn()?;
         // The next plain restart is empty again.
+        // There may be no dump yet.
         let _ = std::fs::remove_file(self.dir.join(DUMP));
         Ok(())
     }

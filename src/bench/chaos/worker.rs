@@ -272,7 +272,7 @@ pub fn spawn_reports(
                 t_ms: system_now_ms(),
                 versions: crate::bus::versions_by_name(&engine.versions(), &tables),
                 degraded: engine.degraded().is_some(),
-                lease_ms: lease.as_millis() as u64,
+                lease_ms: crate::model::num::ms(lease),
             }));
             n += 1;
             if n % 10 == 0 {

@@ -14,6 +14,7 @@ use super::theme::Theme;
 use crate::console::action::{self, ActionId};
 use crate::console::source::Snapshot;
 use crate::console::state::Dialog;
+use crate::model::num::to_u16;
 use crate::model::policy::Strategy;
 use crate::sanitize::clean_short;
 
@@ -96,7 +97,7 @@ fn draw_pick(
         ),
         theme.dim(),
     )));
-    let r = popup(area, 64, lines.len() as u16 + 2);
+    let r = popup(area, 64, to_u16(lines.len()).saturating_add(2));
     frame.render_widget(Clear, r);
     frame.render_widget(Paragraph::new(lines).block(theme.block(title)), r);
 }
@@ -120,7 +121,7 @@ fn draw_strategy(frame: &mut Frame, area: Rect, cursor: usize, snap: &Snapshot, 
         format!(" now: {} · Enter chooses · Esc cancels", snap.strategy),
         theme.dim(),
     )));
-    let r = popup(area, 78, lines.len() as u16 + 2);
+    let r = popup(area, 78, to_u16(lines.len()).saturating_add(2));
     frame.render_widget(Clear, r);
     frame.render_widget(
         Paragraph::new(lines).block(theme.block(" switch strategy ")),
@@ -270,8 +271,8 @@ fn draw_filter(frame: &mut Frame, area: Rect, input: &Input, theme: &Theme) {
     frame.render_widget(Clear, r);
     let prefix = " filter events: ";
     let field = Rect {
-        x: r.x + prefix.len() as u16,
-        width: r.width.saturating_sub(prefix.len() as u16),
+        x: r.x.saturating_add(to_u16(prefix.len())),
+        width: r.width.saturating_sub(to_u16(prefix.len())),
         ..r
     };
     frame.render_widget(Paragraph::new(Span::styled(prefix, theme.warn())), r);
@@ -285,7 +286,7 @@ fn input_line<'a>(input: &'a Input, width: u16) -> (Line<'a>, u16) {
     let w = width.saturating_sub(1) as usize;
     let scroll = input.visual_scroll(w);
     let visible: String = input.value().chars().skip(scroll).take(w).collect();
-    let cursor = (input.visual_cursor().max(scroll) - scroll) as u16;
+    let cursor = to_u16(input.visual_cursor().max(scroll) - scroll);
     (Line::from(visible), cursor)
 }
 

@@ -83,7 +83,11 @@ pub(super) fn draw_help(frame: &mut Frame, area: Rect, snap: &Snapshot, theme: &
         " ↑↓ j k PgUp PgDn scroll the feed · wheel scrolls · click or Tab selects a table",
         theme.dim(),
     )));
-    let r = popup(area, 100, lines.len() as u16 + 2);
+    let r = popup(
+        area,
+        100,
+        crate::model::num::to_u16(lines.len()).saturating_add(2),
+    );
     frame.render_widget(Clear, r);
     frame.render_widget(
         Paragraph::new(lines)

@@ -22,7 +22,7 @@ use crate::model::environment::Environment;
 use crate::model::events::{Event, EventKind};
 use crate::warehouse::demo_data::DemoSize;
 use crate::warehouse::etl::EtlPlan;
-use crate::warehouse::{Latency, SqliteWarehouse};
+use crate::warehouse::{EtlTarget, Latency, SqliteWarehouse};
 use faulty::{FaultyBus, faulty_world};
 
 /// 2026-11-26T10:00:30Z
@@ -35,6 +35,15 @@ struct World {
 }
 
 async fn world(env: Environment, read_only: bool) -> World {
+    world_with_etl(env, read_only, |w| Arc::new(w)).await
+}
+
+/// A world whose ETL writes through `etl` (given the warehouse).
+async fn world_with_etl(
+    env: Environment,
+    read_only: bool,
+    etl: impl FnOnce(SqliteWarehouse) -> Arc<dyn EtlTarget>,
+) -> World {
     let catalog = Arc::new(Catalog::bundled().unwrap());
     let warehouse = SqliteWarehouse::temporary(Latency::NONE).unwrap();
     let size = DemoSize {
@@ -55,7 +64,7 @@ async fn world(env: Environment, read_only: bool) -> World {
         engine,
         Arc::new(bus.clone()),
         Arc::new(warehouse.clone()),
-        Some(Arc::new(warehouse)),
+        Some(etl(warehouse)),
         InstanceConfig {
             env,
             read_only,

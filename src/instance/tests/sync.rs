@@ -49,7 +49,7 @@ fn lag_us(instance: &Instance) -> Vec<u64> {
         .flat_map(|v| {
             std::iter::repeat_n(
                 h.median_equivalent(v.value_iterated_to()),
-                v.count_since_last_iteration() as usize,
+                crate::model::num::to_usize(v.count_since_last_iteration()),
             )
         })
         .collect()
