@@ -6,8 +6,10 @@
 //! waited — and whether an answer presented as fresh was computed before the latest completed
 //! update of a table it reads (`stale_after_update`: the seed's "10:30 user still sees 9:05 data").
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+
+use parking_lot::Mutex;
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
@@ -221,7 +223,7 @@ pub async fn run(
                     }
                 }
                 {
-                    let mut h = latency.lock().unwrap_or_else(|p| p.into_inner());
+                    let mut h = latency.lock();
                     h.saturating_record(crate::model::num::us(took).max(1));
                 }
                 let wait = think.mul_f64(-(1.0 - rng.f64()).ln()).div_f64(speed);
@@ -260,7 +262,7 @@ pub async fn run(
             tracing::error!("a simulated user panicked: {e}");
         }
     }
-    let h = latency.lock().unwrap_or_else(|p| p.into_inner());
+    let h = latency.lock();
     let requests = tally.requests.load(Ordering::Relaxed);
     let hits = tally.fresh_from_cache.load(Ordering::Relaxed);
     let ms = |q: f64| {

@@ -95,11 +95,7 @@ impl Instance {
                     tables = %names.join(", "),
                     "the bump for a warehouse_updated message failed; retrying: {e}"
                 );
-                let mut pending = self
-                    .inner
-                    .pending_seed
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner());
+                let mut pending = self.inner.pending_seed.lock();
                 pending.push(seed);
                 if pending.len() > PENDING_SEED_LIMIT {
                     // A bump of a table covers every update of it before: merging two loses no
@@ -122,13 +118,7 @@ impl Instance {
 
     /// Retries the bump of foreign messages that failed, and says so in the feed once it lands.
     pub(super) async fn retry_pending_seed(&self) {
-        let waiting = std::mem::take(
-            &mut *self
-                .inner
-                .pending_seed
-                .lock()
-                .unwrap_or_else(|p| p.into_inner()),
-        );
+        let waiting = std::mem::take(&mut *self.inner.pending_seed.lock());
         let mut waiting = waiting.into_iter();
         while let Some(seed) = waiting.next() {
             let tables: Vec<String> = seed
@@ -138,11 +128,7 @@ impl Instance {
                 .collect();
             if self.apply_seed(seed).await.is_err() {
                 // Still unreachable (apply_seed kept it): keep the rest, in order, after it.
-                self.inner
-                    .pending_seed
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .extend(waiting);
+                self.inner.pending_seed.lock().extend(waiting);
                 return;
             }
             let message = format!(

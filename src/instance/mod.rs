@@ -61,8 +61,10 @@ pub mod schedule;
 mod supervise;
 mod sync;
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+
+use parking_lot::Mutex;
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
@@ -314,21 +316,13 @@ impl Instance {
     /// raw messages from other publishers (their bump time is unknown). Accelerated demo clocks
     /// are scaled back to real time; a bump stamped in the future (clock skew) counts as 0.
     pub fn invalidation_lag(&self) -> Histogram<u64> {
-        self.inner
-            .lag
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.inner.lag.lock().clone()
     }
 
     /// Why the version truth could not be read when this instance started (it then runs on the
     /// versions it has until the bus answers), if it could not.
     pub fn start_error(&self) -> Option<String> {
-        self.inner
-            .start_error
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.inner.start_error.lock().clone()
     }
 
     /// Progress of the latest refresh-ahead or warm.

@@ -189,11 +189,7 @@ impl Instance {
 
     /// Remembers the numbers this instance reserved (see [`super::Inner::reserved_seen`]).
     fn note_reserved(&self, tables: &[TableId], reserved: &[u64]) {
-        let mut seen = self
-            .inner
-            .reserved_seen
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let mut seen = self.inner.reserved_seen.lock();
         for (t, &v) in tables.iter().zip(reserved) {
             if seen.len() <= t.index() {
                 seen.resize(t.index() + 1, 0);

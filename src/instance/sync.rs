@@ -46,11 +46,7 @@ impl Instance {
                     .counters
                     .sync_errors
                     .fetch_add(1, Ordering::Relaxed);
-                *self
-                    .inner
-                    .start_error
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
+                *self.inner.start_error.lock() = Some(e.to_string());
                 // Nothing confirmed yet: cached answers are not presented as fresh until the
                 // truth is read.
                 self.inner.engine.distrust_versions();
@@ -98,11 +94,7 @@ impl Instance {
         let real_us = crate::model::num::f64_to_u64(
             (clock_ms as f64 * 1000.0 / clock.speed().max(1e-9)).round(),
         );
-        self.inner
-            .lag
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .saturating_record(real_us.max(1));
+        self.inner.lag.lock().saturating_record(real_us.max(1));
     }
 
     pub(super) async fn sync_loop(
@@ -331,11 +323,7 @@ impl Instance {
         let mut restored = local.clone();
         restored.epoch = fastrand::u64(1..);
         {
-            let reserved = self
-                .inner
-                .reserved_seen
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
+            let reserved = self.inner.reserved_seen.lock();
             for &t in &behind {
                 let seen = reserved.get(t.index()).copied().unwrap_or(0);
                 let truth_seen = handed_out.get(t.index()).copied().unwrap_or(0);

@@ -1,7 +1,7 @@
 //! The metric list: every family this process exports and what it means ([`render`]), and how a
 //! scrape gathers what the instance does not hold itself ([`Exporter`]).
 
-use std::sync::Mutex;
+use parking_lot::Mutex;
 use std::time::Duration;
 
 use super::exposition::{Buckets, Exposition, Kind, Value};
@@ -70,7 +70,7 @@ impl Exporter {
         let engine = self.instance.engine();
         let now = RequestOutcomes::of(&engine.stats());
         let requests = {
-            let mut floor = self.floor.lock().unwrap_or_else(|p| p.into_inner());
+            let mut floor = self.floor.lock();
             *floor = now.at_least(*floor);
             *floor
         };

@@ -11,8 +11,10 @@
 //! mutex so that a merge is a read-modify-write that cannot lose another writer's bump.
 
 use std::fmt;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering, fence};
-use std::sync::{Arc, Mutex};
+
+use parking_lot::Mutex;
 
 use arc_swap::{ArcSwap, Guard};
 
@@ -437,7 +439,7 @@ impl VersionCell {
 
     /// Bumps `tables` by one and returns the new snapshot.
     pub fn bump(&self, tables: &[TableId], batch: &str, now_ms: Millis) -> Arc<VersionVector> {
-        let _w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let _w = self.writer.lock();
         let next = Arc::new(self.current.load().bumped(tables, batch, now_ms));
         self.publish(next.clone());
         next
@@ -451,7 +453,7 @@ impl VersionCell {
         batch: &str,
         now_ms: Millis,
     ) -> (Arc<VersionVector>, Vec<TableId>) {
-        let _w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let _w = self.writer.lock();
         let (next, bumped) = self.current.load().advanced_to(tables, batch, now_ms);
         if bumped.is_empty() {
             return (self.current.load_full(), bumped);
@@ -464,7 +466,7 @@ impl VersionCell {
     /// Raises every table to at least the version `incoming` holds; returns the tables that went up.
     /// Duplicate, late or reordered vectors change nothing, because versions only go up.
     pub fn merge(&self, incoming: &VersionVector) -> Vec<TableId> {
-        let _w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let _w = self.writer.lock();
         let current = self.current.load_full();
         let (next, raised) = current.merged(incoming);
         if next != *current {

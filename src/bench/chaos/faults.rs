@@ -6,7 +6,9 @@
 //! are drawn from the same generator.
 
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::Duration;
 
 use super::proxy::{FaultProxy, Mode};
@@ -92,8 +94,7 @@ async fn with_redis<T: Send + 'static>(
     f: impl FnOnce(&mut RedisServer) -> anyhow::Result<T> + Send + 'static,
 ) -> anyhow::Result<T> {
     let redis = t.redis.clone();
-    tokio::task::spawn_blocking(move || f(&mut redis.lock().unwrap_or_else(|p| p.into_inner())))
-        .await?
+    tokio::task::spawn_blocking(move || f(&mut redis.lock())).await?
 }
 
 async fn publish(t: &Targets, payload: Vec<u8>) -> anyhow::Result<()> {
@@ -294,7 +295,7 @@ pub async fn inject(
                         "etl-complete {} with Redis frozen {} ms: {:?}",
                         record.batch, p.hold_ms, record.result
                     );
-                    t.etl.lock().unwrap_or_else(|p| p.into_inner()).push(record);
+                    t.etl.lock().push(record);
                     what
                 }
                 CONCURRENT_ETL => {
@@ -307,10 +308,7 @@ pub async fn inject(
                         "etl-complete {} and {} at once: {:?} / {:?}",
                         r1.batch, r2.batch, r1.result, r2.result
                     );
-                    t.etl
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .extend([r1, r2]);
+                    t.etl.lock().extend([r1, r2]);
                     what
                 }
                 HUNG_LOAD | LEASE_SHORTER => {

@@ -29,7 +29,9 @@ pub mod worker;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -453,7 +455,7 @@ async fn run_in(
     if args.keep {
         let extra = serde_json::json!({
             "faults": injected,
-            "etl": *etl_records.lock().unwrap_or_else(|p| p.into_inner()),
+            "etl": *etl_records.lock(),
             "truth_samples": truth.len(),
             "examples": findings.examples,
             "stale_as_fresh_by_instance": findings.stale_by_instance,

@@ -8,7 +8,9 @@
 use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::Duration;
 
 use super::record::{EtlRecord, TruthSample, WallMs};
@@ -219,10 +221,7 @@ pub fn spawn_etl(
             } else {
                 run_batch(&driver, batch, fail).await
             };
-            records
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .push(record);
+            records.lock().push(record);
         }
     })
 }

@@ -10,7 +10,9 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::Duration;
 
 use clap::Args;
@@ -86,7 +88,7 @@ impl Recorder {
             return;
         };
         text.push('\n');
-        let mut f = self.file.lock().unwrap_or_else(|p| p.into_inner());
+        let mut f = self.file.lock();
         if let Err(e) = f.write_all(text.as_bytes()) {
             tracing::warn!("chaos record lost: {e}");
         }
@@ -94,7 +96,7 @@ impl Recorder {
 
     /// Flushes what is buffered.
     pub fn flush(&self) {
-        let mut f = self.file.lock().unwrap_or_else(|p| p.into_inner());
+        let mut f = self.file.lock();
         if let Err(e) = f.flush() {
             tracing::warn!("chaos records not flushed: {e}");
         }
@@ -147,7 +149,6 @@ impl Warehouse for RecordingWarehouse {
         let versions = self
             .pending
             .lock()
-            .unwrap_or_else(|p| p.into_inner())
             .get_mut(&request.fingerprint())
             .and_then(VecDeque::pop_front)
             .unwrap_or_default();
@@ -220,7 +221,6 @@ pub async fn build(s: Setup<'_>) -> anyhow::Result<Instance> {
                 .collect();
             pending
                 .lock()
-                .unwrap_or_else(|p| p.into_inner())
                 .entry(request.fingerprint())
                 .or_default()
                 .push_back(versions);

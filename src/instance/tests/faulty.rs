@@ -18,12 +18,12 @@ pub(super) struct FaultyBus {
     /// Subscribers get a feed nobody publishes on (every message lost).
     pub(super) deaf: std::sync::atomic::AtomicBool,
     /// Read once instead of the truth (a truth another instance has just put back).
-    pub(super) next_read: std::sync::Mutex<Option<VersionVector>>,
+    pub(super) next_read: parking_lot::Mutex<Option<VersionVector>>,
     /// Read every time instead of the truth (a truth that lost its state).
-    pub(super) every_read: std::sync::Mutex<Option<VersionVector>>,
+    pub(super) every_read: parking_lot::Mutex<Option<VersionVector>>,
     /// Raises (restores) fail.
     pub(super) fail_raise: std::sync::atomic::AtomicBool,
-    pub(super) after_read: std::sync::Mutex<Option<Box<dyn FnOnce() + Send>>>,
+    pub(super) after_read: parking_lot::Mutex<Option<Box<dyn FnOnce() + Send>>>,
 }
 
 impl FaultyBus {
@@ -34,10 +34,10 @@ impl FaultyBus {
             fail_reads: false.into(),
             panic_reads: false.into(),
             deaf: false.into(),
-            next_read: std::sync::Mutex::new(None),
-            every_read: std::sync::Mutex::new(None),
+            next_read: parking_lot::Mutex::new(None),
+            every_read: parking_lot::Mutex::new(None),
             fail_raise: false.into(),
-            after_read: std::sync::Mutex::new(None),
+            after_read: parking_lot::Mutex::new(None),
         })
     }
 }
@@ -58,14 +58,14 @@ impl Bus for FaultyBus {
                 !self.panic_reads.swap(false, Ordering::SeqCst),
                 "a bug in the sync path (test)"
             );
-            if let Some(v) = self.next_read.lock().unwrap().take() {
+            if let Some(v) = self.next_read.lock().take() {
                 return Ok(Arc::new(v));
             }
-            if let Some(v) = self.every_read.lock().unwrap().clone() {
+            if let Some(v) = self.every_read.lock().clone() {
                 return Ok(Arc::new(v));
             }
             let truth = self.bus.versions().await;
-            let hook = self.after_read.lock().unwrap().take();
+            let hook = self.after_read.lock().take();
             if let Some(hook) = hook {
                 hook();
             }

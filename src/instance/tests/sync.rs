@@ -171,7 +171,7 @@ async fn a_bump_landing_during_a_read_does_not_look_like_a_lost_truth() {
     let sales = w.instance.table_ids(&["sales".into()]).unwrap();
     let bus = w.bus.clone();
     let engine = w.instance.engine().clone();
-    *faulty.after_read.lock().unwrap() = Some(Box::new(move || {
+    *faulty.after_read.lock() = Some(Box::new(move || {
         // This instance's own bump lands while the reply is on its way.
         let outcome =
             futures_util::FutureExt::now_or_never(bus.bump(&sales, "op", BumpMode::Force, false))
@@ -241,7 +241,7 @@ async fn a_truth_restored_elsewhere_to_a_number_in_use_is_put_above_it() {
     }
     elsewhere = VersionVector::from_parts(parts, Arc::from(""), 0, 0);
     elsewhere.epoch = 42;
-    *faulty.next_read.lock().unwrap() = Some(elsewhere);
+    *faulty.next_read.lock() = Some(elsewhere);
     w.instance.resync().await;
     assert_eq!(
         w.instance.counters().reseeds,
@@ -278,8 +278,7 @@ async fn a_truth_that_cannot_be_restored_confirms_nothing() {
     let q = req(&w, "latest_batch_sales", &[]);
     assert!(engine.get(&q).await.unwrap().freshness.is_fresh());
     // The truth restarts empty, and putting it back fails.
-    *faulty.every_read.lock().unwrap() =
-        Some(VersionVector::initial(engine.catalog().tables().len()));
+    *faulty.every_read.lock() = Some(VersionVector::initial(engine.catalog().tables().len()));
     faulty.fail_raise.store(true, Ordering::SeqCst);
     served_unverified(&engine, &q, "still presented as fresh").await;
 }
