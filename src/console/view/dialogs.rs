@@ -9,7 +9,7 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Clear, Gauge, Paragraph, Wrap};
 use tui_input::Input;
 
-use super::popup;
+use super::{open_popup, popup_of_lines};
 use super::theme::Theme;
 use crate::console::action::{self, ActionId};
 use crate::console::source::Snapshot;
@@ -97,9 +97,7 @@ fn draw_pick(
         ),
         theme.dim(),
     )));
-    let r = popup(area, 64, to_u16(lines.len()).saturating_add(2));
-    frame.render_widget(Clear, r);
-    frame.render_widget(Paragraph::new(lines).block(theme.block(title)), r);
+    popup_of_lines(frame, area, 64, lines, theme.block(title));
 }
 
 /// Choosing a strategy, each with what it does.
@@ -121,12 +119,7 @@ fn draw_strategy(frame: &mut Frame, area: Rect, cursor: usize, snap: &Snapshot, 
         format!(" now: {} · Enter chooses · Esc cancels", snap.strategy),
         theme.dim(),
     )));
-    let r = popup(area, 78, to_u16(lines.len()).saturating_add(2));
-    frame.render_widget(Clear, r);
-    frame.render_widget(
-        Paragraph::new(lines).block(theme.block(" switch strategy ")),
-        r,
-    );
+    popup_of_lines(frame, area, 78, lines, theme.block(" switch strategy "));
 }
 
 /// How many of the hottest keys to warm.
@@ -138,9 +131,7 @@ fn draw_warm(frame: &mut Frame, area: Rect, top: usize, theme: &Theme) {
             theme.dim(),
         )),
     ];
-    let r = popup(area, 60, 4);
-    frame.render_widget(Clear, r);
-    frame.render_widget(Paragraph::new(lines).block(theme.block(" warm ")), r);
+    popup_of_lines(frame, area, 60, lines, theme.block(" warm "));
 }
 
 /// A dangerous action's blast radius and the phrase to type, with what has been typed.
@@ -158,17 +149,18 @@ fn draw_confirm(
     theme: &Theme,
 ) {
     let spec = action::spec(id);
-    let r = popup(area, 76, 9);
-    frame.render_widget(Clear, r);
-    let block = Block::bordered()
-        .title(format!(
-            " confirm {} in {} ",
-            spec.label,
-            snap.env.name().to_uppercase()
-        ))
-        .border_style(theme.bad());
-    let inner = block.inner(r);
-    frame.render_widget(block, r);
+    let title = format!(
+        " confirm {} in {} ",
+        spec.label,
+        snap.env.name().to_uppercase()
+    );
+    let inner = open_popup(
+        frame,
+        area,
+        76,
+        9,
+        Block::bordered().title(title).border_style(theme.bad()),
+    );
     let [what, ask, field, hint] = Layout::vertical([
         Constraint::Length(2),
         Constraint::Length(1),
@@ -211,11 +203,7 @@ fn draw_confirm(
 /// Waiting for the instance's answer (with a warm's progress).
 fn draw_running(frame: &mut Frame, area: Rect, id: ActionId, snap: &Snapshot, theme: &Theme) {
     let spec = action::spec(id);
-    let r = popup(area, 60, 5);
-    frame.render_widget(Clear, r);
-    let block = theme.block(format!(" {} ", spec.label));
-    let inner = block.inner(r);
-    frame.render_widget(block, r);
+    let inner = open_popup(frame, area, 60, 5, theme.block(format!(" {} ", spec.label)));
     if id == ActionId::Warm && snap.refresh.total > 0 {
         draw_progress(frame, inner, snap, theme);
     } else {
@@ -234,17 +222,19 @@ fn draw_outcome(
     theme: &Theme,
 ) {
     let spec = action::spec(id);
-    let r = popup(area, 76, 7);
-    frame.render_widget(Clear, r);
-    let block = Block::bordered()
-        .title(format!(
-            " {}: {} ",
-            spec.label,
-            if ok { "done" } else { "refused or failed" }
-        ))
-        .border_style(if ok { theme.good() } else { theme.bad() });
-    let inner = block.inner(r);
-    frame.render_widget(block, r);
+    let title = format!(
+        " {}: {} ",
+        spec.label,
+        if ok { "done" } else { "refused or failed" }
+    );
+    let style = if ok { theme.good() } else { theme.bad() };
+    let inner = open_popup(
+        frame,
+        area,
+        76,
+        7,
+        Block::bordered().title(title).border_style(style),
+    );
     let [text, gauge] = Layout::vertical([Constraint::Fill(1), Constraint::Length(1)]).areas(inner);
     frame.render_widget(
         Paragraph::new(clean_short(message, 300)).wrap(Wrap { trim: true }),

@@ -4,9 +4,9 @@
 use ratatui::Frame;
 use ratatui::layout::Rect;
 use ratatui::text::{Line, Span};
-use ratatui::widgets::{Clear, Paragraph};
+use ratatui::widgets::Paragraph;
 
-use super::popup;
+use super::popup_of_lines;
 use super::theme::Theme;
 use crate::console::action::{self, ACTIONS, ActionId};
 use crate::console::source::Snapshot;
@@ -83,15 +83,11 @@ pub(super) fn draw_help(frame: &mut Frame, area: Rect, snap: &Snapshot, theme: &
         " ↑↓ j k PgUp PgDn scroll the feed · wheel scrolls · click or Tab selects a table",
         theme.dim(),
     )));
-    let r = popup(
+    popup_of_lines(
+        frame,
         area,
         100,
-        crate::model::num::to_u16(lines.len()).saturating_add(2),
-    );
-    frame.render_widget(Clear, r);
-    frame.render_widget(
-        Paragraph::new(lines)
-            .block(theme.block(" help: every action and its headless twin · Esc closes ")),
-        r,
+        lines,
+        theme.block(" help: every action and its headless twin · Esc closes "),
     );
 }

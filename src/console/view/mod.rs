@@ -70,6 +70,35 @@ fn ago(now: u64, then: u64) -> String {
     }
 }
 
+/// Clears a `width`×`height` box centred in `area`, draws `block` around it and returns the
+/// inside.
+fn open_popup(
+    frame: &mut Frame,
+    area: Rect,
+    width: u16,
+    height: u16,
+    block: ratatui::widgets::Block,
+) -> Rect {
+    let r = popup(area, width, height);
+    frame.render_widget(ratatui::widgets::Clear, r);
+    let inner = block.inner(r);
+    frame.render_widget(block, r);
+    inner
+}
+
+/// A popup `width` wide holding just `lines` inside `block`, as tall as they are.
+fn popup_of_lines(
+    frame: &mut Frame,
+    area: Rect,
+    width: u16,
+    lines: Vec<Line<'_>>,
+    block: ratatui::widgets::Block,
+) {
+    let height = crate::model::num::to_u16(lines.len()).saturating_add(2);
+    let inner = open_popup(frame, area, width, height, block);
+    frame.render_widget(ratatui::widgets::Paragraph::new(lines), inner);
+}
+
 /// A box of `width`×`height` centred in `area`, shrunk to leave at least a cell on every side.
 fn popup(area: Rect, width: u16, height: u16) -> Rect {
     let w = width.min(area.width.saturating_sub(2));
