@@ -9,8 +9,8 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Clear, Gauge, Paragraph, Wrap};
 use tui_input::Input;
 
-use super::{open_popup, popup_of_lines};
 use super::theme::Theme;
+use super::{open_popup, popup_of_lines};
 use crate::console::action::{self, ActionId};
 use crate::console::source::Snapshot;
 use crate::console::state::Dialog;

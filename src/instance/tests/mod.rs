@@ -83,6 +83,20 @@ fn req(w: &World, q: &str, params: &[(&str, &str)]) -> Request {
     w.instance.engine().request(q, params).unwrap()
 }
 
+fn table(w: &World, name: &str) -> crate::model::versions::TableId {
+    w.instance.engine().catalog().tables().id(name).unwrap()
+}
+
+/// A sync loop that polls every 20 ms and stops trusting its versions after 150 ms without a
+/// confirmed read: the regressions of lost trust run in a fraction of a second.
+fn quick_to_distrust() -> InstanceConfig {
+    InstanceConfig {
+        poll_interval: Duration::from_millis(20),
+        max_unverified: Duration::from_millis(150),
+        ..InstanceConfig::default()
+    }
+}
+
 async fn history(w: &World) -> Vec<Event> {
     w.bus.history(0, 1000).await.unwrap()
 }

@@ -117,13 +117,7 @@ async fn a_late_table_is_bumped_when_it_lands() {
     };
     let (_, report) = w.instance.run_etl("20261126-10:00", &plan).await.unwrap();
     assert_eq!(report.behind.len(), 1);
-    let inventory = w
-        .instance
-        .engine()
-        .catalog()
-        .tables()
-        .id("inventory")
-        .unwrap();
+    let inventory = table(&w, "inventory");
     eventually("the late table was never bumped", || async {
         w.instance.engine().versions().version(inventory) == 1
     })
@@ -166,13 +160,7 @@ async fn a_late_load_that_fails_is_shown_in_the_feed() {
         })
     })
     .await;
-    let inventory = w
-        .instance
-        .engine()
-        .catalog()
-        .tables()
-        .id("inventory")
-        .unwrap();
+    let inventory = table(&w, "inventory");
     assert_eq!(w.instance.engine().versions().version(inventory), 0);
 }
 

@@ -143,12 +143,7 @@ async fn invalidation_lag_is_in_real_time_under_an_accelerated_clock() {
 /// `max_unverified` stops presenting cached answers as fresh, and does again once it can.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn answers_are_not_fresh_while_the_truth_cannot_be_confirmed() {
-    let (w, faulty) = faulty_world(InstanceConfig {
-        poll_interval: Duration::from_millis(20),
-        max_unverified: Duration::from_millis(150),
-        ..InstanceConfig::default()
-    })
-    .await;
+    let (w, faulty) = faulty_world(quick_to_distrust()).await;
     let engine = w.instance.engine().clone();
     let q = req(&w, "stock_outs", &[]);
     engine.get(&q).await.unwrap();
@@ -262,12 +257,7 @@ async fn a_truth_restored_elsewhere_to_a_number_in_use_is_put_above_it() {
 /// confirms nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_truth_that_cannot_be_restored_confirms_nothing() {
-    let (w, faulty) = faulty_world(InstanceConfig {
-        poll_interval: Duration::from_millis(20),
-        max_unverified: Duration::from_millis(150),
-        ..InstanceConfig::default()
-    })
-    .await;
+    let (w, faulty) = faulty_world(quick_to_distrust()).await;
     let sales = w.instance.table_ids(&["sales".into()]).unwrap();
     w.bus
         .bump(&sales, "20261126-10:00", BumpMode::Advance, false)
