@@ -13,7 +13,7 @@ use clap::Args;
 
 use super::{World, bench};
 use crate::bus::LocalBus;
-use crate::console::{self, ConsoleOptions, Source};
+use crate::console::{self, Channels, ConsoleOptions};
 use crate::engine::Engine;
 use crate::exit::{CliError, EXIT_BAD_INPUT, EXIT_FAILURE};
 use crate::instance::{Instance, InstanceConfig};
@@ -155,7 +155,7 @@ pub async fn run(g: &GlobalArgs, args: DemoArgs) -> Result<(), CliError> {
         None,
         stop_rx,
     ));
-    let source = Source::attach(instance.clone(), args.price_per_query).await;
+    let source = Channels::attach(instance.clone(), args.price_per_query).await;
     let result =
         tokio::task::spawn_blocking(move || console::run(source, ConsoleOptions::from_env()))
             .await
@@ -172,7 +172,7 @@ pub async fn console(g: &GlobalArgs, args: ConsoleArgs) -> Result<(), CliError> 
     let world = World::open(g).await?;
     let instance = world.instance(g).await?;
     let _metrics = super::serve_metrics(g, &instance)?;
-    let source = Source::attach(instance.clone(), args.price_per_query).await;
+    let source = Channels::attach(instance.clone(), args.price_per_query).await;
     let result =
         tokio::task::spawn_blocking(move || console::run(source, ConsoleOptions::from_env()))
             .await

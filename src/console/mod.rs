@@ -6,7 +6,7 @@
 //!   snapshot, an event, an action's answer) into a new state and at most one effect — no I/O;
 //! * [`view::view`] draws a frame from state alone, where [`layout::regions`] places each part (the
 //!   mouse handling uses the same layout, so a click lands where things were drawn);
-//! * [`run`] is the only place with I/O: it reads a stream of terminal events, the [`Source`]'s
+//! * [`run`] is the only place with I/O: it reads a stream of terminal events, the [`Channels`]'s
 //!   snapshots and feed, sends effects as commands, and draws.
 //!
 //! Every action comes from one registry ([`action::ACTIONS`]): key, description, danger flag. The
@@ -36,7 +36,7 @@ use ratatui::crossterm::event::{
 use ratatui::crossterm::execute;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
-pub use source::{Snapshot, Source};
+pub use source::{Channels, Snapshot};
 use state::{Effect, Msg, State};
 
 /// How the console looks.
@@ -68,7 +68,7 @@ impl Drop for Restore {
 
 /// Runs the console over `source` until the user quits. Blocks the calling thread; the UI runs
 /// on a thread of its own named `console-ui`.
-pub fn run(source: Source, options: ConsoleOptions) -> io::Result<()> {
+pub fn run(source: Channels, options: ConsoleOptions) -> io::Result<()> {
     if !io::stdout().is_terminal() {
         return Err(io::Error::other(
             "the console needs a terminal; use the headless commands (see --help) in scripts",
@@ -91,8 +91,8 @@ pub fn run(source: Source, options: ConsoleOptions) -> io::Result<()> {
     }
 }
 
-async fn event_loop(source: Source, options: ConsoleOptions) -> io::Result<()> {
-    let Source {
+async fn event_loop(source: Channels, options: ConsoleOptions) -> io::Result<()> {
+    let Channels {
         mut snapshots,
         mut events,
         history,
@@ -149,12 +149,12 @@ async fn event_loop(source: Source, options: ConsoleOptions) -> io::Result<()> {
             _ = hup.recv() => break,
             _ = tick.tick() => continue,
         };
-        if let Some(Effect::Execute(id, request)) = state::update(&mut state, msg) {
+        if let Some(Effect::Execute(id, command)) = state::update(&mut state, msg) {
             let (reply, answer) = oneshot::channel();
             let done = done_tx.clone();
             let commands = commands.clone();
             tokio::spawn(async move {
-                let result = match commands.send((request, reply)).await {
+                let result = match commands.send((command, reply)).await {
                     Ok(()) => answer
                         .await
                         .unwrap_or_else(|_| Err("the instance stopped before answering".into())),

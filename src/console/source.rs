@@ -1,8 +1,8 @@
-//! What the console watches and acts through: a [`Source`] of snapshots (a `watch` with the latest
+//! What the console watches and acts through: a [`Channels`] of snapshots (a `watch` with the latest
 //! one), events (a `broadcast` feed; a lagging console is told how many it missed) and commands
 //! (a bounded `mpsc` with a `oneshot` reply).
 //!
-//! [`Source::attach`] builds one over an [`Instance`] — embedded or on Redis alike — with a
+//! [`Channels::attach`] builds one over an [`Instance`] — embedded or on Redis alike — with a
 //! collector task that samples the instance four times a second and sums the reports of every
 //! live instance on the bus, so a console attached to many API servers shows their totals.
 
@@ -131,7 +131,7 @@ pub struct Snapshot {
 
 /// An action the console asks the instance to carry out.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Request {
+pub enum Command {
     /// Invalidate tables (empty: all).
     Invalidate(Vec<String>),
     /// Warm the `n` hottest keys.
@@ -143,10 +143,10 @@ pub enum Request {
 }
 
 /// A command and where its answer goes: `Ok(summary)` or `Err(why)`.
-pub type Command = (Request, oneshot::Sender<Result<String, String>>);
+pub type CommandAndReply = (Command, oneshot::Sender<Result<String, String>>);
 
 /// The console's three channels.
-pub struct Source {
+pub struct Channels {
     /// The latest snapshot.
     pub snapshots: watch::Receiver<Snapshot>,
     /// The event feed.
@@ -154,16 +154,16 @@ pub struct Source {
     /// Events logged before the console started, oldest first.
     pub history: Vec<Event>,
     /// Where commands go.
-    pub commands: mpsc::Sender<Command>,
+    pub commands: mpsc::Sender<CommandAndReply>,
 }
 
 /// How often the collector samples.
 pub const SAMPLE_EVERY: Duration = Duration::from_millis(250);
 
-impl Source {
+impl Channels {
     /// A source over `instance`: starts the collector and the command task on the current
     /// runtime. `price_per_query` feeds the money view.
-    pub async fn attach(instance: Instance, price_per_query: f64) -> Source {
+    pub async fn attach(instance: Instance, price_per_query: f64) -> Channels {
         let history = instance
             .bus()
             .history(0, usize::MAX >> 1)
@@ -180,7 +180,7 @@ impl Source {
         let (commands, rx) = mpsc::channel(16);
         tokio::spawn(collector.run(tx));
         tokio::spawn(serve_commands(instance, rx));
-        Source {
+        Channels {
             snapshots,
             events,
             history,
@@ -189,20 +189,20 @@ impl Source {
     }
 }
 
-async fn serve_commands(instance: Instance, mut rx: mpsc::Receiver<Command>) {
-    while let Some((request, reply)) = rx.recv().await {
+async fn serve_commands(instance: Instance, mut rx: mpsc::Receiver<CommandAndReply>) {
+    while let Some((command, reply)) = rx.recv().await {
         let instance = instance.clone();
         // Each command runs on its own task so a long one (a simulated ETL) never blocks the next.
         tokio::spawn(async move {
             // Fails only when the console has quit and no longer waits for the reply.
-            let _ = reply.send(execute(&instance, request).await);
+            let _ = reply.send(execute(&instance, command).await);
         });
     }
 }
 
-async fn execute(instance: &Instance, request: Request) -> Result<String, String> {
-    match request {
-        Request::Invalidate(tables) => {
+async fn execute(instance: &Instance, command: Command) -> Result<String, String> {
+    match command {
+        Command::Invalidate(tables) => {
             let ids = instance.table_ids(&tables).map_err(|e| e.to_string())?;
             let r = instance.invalidate(&ids).await.map_err(|e| e.to_string())?;
             Ok(format!(
@@ -215,12 +215,12 @@ async fn execute(instance: &Instance, request: Request) -> Result<String, String
                     .join(" ")
             ))
         }
-        Request::Warm(n) => {
+        Command::Warm(n) => {
             let mut progress = instance.warm(n).await.map_err(|e| e.to_string())?;
             let p = *progress.borrow_and_update();
             Ok(format!("warming {} hot keys", p.total))
         }
-        Request::SimulatePartial(tables) => {
+        Command::SimulatePartial(tables) => {
             let ids = instance.table_ids(&tables).map_err(|e| e.to_string())?;
             let (_, r) = instance
                 .simulate_partial(&ids)
@@ -241,7 +241,7 @@ async fn execute(instance: &Instance, request: Request) -> Result<String, String
                     .join(", ")
             ))
         }
-        Request::SetStrategy(s) => {
+        Command::SetStrategy(s) => {
             instance.set_strategy(s).await.map_err(|e| e.to_string())?;
             Ok(format!("strategy is now {s}"))
         }

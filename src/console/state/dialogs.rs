@@ -7,7 +7,7 @@ use tui_input::backend::crossterm::EventHandler;
 
 use super::{Dialog, Effect, State};
 use crate::console::action::{self, ActionId};
-use crate::console::source::{Request, Snapshot};
+use crate::console::source::{Command, Snapshot};
 use crate::model::policy::Strategy;
 use crate::sanitize::clean_line;
 
@@ -96,31 +96,31 @@ fn blast_radius(s: &Snapshot, targets: &[String]) -> String {
 fn confirm_or_run(
     s: &mut State,
     id: ActionId,
-    request: Request,
+    command: Command,
     targets: Vec<String>,
 ) -> Option<Effect> {
     let spec = action::spec(id);
     if !spec.dangerous() {
         s.dialog = Some(Dialog::Running { action: id });
-        return Some(Effect::Execute(id, request));
+        return Some(Effect::Execute(id, command));
     }
-    let blast = match &request {
-        Request::Invalidate(tables) => {
+    let blast = match &command {
+        Command::Invalidate(tables) => {
             let all = s.table_names();
             blast_radius(&s.live, if tables.is_empty() { &all } else { tables })
         }
-        Request::SimulatePartial(tables) => format!(
+        Command::SimulatePartial(tables) => format!(
             "an ETL batch runs now; {} will fail and stay behind, the other tables are bumped",
             tables.join(", ")
         ),
-        Request::SetStrategy(st) => {
+        Command::SetStrategy(st) => {
             format!("every instance's users are served by `{st}` from now on")
         }
-        Request::Warm(n) => format!("up to {n} warehouse queries"),
+        Command::Warm(n) => format!("up to {n} warehouse queries"),
     };
     s.dialog = Some(Dialog::Confirm {
         action: id,
-        request,
+        command,
         phrase: action::confirmation_phrase(spec, &targets, s.live.env),
         input: Input::default(),
         blast,
@@ -188,11 +188,11 @@ pub(super) fn on_dialog_key(s: &mut State, key: KeyEvent, ev: &TermEvent) -> Opt
                         confirm_or_run(
                             s,
                             id,
-                            Request::Invalidate(if all { Vec::new() } else { tables }),
+                            Command::Invalidate(if all { Vec::new() } else { tables }),
                             targets,
                         )
                     } else {
-                        confirm_or_run(s, id, Request::SimulatePartial(tables.clone()), tables)
+                        confirm_or_run(s, id, Command::SimulatePartial(tables.clone()), tables)
                     };
                 }
                 _ => {}
@@ -208,7 +208,7 @@ pub(super) fn on_dialog_key(s: &mut State, key: KeyEvent, ev: &TermEvent) -> Opt
                 return confirm_or_run(
                     s,
                     ActionId::Strategy,
-                    Request::SetStrategy(st),
+                    Command::SetStrategy(st),
                     vec![st.name().into()],
                 );
             }
@@ -224,7 +224,7 @@ pub(super) fn on_dialog_key(s: &mut State, key: KeyEvent, ev: &TermEvent) -> Opt
                 return confirm_or_run(
                     s,
                     ActionId::Warm,
-                    Request::Warm(n),
+                    Command::Warm(n),
                     vec![format!("top {n}")],
                 );
             }
@@ -232,16 +232,16 @@ pub(super) fn on_dialog_key(s: &mut State, key: KeyEvent, ev: &TermEvent) -> Opt
         },
         Dialog::Confirm {
             action: id,
-            request,
+            command,
             phrase,
             input,
             ..
         } => {
             if key.code == KeyCode::Enter {
                 if input.value() == phrase.as_str() {
-                    let (id, request) = (*id, request.clone());
+                    let (id, command) = (*id, command.clone());
                     s.dialog = Some(Dialog::Running { action: id });
-                    return Some(Effect::Execute(id, request));
+                    return Some(Effect::Execute(id, command));
                 }
                 s.notice = Some("the phrase does not match; nothing was done".into());
                 return None;

@@ -17,7 +17,7 @@ use ratatui::crossterm::event::Event as TermEvent;
 use tui_input::Input;
 
 use super::action::{self, ActionId, ActionSpec};
-use super::source::{Request, Sample, Snapshot};
+use super::source::{Command, Sample, Snapshot};
 use crate::model::events::Event;
 pub use feed::feed_line;
 pub use update::update;
@@ -71,7 +71,7 @@ pub enum Dialog {
         /// Which action.
         action: ActionId,
         /// What it will do.
-        request: Request,
+        command: Command,
         /// What must be typed.
         phrase: String,
         /// What has been typed.
@@ -140,8 +140,8 @@ pub struct State {
 /// What the event loop should do after an update.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Effect {
-    /// Send this request to the instance.
-    Execute(ActionId, Request),
+    /// Send this command to the instance.
+    Execute(ActionId, Command),
 }
 
 /// A message to the console.

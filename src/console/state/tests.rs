@@ -71,7 +71,7 @@ fn invalidate_needs_the_typed_phrase() {
         key(&mut s, KeyCode::Enter),
         Some(Effect::Execute(
             ActionId::Invalidate,
-            Request::Invalidate(vec!["sales".into()])
+            Command::Invalidate(vec!["sales".into()])
         ))
     );
     assert!(matches!(s.dialog, Some(Dialog::Running { .. })));
@@ -104,7 +104,7 @@ fn invalidate_all_and_escape() {
         key(&mut s, KeyCode::Enter),
         Some(Effect::Execute(
             ActionId::Invalidate,
-            Request::Invalidate(vec![])
+            Command::Invalidate(vec![])
         ))
     );
     let mut s = state(Environment::Development, false);
@@ -160,7 +160,7 @@ fn a_partial_update_in_staging() {
         key(&mut s, KeyCode::Enter),
         Some(Effect::Execute(
             ActionId::SimulatePartial,
-            Request::SimulatePartial(vec!["inventory".into()])
+            Command::SimulatePartial(vec!["inventory".into()])
         ))
     );
     // Failing every table is not a partial update.
@@ -206,7 +206,7 @@ fn warm_runs_without_a_phrase() {
     key(&mut s, KeyCode::Char('+'));
     assert_eq!(
         key(&mut s, KeyCode::Enter),
-        Some(Effect::Execute(ActionId::Warm, Request::Warm(60)))
+        Some(Effect::Execute(ActionId::Warm, Command::Warm(60)))
     );
 }
 
@@ -234,7 +234,7 @@ fn strategy_switch_is_confirmed() {
         key(&mut s, KeyCode::Enter),
         Some(Effect::Execute(
             ActionId::Strategy,
-            Request::SetStrategy(Strategy::Versioned)
+            Command::SetStrategy(Strategy::Versioned)
         ))
     );
     update(
