@@ -21,6 +21,8 @@ pub struct Regions {
     pub table_rows: Rect,
     /// The money panel.
     pub money: Rect,
+    /// The "without freshcache" panel, when there is one and room for it.
+    pub compare: Option<Rect>,
     /// The charts.
     pub charts: Rect,
     /// The event feed.
@@ -31,8 +33,14 @@ pub struct Regions {
     pub footer: Rect,
 }
 
-/// Lays the screen out; `None` when the terminal is smaller than 80×24.
-pub fn regions(area: Rect, tables: usize) -> Option<Regions> {
+/// Width of the "without freshcache" panel.
+const COMPARE_WIDTH: u16 = 46;
+/// The terminal width from which the "without freshcache" panel fits beside the tables.
+const COMPARE_FROM_WIDTH: u16 = 120;
+
+/// Lays the screen out; `None` when the terminal is smaller than 80×24. `compare`: there are
+/// "without freshcache" figures to show.
+pub fn regions(area: Rect, tables: usize, compare: bool) -> Option<Regions> {
     if area.width < MIN_WIDTH || area.height < MIN_HEIGHT {
         return None;
     }
@@ -52,8 +60,13 @@ pub fn regions(area: Rect, tables: usize) -> Option<Regions> {
         Constraint::Length(1),
     ])
     .areas(area);
-    let [tables_area, money] =
-        Layout::horizontal([Constraint::Fill(1), Constraint::Length(30)]).areas(top);
+    let compare = compare && area.width >= COMPARE_FROM_WIDTH;
+    let [tables_area, compare_area, money] = Layout::horizontal([
+        Constraint::Fill(1),
+        Constraint::Length(if compare { COMPARE_WIDTH } else { 0 }),
+        Constraint::Length(30),
+    ])
+    .areas(top);
     let inner = |r: Rect| Rect {
         x: r.x + 1,
         y: r.y + 1,
@@ -70,6 +83,7 @@ pub fn regions(area: Rect, tables: usize) -> Option<Regions> {
             ..t
         },
         money,
+        compare: compare.then_some(compare_area),
         charts,
         feed,
         feed_lines: inner(feed),

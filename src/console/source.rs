@@ -7,6 +7,7 @@
 //! live instance on the bus, so a console attached to many API servers shows their totals.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
@@ -27,6 +28,7 @@ use crate::instance::Instance;
 use crate::model::entry::TableKeys;
 use crate::model::environment::Environment;
 use crate::model::versions::VersionVector;
+use crate::traffic::{Shadow, ShadowFigures};
 
 /// How a table is doing.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -127,6 +129,9 @@ pub struct Snapshot {
     pub sample: Sample,
     /// Estimated cost of one warehouse query, in dollars.
     pub price_per_query: f64,
+    /// What the baseline recipe would have done with the same questions, when a shadow runs
+    /// beside the traffic (the demo).
+    pub shadow: Option<ShadowFigures>,
 }
 
 /// An action the console asks the instance to carry out.
@@ -164,6 +169,15 @@ impl Channels {
     /// A source over `instance`: starts the collector and the command task on the current
     /// runtime. `price_per_query` feeds the money view.
     pub async fn attach(instance: Instance, price_per_query: f64) -> Channels {
+        Self::attach_with_shadow(instance, price_per_query, None).await
+    }
+
+    /// [`Channels::attach`], with the figures of a [`Shadow`] run by the traffic beside it.
+    pub async fn attach_with_shadow(
+        instance: Instance,
+        price_per_query: f64,
+        shadow: Option<Arc<Shadow>>,
+    ) -> Channels {
         let history = instance
             .bus()
             .history(0, usize::MAX >> 1)
@@ -175,6 +189,7 @@ impl Channels {
             .unwrap_or_default();
         let events = instance.bus().subscribe();
         let mut collector = Collector::new(instance.clone(), price_per_query, &history);
+        collector.shadow = shadow;
         let first = collector.snapshot().await;
         let (tx, snapshots) = watch::channel(first);
         let (commands, rx) = mpsc::channel(16);
@@ -260,6 +275,8 @@ struct Collector {
     /// The shared store's per-table counts and when they were read (they cost a few Redis calls:
     /// read every couple of seconds, not every frame).
     shared_keys: Option<(std::time::Instant, Vec<TableKeys>)>,
+    /// The baseline recipe's shadow, when the traffic runs one.
+    shadow: Option<Arc<Shadow>>,
 }
 
 impl Collector {
@@ -274,6 +291,7 @@ impl Collector {
             user_hist: histogram(),
             last_sample: Sample::default(),
             shared_keys: None,
+            shadow: None,
         };
         for e in history {
             c.note(e);
@@ -472,6 +490,7 @@ impl Collector {
             refresh: *instance.refresh_progress().borrow(),
             sample,
             price_per_query: self.price,
+            shadow: self.shadow.as_ref().map(|s| s.figures()),
         }
     }
 }
@@ -566,5 +585,14 @@ pub fn sample_snapshot(env: Environment, read_only: bool) -> Snapshot {
             requests_per_s: 2400.0,
         },
         price_per_query: 0.05,
+        shadow: Some(ShadowFigures {
+            questions: 182_340,
+            baseline_queries: 5_213,
+            baseline_old_as_fresh: 1_877,
+            baseline_stampede_queries: 412,
+            freshcache_old_as_fresh: 0,
+            freshcache_joined_a_load: 2_301,
+            freshcache_stampede_queries: 0,
+        }),
     }
 }

@@ -343,6 +343,23 @@ impl Strategy {
     pub(crate) fn index(self) -> u8 {
         u8::try_from(Self::ALL.iter().position(|s| *s == self).unwrap_or(5)).unwrap_or(5)
     }
+
+    /// How long a baseline recipe caches an answer loaded at `now_ms`, in ms; `None` when it
+    /// does not cache it at all. `ttl` is the original recipe's
+    /// `int((next_hour - now).total_seconds())`: whole seconds, so 0 in the hour's last second,
+    /// which Redis rejects (`SETEX` with 0) — the answer is not cached. `freshcache` has no
+    /// such rule (its policy decides); it gets the hour, as the other baselines do.
+    pub fn baseline_ttl_ms(self, now_ms: Millis) -> Option<u64> {
+        const HOUR_MS: u64 = 3_600_000;
+        match self {
+            Strategy::Ttl => {
+                let secs = (HOUR_MS - now_ms % HOUR_MS) / 1000;
+                (secs > 0).then_some(secs * 1000)
+            }
+            Strategy::Swr => Some(2 * HOUR_MS),
+            _ => Some(HOUR_MS),
+        }
+    }
 }
 
 impl fmt::Display for Strategy {

@@ -154,7 +154,12 @@ fn on_mouse(s: &mut State, m: MouseEvent) {
     if s.dialog.is_some() || s.help {
         return;
     }
-    let Some(r) = regions(Rect::new(0, 0, s.size.0, s.size.1), s.shown().tables.len()) else {
+    let shown = s.shown();
+    let Some(r) = regions(
+        Rect::new(0, 0, s.size.0, s.size.1),
+        shown.tables.len(),
+        shown.shadow.is_some(),
+    ) else {
         return;
     };
     let at = Position::new(m.column, m.row);

@@ -31,7 +31,7 @@ pub fn view(state: &State, frame: &mut Frame) {
         mono: state.monochrome,
     };
     let snap = state.shown();
-    let Some(r) = regions(area, snap.tables.len()) else {
+    let Some(r) = regions(area, snap.tables.len(), snap.shadow.is_some()) else {
         let text = vec![
             Line::from("freshcache").style(Style::new().add_modifier(Modifier::BOLD)),
             Line::from(format!(
@@ -46,6 +46,9 @@ pub fn view(state: &State, frame: &mut Frame) {
     header::draw_header(frame, r.header, snap, state, &theme);
     tables::draw_tables(frame, r.tables, snap, state, &theme);
     tables::draw_money(frame, r.money, snap, &theme);
+    if let (Some(rect), Some(figures)) = (r.compare, &snap.shadow) {
+        tables::draw_compare(frame, rect, snap, figures, &theme);
+    }
     charts::draw_charts(frame, r.charts, state, &theme);
     feed::draw_feed(frame, r.feed, state, &theme);
     keys::draw_footer(frame, r.footer, state, &theme);

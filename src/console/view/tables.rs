@@ -12,6 +12,7 @@ use super::theme::Theme;
 use crate::console::source::{Snapshot, TableState};
 use crate::console::state::State;
 use crate::sanitize::clean_short;
+use crate::traffic::ShadowFigures;
 
 pub(super) fn draw_tables(
     frame: &mut Frame,
@@ -143,4 +144,84 @@ fn money(d: f64) -> String {
     } else {
         format!("${d:.2}")
     }
+}
+
+/// "Without freshcache": what the baseline recipe (cache until the next hour, no versions, no
+/// coalescing) would have done with the same questions, beside what freshcache did.
+pub(super) fn draw_compare(
+    frame: &mut Frame,
+    area: Rect,
+    snap: &Snapshot,
+    f: &ShadowFigures,
+    theme: &Theme,
+) {
+    let price = snap.price_per_query;
+    let bold = Style::new().add_modifier(Modifier::BOLD);
+    let row = |label: &str, naive: String, ours: String, bad: bool| {
+        Line::from(vec![
+            Span::raw(format!("{label:<20}")),
+            Span::styled(
+                format!("{naive:>11}"),
+                if bad {
+                    theme.bad().add_modifier(Modifier::BOLD)
+                } else {
+                    bold
+                },
+            ),
+            Span::styled(
+                format!("{ours:>12}"),
+                theme.good().add_modifier(Modifier::BOLD),
+            ),
+        ])
+    };
+    let lines = vec![
+        Line::from(Span::styled(
+            format!(
+                "{:<20}{:>11}{:>12}",
+                "same questions", "hour TTL", "freshcache"
+            ),
+            theme.dim(),
+        )),
+        row(
+            "old data as fresh",
+            count(f.baseline_old_as_fresh),
+            count(f.freshcache_old_as_fresh),
+            f.baseline_old_as_fresh > 0,
+        ),
+        row(
+            "stampede queries",
+            count(f.baseline_stampede_queries),
+            count(f.freshcache_stampede_queries),
+            f.baseline_stampede_queries > 0,
+        ),
+        row(
+            "warehouse queries",
+            count(f.baseline_queries),
+            count(snap.stats.loads),
+            false,
+        ),
+        row(
+            "cost",
+            money(f.baseline_queries as f64 * price),
+            money(snap.stats.loads as f64 * price),
+            false,
+        ),
+    ];
+    frame.render_widget(
+        Paragraph::new(lines).block(theme.block(" without freshcache ")),
+        area,
+    );
+}
+
+/// A count with thin grouping: `12 345`.
+fn count(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(' ');
+        }
+        out.push(c);
+    }
+    out
 }

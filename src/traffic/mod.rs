@@ -16,8 +16,11 @@ use hdrhistogram::Histogram;
 use serde::Serialize;
 use tokio::sync::watch;
 
+pub mod shadow;
+
 use crate::engine::{Engine, Freshness, Source};
 use crate::model::catalog::{Catalog, ParamKind, Request};
+pub use shadow::{Shadow, ShadowFigures};
 
 /// How the virtual users behave.
 #[derive(Debug, Clone)]
@@ -160,6 +163,18 @@ pub async fn run(
     duration: Option<Duration>,
     stop: watch::Receiver<bool>,
 ) -> TrafficReport {
+    run_with_shadow(engine, config, duration, stop, None).await
+}
+
+/// [`run`], with every question also put to `shadow` (what the baseline recipe would have done
+/// with it) and freshcache's outcome recorded beside it.
+pub async fn run_with_shadow(
+    engine: Engine,
+    config: TrafficConfig,
+    duration: Option<Duration>,
+    stop: watch::Receiver<bool>,
+    shadow: Option<Arc<Shadow>>,
+) -> TrafficReport {
     let questions = Arc::new(questions(engine.catalog(), config.seed));
     let zipf = Arc::new(Zipf::new(questions.len(), config.zipf_s));
     let tally = Arc::new(Tally::default());
@@ -176,13 +191,14 @@ pub async fn run(
     let speed = engine.clock().speed().max(1e-9);
     let mut users = Vec::with_capacity(config.users);
     for user in 0..config.users {
-        let (engine, questions, zipf, tally, latency, asked) = (
+        let (engine, questions, zipf, tally, latency, asked, shadow) = (
             engine.clone(),
             questions.clone(),
             zipf.clone(),
             tally.clone(),
             latency.clone(),
             asked.clone(),
+            shadow.clone(),
         );
         let mut stop = stop.clone();
         let think = config.think;
@@ -199,8 +215,14 @@ pub async fn run(
                     a.store(true, Ordering::Relaxed);
                 }
                 let before = engine.versions();
+                if let Some(shadow) = &shadow {
+                    shadow.ask(&questions[i], engine.clock().now_ms(), &before);
+                }
                 let t0 = Instant::now();
                 let answer = engine.get(&questions[i]).await;
+                if let (Some(shadow), Ok(a)) = (&shadow, &answer) {
+                    shadow.freshcache_answered(&questions[i], &before, a, t0, Instant::now());
+                }
                 let took = t0.elapsed();
                 tally.requests.fetch_add(1, Ordering::Relaxed);
                 match &answer {
