@@ -107,6 +107,9 @@ pub struct Snapshot {
     pub tables: Vec<TableRow>,
     /// Catalog queries.
     pub queries: usize,
+    /// The tables each catalog query reads, by name (what an invalidation's blast radius is
+    /// counted from).
+    pub query_tables: Vec<Vec<String>>,
     /// Counters summed over live instances.
     pub stats: StatsSnapshot,
     /// Live instances.
@@ -480,6 +483,7 @@ impl Collector {
             last_update_ms: versions.last_updated_ms,
             tables: rows,
             queries: catalog.queries().len(),
+            query_tables: query_tables(&catalog),
             stats,
             instances: 1 + others.len(),
             bad_events,
@@ -493,6 +497,21 @@ impl Collector {
             shadow: self.shadow.as_ref().map(|s| s.figures()),
         }
     }
+}
+
+/// The tables each query of `catalog` reads, by name.
+fn query_tables(catalog: &crate::model::catalog::Catalog) -> Vec<Vec<String>> {
+    let tables = catalog.tables();
+    catalog
+        .queries()
+        .iter()
+        .map(|q| {
+            q.tables
+                .iter()
+                .map(|&t| tables.name(t).to_string())
+                .collect()
+        })
+        .collect()
 }
 
 /// A snapshot with made-up, fixed contents (tests, snapshots of the screen, the render bench).
@@ -563,6 +582,10 @@ pub fn sample_snapshot(env: Environment, read_only: bool) -> Snapshot {
             },
         ],
         queries: 12,
+        // The bundled catalog's, as the demo has them.
+        query_tables: crate::model::catalog::Catalog::bundled()
+            .map(|c| query_tables(&c))
+            .unwrap_or_default(),
         stats,
         instances: 1,
         bad_events: 2,

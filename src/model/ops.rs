@@ -201,6 +201,58 @@ pub fn confirmation_phrase(action: Action, targets: &[String], env: Environment)
     format!("{} {} in {env}", action.name(), targets.join(","))
 }
 
+/// What invalidating some tables does: every query that reads at least one of them misses
+/// once — each query counted once, however many of the tables it reads. The console's
+/// confirmation and the headless `invalidate` both say it with this.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BlastRadius {
+    /// Queries that read at least one of the tables.
+    pub queries: usize,
+    /// Queries in the catalog.
+    pub of: usize,
+    /// Cached answers at the current versions of the tables, when known.
+    pub cached_answers: Option<u64>,
+}
+
+impl BlastRadius {
+    /// The blast radius of invalidating `targets`, given the tables each catalog query reads.
+    pub fn of_invalidation<Q, T, S>(query_tables: Q, targets: &[String]) -> Self
+    where
+        Q: IntoIterator<Item = T>,
+        T: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        let (mut queries, mut of) = (0, 0);
+        for tables in query_tables {
+            of += 1;
+            if tables
+                .into_iter()
+                .any(|t| targets.iter().any(|x| x == t.as_ref()))
+            {
+                queries += 1;
+            }
+        }
+        Self {
+            queries,
+            of,
+            cached_answers: None,
+        }
+    }
+}
+
+impl fmt::Display for BlastRadius {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(n) = self.cached_answers {
+            write!(f, "{n} cached answers at the current versions and ")?;
+        }
+        write!(
+            f,
+            "every answer of {} of {} queries will miss once",
+            self.queries, self.of
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -251,6 +303,23 @@ mod tests {
                 Environment::Development
             ),
             "simulate-partial inventory,sales in development"
+        );
+    }
+
+    #[test]
+    fn a_query_reading_two_invalidated_tables_is_counted_once() {
+        let queries = [
+            vec!["sales", "inventory"],
+            vec!["sales"],
+            vec!["inventory"],
+            vec!["customers"],
+        ];
+        let targets = ["sales".to_string(), "inventory".to_string()];
+        let b = BlastRadius::of_invalidation(queries.iter().map(|q| q.iter()), &targets);
+        assert_eq!((b.queries, b.of), (3, 4));
+        assert_eq!(
+            b.to_string(),
+            "every answer of 3 of 4 queries will miss once"
         );
     }
 }

@@ -8,6 +8,7 @@ use tui_input::backend::crossterm::EventHandler;
 use super::{Dialog, Effect, State};
 use crate::console::action::{self, ActionId};
 use crate::console::source::{Command, Snapshot};
+use crate::model::ops::BlastRadius;
 use crate::model::policy::Strategy;
 use crate::sanitize::clean_line;
 
@@ -79,17 +80,15 @@ fn toggle_freeze(s: &mut State) {
 
 /// What invalidating `targets` affects, from the snapshot.
 fn blast_radius(s: &Snapshot, targets: &[String]) -> String {
-    let rows: Vec<_> = s
-        .tables
-        .iter()
-        .filter(|t| targets.contains(&t.name))
-        .collect();
-    let keys: u64 = rows.iter().map(|t| t.live).sum();
-    let queries: usize = rows.iter().map(|t| t.queries).sum::<usize>().min(s.queries);
-    format!(
-        "{keys} cached answers at the current versions and up to {queries} of {} queries will miss once",
-        s.queries
-    )
+    let mut blast = BlastRadius::of_invalidation(&s.query_tables, targets);
+    blast.cached_answers = Some(
+        s.tables
+            .iter()
+            .filter(|t| targets.contains(&t.name))
+            .map(|t| t.live)
+            .sum(),
+    );
+    blast.to_string()
 }
 
 /// Moves from a filled-in dialog to its confirmation, or straight to execution.

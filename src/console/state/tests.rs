@@ -415,3 +415,30 @@ fn a_paste_goes_into_the_phrase_cleaned() {
     };
     assert_eq!(input.value(), "invalidate sales[2J in staging");
 }
+
+/// Regression (issue 12): the blast radius added per-table counts, so a query reading two of the
+/// tables counted twice ("up to 12 of 12" for sales + inventory, where the headless twin says 11).
+#[test]
+fn the_blast_radius_counts_each_query_once() {
+    let mut s = state(Environment::Staging, false);
+    key(&mut s, KeyCode::Char('i'));
+    key(&mut s, KeyCode::Down);
+    key(&mut s, KeyCode::Char(' ')); // tick inventory beside sales
+    key(&mut s, KeyCode::Enter);
+    let Some(Dialog::Confirm { blast, .. }) = &s.dialog else {
+        panic!("a confirmation follows")
+    };
+    let catalog = crate::model::catalog::Catalog::bundled().unwrap();
+    let reading = |q: &crate::model::catalog::Query, name: &str| {
+        q.tables.iter().any(|&t| catalog.tables().name(t) == name)
+    };
+    let expected = catalog
+        .queries()
+        .iter()
+        .filter(|q| reading(q, "sales") || reading(q, "inventory"))
+        .count();
+    assert!(
+        blast.contains(&format!(" {expected} of {} queries", catalog.queries().len())),
+        "{blast}"
+    );
+}
