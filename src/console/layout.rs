@@ -45,13 +45,10 @@ pub fn regions(area: Rect, tables: usize, compare: bool) -> Option<Regions> {
         return None;
     }
     let upper = crate::model::num::to_u16(tables).saturating_add(4).max(6);
-    let charts = if area.height >= 40 {
-        12
-    } else if area.height >= 30 {
-        8
-    } else {
-        6
-    };
+    // Charts take two fifths of what the header, tables and footer leave (the feed the rest),
+    // between 6 and 24 rows.
+    let below = area.height.saturating_sub(upper + 2);
+    let charts = (below * 2 / 5).clamp(6, 24);
     let [header, top, charts, feed, footer] = Layout::vertical([
         Constraint::Length(1),
         Constraint::Length(upper),

@@ -438,7 +438,10 @@ fn the_blast_radius_counts_each_query_once() {
         .filter(|q| reading(q, "sales") || reading(q, "inventory"))
         .count();
     assert!(
-        blast.contains(&format!(" {expected} of {} queries", catalog.queries().len())),
+        blast.contains(&format!(
+            " {expected} of {} queries",
+            catalog.queries().len()
+        )),
         "{blast}"
     );
 }

@@ -24,6 +24,7 @@ pub(super) fn draw_dialog(
     area: Rect,
     dialog: &Dialog,
     snap: &Snapshot,
+    notice: Option<&str>,
     theme: &Theme,
 ) {
     match dialog {
@@ -32,7 +33,7 @@ pub(super) fn draw_dialog(
             options,
             checked,
             cursor,
-        } => draw_pick(frame, area, *id, options, checked, *cursor, theme),
+        } => draw_pick(frame, area, *id, options, checked, *cursor, notice, theme),
         Dialog::Strategy { cursor } => draw_strategy(frame, area, *cursor, snap, theme),
         Dialog::Warm { top } => draw_warm(frame, area, *top, theme),
         Dialog::Confirm {
@@ -41,7 +42,7 @@ pub(super) fn draw_dialog(
             input,
             blast,
             ..
-        } => draw_confirm(frame, area, *id, phrase, input, blast, snap, theme),
+        } => draw_confirm(frame, area, *id, phrase, input, blast, snap, notice, theme),
         Dialog::Running { action: id } => draw_running(frame, area, *id, snap, theme),
         Dialog::Outcome {
             action: id,
@@ -60,6 +61,7 @@ fn draw_pick(
     options: &[String],
     checked: &[bool],
     cursor: usize,
+    notice: Option<&str>,
     theme: &Theme,
 ) {
     let spec = action::spec(id);
@@ -85,7 +87,14 @@ fn draw_pick(
             }
         })
         .collect();
-    lines.push(Line::from(""));
+    lines.push(match notice {
+        // Why Enter did nothing (no table ticked, every table ticked).
+        Some(why) => Line::from(Span::styled(
+            format!(" {}", clean_short(why, 66)),
+            theme.bad(),
+        )),
+        None => Line::from(""),
+    });
     lines.push(Line::from(Span::styled(
         format!(
             " space ticks · Enter next · Esc cancels{}",
@@ -97,7 +106,7 @@ fn draw_pick(
         ),
         theme.dim(),
     )));
-    popup_of_lines(frame, area, 64, lines, theme.block(title));
+    popup_of_lines(frame, area, 72, lines, theme.block(title));
 }
 
 /// Choosing a strategy, each with what it does.
@@ -146,6 +155,7 @@ fn draw_confirm(
     input: &Input,
     blast: &str,
     snap: &Snapshot,
+    notice: Option<&str>,
     theme: &Theme,
 ) {
     let spec = action::spec(id);
@@ -187,17 +197,13 @@ fn draw_confirm(
     frame.render_widget(Paragraph::new(line).style(theme.selected()), field);
     frame.set_cursor_position((field.x + cursor.min(field.width.saturating_sub(1)), field.y));
     let matches = input.value() == phrase;
-    frame.render_widget(
-        Paragraph::new(Span::styled(
-            if matches {
-                "Enter runs it · Esc cancels"
-            } else {
-                "Esc cancels"
-            },
-            theme.dim(),
-        )),
-        hint,
-    );
+    let hint_line = match notice {
+        // Why Enter did nothing: the phrase does not match.
+        Some(why) => Span::styled(clean_short(why, 70), theme.bad()),
+        None if matches => Span::styled("Enter runs it · Esc cancels", theme.dim()),
+        None => Span::styled("Esc cancels", theme.dim()),
+    };
+    frame.render_widget(Paragraph::new(hint_line), hint);
 }
 
 /// Waiting for the instance's answer (with a warm's progress).

@@ -33,6 +33,8 @@ pub(super) fn draw_feed(frame: &mut Frame, area: Rect, state: &State, theme: &Th
     }
     let block = theme.block(Line::from(title));
     let inner = block.inner(area);
+    // Time (8 + 1) and type (17 + 1) come first; the text gets the rest, cut with an ellipsis.
+    let text_width = usize::from(inner.width).saturating_sub(27).max(1);
     let items: Vec<ListItem> = state
         .shown_feed()
         .skip(state.scroll)
@@ -46,7 +48,7 @@ pub(super) fn draw_feed(frame: &mut Frame, area: Rect, state: &State, theme: &Th
             ListItem::new(Line::from(vec![
                 Span::styled(format!("{} ", l.time), theme.dim()),
                 Span::styled(format!("{:<17} ", l.kind), theme.fg(Color::Cyan)),
-                Span::styled(l.text.clone(), style),
+                Span::styled(clean_short(&l.text, text_width), style),
             ]))
         })
         .collect();

@@ -21,14 +21,37 @@ pub(super) fn draw_header(
     state: &State,
     theme: &Theme,
 ) {
-    let full = header_spans(snap, state, theme, false);
-    let width: usize = full.iter().map(|s| s.width()).sum();
-    let spans = if width <= area.width as usize {
-        full
-    } else {
-        header_spans(snap, state, theme, true)
-    };
+    let width = |spans: &[Span]| spans.iter().map(Span::width).sum::<usize>();
+    let room = usize::from(area.width);
+    // The widest form that fits: everything; without the warehouse; compact.
+    let mut spans = [(false, true), (false, false), (true, false)]
+        .into_iter()
+        .map(|(compact, warehouse)| header_spans(snap, state, theme, compact, warehouse))
+        .find(|s| width(s) <= room)
+        .unwrap_or_else(|| header_spans(snap, state, theme, true, false));
+    // Still too wide: drop parts from the end (the least urgent come last) and say so.
+    if width(&spans) > room {
+        while spans.len() > 1 && width(&spans) + 1 > room {
+            spans.pop();
+        }
+        spans.push(Span::styled("…", theme.dim()));
+    }
     frame.render_widget(Paragraph::new(Line::from(spans)), area);
+}
+
+/// A clock speed in words: `1 h = 1 min` at ×60.
+pub(super) fn speed_in_words(speed: f64) -> String {
+    let hour_takes_s = 3600.0 / speed.max(1e-9);
+    let took = if hour_takes_s >= 3600.0 {
+        format!("{:.0} h", hour_takes_s / 3600.0)
+    } else if hour_takes_s >= 60.0 {
+        format!("{:.0} min", hour_takes_s / 60.0)
+    } else if hour_takes_s >= 1.0 {
+        format!("{:.0} s", hour_takes_s)
+    } else {
+        format!("{:.0} ms", hour_takes_s * 1000.0)
+    };
+    format!("1 h = {took}")
 }
 
 fn header_spans<'a>(
@@ -36,6 +59,7 @@ fn header_spans<'a>(
     state: &State,
     theme: &Theme,
     compact: bool,
+    warehouse: bool,
 ) -> Vec<Span<'a>> {
     let sep = || Span::styled(if compact { "│" } else { " │ " }, theme.dim());
     let mut spans = vec![
@@ -97,17 +121,12 @@ fn header_spans<'a>(
         ));
         spans.push(Span::raw(" "));
     }
-    let batch = if snap.batch.is_empty() {
-        "-"
-    } else {
-        snap.batch.as_str()
-    };
     let age = ago(snap.shared_now_ms, snap.last_update_ms);
     spans.push(Span::styled(
-        if compact {
-            format!("{batch} {}", age.trim_end_matches(" ago"))
-        } else {
-            format!("batch {batch} ({age})")
+        match (snap.batch.is_empty() || snap.last_update_ms == 0, compact) {
+            (true, _) => "no batch yet".to_string(),
+            (false, true) => format!("{} {}", snap.batch, age.trim_end_matches(" ago")),
+            (false, false) => format!("batch {} ({age})", snap.batch),
         },
         theme.fg(Color::Cyan),
     ));
@@ -118,8 +137,18 @@ fn header_spans<'a>(
         format!("strategy {}", snap.strategy)
     }));
     if (snap.clock_speed - 1.0).abs() > f64::EPSILON {
+        // The demo's clock: say that it is simulated, where it stands, and how fast it runs.
+        let time = crate::model::clock::format_rfc3339(snap.now_ms);
+        let hhmm = time.get(11..16).unwrap_or("");
         spans.push(sep());
-        spans.push(Span::raw(format!("×{:.0}", snap.clock_speed)));
+        spans.push(Span::styled(
+            if compact {
+                format!("sim {hhmm} ×{:.0}", snap.clock_speed)
+            } else {
+                format!("simulated {hhmm} ({})", speed_in_words(snap.clock_speed))
+            },
+            theme.warn(),
+        ));
     }
     spans.push(sep());
     spans.push(Span::raw(if compact {
@@ -136,9 +165,22 @@ fn header_spans<'a>(
         clean_short(&snap.backend, if compact { 20 } else { 40 }),
         theme.dim(),
     ));
-    if !compact {
+    if warehouse {
         spans.push(Span::styled(" · ", theme.dim()));
         spans.push(Span::styled(clean_short(&snap.warehouse, 40), theme.dim()));
     }
     spans
+}
+
+#[cfg(test)]
+mod tests {
+    use super::speed_in_words;
+
+    #[test]
+    fn speeds_read_as_how_long_an_hour_takes() {
+        assert_eq!(speed_in_words(60.0), "1 h = 1 min");
+        assert_eq!(speed_in_words(3600.0), "1 h = 1 s");
+        assert_eq!(speed_in_words(120.0), "1 h = 30 s");
+        assert_eq!(speed_in_words(0.5), "1 h = 2 h");
+    }
 }

@@ -56,7 +56,7 @@ pub fn view(state: &State, frame: &mut Frame) {
         keys::draw_help(frame, area, snap, &theme);
     }
     if let Some(d) = &state.dialog {
-        dialogs::draw_dialog(frame, area, d, snap, &theme);
+        dialogs::draw_dialog(frame, area, d, snap, state.notice.as_deref(), &theme);
     }
 }
 

@@ -22,6 +22,13 @@ pub(super) fn draw_tables(
     theme: &Theme,
 ) {
     let wide = area.width >= 70;
+    // The fixed columns and the spaces between them; the state gets the rest of the inside.
+    let fixed: u16 = if wide {
+        10 + 4 + 28 + 6 + 5 + 5
+    } else {
+        10 + 4 + 11 + 5 + 5 + 5
+    };
+    let state_width = usize::from(area.width.saturating_sub(2 + fixed)).max(1);
     let header = if wide {
         Row::new(["table", "ver", "last update", "live", "old", "state"])
     } else {
@@ -36,9 +43,7 @@ pub(super) fn draw_tables(
             let (state_text, style) = match &t.state {
                 TableState::Fresh => ("fresh".to_string(), theme.good()),
                 TableState::Updating => ("updating…".to_string(), theme.warn()),
-                TableState::Partial(why) if wide => {
-                    (format!("PARTIAL: {}", clean_short(why, 60)), theme.bad())
-                }
+                TableState::Partial(why) if wide => (format!("PARTIAL: {why}"), theme.bad()),
                 TableState::Partial(_) => ("PARTIAL".to_string(), theme.bad()),
             };
             let updated = if wide {
@@ -56,7 +61,7 @@ pub(super) fn draw_tables(
                 Cell::from(updated),
                 Cell::from(t.live.to_string()),
                 Cell::from(t.old.to_string()),
-                Cell::from(state_text).style(style),
+                Cell::from(clean_short(&state_text, state_width)).style(style),
             ]);
             if i == state.selected_table {
                 row.style(theme.selected())
