@@ -54,6 +54,9 @@ pub(super) fn draw_dialog(
 }
 
 /// Ticking tables: which to invalidate, or which fail in a simulated partial update.
+// The fields of `Dialog::Pick`, where to draw them and what to say: a struct for this one
+// call would only rename them.
+#[allow(clippy::too_many_arguments)]
 fn draw_pick(
     frame: &mut Frame,
     area: Rect,
