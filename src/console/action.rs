@@ -21,6 +21,8 @@ pub enum ActionId {
     Strategy,
     /// Freeze or unfreeze the screen (collection continues).
     Freeze,
+    /// Switch the feed between the engineers' words and plain words.
+    PlainWords,
     /// Filter the event feed.
     Filter,
     /// Quit.
@@ -110,6 +112,17 @@ pub const ACTIONS: &[ActionSpec] = &[
         short: "strat",
         view: None,
         engine: Some(Action::SwitchStrategy),
+    },
+    ActionSpec {
+        id: ActionId::PlainWords,
+        key: 'e',
+        label: "plain words",
+        short: "plain",
+        view: Some(View {
+            description: "explain: the feed in plain words, or back in the engineers' words",
+            cli: None,
+        }),
+        engine: None,
     },
     ActionSpec {
         id: ActionId::Freeze,

@@ -147,6 +147,11 @@ impl Action {
         self.spec().name
     }
 
+    /// The action named `name` in commands and the event log.
+    pub fn by_name(name: &str) -> Option<Action> {
+        Self::ALL.into_iter().find(|a| a.name() == name)
+    }
+
     /// Whether it needs a typed confirmation (or `--yes`).
     pub fn dangerous(self) -> bool {
         self.spec().dangerous

@@ -24,6 +24,7 @@ pub(super) fn start(s: &mut State, id: ActionId) -> Option<Effect> {
         ActionId::Quit => s.quit = true,
         ActionId::Help => s.help = !s.help,
         ActionId::Freeze => toggle_freeze(s),
+        ActionId::PlainWords => s.plain_words = !s.plain_words,
         ActionId::Filter => {
             s.dialog = Some(Dialog::Filter {
                 input: Input::new(s.filter.clone().unwrap_or_default()),
@@ -261,7 +262,7 @@ pub(super) fn on_dialog_key(s: &mut State, key: KeyEvent, ev: &TermEvent) -> Opt
             s.scroll = 0;
         }
         Dialog::Running { .. } => {}
-        Dialog::Outcome { .. } => {
+        Dialog::Outcome { .. } | Dialog::Detail { .. } => {
             if matches!(
                 key.code,
                 KeyCode::Enter | KeyCode::Char(' ') | KeyCode::Char('q')

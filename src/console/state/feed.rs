@@ -15,5 +15,7 @@ pub fn feed_line(e: &Event) -> FeedLine {
         kind: e.kind.name(),
         text: clean_short(&text, 400),
         alarming,
+        plain: clean_short(&e.kind.plain(), 400),
+        event: Box::new(e.clone()),
     }
 }

@@ -40,6 +40,10 @@ pub struct FeedLine {
     pub text: String,
     /// Whether it is bad news (bad input, incident, refusal, partial update).
     pub alarming: bool,
+    /// What happened in plain words (see [`crate::model::events::EventKind::plain`]).
+    pub plain: String,
+    /// The whole event, for its detail view.
+    pub event: Box<Event>,
 }
 
 /// An open dialog.
@@ -65,6 +69,11 @@ pub enum Dialog {
     Warm {
         /// The number.
         top: usize,
+    },
+    /// One event in full: every field, wrapped.
+    Detail {
+        /// The event.
+        event: Box<Event>,
     },
     /// Typing the confirmation phrase of a dangerous action.
     Confirm {
@@ -127,6 +136,8 @@ pub struct State {
     pub dialog: Option<Dialog>,
     /// Whether help is shown.
     pub help: bool,
+    /// Whether the feed speaks in plain words (for a non-engineer audience).
+    pub plain_words: bool,
     /// A one-line notice (a refusal, an outcome), shown until the next key.
     pub notice: Option<String>,
     /// Whether colours are off (`NO_COLOR`).
@@ -175,6 +186,7 @@ impl State {
             selected_table: 0,
             dialog: None,
             help: false,
+            plain_words: false,
             notice: None,
             monochrome,
             size: (80, 24),
@@ -201,9 +213,11 @@ impl State {
         let feed = self.frozen_feed.as_ref().unwrap_or(&self.feed);
         let filter = self.filter.clone();
         feed.iter().filter(move |l| {
-            filter
-                .as_deref()
-                .is_none_or(|f| l.text.to_lowercase().contains(f) || l.kind.contains(f))
+            filter.as_deref().is_none_or(|f| {
+                l.text.to_lowercase().contains(f)
+                    || l.kind.contains(f)
+                    || l.plain.to_lowercase().contains(f)
+            })
         })
     }
 

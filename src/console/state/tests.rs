@@ -445,3 +445,39 @@ fn the_blast_radius_counts_each_query_once() {
         "{blast}"
     );
 }
+
+#[test]
+fn enter_opens_the_top_event_in_full_and_plain_words_switch_the_feed() {
+    let mut s = state(Environment::Staging, false);
+    for seq in 1..=3 {
+        update(
+            &mut s,
+            Msg::Event(Box::new(event(
+                seq,
+                EventKind::RefreshAhead {
+                    tables: vec![],
+                    keys: seq as u32 * 10,
+                    done: seq as u32 * 10,
+                    failed: 0,
+                },
+            ))),
+        );
+    }
+    key(&mut s, KeyCode::Down);
+    key(&mut s, KeyCode::Enter);
+    let Some(Dialog::Detail { event }) = &s.dialog else {
+        panic!("Enter opens the event at the top of the feed")
+    };
+    assert_eq!(event.seq, 2, "scrolled one down from the newest");
+    key(&mut s, KeyCode::Esc);
+    assert!(s.dialog.is_none());
+
+    assert!(!s.plain_words);
+    key(&mut s, KeyCode::Char('e'));
+    assert!(s.plain_words);
+    let top = s.shown_feed().next().unwrap();
+    assert_eq!(
+        top.plain,
+        "30 popular answers were computed again before anyone asked."
+    );
+}

@@ -107,6 +107,14 @@ fn on_key(s: &mut State, key: KeyEvent, ev: &TermEvent) -> Option<Effect> {
                 None
             }
         },
+        KeyCode::Enter => {
+            // The line at the top of the feed, in full.
+            let event = s.shown_feed().nth(s.scroll).map(|l| l.event.clone());
+            if let Some(event) = event {
+                s.dialog = Some(Dialog::Detail { event });
+            }
+            None
+        }
         KeyCode::Esc => {
             s.filter = None;
             s.scroll = 0;

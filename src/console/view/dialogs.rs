@@ -14,9 +14,10 @@ use super::{open_popup, popup_of_lines};
 use crate::console::action::{self, ActionId};
 use crate::console::source::Snapshot;
 use crate::console::state::Dialog;
+use crate::model::events::Event;
 use crate::model::num::to_u16;
 use crate::model::policy::Strategy;
-use crate::sanitize::clean_short;
+use crate::sanitize::{clean_line, clean_short};
 
 /// Draws `dialog` over the screen.
 pub(super) fn draw_dialog(
@@ -50,7 +51,42 @@ pub(super) fn draw_dialog(
             message,
         } => draw_outcome(frame, area, *id, *ok, message, snap, theme),
         Dialog::Filter { input } => draw_filter(frame, area, input, theme),
+        Dialog::Detail { event } => draw_detail(frame, area, event, theme),
     }
+}
+
+/// One event in full: its plain-words sentence, then every field of its JSON (the event log's
+/// contract), each on its own wrapped line.
+fn draw_detail(frame: &mut Frame, area: Rect, event: &Event, theme: &Theme) {
+    let mut lines = vec![
+        Line::from(Span::styled(clean_line(&event.kind.plain()), theme.good())),
+        Line::from(""),
+    ];
+    if let Ok(serde_json::Value::Object(fields)) = serde_json::to_value(event) {
+        for (name, value) in fields {
+            let value = match value {
+                serde_json::Value::String(s) => s,
+                other => other.to_string(),
+            };
+            lines.push(Line::from(vec![
+                Span::styled(format!("{name}: "), theme.dim()),
+                Span::raw(clean_line(&value)),
+            ]));
+        }
+    }
+    lines.push(Line::from(""));
+    lines.push(Line::from(Span::styled("Enter or Esc closes", theme.dim())));
+    let width = area.width.saturating_sub(4).min(110);
+    // Wrapped lines need more rows than there are lines: count them at the inner width.
+    let inner_width = usize::from(width.saturating_sub(2)).max(1);
+    let rows: usize = lines
+        .iter()
+        .map(|l| l.width().div_ceil(inner_width).max(1))
+        .sum();
+    let height = to_u16(rows).saturating_add(2);
+    let title = format!(" event #{} · {} ", event.seq, event.kind.name());
+    let inner = open_popup(frame, area, width, height, theme.block(title));
+    frame.render_widget(Paragraph::new(lines).wrap(Wrap { trim: false }), inner);
 }
 
 /// Ticking tables: which to invalidate, or which fail in a simulated partial update.

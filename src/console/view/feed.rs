@@ -12,7 +12,11 @@ use crate::console::state::State;
 use crate::sanitize::clean_short;
 
 pub(super) fn draw_feed(frame: &mut Frame, area: Rect, state: &State, theme: &Theme) {
-    let mut title = vec![Span::raw(" events ")];
+    let mut title = vec![Span::raw(if state.plain_words {
+        " what happened, in plain words "
+    } else {
+        " events "
+    })];
     if let Some(f) = &state.filter {
         title.push(Span::styled(
             format!("filter \"{}\" ", clean_short(f, 30)),
@@ -33,23 +37,38 @@ pub(super) fn draw_feed(frame: &mut Frame, area: Rect, state: &State, theme: &Th
     }
     let block = theme.block(Line::from(title));
     let inner = block.inner(area);
-    // Time (8 + 1) and type (17 + 1) come first; the text gets the rest, cut with an ellipsis.
-    let text_width = usize::from(inner.width).saturating_sub(27).max(1);
+    // Time (8 + 1) and type (17 + 1) come first — in plain words only the time — and the text
+    // gets the rest, cut with an ellipsis (Enter shows the line at the top in full).
+    let lead = if state.plain_words { 9 } else { 27 };
+    let text_width = usize::from(inner.width).saturating_sub(lead).max(1);
     let items: Vec<ListItem> = state
         .shown_feed()
         .skip(state.scroll)
         .take(inner.height as usize)
-        .map(|l| {
+        .enumerate()
+        .map(|(i, l)| {
             let style = if l.alarming {
                 theme.bad()
             } else {
                 Style::new()
             };
-            ListItem::new(Line::from(vec![
-                Span::styled(format!("{} ", l.time), theme.dim()),
-                Span::styled(format!("{:<17} ", l.kind), theme.fg(Color::Cyan)),
-                Span::styled(clean_short(&l.text, text_width), style),
-            ]))
+            let mut spans = vec![Span::styled(format!("{} ", l.time), theme.dim())];
+            if state.plain_words {
+                spans.push(Span::styled(clean_short(&l.plain, text_width), style));
+            } else {
+                spans.push(Span::styled(
+                    format!("{:<17} ", l.kind),
+                    theme.fg(Color::Cyan),
+                ));
+                spans.push(Span::styled(clean_short(&l.text, text_width), style));
+            }
+            let line = Line::from(spans);
+            // Scrolled back: the line Enter opens is marked.
+            if i == 0 && state.scroll > 0 {
+                ListItem::new(line.style(theme.selected()))
+            } else {
+                ListItem::new(line)
+            }
         })
         .collect();
     let empty = items.is_empty();

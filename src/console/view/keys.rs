@@ -80,7 +80,7 @@ pub(super) fn draw_help(frame: &mut Frame, area: Rect, snap: &Snapshot, theme: &
         lines.push(Line::from(detail));
     }
     lines.push(Line::from(Span::styled(
-        " ↑↓ j k PgUp PgDn scroll the feed · wheel scrolls · click or Tab selects a table",
+        " ↑↓ j k PgUp PgDn scroll the feed · Enter shows its top event in full · click or Tab selects a table",
         theme.dim(),
     )));
     popup_of_lines(
