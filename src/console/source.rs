@@ -14,6 +14,7 @@ use hdrhistogram::Histogram;
 use serde::Serialize;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
+use crate::bus::InstanceReport;
 use crate::engine::RefreshProgress;
 use crate::engine::stats::{LatencySummary, StatsSnapshot, histogram};
 use crate::model::clock::Millis;
@@ -135,6 +136,9 @@ pub struct Snapshot {
     /// What the baseline recipe would have done with the same questions, when a shadow runs
     /// beside the traffic (the demo).
     pub shadow: Option<ShadowFigures>,
+    /// Set while the other instances' reports cannot be read: the figures shown are the last
+    /// ones read, from this time (wall clock, ms), and this is why.
+    pub figures_as_of: Option<(Millis, String)>,
 }
 
 /// An action the console asks the instance to carry out.
@@ -280,6 +284,9 @@ struct Collector {
     shared_keys: Option<(std::time::Instant, Vec<TableKeys>)>,
     /// The baseline recipe's shadow, when the traffic runs one.
     shadow: Option<Arc<Shadow>>,
+    /// The other instances' reports as last read, and when (wall clock): kept through an outage
+    /// so the figures do not drop to this process's own.
+    last_reports: Option<(Millis, Vec<InstanceReport>)>,
 }
 
 impl Collector {
@@ -295,6 +302,7 @@ impl Collector {
             last_sample: Sample::default(),
             shared_keys: None,
             shadow: None,
+            last_reports: None,
         };
         for e in history {
             c.note(e);
@@ -377,23 +385,38 @@ impl Collector {
         let tables = catalog.tables();
         let own = engine.stats();
         let own_keys = engine.table_keys();
-        // Other instances' latest reports (their counters are up to a second old).
-        let known: Vec<_> = instance
-            .bus()
-            .reports(SILENT_SHOWN_MS)
-            .await
-            .unwrap_or_default()
-            .into_iter()
-            .filter(|r| r.id != instance.id())
-            .collect();
+        // Other instances' latest reports (their counters are up to a second old); while they
+        // cannot be read, the last ones read, said to be so.
         let now = instance.bus().clock().now_ms();
+        let (known, figures_as_of) = match instance.bus().reports(SILENT_SHOWN_MS).await {
+            Ok(reports) => {
+                let others: Vec<_> = reports
+                    .into_iter()
+                    .filter(|r| r.id != instance.id())
+                    .collect();
+                self.last_reports = Some((now, others.clone()));
+                (others, None)
+            }
+            Err(e) => match &self.last_reports {
+                Some((at, reports)) => (
+                    reports.clone(),
+                    Some((*at, format!("other instances cannot be read: {e}"))),
+                ),
+                None => (
+                    Vec::new(),
+                    Some((now, format!("no instance could be read yet: {e}"))),
+                ),
+            },
+        };
+        // Frozen figures keep their instances: liveness is judged at the time they were read.
+        let seen_at = figures_as_of.as_ref().map_or(now, |(at, _)| *at);
         let silent = known
             .iter()
             .filter(|r| now > r.at_ms + crate::model::num::ms(crate::bus::SILENT_UNVERIFIED))
             .count();
         let others: Vec<_> = known
             .into_iter()
-            .filter(|r| r.at_ms + LIVE_MS >= now)
+            .filter(|r| r.at_ms + LIVE_MS >= seen_at)
             .collect();
         let mut stats = own.clone();
         let mut keys = own_keys.clone();
@@ -495,6 +518,7 @@ impl Collector {
             sample,
             price_per_query: self.price,
             shadow: self.shadow.as_ref().map(|s| s.figures()),
+            figures_as_of,
         }
     }
 }
@@ -617,5 +641,6 @@ pub fn sample_snapshot(env: Environment, read_only: bool) -> Snapshot {
             freshcache_joined_a_load: 2_301,
             freshcache_stampede_queries: 0,
         }),
+        figures_as_of: None,
     }
 }

@@ -481,3 +481,31 @@ fn enter_opens_the_top_event_in_full_and_plain_words_switch_the_feed() {
         "30 popular answers were computed again before anyone asked."
     );
 }
+
+#[test]
+fn figures_kept_through_an_outage_say_how_old_they_are() {
+    let mut snap = sample_snapshot(Environment::Production, false);
+    snap.figures_as_of = Some((
+        snap.shared_now_ms - 12_000,
+        "other instances cannot be read: connection refused".into(),
+    ));
+    let mut s = State::new(snap, &[], true);
+    s.size = (160, 48);
+    let backend = ratatui::backend::TestBackend::new(160, 48);
+    let mut terminal = ratatui::Terminal::new(backend).unwrap();
+    terminal
+        .draw(|f| crate::console::view::view(&s, f))
+        .unwrap();
+    let header: String = (0..160)
+        .map(|x| terminal.backend().buffer()[(x, 0)].symbol().to_string())
+        .collect();
+    assert!(header.contains("AS OF 10:02:48, 12s ago"), "{header}");
+    let screen: String = terminal
+        .backend()
+        .buffer()
+        .content()
+        .iter()
+        .map(|c| c.symbol())
+        .collect();
+    assert!(screen.contains("last known: other instances"), "{screen}");
+}

@@ -96,6 +96,25 @@ fn header_spans<'a>(
         ));
         spans.push(Span::raw(" "));
     }
+    if let Some((at, why)) = &snap.figures_as_of {
+        // The backend is out of sight: the figures are the last ones read, and how old they are.
+        let time = crate::model::clock::format_rfc3339(*at);
+        let hms = time.get(11..19).unwrap_or("");
+        let text = if compact {
+            format!(" AS OF {hms}, {} ", ago(snap.shared_now_ms, *at))
+        } else {
+            format!(
+                " FIGURES AS OF {hms}, {}: {} ",
+                ago(snap.shared_now_ms, *at),
+                clean_short(why, 50)
+            )
+        };
+        spans.push(Span::styled(
+            text,
+            theme.warn().add_modifier(Modifier::REVERSED),
+        ));
+        spans.push(Span::raw(" "));
+    }
     if snap.unverified_since_ms.is_some() {
         spans.push(Span::styled(
             if compact {

@@ -96,7 +96,7 @@ pub(super) fn draw_tables(
 pub(super) fn draw_money(frame: &mut Frame, area: Rect, snap: &Snapshot, theme: &Theme) {
     let s = &snap.stats;
     let saved = s.requests.saturating_sub(s.loads);
-    let lines = vec![
+    let mut lines = vec![
         Line::from(vec![
             Span::raw("questions  "),
             Span::styled(
@@ -140,6 +140,19 @@ pub(super) fn draw_money(frame: &mut Frame, area: Rect, snap: &Snapshot, theme: 
             },
         )),
     ];
+    if let Some((_, why)) = &snap.figures_as_of {
+        // What can no longer be seen: first, so that a short panel still shows it.
+        lines.insert(
+            0,
+            Line::from(Span::styled(
+                clean_short(
+                    &format!("last known: {why}"),
+                    usize::from(area.width.saturating_sub(2)),
+                ),
+                theme.warn(),
+            )),
+        );
+    }
     frame.render_widget(Paragraph::new(lines).block(theme.block(" money ")), area);
 }
 
