@@ -46,6 +46,29 @@ pub struct FeedLine {
     pub event: Box<Event>,
 }
 
+/// What one strategy did while it ran (cumulative counters at its start and now).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StrategyMoney {
+    /// The strategy.
+    pub strategy: crate::model::policy::Strategy,
+    /// Questions and warehouse queries when it started.
+    pub from: (u64, u64),
+    /// Questions and warehouse queries when it stopped (or now).
+    pub to: (u64, u64),
+}
+
+impl StrategyMoney {
+    /// Questions asked while it ran.
+    pub fn questions(&self) -> u64 {
+        self.to.0.saturating_sub(self.from.0)
+    }
+
+    /// Warehouse queries sent while it ran.
+    pub fn queries(&self) -> u64 {
+        self.to.1.saturating_sub(self.from.1)
+    }
+}
+
 /// An open dialog.
 #[derive(Debug, Clone)]
 pub enum Dialog {
@@ -138,6 +161,9 @@ pub struct State {
     pub help: bool,
     /// Whether the feed speaks in plain words (for a non-engineer audience).
     pub plain_words: bool,
+    /// Questions and warehouse queries per strategy, in the order they ran: a switch starts a
+    /// new row, so the money each strategy cost is never mixed with another's.
+    pub by_strategy: Vec<StrategyMoney>,
     /// A one-line notice (a refusal, an outcome), shown until the next key.
     pub notice: Option<String>,
     /// Whether colours are off (`NO_COLOR`).
@@ -187,6 +213,7 @@ impl State {
             dialog: None,
             help: false,
             plain_words: false,
+            by_strategy: Vec::new(),
             notice: None,
             monochrome,
             size: (80, 24),
@@ -195,7 +222,26 @@ impl State {
         for e in history {
             s.push_event(e);
         }
+        s.note_money();
         s
+    }
+
+    /// Charges the latest counters to the strategy running now, starting a new row on a switch.
+    fn note_money(&mut self) {
+        let now = (self.live.stats.requests, self.live.stats.loads);
+        match self.by_strategy.last_mut() {
+            Some(m) if m.strategy == self.live.strategy => m.to = now,
+            last => {
+                // A new strategy takes over where the last one stopped (the first, from the
+                // start, as the totals do).
+                let from = last.map_or((0, 0), |m| m.to);
+                self.by_strategy.push(StrategyMoney {
+                    strategy: self.live.strategy,
+                    from,
+                    to: now,
+                });
+            }
+        }
     }
 
     /// The snapshot on screen (frozen or live).

@@ -509,3 +509,26 @@ fn figures_kept_through_an_outage_say_how_old_they_are() {
         .collect();
     assert!(screen.contains("last known: other instances"), "{screen}");
 }
+
+#[test]
+fn a_strategy_switch_starts_its_own_money_row() {
+    let mut s = state(Environment::Development, false);
+    let first = s.live.stats.clone();
+    let mut snap = sample_snapshot(Environment::Development, false);
+    snap.strategy = Strategy::Ttl;
+    snap.stats.requests = first.requests + 1_000;
+    snap.stats.loads = first.loads + 400;
+    update(&mut s, Msg::Snapshot(Box::new(snap)));
+    let rows: Vec<_> = s
+        .by_strategy
+        .iter()
+        .map(|m| (m.strategy, m.questions(), m.queries()))
+        .collect();
+    assert_eq!(
+        rows,
+        vec![
+            (Strategy::Freshcache, first.requests, first.loads),
+            (Strategy::Ttl, 1_000, 400),
+        ]
+    );
+}

@@ -22,6 +22,7 @@ pub fn update(s: &mut State, msg: Msg) -> Option<Effect> {
                 s.samples.pop_front();
             }
             s.live = *snap;
+            s.note_money();
             if s.selected_table >= s.live.tables.len() {
                 s.selected_table = 0;
             }

@@ -45,7 +45,7 @@ pub fn view(state: &State, frame: &mut Frame) {
     };
     header::draw_header(frame, r.header, snap, state, &theme);
     tables::draw_tables(frame, r.tables, snap, state, &theme);
-    tables::draw_money(frame, r.money, snap, &theme);
+    tables::draw_money(frame, r.money, snap, &state.by_strategy, &theme);
     if let (Some(rect), Some(figures)) = (r.compare, &snap.shadow) {
         tables::draw_compare(frame, rect, snap, figures, &theme);
     }

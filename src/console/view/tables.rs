@@ -10,7 +10,7 @@ use ratatui::widgets::{Cell, Paragraph, Row, Table};
 use super::ago;
 use super::theme::Theme;
 use crate::console::source::{Snapshot, TableState};
-use crate::console::state::State;
+use crate::console::state::{State, StrategyMoney};
 use crate::sanitize::clean_short;
 use crate::traffic::ShadowFigures;
 
@@ -93,45 +93,87 @@ pub(super) fn draw_tables(
     frame.render_widget(Table::new(rows, widths).header(header).block(block), area);
 }
 
-pub(super) fn draw_money(frame: &mut Frame, area: Rect, snap: &Snapshot, theme: &Theme) {
+/// Questions, warehouse queries and money. Lines come in order of importance and the panel
+/// keeps as many as fit, so a short panel drops the least important, never half a line: what is
+/// out of sight (in an outage), the totals, what was saved, the cost of each strategy that ran,
+/// the stampedes absorbed, the consistency audit, the price assumed.
+pub(super) fn draw_money(
+    frame: &mut Frame,
+    area: Rect,
+    snap: &Snapshot,
+    by_strategy: &[StrategyMoney],
+    theme: &Theme,
+) {
     let s = &snap.stats;
-    let saved = s.requests.saturating_sub(s.loads);
-    let mut lines = vec![
+    let width = usize::from(area.width.saturating_sub(2));
+    let price = snap.price_per_query;
+    let bold = Style::new().add_modifier(Modifier::BOLD);
+    // (importance, line): lower is more important; shown in this order.
+    let mut lines: Vec<(u8, Line)> = Vec::new();
+    if let Some((_, why)) = &snap.figures_as_of {
+        let text = clean_short(&format!("last known: {why}"), width);
+        lines.push((0, Line::from(Span::styled(text, theme.warn()))));
+    }
+    lines.push((
+        1,
         Line::from(vec![
             Span::raw("questions  "),
-            Span::styled(
-                s.requests.to_string(),
-                Style::new().add_modifier(Modifier::BOLD),
-            ),
+            Span::styled(count(s.requests), bold),
         ]),
+    ));
+    lines.push((
+        1,
         Line::from(vec![
             Span::raw("wh queries "),
-            Span::styled(
-                s.loads.to_string(),
-                Style::new().add_modifier(Modifier::BOLD),
-            ),
+            Span::styled(count(s.loads), bold),
         ]),
+    ));
+    let saved = s.requests.saturating_sub(s.loads);
+    lines.push((
+        2,
         Line::from(vec![
             Span::raw("saved      "),
             Span::styled(
-                format!("{saved} · {}", money(saved as f64 * snap.price_per_query)),
+                format!("{} · {}", count(saved), money(saved as f64 * price)),
                 theme.good().add_modifier(Modifier::BOLD),
             ),
         ]),
-        Line::from(Span::styled(
-            format!("at {} a query", money(snap.price_per_query)),
-            theme.dim(),
-        )),
-        Line::from(Span::styled(
-            format!("{} stampedes absorbed", s.stampedes_absorbed),
-            theme.dim(),
-        )),
+    ));
+    if by_strategy.len() > 1 {
+        // The latest three: what each strategy cost while it ran.
+        for m in by_strategy.iter().rev().take(3).rev() {
+            let text = format!(
+                "{:<10}{:>7} wh {:>9}",
+                m.strategy.name(),
+                count(m.queries()),
+                money(m.queries() as f64 * price)
+            );
+            lines.push((3, Line::from(clean_short(&text, width))));
+        }
+    }
+    let absorbed = s.stampedes_absorbed;
+    lines.push((
+        4,
         Line::from(Span::styled(
             format!(
-                "consistency: {} checked, {} violation{}",
-                snap.audit.0,
-                snap.audit.1,
-                if snap.audit.1 == 1 { "" } else { "s" }
+                "{} stampede{} absorbed",
+                count(absorbed),
+                if absorbed == 1 { "" } else { "s" }
+            ),
+            theme.dim(),
+        )),
+    ));
+    lines.push((
+        5,
+        Line::from(Span::styled(
+            clean_short(
+                &format!(
+                    "audited {} · {} violation{}",
+                    count(snap.audit.0),
+                    count(snap.audit.1),
+                    if snap.audit.1 == 1 { "" } else { "s" }
+                ),
+                width,
             ),
             if snap.audit.1 > 0 {
                 theme.bad().add_modifier(Modifier::BOLD)
@@ -139,21 +181,28 @@ pub(super) fn draw_money(frame: &mut Frame, area: Rect, snap: &Snapshot, theme: 
                 theme.dim()
             },
         )),
-    ];
-    if let Some((_, why)) = &snap.figures_as_of {
-        // What can no longer be seen: first, so that a short panel still shows it.
-        lines.insert(
-            0,
-            Line::from(Span::styled(
-                clean_short(
-                    &format!("last known: {why}"),
-                    usize::from(area.width.saturating_sub(2)),
-                ),
-                theme.warn(),
-            )),
-        );
+    ));
+    lines.push((
+        6,
+        Line::from(Span::styled(
+            format!("at {} a query", money(price)),
+            theme.dim(),
+        )),
+    ));
+    let room = usize::from(area.height.saturating_sub(2));
+    let mut ranks: Vec<u8> = lines.iter().map(|(r, _)| *r).collect();
+    ranks.sort_unstable();
+    let cutoff = ranks
+        .get(room.saturating_sub(1))
+        .copied()
+        .unwrap_or(u8::MAX);
+    let mut kept: Vec<Line> = Vec::new();
+    for (rank, line) in lines {
+        if rank <= cutoff && kept.len() < room {
+            kept.push(line);
+        }
     }
-    frame.render_widget(Paragraph::new(lines).block(theme.block(" money ")), area);
+    frame.render_widget(Paragraph::new(kept).block(theme.block(" money ")), area);
 }
 
 fn money(d: f64) -> String {
