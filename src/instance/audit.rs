@@ -6,7 +6,7 @@
 //! newer batch — for longer than the bound the design allows (one re-read of the truth plus
 //! 100 ms) before it was served. A truth that names a batch the warehouse's `update_log` has
 //! not reached is a violation too. Each violation is counted and raised as an incident in the
-//! feed; the console shows "consistency: N checked, M violations".
+//! feed; the console shows "audited N · M violations".
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
