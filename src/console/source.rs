@@ -129,6 +129,8 @@ pub struct Snapshot {
     pub silent_instances: usize,
     /// The latest refresh-ahead or warm.
     pub refresh: RefreshProgress,
+    /// The latest operator warm alone.
+    pub warm: RefreshProgress,
     /// The latest chart sample.
     pub sample: Sample,
     /// Estimated cost of one warehouse query, in dollars.
@@ -515,6 +517,7 @@ impl Collector {
             unverified_since_ms: engine.unverified_since(),
             silent_instances: silent,
             refresh: *instance.refresh_progress().borrow(),
+            warm: *instance.warm_progress().borrow(),
             sample,
             price_per_query: self.price,
             shadow: self.shadow.as_ref().map(|s| s.figures()),
@@ -622,6 +625,12 @@ pub fn sample_snapshot(env: Environment, read_only: bool) -> Snapshot {
             done: 35,
             failed: 0,
             skipped: 0,
+        },
+        warm: RefreshProgress {
+            total: 46,
+            done: 40,
+            failed: 0,
+            skipped: 6,
         },
         sample: Sample {
             hit_ratio: Some(0.991),

@@ -119,7 +119,7 @@ impl Instance {
     ) -> Result<watch::Receiver<RefreshProgress>, InstanceError> {
         let targets = vec![format!("{} keys", requests.len())];
         self.allow(Action::Warm, &targets).await?;
-        let progress = self.track_refresh(requests, Vec::new());
+        let progress = self.track_refresh(requests, Vec::new(), true);
         self.audit(Action::Warm, targets, "ok").await;
         Ok(progress)
     }

@@ -191,6 +191,8 @@ struct Inner {
     counters: Counters,
     shutdown: watch::Sender<bool>,
     last_refresh: watch::Sender<RefreshProgress>,
+    /// Progress of the latest operator warm alone (the console's warm dialog counts only it).
+    last_warm: watch::Sender<RefreshProgress>,
     /// Invalidation lag in real microseconds (see [`Instance::invalidation_lag`]). Written once
     /// per applied update, read per scrape: an uncontended mutex.
     lag: Mutex<Histogram<u64>>,
@@ -234,6 +236,7 @@ impl Instance {
     ) -> Self {
         let (shutdown, _) = watch::channel(false);
         let (last_refresh, _) = watch::channel(RefreshProgress::default());
+        let (last_warm, _) = watch::channel(RefreshProgress::default());
         static NEXT: AtomicU64 = AtomicU64::new(1);
         Self {
             inner: Arc::new(Inner {
@@ -251,6 +254,7 @@ impl Instance {
                 counters: Counters::default(),
                 shutdown,
                 last_refresh,
+                last_warm,
                 lag: Mutex::new(crate::engine::stats::histogram()),
                 start_error: Mutex::new(None),
                 pending_seed: Mutex::new(Vec::new()),
@@ -328,6 +332,11 @@ impl Instance {
     /// Progress of the latest refresh-ahead or warm.
     pub fn refresh_progress(&self) -> watch::Receiver<RefreshProgress> {
         self.inner.last_refresh.subscribe()
+    }
+
+    /// Progress of the latest operator warm, and of nothing else.
+    pub fn warm_progress(&self) -> watch::Receiver<RefreshProgress> {
+        self.inner.last_warm.subscribe()
     }
 
     /// Stops the background work.

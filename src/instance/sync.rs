@@ -371,16 +371,20 @@ impl Instance {
             .iter()
             .map(|t| engine.catalog().tables().name(*t).to_string())
             .collect();
-        self.track_refresh(requests, names)
+        self.track_refresh(requests, names, false)
     }
 
     pub(super) fn track_refresh(
         &self,
         requests: Vec<crate::model::catalog::Request>,
         tables: Vec<String>,
+        warm: bool,
     ) -> watch::Receiver<RefreshProgress> {
         let mut progress = self.inner.engine.refresh_ahead(requests);
         let out = progress.clone();
+        if warm {
+            self.inner.last_warm.send_replace(*progress.borrow());
+        }
         if progress.borrow().total == 0 {
             return out;
         }
@@ -389,6 +393,9 @@ impl Instance {
             loop {
                 let p = *progress.borrow_and_update();
                 this.inner.last_refresh.send_replace(p);
+                if warm {
+                    this.inner.last_warm.send_replace(p);
+                }
                 if p.finished() {
                     // Only work done is news: keys already fresh (preloaded) are not.
                     if p.done + p.failed > 0 {

@@ -248,8 +248,13 @@ fn draw_confirm(
 /// Waiting for the instance's answer (with a warm's progress).
 fn draw_running(frame: &mut Frame, area: Rect, id: ActionId, snap: &Snapshot, theme: &Theme) {
     let spec = action::spec(id);
-    let inner = open_popup(frame, area, 60, 5, theme.block(format!(" {} ", spec.label)));
-    if id == ActionId::Warm && snap.refresh.total > 0 {
+    let title = if id == ActionId::Warm {
+        warm_title(snap)
+    } else {
+        format!(" {} ", spec.label)
+    };
+    let inner = open_popup(frame, area, 60, 5, theme.block(title));
+    if id == ActionId::Warm && snap.warm.total > 0 {
         draw_progress(frame, inner, snap, theme);
     } else {
         frame.render_widget(Paragraph::new(" working…"), inner);
@@ -267,12 +272,20 @@ fn draw_outcome(
     theme: &Theme,
 ) {
     let spec = action::spec(id);
-    let title = format!(
-        " {}: {} ",
-        spec.label,
-        if ok { "done" } else { "refused or failed" }
-    );
-    let style = if ok { theme.good() } else { theme.bad() };
+    let title = if ok && id == ActionId::Warm {
+        warm_title(snap)
+    } else {
+        format!(
+            " {}: {} ",
+            spec.label,
+            if ok { "done" } else { "refused or failed" }
+        )
+    };
+    let style = if ok && snap.warm.failed == 0 || ok && id != ActionId::Warm {
+        theme.good()
+    } else {
+        theme.bad()
+    };
     let inner = open_popup(
         frame,
         area,
@@ -285,7 +298,7 @@ fn draw_outcome(
         Paragraph::new(clean_short(message, 300)).wrap(Wrap { trim: true }),
         text,
     );
-    if id == ActionId::Warm && snap.refresh.total > 0 {
+    if ok && id == ActionId::Warm && snap.warm.total > 0 {
         draw_progress(frame, gauge, snap, theme);
     } else {
         frame.render_widget(
@@ -325,9 +338,23 @@ fn input_line<'a>(input: &'a Input, width: u16) -> (Line<'a>, u16) {
     (Line::from(visible), cursor)
 }
 
-/// A warm's (or refresh-ahead's) progress as a gauge.
+/// The warm's title: running, done or failed, with its numbers (its own work only, never the
+/// hourly refresh-ahead's).
+fn warm_title(snap: &Snapshot) -> String {
+    let p = snap.warm;
+    let finished = p.done + p.failed + p.skipped;
+    if !p.finished() {
+        format!(" warm: running, {finished} of {} ", p.total)
+    } else if p.failed > 0 {
+        format!(" warm: {} of {} failed ", p.failed, p.total)
+    } else {
+        format!(" warm: done, {} loaded of {} ", p.done, p.total)
+    }
+}
+
+/// The warm's progress as a gauge.
 fn draw_progress(frame: &mut Frame, area: Rect, snap: &Snapshot, theme: &Theme) {
-    let p = snap.refresh;
+    let p = snap.warm;
     let finished = p.done + p.failed + p.skipped;
     let ratio = (finished as f64 / p.total.max(1) as f64).clamp(0.0, 1.0);
     frame.render_widget(

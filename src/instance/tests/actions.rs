@@ -79,3 +79,30 @@ async fn guards_refuse_and_audit() {
         .unwrap_err();
     assert!(e.to_string().contains("bad batch label"), "{e}");
 }
+
+/// Regression (issue 12): the console's warm gauge read the latest refresh of any kind, so the
+/// hourly refresh-ahead after an update showed as the warm's progress (46 → 37 → 46).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_warm_progress_counts_only_the_warm() {
+    let w = world(Environment::Development, false).await;
+    let engine = w.instance.engine().clone();
+    for q in ["stock_outs", "latest_batch_sales"] {
+        engine.get(&req(&w, q, &[])).await.unwrap();
+    }
+    let mut warm = w.instance.warm(10).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(10), warm.wait_for(|p| p.finished()))
+        .await
+        .expect("the warm did not finish")
+        .unwrap();
+    let warmed = *w.instance.warm_progress().borrow();
+    assert_eq!(warmed.total, 2, "{warmed:?}");
+
+    // An update's refresh-ahead: the latest refresh, but not a warm.
+    w.clock.advance(Duration::from_secs(1));
+    w.instance
+        .run_etl("20261126-10:00", &EtlPlan::default())
+        .await
+        .unwrap();
+    refreshed(&w).await;
+    assert_eq!(*w.instance.warm_progress().borrow(), warmed);
+}
