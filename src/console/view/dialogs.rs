@@ -281,7 +281,7 @@ fn draw_outcome(
             if ok { "done" } else { "refused or failed" }
         )
     };
-    let style = if ok && snap.warm.failed == 0 || ok && id != ActionId::Warm {
+    let style = if ok && (id != ActionId::Warm || snap.warm.failed == 0) {
         theme.good()
     } else {
         theme.bad()
