@@ -167,6 +167,15 @@ pub struct InstanceReport {
     /// Of those, the ones served as fresh behind the truth.
     #[serde(default)]
     pub audit_violations: u64,
+    /// What the process does (`traffic`, `console`, `serve`, `cli`); empty from older versions.
+    #[serde(default)]
+    pub role: String,
+    /// The table versions it serves at, in catalog order (empty from older versions).
+    #[serde(default)]
+    pub versions: Vec<u64>,
+    /// Warehouse loads it has in flight.
+    #[serde(default)]
+    pub loads_in_flight: u64,
 }
 
 /// The shared version truth, event log and live feed.

@@ -20,7 +20,9 @@
 //! SIGTERM/SIGHUP and on panic.
 
 pub mod action;
+mod collector;
 pub mod layout;
+pub mod snapshot;
 pub mod source;
 pub mod state;
 pub mod view;

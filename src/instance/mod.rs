@@ -98,6 +98,35 @@ pub struct InstanceConfig {
     /// are no longer presented as fresh (`Stale { versions unverified }`) and the instance
     /// reports itself UNVERIFIED.
     pub max_unverified: Duration,
+    /// What the process does, as the fleet's instance lists show it.
+    pub role: Role,
+}
+
+/// What a process running an instance does, as the console's and `stats`' instance lists show.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Simulated users (`freshcache traffic`, the demo's users).
+    Traffic,
+    /// The operations console.
+    Console,
+    /// The HTTP sidecar.
+    Serve,
+    /// A one-shot command.
+    #[default]
+    Cli,
+}
+
+impl Role {
+    /// Its name in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Traffic => "traffic",
+            Role::Console => "console",
+            Role::Serve => "serve",
+            Role::Cli => "cli",
+        }
+    }
 }
 
 impl Default for InstanceConfig {
@@ -109,6 +138,7 @@ impl Default for InstanceConfig {
             poll_interval: Duration::from_secs(1),
             preload_timeout: Duration::from_secs(30),
             max_unverified: Duration::from_secs(2),
+            role: Role::default(),
         }
     }
 }

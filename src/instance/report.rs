@@ -37,6 +37,9 @@ impl Instance {
             unverified: engine.unverified_since().is_some(),
             audit_checked: c.audit_checked,
             audit_violations: c.audit_violations,
+            role: self.inner.config.role.name().to_string(),
+            versions: engine.versions().versions().to_vec(),
+            loads_in_flight: crate::model::num::len_u64(engine.loads_in_flight()),
         }
     }
 
