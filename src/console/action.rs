@@ -23,6 +23,8 @@ pub enum ActionId {
     Freeze,
     /// Switch the feed between the engineers' words and plain words.
     PlainWords,
+    /// Show the instances one by one (in the feed's place on a narrow terminal).
+    Instances,
     /// Filter the event feed.
     Filter,
     /// Quit.
@@ -112,6 +114,17 @@ pub const ACTIONS: &[ActionSpec] = &[
         short: "strat",
         view: None,
         engine: Some(Action::SwitchStrategy),
+    },
+    ActionSpec {
+        id: ActionId::Instances,
+        key: 'n',
+        label: "instances",
+        short: "inst",
+        view: Some(View {
+            description: "the instances one by one: role, versions behind, state, requests/s, hit ratio",
+            cli: Some("freshcache stats --json"),
+        }),
+        engine: None,
     },
     ActionSpec {
         id: ActionId::PlainWords,

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use hdrhistogram::Histogram;
 use tokio::sync::{broadcast, watch};
 
+use super::fleet::FleetTracker;
 use super::snapshot::{Sample, Snapshot, TableRow, TableState, query_tables};
 use super::source::SAMPLE_EVERY;
 use crate::bus::InstanceReport;
@@ -38,6 +39,8 @@ pub(super) struct Collector {
     shared_keys: Option<(std::time::Instant, Vec<TableKeys>)>,
     /// The baseline recipe's shadow, when the traffic runs one.
     pub(super) shadow: Option<Arc<Shadow>>,
+    /// The instances one by one (rates need the previous report of each).
+    fleet: FleetTracker,
     /// The other instances' reports as last read, and when (wall clock): kept through an outage
     /// so the figures do not drop to this process's own.
     last_reports: Option<(Millis, Vec<InstanceReport>)>,
@@ -57,6 +60,7 @@ impl Collector {
             shared_keys: None,
             shadow: None,
             last_reports: None,
+            fleet: FleetTracker::default(),
         };
         for e in history {
             c.note(e);
@@ -164,6 +168,29 @@ impl Collector {
         };
         // Frozen figures keep their instances: liveness is judged at the time they were read.
         let seen_at = figures_as_of.as_ref().map_or(now, |(at, _)| *at);
+        let fleet = {
+            // This process, as its own report would say (without the per-table counts it does
+            // not need here), beside every other instance heard from lately.
+            let mut all = known.clone();
+            all.push(InstanceReport {
+                id: instance.id().to_string(),
+                at_ms: now,
+                strategy: engine.strategy().name().to_string(),
+                stats: own.clone(),
+                recent_latency: LatencySummary::default(),
+                table_keys: Vec::new(),
+                bad_events: 0,
+                lagged_events: 0,
+                degraded: engine.degraded().is_some(),
+                unverified: engine.unverified_since().is_some(),
+                audit_checked: 0,
+                audit_violations: 0,
+                role: instance.config().role.name().to_string(),
+                versions: versions.versions().to_vec(),
+                loads_in_flight: crate::model::num::len_u64(engine.loads_in_flight()),
+            });
+            self.fleet.rows(&all, seen_at.max(now), LIVE_MS)
+        };
         let silent = known
             .iter()
             .filter(|r| now > r.at_ms + crate::model::num::ms(crate::bus::SILENT_UNVERIFIED))
@@ -274,6 +301,7 @@ impl Collector {
             price_per_query: self.price,
             shadow: self.shadow.as_ref().map(|s| s.figures()),
             figures_as_of,
+            fleet,
         }
     }
 }

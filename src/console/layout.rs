@@ -29,6 +29,8 @@ pub struct Regions {
     pub feed: Rect,
     /// The event feed's lines (inside its border).
     pub feed_lines: Rect,
+    /// The instances panel: beside the feed on a wide terminal, in its place when asked for.
+    pub instances: Option<Rect>,
     /// The footer line.
     pub footer: Rect,
 }
@@ -38,9 +40,15 @@ const COMPARE_WIDTH: u16 = 46;
 /// The terminal width from which the "without freshcache" panel fits beside the tables.
 const COMPARE_FROM_WIDTH: u16 = 120;
 
+/// Width of the instances panel beside the feed.
+const INSTANCES_WIDTH: u16 = 92;
+/// The terminal width from which the instances panel fits beside the feed.
+const INSTANCES_FROM_WIDTH: u16 = 190;
+
 /// Lays the screen out; `None` when the terminal is smaller than 80×24. `compare`: there are
-/// "without freshcache" figures to show.
-pub fn regions(area: Rect, tables: usize, compare: bool) -> Option<Regions> {
+/// "without freshcache" figures to show. `instances`: the instances view was asked for (it
+/// takes the feed's place when it does not fit beside it).
+pub fn regions(area: Rect, tables: usize, compare: bool, instances: bool) -> Option<Regions> {
     if area.width < MIN_WIDTH || area.height < MIN_HEIGHT {
         return None;
     }
@@ -71,6 +79,16 @@ pub fn regions(area: Rect, tables: usize, compare: bool) -> Option<Regions> {
         height: r.height.saturating_sub(2),
     };
     let t = inner(tables_area);
+    let (feed, instances) = if area.width >= INSTANCES_FROM_WIDTH {
+        let [feed, side] =
+            Layout::horizontal([Constraint::Fill(1), Constraint::Length(INSTANCES_WIDTH)])
+                .areas(feed);
+        (feed, Some(side))
+    } else if instances {
+        (Rect { height: 0, ..feed }, Some(feed))
+    } else {
+        (feed, None)
+    };
     Some(Regions {
         header,
         tables: tables_area,
@@ -84,6 +102,7 @@ pub fn regions(area: Rect, tables: usize, compare: bool) -> Option<Regions> {
         charts,
         feed,
         feed_lines: inner(feed),
+        instances,
         footer,
     })
 }

@@ -21,6 +21,7 @@
 
 pub mod action;
 mod collector;
+pub mod fleet;
 pub mod layout;
 pub mod snapshot;
 pub mod source;

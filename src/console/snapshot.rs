@@ -3,6 +3,7 @@
 
 use serde::Serialize;
 
+use super::fleet::{InstanceRow, InstanceState};
 use crate::engine::RefreshProgress;
 use crate::engine::stats::{LatencySummary, StatsSnapshot};
 use crate::model::clock::Millis;
@@ -120,6 +121,8 @@ pub struct Snapshot {
     /// Set while the other instances' reports cannot be read: the figures shown are the last
     /// ones read, from this time (wall clock, ms), and this is why.
     pub figures_as_of: Option<(Millis, String)>,
+    /// The instances one by one, worst first.
+    pub fleet: Vec<InstanceRow>,
 }
 
 /// The tables each query of `catalog` reads, by name.
@@ -247,5 +250,40 @@ pub fn sample_snapshot(env: Environment, read_only: bool) -> Snapshot {
             freshcache_stampede_queries: 0,
         }),
         figures_as_of: None,
+        fleet: vec![
+            InstanceRow {
+                id: "api-2:4187#1".into(),
+                role: "traffic".into(),
+                state: InstanceState::Behind,
+                behind: 1,
+                behind_since_ms: Some(t0 + 148_000),
+                requests_per_s: 1_180.0,
+                hit_ratio: Some(0.97),
+                loads_in_flight: 2,
+                last_seen_ms: t0 + 149_600,
+            },
+            InstanceRow {
+                id: "api-1:3921#1".into(),
+                role: "traffic".into(),
+                state: InstanceState::Ok,
+                behind: 0,
+                behind_since_ms: None,
+                requests_per_s: 1_220.0,
+                hit_ratio: Some(0.99),
+                loads_in_flight: 0,
+                last_seen_ms: t0 + 149_800,
+            },
+            InstanceRow {
+                id: "ops-1:977#1".into(),
+                role: "console".into(),
+                state: InstanceState::Ok,
+                behind: 0,
+                behind_since_ms: None,
+                requests_per_s: 0.0,
+                hit_ratio: None,
+                loads_in_flight: 0,
+                last_seen_ms: t0 + 150_000,
+            },
+        ],
     }
 }

@@ -25,6 +25,7 @@ pub(super) fn start(s: &mut State, id: ActionId) -> Option<Effect> {
         ActionId::Help => s.help = !s.help,
         ActionId::Freeze => toggle_freeze(s),
         ActionId::PlainWords => s.plain_words = !s.plain_words,
+        ActionId::Instances => s.show_instances = !s.show_instances,
         ActionId::Filter => {
             s.dialog = Some(Dialog::Filter {
                 input: Input::new(s.filter.clone().unwrap_or_default()),

@@ -161,6 +161,8 @@ pub struct State {
     pub help: bool,
     /// Whether the feed speaks in plain words (for a non-engineer audience).
     pub plain_words: bool,
+    /// Whether the instances view was asked for (on a narrow terminal it takes the feed's place).
+    pub show_instances: bool,
     /// Questions and warehouse queries per strategy, in the order they ran: a switch starts a
     /// new row, so the money each strategy cost is never mixed with another's.
     pub by_strategy: Vec<StrategyMoney>,
@@ -213,6 +215,7 @@ impl State {
             dialog: None,
             help: false,
             plain_words: false,
+            show_instances: false,
             by_strategy: Vec::new(),
             notice: None,
             monochrome,

@@ -340,8 +340,9 @@ fn mouse_scrolls_the_feed_and_selects_tables() {
             ))),
         );
     }
-    let r = crate::console::layout::regions(ratatui::layout::Rect::new(0, 0, 160, 48), 3, true)
-        .unwrap();
+    let r =
+        crate::console::layout::regions(ratatui::layout::Rect::new(0, 0, 160, 48), 3, true, false)
+            .unwrap();
     let mouse = |kind, column, row| {
         Msg::Terminal(TermEvent::Mouse(MouseEvent {
             kind,
@@ -531,4 +532,33 @@ fn a_strategy_switch_starts_its_own_money_row() {
             (Strategy::Ttl, 1_000, 400),
         ]
     );
+}
+
+/// The screen as text, one line a row.
+fn screen_text(s: &State, w: u16, h: u16) -> Vec<String> {
+    let backend = ratatui::backend::TestBackend::new(w, h);
+    let mut terminal = ratatui::Terminal::new(backend).unwrap();
+    terminal.draw(|f| crate::console::view::view(s, f)).unwrap();
+    let buf = terminal.backend().buffer().clone();
+    (0..h)
+        .map(|y| (0..w).map(|x| buf[(x, y)].symbol().to_string()).collect())
+        .collect()
+}
+
+#[test]
+fn the_instances_view_names_the_instance_behind() {
+    let mut s = state(Environment::Staging, false);
+    key(&mut s, KeyCode::Char('n'));
+    assert!(s.show_instances);
+    s.size = (80, 24);
+    let narrow = screen_text(&s, 80, 24).join("\n");
+    assert!(narrow.contains("api-2:4187#1"), "{narrow}");
+    assert!(narrow.contains("BEHIND"), "{narrow}");
+    key(&mut s, KeyCode::Char('n'));
+    let wide = screen_text(&s, 200, 60).join("\n");
+    assert!(
+        wide.contains("instances · 3"),
+        "beside the feed at 200 columns: {wide}"
+    );
+    assert!(wide.contains("events"), "{wide}");
 }

@@ -168,6 +168,7 @@ fn on_mouse(s: &mut State, m: MouseEvent) {
         Rect::new(0, 0, s.size.0, s.size.1),
         shown.tables.len(),
         shown.shadow.is_some(),
+        s.show_instances,
     ) else {
         return;
     };

@@ -26,30 +26,41 @@ pub(super) fn draw_footer(frame: &mut Frame, area: Rect, state: &State, theme: &
     }
     let offered = state.offered();
     let frozen = state.is_frozen();
-    // The widest form that fits: labels, short labels, then keys alone.
-    for form in 0..3 {
-        let mut spans = Vec::new();
-        for a in &offered {
-            let label = match (a.id == ActionId::Freeze && frozen, form) {
-                (true, 0) => "unfreeze",
-                (true, _) => "thaw",
-                (false, 0) => a.label,
-                (false, _) => a.short,
-            };
-            spans.push(Span::styled(format!(" {} ", a.key), theme.selected()));
-            spans.push(Span::raw(match form {
-                0 => format!(" {label} "),
-                1 => format!("{label} "),
-                _ => " ".to_string(),
-            }));
-        }
-        if form == 0 {
-            spans.push(Span::styled(" ↑↓ scroll ", theme.dim()));
-        }
-        let width: usize = spans.iter().map(|s| s.width()).sum();
-        if width <= area.width as usize || form == 2 {
-            frame.render_widget(Paragraph::new(Line::from(spans)), area);
-            return;
+    // The widest form that fits: labels; short labels; short labels for the first actions and
+    // keys alone for the rest (help lists them all).
+    let room = usize::from(area.width);
+    for long in [true, false] {
+        let mut labelled = offered.len();
+        loop {
+            let mut spans = Vec::new();
+            for (i, a) in offered.iter().enumerate() {
+                let label = match (a.id == ActionId::Freeze && frozen, long) {
+                    (true, true) => "unfreeze",
+                    (true, false) => "thaw",
+                    (false, true) => a.label,
+                    (false, false) => a.short,
+                };
+                spans.push(Span::styled(format!(" {} ", a.key), theme.selected()));
+                spans.push(Span::raw(if i >= labelled {
+                    " ".to_string()
+                } else if long {
+                    format!(" {label} ")
+                } else {
+                    format!("{label} ")
+                }));
+            }
+            if long {
+                spans.push(Span::styled(" ↑↓ scroll ", theme.dim()));
+            }
+            let width: usize = spans.iter().map(|s| s.width()).sum();
+            if width <= room || (!long && labelled == 0) {
+                frame.render_widget(Paragraph::new(Line::from(spans)), area);
+                return;
+            }
+            if long {
+                break;
+            }
+            labelled -= 1;
         }
     }
 }

@@ -10,6 +10,7 @@ mod charts;
 mod dialogs;
 mod feed;
 mod header;
+mod instances;
 mod keys;
 mod tables;
 mod theme;
@@ -31,7 +32,12 @@ pub fn view(state: &State, frame: &mut Frame) {
         mono: state.monochrome,
     };
     let snap = state.shown();
-    let Some(r) = regions(area, snap.tables.len(), snap.shadow.is_some()) else {
+    let Some(r) = regions(
+        area,
+        snap.tables.len(),
+        snap.shadow.is_some(),
+        state.show_instances,
+    ) else {
         let text = vec![
             Line::from("freshcache").style(Style::new().add_modifier(Modifier::BOLD)),
             Line::from(format!(
@@ -50,7 +56,12 @@ pub fn view(state: &State, frame: &mut Frame) {
         tables::draw_compare(frame, rect, snap, figures, &theme);
     }
     charts::draw_charts(frame, r.charts, state, &theme);
-    feed::draw_feed(frame, r.feed, state, &theme);
+    if r.feed.height > 0 {
+        feed::draw_feed(frame, r.feed, state, &theme);
+    }
+    if let Some(rect) = r.instances {
+        instances::draw_instances(frame, rect, snap, &theme);
+    }
     keys::draw_footer(frame, r.footer, state, &theme);
     if state.help {
         keys::draw_help(frame, area, snap, &theme);
