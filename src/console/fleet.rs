@@ -166,9 +166,11 @@ mod tests {
     use super::*;
 
     fn report(id: &str, at_ms: Millis, versions: Vec<u64>, requests: u64) -> InstanceReport {
-        let mut stats = crate::engine::stats::StatsSnapshot::default();
-        stats.requests = requests;
-        stats.fresh_hits = requests / 2;
+        let stats = crate::engine::stats::StatsSnapshot {
+            requests,
+            fresh_hits: requests / 2,
+            ..Default::default()
+        };
         InstanceReport {
             id: id.into(),
             at_ms,
