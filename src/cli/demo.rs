@@ -16,12 +16,12 @@ use crate::bus::LocalBus;
 use crate::console::{self, Channels, ConsoleOptions};
 use crate::engine::Engine;
 use crate::exit::{CliError, EXIT_BAD_INPUT, EXIT_FAILURE};
-use crate::instance::{Instance, InstanceConfig};
+use crate::instance::{Instance, InstanceConfig, Role};
 use crate::model::catalog::Catalog;
 use crate::model::clock::{Clock, ScaledClock, parse_duration, system_now_ms};
 use crate::model::policy::Strategy;
 use crate::settings::GlobalArgs;
-use crate::traffic::{self, TrafficConfig};
+use crate::traffic::{self, Shadow, TrafficConfig};
 use crate::warehouse::demo_data::DemoSize;
 use crate::warehouse::etl::{EtlPlan, batch_label};
 use crate::warehouse::{Latency, SqliteWarehouse};
@@ -125,11 +125,17 @@ pub async fn run(g: &GlobalArgs, args: DemoArgs) -> Result<(), CliError> {
             env: g.env,
             read_only: g.read_only,
             max_unverified: super::world::max_unverified(g)?,
+            role: Role::Traffic,
             ..InstanceConfig::default()
         },
     );
     instance.start().await?;
     let _metrics = super::serve_metrics(g, &instance)?;
+    // What the hour-TTL baseline would have done with the same questions, for the console's
+    // "without freshcache" panel; its warehouse takes the mean query time, in clock time.
+    let shadow = Arc::new(Shadow::new(
+        (latency.min + latency.max).mul_f64(speed / 2.0),
+    ));
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
     crate::instance::schedule::spawn_etl(
         instance.clone(),
@@ -146,7 +152,7 @@ pub async fn run(g: &GlobalArgs, args: DemoArgs) -> Result<(), CliError> {
         }),
         stop_rx.clone(),
     );
-    let users = tokio::spawn(traffic::run(
+    let users = tokio::spawn(traffic::run_with_shadow(
         engine,
         TrafficConfig {
             users: args.users,
@@ -154,8 +160,10 @@ pub async fn run(g: &GlobalArgs, args: DemoArgs) -> Result<(), CliError> {
         },
         None,
         stop_rx,
+        Some(shadow.clone()),
     ));
-    let source = Channels::attach(instance.clone(), args.price_per_query).await;
+    let source =
+        Channels::attach_with_shadow(instance.clone(), args.price_per_query, Some(shadow)).await;
     let result =
         tokio::task::spawn_blocking(move || console::run(source, ConsoleOptions::from_env()))
             .await
@@ -170,7 +178,7 @@ pub async fn run(g: &GlobalArgs, args: DemoArgs) -> Result<(), CliError> {
 /// state, or Redis), as one more instance.
 pub async fn console(g: &GlobalArgs, args: ConsoleArgs) -> Result<(), CliError> {
     let world = World::open(g).await?;
-    let instance = world.instance(g).await?;
+    let instance = world.instance_as(g, Role::Console).await?;
     let _metrics = super::serve_metrics(g, &instance)?;
     let source = Channels::attach(instance.clone(), args.price_per_query).await;
     let result =

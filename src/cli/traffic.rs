@@ -35,7 +35,7 @@ pub struct TrafficArgs {
 /// `freshcache traffic`.
 pub async fn traffic(g: &GlobalArgs, args: TrafficArgs) -> Result<(), CliError> {
     let world = World::open(g).await?;
-    let instance = world.instance(g).await?;
+    let instance = world.instance_as(g, crate::instance::Role::Traffic).await?;
     let _metrics = super::serve_metrics(g, &instance)?;
     let duration = args
         .duration

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use crate::bus::{Bus, LocalBus};
 use crate::engine::Engine;
-use crate::instance::{Instance, InstanceConfig};
+use crate::instance::{Instance, InstanceConfig, Role};
 use crate::model::catalog::Catalog;
 use crate::model::clock::{ScaledClock, SharedClock, SystemClock, parse_duration, system_now_ms};
 use crate::redis::Redis;
@@ -225,8 +225,13 @@ impl World {
             .map_err(|e| CliError::new(crate::exit::EXIT_FAILURE, e.to_string()))
     }
 
-    /// A started instance over this world.
+    /// A started instance over this world, for a one-shot command.
     pub async fn instance(&self, g: &GlobalArgs) -> Result<Instance, CliError> {
+        self.instance_as(g, Role::Cli).await
+    }
+
+    /// A started instance over this world, listed in the fleet with `role`.
+    pub async fn instance_as(&self, g: &GlobalArgs, role: Role) -> Result<Instance, CliError> {
         let instance = Instance::new(
             self.engine(g)?,
             self.bus.clone(),
@@ -236,6 +241,7 @@ impl World {
                 env: g.env,
                 read_only: g.read_only,
                 max_unverified: max_unverified(g)?,
+                role,
                 ..InstanceConfig::default()
             },
         );

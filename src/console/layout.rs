@@ -66,10 +66,13 @@ pub fn regions(area: Rect, tables: usize, compare: bool, instances: bool) -> Opt
     ])
     .areas(area);
     let compare = compare && area.width >= COMPARE_FROM_WIDTH;
+    // Below 160 columns the comparison takes the money panel's place (it has the money too),
+    // so the tables keep room for their state column.
+    let money_width = if compare && area.width < 160 { 0 } else { 30 };
     let [tables_area, compare_area, money] = Layout::horizontal([
         Constraint::Fill(1),
         Constraint::Length(if compare { COMPARE_WIDTH } else { 0 }),
-        Constraint::Length(30),
+        Constraint::Length(money_width),
     ])
     .areas(top);
     let inner = |r: Rect| Rect {

@@ -51,7 +51,9 @@ pub fn view(state: &State, frame: &mut Frame) {
     };
     header::draw_header(frame, r.header, snap, state, &theme);
     tables::draw_tables(frame, r.tables, snap, state, &theme);
-    tables::draw_money(frame, r.money, snap, &state.by_strategy, &theme);
+    if r.money.width > 0 {
+        tables::draw_money(frame, r.money, snap, &state.by_strategy, &theme);
+    }
     if let (Some(rect), Some(figures)) = (r.compare, &snap.shadow) {
         tables::draw_compare(frame, rect, snap, figures, &theme);
     }

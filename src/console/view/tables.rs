@@ -46,14 +46,16 @@ pub(super) fn draw_tables(
                 TableState::Partial(why) if wide => (format!("PARTIAL: {why}"), theme.bad()),
                 TableState::Partial(_) => ("PARTIAL".to_string(), theme.bad()),
             };
-            let updated = if wide {
-                format!(
-                    "{} {}",
-                    clean_short(&t.batch, 16),
-                    ago(snap.shared_now_ms, t.updated_ms)
-                )
+            // Version 0 is the data the warehouse started with: no update has happened yet.
+            let age = if t.updated_ms == 0 {
+                "initial".to_string()
             } else {
                 ago(snap.shared_now_ms, t.updated_ms)
+            };
+            let updated = if wide {
+                format!("{} {age}", clean_short(&t.batch, 16))
+            } else {
+                age
             };
             let row = Row::new(vec![
                 Cell::from(clean_short(&t.name, 14)),
@@ -245,7 +247,9 @@ pub(super) fn draw_compare(
         Line::from(Span::styled(
             format!(
                 "{:<20}{:>11}{:>12}",
-                "same questions", "hour TTL", "freshcache"
+                format!("{} questions", count(f.questions)),
+                "hour TTL",
+                "freshcache"
             ),
             theme.dim(),
         )),
