@@ -164,7 +164,8 @@ pub fn sample_snapshot(env: Environment, read_only: bool) -> Snapshot {
     };
     Snapshot {
         now_ms: t0 + 150_000,
-        shared_now_ms: t0 + 150_000,
+        // Shared times are wall-clock: at ×60, 2.5 s after the update is 2 m 30 s on the clock.
+        shared_now_ms: t0 + 2_500,
         env,
         read_only,
         backend: "embedded (in memory)".into(),
@@ -188,7 +189,7 @@ pub fn sample_snapshot(env: Environment, read_only: bool) -> Snapshot {
                 name: "inventory".into(),
                 version: 11,
                 batch: "20261126-09:00".into(),
-                updated_ms: t0 - 3_600_000,
+                updated_ms: t0 - 60_000,
                 live: 11,
                 old: 0,
                 queries: 4,
@@ -256,11 +257,11 @@ pub fn sample_snapshot(env: Environment, read_only: bool) -> Snapshot {
                 role: "traffic".into(),
                 state: InstanceState::Behind,
                 behind: 1,
-                behind_since_ms: Some(t0 + 148_000),
+                behind_since_ms: Some(t0 + 500),
                 requests_per_s: 1_180.0,
                 hit_ratio: Some(0.97),
                 loads_in_flight: 2,
-                last_seen_ms: t0 + 149_600,
+                last_seen_ms: t0 + 2_100,
             },
             InstanceRow {
                 id: "api-1:3921#1".into(),
@@ -271,7 +272,7 @@ pub fn sample_snapshot(env: Environment, read_only: bool) -> Snapshot {
                 requests_per_s: 1_220.0,
                 hit_ratio: Some(0.99),
                 loads_in_flight: 0,
-                last_seen_ms: t0 + 149_800,
+                last_seen_ms: t0 + 2_300,
             },
             InstanceRow {
                 id: "ops-1:977#1".into(),
@@ -282,7 +283,7 @@ pub fn sample_snapshot(env: Environment, read_only: bool) -> Snapshot {
                 requests_per_s: 0.0,
                 hit_ratio: None,
                 loads_in_flight: 0,
-                last_seen_ms: t0 + 150_000,
+                last_seen_ms: t0 + 2_500,
             },
         ],
     }

@@ -8,8 +8,8 @@ use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::Paragraph;
 
-use super::ago;
 use super::theme::Theme;
+use super::{ago, ago_simulated};
 use crate::console::source::Snapshot;
 use crate::console::state::State;
 use crate::sanitize::clean_short;
@@ -140,7 +140,7 @@ fn header_spans<'a>(
         ));
         spans.push(Span::raw(" "));
     }
-    let age = ago(snap.shared_now_ms, snap.last_update_ms);
+    let age = ago_simulated(snap, snap.last_update_ms);
     spans.push(Span::styled(
         match (snap.batch.is_empty() || snap.last_update_ms == 0, compact) {
             (true, _) => "no batch yet".to_string(),

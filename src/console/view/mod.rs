@@ -78,7 +78,24 @@ fn ago(now: u64, then: u64) -> String {
     if then == 0 {
         return "never".into();
     }
-    let s = now.saturating_sub(then) / 1000;
+    span_ago(now.saturating_sub(then))
+}
+
+/// How long ago `then` (shared, wall-clock time) was, in the simulation's time: in a demo whose
+/// hour lasts a minute, an update a minute ago happened an hour ago on its clock.
+fn ago_simulated(snap: &crate::console::source::Snapshot, then: u64) -> String {
+    if then == 0 {
+        return "never".into();
+    }
+    let real = snap.shared_now_ms.saturating_sub(then) as f64;
+    span_ago(crate::model::num::f64_to_u64(
+        real * snap.clock_speed.max(0.0),
+    ))
+}
+
+/// `3m 05s ago` for a span of `ms` milliseconds.
+fn span_ago(ms: u64) -> String {
+    let s = ms / 1000;
     match s {
         0..=59 => format!("{s}s ago"),
         60..=3599 => format!("{}m {:02}s ago", s / 60, s % 60),

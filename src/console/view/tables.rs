@@ -7,7 +7,7 @@ use ratatui::style::{Modifier, Style};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Cell, Paragraph, Row, Table};
 
-use super::ago;
+use super::ago_simulated;
 use super::theme::Theme;
 use crate::console::source::{Snapshot, TableState};
 use crate::console::state::{State, StrategyMoney};
@@ -50,7 +50,7 @@ pub(super) fn draw_tables(
             let age = if t.updated_ms == 0 {
                 "initial".to_string()
             } else {
-                ago(snap.shared_now_ms, t.updated_ms)
+                ago_simulated(snap, t.updated_ms)
             };
             let updated = if wide {
                 format!("{} {age}", clean_short(&t.batch, 16))
