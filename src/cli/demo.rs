@@ -13,12 +13,15 @@ use clap::Args;
 
 use super::{World, bench};
 use crate::bus::LocalBus;
+use crate::console::story::Story;
 use crate::console::{self, Channels, ConsoleOptions};
 use crate::engine::Engine;
 use crate::exit::{CliError, EXIT_BAD_INPUT, EXIT_FAILURE};
 use crate::instance::{Instance, InstanceConfig, Role};
 use crate::model::catalog::Catalog;
-use crate::model::clock::{Clock, ScaledClock, parse_duration, system_now_ms};
+use crate::model::clock::{
+    Clock, ManualClock, ScaledClock, SystemClock, parse_duration, system_now_ms,
+};
 use crate::model::policy::Strategy;
 use crate::settings::GlobalArgs;
 use crate::traffic::{self, Shadow, TrafficConfig};
@@ -41,6 +44,10 @@ pub struct DemoArgs {
     /// Sales rows of the demo warehouse.
     #[arg(long, default_value_t = 100_000)]
     pub sales: u32,
+    /// Play the original problem's day step by step (9:05, 10:00:01, 10:05, 10:30, 11:05) on the
+    /// console, with captions, for an audience: space or → steps.
+    #[arg(long, conflicts_with = "headless")]
+    pub story: bool,
 }
 
 impl Default for DemoArgs {
@@ -50,6 +57,7 @@ impl Default for DemoArgs {
             price_per_query: 0.05,
             headless: false,
             sales: 100_000,
+            story: false,
         }
     }
 }
@@ -66,6 +74,9 @@ pub struct ConsoleArgs {
 pub async fn run(g: &GlobalArgs, args: DemoArgs) -> Result<(), CliError> {
     if args.headless || !std::io::stdout().is_terminal() {
         return run_headless(g.json).await;
+    }
+    if args.story {
+        return run_story(g, &args).await;
     }
     let hour = parse_duration(g.hour.as_deref().unwrap_or("60s"))
         .map_err(|e| CliError::new(EXIT_BAD_INPUT, format!("--hour: {e}")))?;
@@ -163,7 +174,7 @@ pub async fn run(g: &GlobalArgs, args: DemoArgs) -> Result<(), CliError> {
         Some(shadow.clone()),
     ));
     let source =
-        Channels::attach_with_shadow(instance.clone(), args.price_per_query, Some(shadow)).await;
+        Channels::attach_with(instance.clone(), args.price_per_query, Some(shadow), None).await;
     let result =
         tokio::task::spawn_blocking(move || console::run(source, ConsoleOptions::from_env()))
             .await
@@ -171,6 +182,71 @@ pub async fn run(g: &GlobalArgs, args: DemoArgs) -> Result<(), CliError> {
     stop.send_replace(true);
     instance.shutdown();
     let _ = tokio::time::timeout(Duration::from_secs(2), users).await;
+    result.map_err(|e| CliError::new(EXIT_FAILURE, e.to_string()))
+}
+
+/// `freshcache demo --story`: the day of the original problem on a clock that only the story
+/// moves, with a small real warehouse latency so that each step takes a moment, not minutes.
+async fn run_story(g: &GlobalArgs, args: &DemoArgs) -> Result<(), CliError> {
+    const DAY: u64 = 86_400_000;
+    let day_ms = system_now_ms() / DAY * DAY;
+    let nine = day_ms + 9 * 3_600_000;
+    let catalog = Arc::new(Catalog::bundled()?);
+    let latency = Latency {
+        min: Duration::from_millis(400),
+        max: Duration::from_millis(800),
+    };
+    let warehouse = SqliteWarehouse::temporary(latency)?;
+    warehouse
+        .init_demo(
+            DemoSize {
+                sales: args.sales,
+                ..DemoSize::default()
+            },
+            &batch_label(nine, Duration::from_secs(3600)),
+            nine,
+        )
+        .await?;
+    let clock = ManualClock::new(nine);
+    let bus = LocalBus::in_memory(catalog.tables().clone(), Arc::new(SystemClock))
+        .map_err(|e| CliError::new(EXIT_FAILURE, e.to_string()))?;
+    let engine = Engine::builder(catalog.clone(), Arc::new(warehouse.clone()))
+        .clock(clock.clone())
+        .build()
+        .map_err(|e| CliError::new(EXIT_FAILURE, e.to_string()))?;
+    let instance = Instance::new(
+        engine,
+        Arc::new(bus),
+        Arc::new(warehouse.clone()),
+        Some(Arc::new(warehouse)),
+        InstanceConfig {
+            env: g.env,
+            read_only: g.read_only,
+            role: Role::Console,
+            ..InstanceConfig::default()
+        },
+    );
+    instance.start().await?;
+    // The original recipe's warehouse takes 2-5 s: 3.5 s on the story's clock.
+    let shadow = Arc::new(Shadow::new(Duration::from_millis(3_500)));
+    let question = catalog.request("sales_by_region", &[("quarter", "Q1"), ("year", "2026")])?;
+    let inventory = catalog.request("stock_outs", &[] as &[(&str, &str)])?;
+    let story = Story::new(clock, shadow.clone(), day_ms, question, inventory);
+    let source = Channels::attach_with(
+        instance.clone(),
+        args.price_per_query,
+        Some(shadow),
+        Some(story),
+    )
+    .await;
+    let options = ConsoleOptions {
+        story: true,
+        ..ConsoleOptions::from_env()
+    };
+    let result = tokio::task::spawn_blocking(move || console::run(source, options))
+        .await
+        .map_err(|e| CliError::new(EXIT_FAILURE, format!("the console stopped: {e}")))?;
+    instance.shutdown();
     result.map_err(|e| CliError::new(EXIT_FAILURE, e.to_string()))
 }
 

@@ -25,6 +25,8 @@ pub enum ActionId {
     PlainWords,
     /// Show the instances one by one (in the feed's place on a narrow terminal).
     Instances,
+    /// The story's next step (`demo --story`: space or →; not a footer key).
+    StoryNext,
     /// Filter the event feed.
     Filter,
     /// Quit.

@@ -31,9 +31,26 @@ pub struct Regions {
     pub feed_lines: Rect,
     /// The instances panel: beside the feed on a wide terminal, in its place when asked for.
     pub instances: Option<Rect>,
+    /// The story's caption, in story mode (below the feed).
+    pub story: Option<Rect>,
     /// The footer line.
     pub footer: Rect,
 }
+
+/// The optional panels there is something to show in.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Wanted {
+    /// "Without freshcache" figures (a shadow runs).
+    pub compare: bool,
+    /// The instances view was asked for (it takes the feed's place when it does not fit beside
+    /// it).
+    pub instances: bool,
+    /// A story is being told.
+    pub story: bool,
+}
+
+/// Rows of the story's caption panel.
+const STORY_HEIGHT: u16 = 5;
 
 /// Width of the "without freshcache" panel.
 const COMPARE_WIDTH: u16 = 46;
@@ -45,10 +62,13 @@ const INSTANCES_WIDTH: u16 = 92;
 /// The terminal width from which the instances panel fits beside the feed.
 const INSTANCES_FROM_WIDTH: u16 = 190;
 
-/// Lays the screen out; `None` when the terminal is smaller than 80×24. `compare`: there are
-/// "without freshcache" figures to show. `instances`: the instances view was asked for (it
-/// takes the feed's place when it does not fit beside it).
-pub fn regions(area: Rect, tables: usize, compare: bool, instances: bool) -> Option<Regions> {
+/// Lays the screen out; `None` when the terminal is smaller than 80×24.
+pub fn regions(area: Rect, tables: usize, wanted: Wanted) -> Option<Regions> {
+    let Wanted {
+        compare,
+        instances,
+        story,
+    } = wanted;
     if area.width < MIN_WIDTH || area.height < MIN_HEIGHT {
         return None;
     }
@@ -82,6 +102,13 @@ pub fn regions(area: Rect, tables: usize, compare: bool, instances: bool) -> Opt
         height: r.height.saturating_sub(2),
     };
     let t = inner(tables_area);
+    let (feed, story) = if story {
+        let [feed, caption] =
+            Layout::vertical([Constraint::Fill(1), Constraint::Length(STORY_HEIGHT)]).areas(feed);
+        (feed, Some(caption))
+    } else {
+        (feed, None)
+    };
     let (feed, instances) = if area.width >= INSTANCES_FROM_WIDTH {
         let [feed, side] =
             Layout::horizontal([Constraint::Fill(1), Constraint::Length(INSTANCES_WIDTH)])
@@ -106,6 +133,7 @@ pub fn regions(area: Rect, tables: usize, compare: bool, instances: bool) -> Opt
         feed,
         feed_lines: inner(feed),
         instances,
+        story,
         footer,
     })
 }

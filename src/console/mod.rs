@@ -26,6 +26,7 @@ pub mod layout;
 pub mod snapshot;
 pub mod source;
 pub mod state;
+pub mod story;
 pub mod view;
 
 use std::io::{self, IsTerminal};
@@ -47,6 +48,8 @@ use state::{Effect, Msg, State};
 pub struct ConsoleOptions {
     /// No colours (also when `NO_COLOR` is set).
     pub monochrome: bool,
+    /// Tell the story (`demo --story`): its caption below the feed, space or → steps.
+    pub story: bool,
 }
 
 impl ConsoleOptions {
@@ -54,6 +57,7 @@ impl ConsoleOptions {
     pub fn from_env() -> Self {
         Self {
             monochrome: std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty()),
+            story: false,
         }
     }
 }
@@ -103,6 +107,12 @@ async fn event_loop(source: Channels, options: ConsoleOptions) -> io::Result<()>
     } = source;
     let first = snapshots.borrow_and_update().clone();
     let mut state = State::new(first, &history, options.monochrome);
+    if options.story {
+        state.story = Some(state::StoryBar {
+            caption: story::INTRO.to_string(),
+            busy: false,
+        });
+    }
 
     let mut terminal = ratatui::try_init()?;
     let _restore = Restore;

@@ -10,10 +10,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{broadcast, mpsc, oneshot, watch};
+use tokio::sync::{Mutex, broadcast, mpsc, oneshot, watch};
 
 use super::collector::Collector;
 pub use super::snapshot::{Sample, Snapshot, TableRow, TableState, sample_snapshot};
+use super::story::Story;
 use crate::instance::Instance;
 use crate::model::events::Event;
 use crate::model::policy::Strategy;
@@ -30,6 +31,8 @@ pub enum Command {
     SimulatePartial(Vec<String>),
     /// Switch strategy.
     SetStrategy(Strategy),
+    /// Play the story's next step.
+    StoryNext,
 }
 
 /// A command and where its answer goes: `Ok(summary)` or `Err(why)`.
@@ -54,14 +57,16 @@ impl Channels {
     /// A source over `instance`: starts the collector and the command task on the current
     /// runtime. `price_per_query` feeds the money view.
     pub async fn attach(instance: Instance, price_per_query: f64) -> Channels {
-        Self::attach_with_shadow(instance, price_per_query, None).await
+        Self::attach_with(instance, price_per_query, None, None).await
     }
 
-    /// [`Channels::attach`], with the figures of a [`Shadow`] run by the traffic beside it.
-    pub async fn attach_with_shadow(
+    /// [`Channels::attach`], with the figures of a [`Shadow`] run by the traffic beside it, and
+    /// a [`Story`] the presenter steps through (`demo --story`).
+    pub async fn attach_with(
         instance: Instance,
         price_per_query: f64,
         shadow: Option<Arc<Shadow>>,
+        story: Option<Story>,
     ) -> Channels {
         let history = instance
             .bus()
@@ -79,7 +84,11 @@ impl Channels {
         let (tx, snapshots) = watch::channel(first);
         let (commands, rx) = mpsc::channel(16);
         tokio::spawn(collector.run(tx));
-        tokio::spawn(serve_commands(instance, rx));
+        tokio::spawn(serve_commands(
+            instance,
+            rx,
+            story.map(|s| Arc::new(Mutex::new(s))),
+        ));
         Channels {
             snapshots,
             events,
@@ -89,9 +98,26 @@ impl Channels {
     }
 }
 
-async fn serve_commands(instance: Instance, mut rx: mpsc::Receiver<CommandAndReply>) {
+async fn serve_commands(
+    instance: Instance,
+    mut rx: mpsc::Receiver<CommandAndReply>,
+    story: Option<Arc<Mutex<Story>>>,
+) {
     while let Some((command, reply)) = rx.recv().await {
         let instance = instance.clone();
+        if command == Command::StoryNext {
+            let story = story.clone();
+            tokio::spawn(async move {
+                let caption = match story {
+                    // One step at a time: the lock is held for the whole step.
+                    Some(story) => story.lock().await.next(&instance).await,
+                    None => Err("no story is being told (freshcache demo --story)".into()),
+                };
+                // Fails only when the console has quit and no longer waits for the reply.
+                let _ = reply.send(caption);
+            });
+            continue;
+        }
         // Each command runs on its own task so a long one (a simulated ETL) never blocks the next.
         tokio::spawn(async move {
             // Fails only when the console has quit and no longer waits for the reply.
@@ -102,6 +128,7 @@ async fn serve_commands(instance: Instance, mut rx: mpsc::Receiver<CommandAndRep
 
 async fn execute(instance: &Instance, command: Command) -> Result<String, String> {
     match command {
+        Command::StoryNext => Err("the story's steps are served apart".into()),
         Command::Invalidate(tables) => {
             let ids = instance.table_ids(&tables).map_err(|e| e.to_string())?;
             let r = instance.invalidate(&ids).await.map_err(|e| e.to_string())?;

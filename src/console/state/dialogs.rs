@@ -26,6 +26,8 @@ pub(super) fn start(s: &mut State, id: ActionId) -> Option<Effect> {
         ActionId::Freeze => toggle_freeze(s),
         ActionId::PlainWords => s.plain_words = !s.plain_words,
         ActionId::Instances => s.show_instances = !s.show_instances,
+        // Space or → in story mode, never a footer key.
+        ActionId::StoryNext => {}
         ActionId::Filter => {
             s.dialog = Some(Dialog::Filter {
                 input: Input::new(s.filter.clone().unwrap_or_default()),
@@ -118,6 +120,7 @@ fn confirm_or_run(
             format!("every instance's users are served by `{st}` from now on")
         }
         Command::Warm(n) => format!("up to {n} warehouse queries"),
+        Command::StoryNext => "the story's next step".into(),
     };
     s.dialog = Some(Dialog::Confirm {
         action: id,

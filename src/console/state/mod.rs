@@ -46,6 +46,15 @@ pub struct FeedLine {
     pub event: Box<Event>,
 }
 
+/// The story's caption and whether its next step is running.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoryBar {
+    /// What the presenter reads now.
+    pub caption: String,
+    /// A step is running (keys wait for it).
+    pub busy: bool,
+}
+
 /// What one strategy did while it ran (cumulative counters at its start and now).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StrategyMoney {
@@ -163,6 +172,8 @@ pub struct State {
     pub plain_words: bool,
     /// Whether the instances view was asked for (on a narrow terminal it takes the feed's place).
     pub show_instances: bool,
+    /// The story being told (`demo --story`), if any.
+    pub story: Option<StoryBar>,
     /// Questions and warehouse queries per strategy, in the order they ran: a switch starts a
     /// new row, so the money each strategy cost is never mixed with another's.
     pub by_strategy: Vec<StrategyMoney>,
@@ -216,6 +227,7 @@ impl State {
             help: false,
             plain_words: false,
             show_instances: false,
+            story: None,
             by_strategy: Vec::new(),
             notice: None,
             monochrome,
@@ -268,6 +280,15 @@ impl State {
                     || l.plain.to_lowercase().contains(f)
             })
         })
+    }
+
+    /// The optional panels there is something to show in.
+    pub fn wanted(&self) -> crate::console::layout::Wanted {
+        crate::console::layout::Wanted {
+            compare: self.shown().shadow.is_some(),
+            instances: self.show_instances,
+            story: self.story.is_some(),
+        }
     }
 
     /// Whether the screen is frozen.

@@ -340,9 +340,15 @@ fn mouse_scrolls_the_feed_and_selects_tables() {
             ))),
         );
     }
-    let r =
-        crate::console::layout::regions(ratatui::layout::Rect::new(0, 0, 160, 48), 3, true, false)
-            .unwrap();
+    let r = crate::console::layout::regions(
+        ratatui::layout::Rect::new(0, 0, 160, 48),
+        3,
+        crate::console::layout::Wanted {
+            compare: true,
+            ..Default::default()
+        },
+    )
+    .unwrap();
     let mouse = |kind, column, row| {
         Msg::Terminal(TermEvent::Mouse(MouseEvent {
             kind,

@@ -9,8 +9,9 @@ use ratatui::layout::{Position, Rect};
 
 use super::dialogs::{on_dialog_key, start};
 use super::{Dialog, Effect, HISTORY, Msg, State};
-use crate::console::action;
+use crate::console::action::{self, ActionId};
 use crate::console::layout::regions;
+use crate::console::source::Command;
 use crate::sanitize::{clean_line, clean_short};
 
 /// The transition function: no I/O, at most one effect.
@@ -34,6 +35,16 @@ pub fn update(s: &mut State, msg: Msg) -> Option<Effect> {
         }
         Msg::Lagged(n) => {
             s.dropped += n;
+            None
+        }
+        Msg::Done(ActionId::StoryNext, result) => {
+            if let Some(story) = &mut s.story {
+                story.busy = false;
+                story.caption = match result {
+                    Ok(caption) => caption,
+                    Err(why) => format!("this step failed: {why} (space tries the next)"),
+                };
+            }
             None
         }
         Msg::Done(id, result) => {
@@ -94,6 +105,15 @@ fn on_key(s: &mut State, key: KeyEvent, ev: &TermEvent) -> Option<Effect> {
             s.help = false;
         }
         return None;
+    }
+    if let Some(story) = &mut s.story
+        && matches!(key.code, KeyCode::Char(' ') | KeyCode::Right)
+    {
+        if story.busy {
+            return None;
+        }
+        story.busy = true;
+        return Some(Effect::Execute(ActionId::StoryNext, Command::StoryNext));
     }
     match key.code {
         KeyCode::Char(c) => match action::by_key(c) {
@@ -163,12 +183,10 @@ fn on_mouse(s: &mut State, m: MouseEvent) {
     if s.dialog.is_some() || s.help {
         return;
     }
-    let shown = s.shown();
     let Some(r) = regions(
         Rect::new(0, 0, s.size.0, s.size.1),
-        shown.tables.len(),
-        shown.shadow.is_some(),
-        s.show_instances,
+        s.shown().tables.len(),
+        s.wanted(),
     ) else {
         return;
     };

@@ -32,12 +32,7 @@ pub fn view(state: &State, frame: &mut Frame) {
         mono: state.monochrome,
     };
     let snap = state.shown();
-    let Some(r) = regions(
-        area,
-        snap.tables.len(),
-        snap.shadow.is_some(),
-        state.show_instances,
-    ) else {
+    let Some(r) = regions(area, snap.tables.len(), state.wanted()) else {
         let text = vec![
             Line::from("freshcache").style(Style::new().add_modifier(Modifier::BOLD)),
             Line::from(format!(
@@ -63,6 +58,19 @@ pub fn view(state: &State, frame: &mut Frame) {
     }
     if let Some(rect) = r.instances {
         instances::draw_instances(frame, rect, snap, &theme);
+    }
+    if let (Some(rect), Some(story)) = (r.story, &state.story) {
+        let title = if story.busy {
+            " the story · playing… "
+        } else {
+            " the story · space or → next · q quits "
+        };
+        frame.render_widget(
+            Paragraph::new(crate::sanitize::clean_line(&story.caption))
+                .wrap(Wrap { trim: true })
+                .block(theme.block(title)),
+            rect,
+        );
     }
     keys::draw_footer(frame, r.footer, state, &theme);
     if state.help {
