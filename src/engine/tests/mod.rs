@@ -9,6 +9,7 @@ mod shared_tier;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::get::xfetch_out_of_reach;
 use super::*;
 use crate::model::catalog::ParamSpec;
 use crate::model::clock::{Clock, ManualClock};
