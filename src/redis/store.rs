@@ -56,6 +56,10 @@ use crate::model::entry::{Entry, EntryKey, TableKeys};
 use crate::model::versions::{TableId, Tables, VersionVector};
 use crate::store::{PutOutcome, Store, StoreError};
 
+mod purge;
+mod scripts;
+use scripts::*;
+
 /// Keys purged per batch: one pipeline of this many UNLINKs plus a ZREM. Against 500, 200 lowered
 /// other clients' p99 and p99.9 GET latency during a purge (BENCHMARKS.md), at the cost of a
 /// slower purge, which runs in the background anyway.
@@ -64,71 +68,6 @@ pub const PURGE_BATCH: usize = 200;
 const PURGE_PAUSE: Duration = Duration::from_millis(2);
 /// Whoever holds it does the fleet's housekeeping (purging old versions) for a while.
 const HOUSEKEEPING_KEY: &str = "fc:{_}:housekeeping";
-
-/// KEYS: entry, pointer, lease. ARGV: body, ttl (ms), versions text, created (ms), the lease
-/// token (empty for a put without a lease). Returns 1 stored, 0 lease taken over by another
-/// token, 2 an entry created later is stored. Versions are compared per table as decimal strings
-/// (by length, then by digits), since Lua numbers cannot hold every `u64`.
-const PUT: &str = r"
-local function num_cmp(a, b)
-  if #a ~= #b then return (#a < #b) and -1 or 1 end
-  if a == b then return 0 end
-  return (a < b) and -1 or 1
-end
-local function versions_cmp(a, b)
-  local x, y = {}, {}
-  for p in string.gmatch(a, '[^.]+') do x[#x + 1] = p end
-  for p in string.gmatch(b, '[^.]+') do y[#y + 1] = p end
-  for i = 1, math.max(#x, #y) do
-    local c = num_cmp(x[i] or '0', y[i] or '0')
-    if c ~= 0 then return c end
-  end
-  return 0
-end
-local holder = false
-if ARGV[5] ~= '' then
-  holder = redis.call('GET', KEYS[3])
-  if holder and holder ~= ARGV[5] then return 0 end
-end
-if holder ~= ARGV[5] then
-  local held = redis.call('GET', KEYS[1])
-  if held then
-    local ok, e = pcall(cjson.decode, held)
-    if ok and type(e) == 'table' and type(e['created_ms']) == 'number'
-        and e['created_ms'] > tonumber(ARGV[4]) then
-      return 2
-    end
-  end
-end
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-local pv = redis.call('HGET', KEYS[2], 'versions')
-local newest = (not pv) or (not string.match(pv, '^[0-9][0-9.]*$'))
-if not newest then
-  local c = versions_cmp(ARGV[3], pv)
-  local pc = tonumber(redis.call('HGET', KEYS[2], 'created'))
-  newest = c > 0 or (c == 0 and ((not pc) or pc <= tonumber(ARGV[4])))
-end
-if newest then
-  redis.call('HSET', KEYS[2], 'versions', ARGV[3], 'created', ARGV[4])
-  redis.call('PEXPIRE', KEYS[2], ARGV[2])
-end
-if ARGV[5] ~= '' and holder == ARGV[5] then redis.call('DEL', KEYS[3]) end
-return 1
-";
-
-const EXTEND: &str = r"
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
-end
-return 0
-";
-
-const RELEASE: &str = r"
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('DEL', KEYS[1])
-end
-return 0
-";
 
 /// What [`RedisStore::store_entry`] writes for an entry.
 struct StoredEntry {
@@ -385,114 +324,6 @@ impl RedisStore {
                 "a shared entry failed validation and was treated as a miss"
             );
         }
-    }
-
-    /// Drops the (empty) index of an old version and its mention in the table's version set.
-    async fn forget_version(&self, index: &str, vkey: &str, v: u64) -> Result<(), StoreError> {
-        let (index, vkey) = (index.to_string(), vkey.to_string());
-        self.link
-            .call(|mut c| async move {
-                redis::pipe()
-                    .cmd("UNLINK")
-                    .arg(index)
-                    .ignore()
-                    .cmd("SREM")
-                    .arg(vkey)
-                    .arg(v)
-                    .ignore()
-                    .exec_async(&mut c)
-                    .await
-            })
-            .await
-            .map_err(store_err)
-    }
-
-    /// Drops every indexed entry of `table` at versions below `below`, and expired entries of
-    /// later versions, at most `budget` keys, in batches of [`PURGE_BATCH`].
-    async fn purge_table(
-        &self,
-        table: TableId,
-        below: u64,
-        budget: usize,
-    ) -> Result<usize, StoreError> {
-        let vkey = self.versions_key(table);
-        let versions: Vec<u64> = self
-            .link
-            .call(|mut c| {
-                let vkey = vkey.clone();
-                async move { redis::cmd("SMEMBERS").arg(vkey).query_async(&mut c).await }
-            })
-            .await
-            .map_err(store_err)?;
-        let now = system_now_ms();
-        let mut purged = 0;
-        for v in versions {
-            let index = self.index_key(table, v);
-            loop {
-                if purged >= budget {
-                    return Ok(purged);
-                }
-                let take = PURGE_BATCH.min(budget - purged);
-                // Old versions go whole; the current ones only where expired.
-                let keys: Vec<String> = self
-                    .link
-                    .call(|mut c| {
-                        let index = index.clone();
-                        async move {
-                            if v < below {
-                                redis::cmd("ZRANGE")
-                                    .arg(index)
-                                    .arg(0)
-                                    .arg(take as i64 - 1)
-                                    .query_async(&mut c)
-                                    .await
-                            } else {
-                                redis::cmd("ZRANGEBYSCORE")
-                                    .arg(index)
-                                    .arg("-inf")
-                                    .arg(now)
-                                    .arg("LIMIT")
-                                    .arg(0)
-                                    .arg(take)
-                                    .query_async(&mut c)
-                                    .await
-                            }
-                        }
-                    })
-                    .await
-                    .map_err(store_err)?;
-                if keys.is_empty() {
-                    if v < below {
-                        self.forget_version(&index, &vkey, v).await?;
-                    }
-                    break;
-                }
-                let n = keys.len();
-                // One UNLINK per key: entries of one index can live in several slots.
-                let index_for = index.clone();
-                self.link
-                    .call_within(self.link.response_timeout() * 4, |mut c| async move {
-                        let mut p = redis::pipe();
-                        for k in &keys {
-                            p.cmd("UNLINK").arg(k).ignore();
-                        }
-                        p.cmd("ZREM").arg(&index_for).arg(&keys).ignore();
-                        p.exec_async(&mut c).await
-                    })
-                    .await
-                    .map_err(store_err)?;
-                purged += n;
-                if n < take {
-                    // That was the last of an old version: its index goes too.
-                    if v < below {
-                        self.forget_version(&index, &vkey, v).await?;
-                    }
-                    break;
-                }
-                tokio::time::sleep(PURGE_PAUSE).await;
-            }
-        }
-        Ok(purged)
     }
 }
 
@@ -751,17 +582,4 @@ fn parse_versions(text: &str, tables: usize) -> Option<Vec<u64>> {
         .map(|p| p.parse().ok())
         .collect::<Option<_>>()?;
     (v.len() == tables).then_some(v)
-}
-
-impl RedisStore {
-    /// Drops every entry of `table` at versions below `below` (also the previous version, unlike
-    /// [`Store::purge`]), at most `budget`: the benchmark's worst case.
-    pub async fn purge_all_below(
-        &self,
-        table: TableId,
-        below: u64,
-        budget: usize,
-    ) -> Result<usize, StoreError> {
-        self.purge_table(table, below, budget).await
-    }
 }
