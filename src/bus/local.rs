@@ -11,7 +11,9 @@
 mod state;
 
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 
 use rusqlite::Connection;
 use tokio::sync::broadcast;
@@ -112,7 +114,7 @@ impl LocalBus {
     ) -> Result<T, BusError> {
         let inner = self.inner.clone();
         let run = move || {
-            let mut conn = inner.db.lock().unwrap_or_else(|p| p.into_inner());
+            let mut conn = inner.db.lock();
             f(&inner, &mut conn)
         };
         if self.inner.inline {
@@ -125,11 +127,7 @@ impl LocalBus {
 
     /// Puts events not yet on this process's feed onto it; returns how many.
     fn deliver(&self, events: Vec<Event>) -> usize {
-        let mut delivered = self
-            .inner
-            .delivered
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let mut delivered = self.inner.delivered.lock();
         let mut n = 0;
         for e in events {
             if delivered.mark(e.seq) {
@@ -249,12 +247,7 @@ impl Bus for LocalBus {
 
     fn catch_up(&self) -> BoxFuture<'_, Result<usize, BusError>> {
         Box::pin(async move {
-            let after = self
-                .inner
-                .delivered
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .watermark;
+            let after = self.inner.delivered.lock().watermark;
             let events = self.history(after, 1_000).await?;
             Ok(self.deliver(events))
         })
@@ -382,6 +375,7 @@ mod tests {
         assert!(once(&b).await.duplicate, "once across processes");
         assert_eq!(b.versions().await.unwrap().versions(), &[1, 1, 0]);
         drop((a, b));
+        // A temp dir left behind is untidy, not wrong.
         let _ = std::fs::remove_dir_all(dir);
     }
 

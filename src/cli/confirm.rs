@@ -36,6 +36,7 @@ fn confirm(phrase: &str, what: &str) -> Result<(), CliError> {
         ));
     }
     eprint!("Type `{phrase}` to confirm: ");
+    // An unflushed prompt still reads the answer; stderr is unbuffered anyway.
     let _ = std::io::stderr().flush();
     let mut line = String::new();
     std::io::stdin()

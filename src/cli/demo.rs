@@ -181,6 +181,7 @@ pub async fn run(g: &GlobalArgs, args: DemoArgs) -> Result<(), CliError> {
             .map_err(|e| CliError::new(EXIT_FAILURE, format!("the console stopped: {e}")))?;
     stop.send_replace(true);
     instance.shutdown();
+    // The users stop at the signal; past two seconds they are dropped with the runtime.
     let _ = tokio::time::timeout(Duration::from_secs(2), users).await;
     result.map_err(|e| CliError::new(EXIT_FAILURE, e.to_string()))
 }

@@ -215,6 +215,7 @@ impl From<anyhow::Error> for CliError {
 pub fn main() -> ExitCode {
     let usage = |e: clap::Error| {
         let code = if e.use_stderr() { EXIT_USAGE } else { EXIT_OK };
+        // Printing usage to a closed stream: the exit code still says what happened.
         let _ = e.print();
         ExitCode::from(code)
     };

@@ -63,6 +63,7 @@ pub async fn traffic(g: &GlobalArgs, args: TrafficArgs) -> Result<(), CliError> 
     }
     let stop_on_signal = stop.clone();
     tokio::spawn(async move {
+        // Without a signal handler there is no Ctrl-C to wait for: stop as if it came.
         let _ = tokio::signal::ctrl_c().await;
         stop_on_signal.send_replace(true);
     });

@@ -8,7 +8,9 @@
 //! path pays one random draw on the hits it already samples for timing, and never waits: a
 //! sample that meets the lock taken is dropped.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 
 use crate::model::clock::{Millis, coarse_now_ms};
 use crate::model::entry::Entry;
@@ -42,7 +44,7 @@ impl Samples {
         if fastrand::u32(..odds) != 0 {
             return;
         }
-        if let Ok(mut waiting) = self.waiting.try_lock()
+        if let Some(mut waiting) = self.waiting.try_lock()
             && waiting.len() < CAPACITY
         {
             waiting.push(Sample {
@@ -54,6 +56,6 @@ impl Samples {
 
     /// Takes every sample waiting.
     pub(crate) fn take(&self) -> Vec<Sample> {
-        std::mem::take(&mut *self.waiting.lock().unwrap_or_else(|p| p.into_inner()))
+        std::mem::take(&mut *self.waiting.lock())
     }
 }

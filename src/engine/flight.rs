@@ -16,7 +16,9 @@ use std::future::Future;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, OnceLock};
+
+use parking_lot::{Mutex, MutexGuard};
 use std::task::{Context, Poll};
 
 use tokio::sync::Notify;
@@ -124,6 +126,7 @@ impl Lead {
 
     fn finish(&mut self, result: Result<Arc<Entry>, LoadError>) -> u32 {
         self.done = true;
+        // Set once: a flight is finished by its leader only (`done` guards a second call).
         let _ = self.flight.result.set(result);
         {
             let mut map = self.flights.shard(&self.key);
@@ -170,9 +173,7 @@ impl Default for Flights {
 impl Flights {
     fn shard(&self, key: &EntryKey) -> MutexGuard<'_, FlightMap> {
         // No code panics while holding this lock, so a poisoned lock is consistent; take it over.
-        self.shards[(key.fingerprint >> 64) as usize % SHARDS]
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+        self.shards[(key.fingerprint >> 64) as usize % SHARDS].lock()
     }
 
     /// Joins the flight for `key`, or leads a new one. `recheck` is called under the map's lock
@@ -218,10 +219,7 @@ impl Flights {
 
     /// Loads in flight now.
     pub fn in_flight(&self) -> usize {
-        self.shards
-            .iter()
-            .map(|s| s.lock().unwrap_or_else(|p| p.into_inner()).len())
-            .sum()
+        self.shards.iter().map(|s| s.lock().len()).sum()
     }
 }
 

@@ -5,8 +5,8 @@
 //! (with that weight) so the hot path seldom takes this mutex; misses are always counted. At most
 //! [`CAPACITY`] requests are tracked; the coldest are dropped when it is exceeded.
 
+use parking_lot::Mutex;
 use std::collections::HashMap;
-use std::sync::Mutex;
 
 use crate::model::catalog::Request;
 use crate::model::clock::Millis;
@@ -37,7 +37,7 @@ pub struct HotKeys {
 impl HotKeys {
     /// Counts `weight` uses of `request` at `now`.
     pub fn touch(&self, request: &Request, weight: f64, now: Millis) {
-        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        let mut map = self.map.lock();
         match map.get_mut(&request.fingerprint()) {
             Some(h) => {
                 h.score = decayed(h.score, h.at, now) + weight;
@@ -69,7 +69,7 @@ impl HotKeys {
     /// The `n` hottest requests reading any of `tables` (any table when `tables` is empty),
     /// hottest first.
     pub fn top(&self, tables: &[TableId], n: usize, now: Millis) -> Vec<Request> {
-        let map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        let map = self.map.lock();
         let mut hot: Vec<(&Hot, f64)> = map
             .values()
             .filter(|h| {
@@ -89,7 +89,7 @@ impl HotKeys {
 
     /// Requests tracked.
     pub fn len(&self) -> usize {
-        self.map.lock().unwrap_or_else(|p| p.into_inner()).len()
+        self.map.lock().len()
     }
 
     /// Whether none are tracked.

@@ -127,7 +127,7 @@ pub(crate) struct Inner {
     /// Told of every warehouse load as it starts.
     on_load: Option<LoadObserver>,
     /// The seed's lock recipe keeps its locks here (key -> expiry); only `Strategy::Lock` uses it.
-    seed_locks: std::sync::Mutex<std::collections::HashMap<EntryKey, Millis>>,
+    seed_locks: parking_lot::Mutex<std::collections::HashMap<EntryKey, Millis>>,
     /// Until when (wall clock) the versions held count as confirmed by the truth; `u64::MAX`
     /// for an engine nobody verifies (a library user's, or an embedded truth in this process).
     /// Past it, answers from this process's tier are served as `Stale { VersionsUnverified }`.

@@ -130,7 +130,7 @@ async fn lock_recipe(
 ) -> (Result<Arc<Entry>, LoadError>, Source) {
     let acquired = {
         let now = inner.clock.now_ms();
-        let mut locks = inner.seed_locks.lock().unwrap_or_else(|p| p.into_inner());
+        let mut locks = inner.seed_locks.lock();
         match locks.get(&key) {
             Some(&expires) if expires > now => false,
             _ => {
@@ -142,11 +142,7 @@ async fn lock_recipe(
     if acquired {
         let result = load(inner, request, key, strategy, true).await;
         // `redis_client.delete(lock_key)`: no check that the lock is still ours.
-        inner
-            .seed_locks
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&key);
+        inner.seed_locks.lock().remove(&key);
         return (result, Source::Warehouse);
     }
     for _ in 0..LOCK_POLLS {
@@ -175,6 +171,8 @@ fn spawn_refresh(
     let inner = engine.inner.clone();
     let request = request.clone();
     engine.inner.runtime.spawn(async move {
+        // A background refresh of a baseline recipe: a failure is counted by `load` and the
+        // next reader tries again, as the original recipe does.
         let _ = load(&inner, &request, key, strategy, true).await;
     });
 }

@@ -8,8 +8,8 @@
 //! stale answer and load is timed; hits are timed one in [`HIT_SAMPLE`] and recorded with that
 //! weight, which keeps percentiles unbiased while keeping two clock reads off most hits.
 
+use parking_lot::Mutex;
 use std::cell::Cell;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
@@ -119,7 +119,7 @@ struct ThreadSlot {
 
 impl ThreadSlot {
     fn claim() -> Self {
-        let reused = FREE_STRIPES.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        let reused = FREE_STRIPES.lock().pop();
         let stripe = reused.unwrap_or_else(|| {
             let next = NEXT_STRIPE.fetch_add(1, Ordering::Relaxed);
             if next < OWNED_STRIPES {
@@ -140,10 +140,7 @@ impl Drop for ThreadSlot {
         // Handing the index back through the mutex orders this thread's last plain store before
         // the next owner's first load.
         if self.stripe < OWNED_STRIPES {
-            FREE_STRIPES
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .push(self.stripe);
+            FREE_STRIPES.lock().push(self.stripe);
         }
     }
 }
@@ -221,18 +218,14 @@ impl Stats {
     /// Records a user-visible latency `weight` times.
     pub fn record_user(&self, latency: Duration, weight: u64) {
         let us = (latency.as_micros() as u64).max(1);
-        let mut h = self.hist[stripe_index() % HISTOGRAM_STRIPES]
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let mut h = self.hist[stripe_index() % HISTOGRAM_STRIPES].lock();
         h.user.saturating_record_n(us, weight);
     }
 
     /// Records how long a warehouse load took.
     pub fn record_load(&self, took: Duration) {
         let us = (took.as_micros() as u64).max(1);
-        let mut h = self.hist[stripe_index() % HISTOGRAM_STRIPES]
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let mut h = self.hist[stripe_index() % HISTOGRAM_STRIPES].lock();
         h.load.saturating_record(us);
     }
 
@@ -242,7 +235,8 @@ impl Stats {
         let mut user = histogram();
         let mut load = histogram();
         for h in self.hist.iter() {
-            let h = h.lock().unwrap_or_else(|p| p.into_inner());
+            let h = h.lock();
+            // Histograms of one shape, made by `histogram()`: adding cannot overflow their range.
             let _ = user.add(&h.user);
             let _ = load.add(&h.load);
         }
@@ -260,7 +254,8 @@ impl Stats {
         let mut user = histogram();
         let mut load = histogram();
         for h in self.hist.iter() {
-            let h = h.lock().unwrap_or_else(|p| p.into_inner());
+            let h = h.lock();
+            // Histograms of one shape, made by `histogram()`: adding cannot overflow their range.
             let _ = user.add(&h.user);
             let _ = load.add(&h.load);
         }

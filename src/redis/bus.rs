@@ -21,7 +21,9 @@
 //! which checks it and applies it exactly once.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -449,6 +451,7 @@ impl Bus for RedisBus {
                 }
             }
             if !dead.is_empty() {
+                // Housekeeping: the dead stay listed (as lost) until a later round succeeds.
                 let _ = self
                     .inner
                     .link
@@ -474,11 +477,7 @@ impl Bus for RedisBus {
             let inner = &self.inner;
             // The event sequence restarts too when the truth lost its state: it goes back above
             // what this process has delivered, so new events are not taken for old ones.
-            let watermark = inner
-                .delivered
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .watermark;
+            let watermark = inner.delivered.lock().watermark;
             let mut args: Vec<String> = vec![watermark.to_string(), versions.epoch.to_string()];
             for t in inner.tables.ids() {
                 args.push(inner.tables.name(t).to_string());

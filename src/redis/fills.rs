@@ -5,7 +5,9 @@
 //! opener ([`Redis::open`](super::Redis::open)) makes sure they do.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 
 use tokio::sync::Notify;
 
@@ -21,7 +23,7 @@ pub struct Fills {
 impl Fills {
     /// The notification for `key` (shared by every waiter of this process).
     pub fn register(&self, key: &str) -> Arc<Notify> {
-        let mut w = self.waiters.lock().unwrap_or_else(|p| p.into_inner());
+        let mut w = self.waiters.lock();
         if w.len() > 100_000 {
             // Waiters that were never woken (their holders died): forget those nobody waits on.
             w.retain(|_, n| Arc::strong_count(n) > 1);
@@ -31,11 +33,7 @@ impl Fills {
 
     /// Wakes every waiter of `key`.
     pub fn notify(&self, key: &str) {
-        let n = self
-            .waiters
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(key);
+        let n = self.waiters.lock().remove(key);
         if let Some(n) = n {
             n.notify_waiters();
         }
@@ -43,13 +41,7 @@ impl Fills {
 
     /// Wakes everyone (after a reconnect, a notification may have been lost).
     pub fn notify_all(&self) {
-        let all: Vec<_> = self
-            .waiters
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .drain()
-            .map(|(_, n)| n)
-            .collect();
+        let all: Vec<_> = self.waiters.lock().drain().map(|(_, n)| n).collect();
         for n in all {
             n.notify_waiters();
         }

@@ -9,9 +9,9 @@
 //! * The URL's password is kept in a [`Secret`] and never appears in [`RedisLink::describe`],
 //!   errors, `Debug` output or panics.
 
+use parking_lot::Mutex;
 use std::fmt;
 use std::future::Future;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -83,7 +83,7 @@ impl Breaker {
 
     /// Like [`Breaker::allow`], telling a probe from an ordinary call.
     fn admit(&self) -> Admit {
-        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut s = self.state.lock();
         match *s {
             BreakerState::Closed { .. } => Admit::Yes,
             BreakerState::Open { until } if Instant::now() >= until => {
@@ -98,7 +98,7 @@ impl Breaker {
 
     /// Records a success: closes the breaker.
     pub fn success(&self) {
-        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut s = self.state.lock();
         if !matches!(*s, BreakerState::Closed { .. }) {
             tracing::info!("Redis answers again: circuit closed");
         }
@@ -107,7 +107,7 @@ impl Breaker {
 
     /// Records a failure: opens the breaker after the threshold, or re-opens it after a probe.
     pub fn failure(&self) {
-        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut s = self.state.lock();
         let open = match *s {
             BreakerState::Closed { failures } if failures + 1 >= BREAKER_THRESHOLD => true,
             BreakerState::Closed { failures } => {
@@ -135,7 +135,7 @@ impl Breaker {
     /// Evidence from elsewhere (a new pub/sub connection) that the server is back: an open
     /// breaker probes with the next call instead of waiting out its cool-down.
     pub fn probe_soon(&self) {
-        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut s = self.state.lock();
         if let BreakerState::Open { until } = &mut *s {
             *until = Instant::now();
         }
@@ -143,10 +143,7 @@ impl Breaker {
 
     /// Whether calls are being refused (open or probing).
     pub fn is_open(&self) -> bool {
-        !matches!(
-            *self.state.lock().unwrap_or_else(|p| p.into_inner()),
-            BreakerState::Closed { .. }
-        )
+        !matches!(*self.state.lock(), BreakerState::Closed { .. })
     }
 
     /// How many times it has opened.
@@ -444,14 +441,14 @@ mod tests {
         b.failure();
         assert!(b.is_open());
         assert!(!b.allow());
-        *b.state.lock().unwrap() = BreakerState::Open {
+        *b.state.lock() = BreakerState::Open {
             until: Instant::now(),
         };
         assert!(b.allow(), "one probe after the cool-down");
         assert!(!b.allow(), "only one");
         b.failure();
         assert!(!b.allow(), "a failed probe re-opens it");
-        *b.state.lock().unwrap() = BreakerState::Open {
+        *b.state.lock() = BreakerState::Open {
             until: Instant::now(),
         };
         assert!(b.allow());

@@ -511,6 +511,7 @@ impl Store for RedisStore {
     ) -> BoxFuture<'a, ()> {
         Box::pin(async move {
             let notify = self.fills.register(&self.entry_key(request, key));
+            // Timing out is the point: the caller looks again either way.
             let _ = tokio::time::timeout(timeout, notify.notified()).await;
         })
     }

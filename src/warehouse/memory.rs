@@ -5,8 +5,8 @@
 //! ETL run. Every answer carries the data versions it saw, so a test can check that an answer
 //! labelled fresh really reflects the newest data.
 
+use parking_lot::Mutex;
 use std::collections::HashMap;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -69,7 +69,7 @@ impl MemoryWarehouse {
 
     /// New data lands in `tables` (an ETL batch), without an `update_log` entry.
     pub fn load_batch(&self, tables: &[TableId]) {
-        let mut v = self.data_versions.lock().unwrap_or_else(|p| p.into_inner());
+        let mut v = self.data_versions.lock();
         for t in tables {
             if let Some(x) = v.get_mut(t.index()) {
                 *x += 1;
@@ -81,7 +81,6 @@ impl MemoryWarehouse {
     pub fn data_version(&self, table: TableId) -> u64 {
         self.data_versions
             .lock()
-            .unwrap_or_else(|p| p.into_inner())
             .get(table.index())
             .copied()
             .unwrap_or(0)
@@ -119,10 +118,7 @@ impl MemoryWarehouse {
 
     /// Queries run so far per (request fingerprint, data versions seen).
     pub fn queries_by_request(&self) -> HashMap<(u128, Vec<u64>), u64> {
-        self.by_request
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.by_request.lock().clone()
     }
 
     /// Reads the data versions an answer carries (see [`Warehouse::run`]'s rows).
@@ -159,15 +155,12 @@ impl EtlTarget for MemoryWarehouse {
                 )));
             }
             self.load_batch(&[TableId(i as u16)]);
-            self.update_log
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .push(UpdateLogEntry {
-                    table: table.to_string(),
-                    batch: batch.to_string(),
-                    last_updated_ms: at_ms,
-                    rows: 1,
-                });
+            self.update_log.lock().push(UpdateLogEntry {
+                table: table.to_string(),
+                batch: batch.to_string(),
+                last_updated_ms: at_ms,
+                rows: 1,
+            });
             Ok(1)
         })
     }
@@ -179,11 +172,7 @@ impl Warehouse for MemoryWarehouse {
     }
 
     fn update_log(&self) -> BoxFuture<'_, Result<Vec<UpdateLogEntry>, WarehouseError>> {
-        let entries = self
-            .update_log
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
+        let entries = self.update_log.lock().clone();
         Box::pin(std::future::ready(Ok(super::newest_per_table(entries))))
     }
 
@@ -193,7 +182,7 @@ impl Warehouse for MemoryWarehouse {
             let _running = Running::enter(&self.running);
             // Data is read when the query starts, as a real warehouse's snapshot would be.
             let seen: Vec<u64> = {
-                let v = self.data_versions.lock().unwrap_or_else(|p| p.into_inner());
+                let v = self.data_versions.lock();
                 request
                     .query()
                     .tables
@@ -204,7 +193,6 @@ impl Warehouse for MemoryWarehouse {
             *self
                 .by_request
                 .lock()
-                .unwrap_or_else(|p| p.into_inner())
                 .entry((request.fingerprint(), seen.clone()))
                 .or_default() += 1;
             if self.hanging.load(Ordering::SeqCst) {

@@ -40,6 +40,7 @@ pub(super) fn err(e: rusqlite::Error) -> BusError {
 
 /// Creates the tables a new state needs; returns the sequence number of the last event logged.
 pub(super) fn prepare(conn: &Connection) -> Result<u64, BusError> {
+    // Fails only on a closed connection, which the next statement reports.
     let _ = conn.busy_timeout(std::time::Duration::from_secs(10));
     conn.execute_batch(SCHEMA).map_err(err)?;
     let last = conn

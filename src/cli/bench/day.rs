@@ -144,16 +144,18 @@ pub async fn day(plan: &DayPlan) -> anyhow::Result<DayReport> {
             .map(|q| {
                 let engine = engine.clone();
                 tokio::spawn(async move {
+                    // Warming: an error is counted by the engine's statistics like any other.
                     let _ = engine.get(&q).await;
                 })
             })
             .collect();
         for w in warm {
+            // A warm task cannot panic short of a bug, which the counts would show.
             let _ = w.await;
         }
         let warm_loads = engine.stats().loads;
         let (stop, stop_rx) = tokio::sync::watch::channel(false);
-        let loads_at_updates = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let loads_at_updates = Arc::new(parking_lot::Mutex::new(Vec::new()));
         let etl = {
             let marks = loads_at_updates.clone();
             let engine = engine.clone();
@@ -161,10 +163,7 @@ pub async fn day(plan: &DayPlan) -> anyhow::Result<DayReport> {
                 instance.clone(),
                 Duration::from_secs(3600),
                 Box::new(move |run| {
-                    marks
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .push(engine.stats().loads);
+                    marks.lock().push(engine.stats().loads);
                     if run == partial_run {
                         EtlPlan {
                             fail: vec!["inventory".into()],
@@ -194,6 +193,7 @@ pub async fn day(plan: &DayPlan) -> anyhow::Result<DayReport> {
         )
         .await;
         stop.send_replace(true);
+        // The ETL stops at the signal; a batch still running past 35 s is dropped with the run.
         let _ = tokio::time::timeout(Duration::from_secs(35), etl).await;
         instance.shutdown();
         // Let the background refreshes started near the end land before counting.
@@ -204,10 +204,7 @@ pub async fn day(plan: &DayPlan) -> anyhow::Result<DayReport> {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         let end = engine.stats().loads;
-        let marks = loads_at_updates
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
+        let marks = loads_at_updates.lock().clone();
         let mut per_hour = Vec::new();
         let mut prev = warm_loads;
         for m in marks.iter().chain(std::iter::once(&end)) {

@@ -122,6 +122,7 @@ async fn phase(
         let versions = versions.clone();
         tasks.push(tokio::spawn(async move {
             ready.fetch_add(1, Ordering::SeqCst);
+            // An error means the starter is gone: ask at once.
             let _ = go.wait_for(|g| *g).await;
             let answer = engine.get(&request).await;
             let took = start.get().map(Instant::elapsed).unwrap_or_default();
@@ -136,6 +137,7 @@ async fn phase(
     while ready.load(Ordering::SeqCst) < requesters as usize {
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
+    // Set once, here: nothing else sets it.
     let _ = start.set(Instant::now());
     go.send_replace(true);
     let mut latencies = Vec::with_capacity(requesters as usize);

@@ -55,6 +55,7 @@ fn probe(url: String, stop: Arc<std::sync::atomic::AtomicBool>) -> tokio::task::
         let Ok(mut c) = client.get_connection_with_timeout(Duration::from_secs(5)) else {
             return seen;
         };
+        // Fails only for a zero duration, which this is not.
         let _ = c.set_read_timeout(Some(Duration::from_secs(30)));
         let mut all = Vec::new();
         while !stop.load(std::sync::atomic::Ordering::Relaxed) {

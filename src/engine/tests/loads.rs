@@ -167,8 +167,8 @@ async fn a_hung_load_ends_at_its_deadline_and_the_next_request_loads_again() {
 /// A shared store that logs what happens to leases (the in-process store grants every lease).
 struct LeaseLog {
     store: crate::store::MemoryStore,
-    taken: std::sync::Mutex<Vec<u64>>,
-    released: std::sync::Mutex<Vec<u64>>,
+    taken: parking_lot::Mutex<Vec<u64>>,
+    released: parking_lot::Mutex<Vec<u64>>,
 }
 
 impl crate::store::Store for LeaseLog {
@@ -217,7 +217,7 @@ impl crate::store::Store for LeaseLog {
         token: u64,
         _ttl: Duration,
     ) -> crate::model::BoxFuture<'a, Result<bool, crate::store::StoreError>> {
-        self.taken.lock().unwrap().push(token);
+        self.taken.lock().push(token);
         Box::pin(std::future::ready(Ok(true)))
     }
     fn release_lease<'a>(
@@ -226,7 +226,7 @@ impl crate::store::Store for LeaseLog {
         _key: &'a EntryKey,
         token: u64,
     ) -> crate::model::BoxFuture<'a, Result<(), crate::store::StoreError>> {
-        self.released.lock().unwrap().push(token);
+        self.released.lock().push(token);
         Box::pin(std::future::ready(Ok(())))
     }
 }
@@ -238,8 +238,8 @@ async fn a_load_cancelled_at_its_deadline_releases_its_lease() {
     let w = world();
     let shared = Arc::new(LeaseLog {
         store: MemoryStore::new(MemoryStoreConfig::default()),
-        taken: std::sync::Mutex::default(),
-        released: std::sync::Mutex::default(),
+        taken: parking_lot::Mutex::default(),
+        released: parking_lot::Mutex::default(),
     });
     let engine = Engine::builder(w.engine.catalog().clone(), w.warehouse.clone())
         .clock(w.clock.clone())
@@ -259,10 +259,10 @@ async fn a_load_cancelled_at_its_deadline_releases_its_lease() {
         ),
         "{e}"
     );
-    let taken = shared.taken.lock().unwrap().clone();
+    let taken = shared.taken.lock().clone();
     assert_eq!(taken.len(), 1, "one lease for the one load");
     // The flight completes after put_and_release returns, so the release is already logged.
-    assert_eq!(*shared.released.lock().unwrap(), taken);
+    assert_eq!(*shared.released.lock(), taken);
     assert_eq!(w.warehouse.running(), 0);
 }
 

@@ -16,7 +16,7 @@ pub(super) fn deliver_along_log(
     events: Vec<Event>,
     mut after: Option<u64>,
 ) -> usize {
-    let mut delivered = inner.delivered.lock().unwrap_or_else(|p| p.into_inner());
+    let mut delivered = inner.delivered.lock();
     let mut n = 0;
     for e in events {
         if let Some(previous) = after.replace(e.seq)
@@ -26,6 +26,7 @@ pub(super) fn deliver_along_log(
         }
         if delivered.mark(e.seq) {
             n += 1;
+            // Fails only when no one subscribes now; the log keeps the event.
             let _ = inner.feed.send(e);
         }
     }
@@ -45,26 +46,14 @@ pub(super) fn deliver_along_log(
 /// Either way a few old events may be delivered twice; none is lost.
 pub(super) async fn catch_up_inner(inner: &Inner) -> Result<usize, BusError> {
     let _one = inner.catching_up.lock().await;
-    let (last, last_seq) = inner
-        .last_read
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .clone();
+    let (last, last_seq) = inner.last_read.lock().clone();
     let first_contact = last.is_empty();
     // Taken before the read: every event delivered by then was numbered below the counter the
     // read returns, unless the counter went back.
-    let delivered_before = inner
-        .delivered
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .watermark;
+    let delivered_before = inner.delivered.lock().watermark;
     let (epoch, counter, entries) =
         read_log(inner, if first_contact { None } else { Some(&last) }).await?;
-    let known = inner
-        .epoch
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .replace(epoch.clone());
+    let known = inner.epoch.lock().replace(epoch.clone());
     let new_log = known.is_some_and(|k| k != epoch);
     if first_contact {
         // The feed starts now; history is read with `history`.
@@ -76,12 +65,8 @@ pub(super) async fn catch_up_inner(inner: &Inner) -> Result<usize, BusError> {
                 (id, seq)
             })
             .unwrap_or_else(|| ("0-0".to_string(), 0));
-        inner
-            .delivered
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .raise_to(seq);
-        *inner.last_read.lock().unwrap_or_else(|p| p.into_inner()) = (id, seq);
+        inner.delivered.lock().raise_to(seq);
+        *inner.last_read.lock() = (id, seq);
         return Ok(0);
     }
     if !new_log && counter < delivered_before {
@@ -90,13 +75,13 @@ pub(super) async fn catch_up_inner(inner: &Inner) -> Result<usize, BusError> {
         tracing::warn!(
             "the event counter went back from {delivered_before} to {counter} (Redis restored from an older state): delivering by the log again"
         );
-        *inner.delivered.lock().unwrap_or_else(|p| p.into_inner()) = Delivered::default();
+        *inner.delivered.lock() = Delivered::default();
     }
     let entries = if new_log {
         tracing::warn!(
             "the event log was recreated (Redis restarted empty): reading the new one from its start"
         );
-        *inner.delivered.lock().unwrap_or_else(|p| p.into_inner()) = Delivered::default();
+        *inner.delivered.lock() = Delivered::default();
         read_log(inner, Some("0-0")).await?.2
     } else {
         entries
@@ -109,9 +94,9 @@ pub(super) async fn catch_up_inner(inner: &Inner) -> Result<usize, BusError> {
         events.extend(e);
     }
     if let Some(n) = newest {
-        *inner.last_read.lock().unwrap_or_else(|p| p.into_inner()) = n;
+        *inner.last_read.lock() = n;
     } else if new_log {
-        *inner.last_read.lock().unwrap_or_else(|p| p.into_inner()) = ("0-0".to_string(), 0);
+        *inner.last_read.lock() = ("0-0".to_string(), 0);
     }
     let after = if new_log { 0 } else { last_seq };
     Ok(deliver_along_log(inner, events, Some(after)))
@@ -207,7 +192,7 @@ pub(super) async fn subscribe_loop(weak: std::sync::Weak<Inner>) {
                 EVENTS_CHANNEL => {
                     if let Ok(e) = serde_json::from_slice::<Event>(&payload) {
                         let gap = {
-                            let d = inner.delivered.lock().unwrap_or_else(|p| p.into_inner());
+                            let d = inner.delivered.lock();
                             e.seq > d.watermark + 1 && !d.above.contains(&(e.seq - 1))
                         };
                         if deliver(&inner, vec![e]) == 0 || gap {
@@ -228,10 +213,11 @@ pub(super) async fn subscribe_loop(weak: std::sync::Weak<Inner>) {
                         .ok()
                         .and_then(|v| v.get("freshcache_seq").and_then(|s| s.as_u64()))
                         .is_some_and(|seq| {
-                            let d = inner.delivered.lock().unwrap_or_else(|p| p.into_inner());
+                            let d = inner.delivered.lock();
                             seq <= d.watermark || d.above.contains(&seq)
                         });
                     if !ours {
+                        // Fails only when no one listens for raw messages now.
                         let _ = inner.raw.send(RawMessage { channel, payload });
                     }
                 }

@@ -25,6 +25,7 @@ fn resolve_with(file: &str, args: &[&str]) -> Result<(GlobalArgs, Report), Confi
     let matches = Line::command().try_get_matches_from(argv).unwrap();
     let mut cli = Line::from_arg_matches(&matches).unwrap();
     let r = resolve(&mut cli.global, &matches);
+    // A temp dir left behind is untidy, not wrong.
     let _ = std::fs::remove_dir_all(&dir);
     r.map(|r| (cli.global, r))
 }

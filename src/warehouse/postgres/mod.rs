@@ -59,12 +59,12 @@ pub const SERVER_GRACE: Duration = Duration::from_secs(1);
 
 /// Cancel requests under way (see [`Busy`]).
 #[derive(Default)]
-struct Cancels(std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>);
+struct Cancels(parking_lot::Mutex<Vec<tokio::task::JoinHandle<()>>>);
 
 impl Cancels {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<tokio::task::JoinHandle<()>>> {
+    fn lock(&self) -> parking_lot::MutexGuard<'_, Vec<tokio::task::JoinHandle<()>>> {
         // Nothing panics while holding it, so a poisoned lock is consistent.
-        self.0.lock().unwrap_or_else(|p| p.into_inner())
+        self.0.lock()
     }
 }
 

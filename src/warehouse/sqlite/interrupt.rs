@@ -27,9 +27,9 @@ pub(super) enum InterruptState {
 }
 
 impl Interrupt {
-    pub(super) fn lock(&self) -> std::sync::MutexGuard<'_, InterruptState> {
+    pub(super) fn lock(&self) -> parking_lot::MutexGuard<'_, InterruptState> {
         // Nothing panics while holding it, so a poisoned lock is consistent.
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        self.state.lock()
     }
 
     /// On the blocking thread, before the query: `false` when the read was already cancelled.

@@ -11,8 +11,10 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+
+use parking_lot::Mutex;
 use std::time::Instant;
 
 use rusqlite::types::ValueRef;
@@ -51,6 +53,7 @@ impl Location {
         };
         let conn = Connection::open(path)
             .map_err(|e| WarehouseError::Unavailable(format!("{self}: {e}")))?;
+        // Fails only on a closed connection, which the next statement reports.
         let _ = conn.busy_timeout(std::time::Duration::from_secs(10));
         if !writer {
             return Ok(conn);
@@ -85,13 +88,11 @@ struct Shared {
 impl Drop for Shared {
     fn drop(&mut self) {
         if let Location::Temporary(p) = &self.location {
-            self.readers
-                .get_mut()
-                .unwrap_or_else(|p| p.into_inner())
-                .clear();
+            self.readers.get_mut().clear();
             for suffix in ["", "-wal", "-shm"] {
                 let mut f = p.clone().into_os_string();
                 f.push(suffix);
+                // A temporary database file left behind is untidy, not wrong.
                 let _ = std::fs::remove_file(f);
             }
         }
@@ -231,7 +232,7 @@ impl SqliteWarehouse {
     ) -> Result<T, WarehouseError> {
         let shared = self.shared.clone();
         tokio::task::spawn_blocking(move || {
-            let mut conn = shared.writer.lock().unwrap_or_else(|p| p.into_inner());
+            let mut conn = shared.writer.lock();
             f(&mut conn)
         })
         .await
@@ -252,11 +253,7 @@ impl SqliteWarehouse {
         let interrupt = Interrupt::default();
         let on_thread = interrupt.clone();
         let result = tokio::task::spawn_blocking(move || {
-            let pooled = shared
-                .readers
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .pop();
+            let pooled = shared.readers.lock().pop();
             let conn = match pooled {
                 Some(c) => c,
                 None => shared.location.open(false)?,
@@ -272,7 +269,7 @@ impl SqliteWarehouse {
                     "the query was cancelled before it started".into(),
                 ))
             };
-            let mut pool = shared.readers.lock().unwrap_or_else(|p| p.into_inner());
+            let mut pool = shared.readers.lock();
             if pool.len() < SLOTS {
                 pool.push(conn);
             }

@@ -119,7 +119,7 @@ async fn a_dropped_query_is_interrupted_and_its_connection_serves_the_next() {
         r.map(|rows| rows.map(|r| r.rows))
     );
     // The blocking thread stops and returns its connection to the pool.
-    let pooled = || w.shared.readers.lock().unwrap().len();
+    let pooled = || w.shared.readers.lock().len();
     let deadline = Instant::now() + Duration::from_secs(10);
     while pooled() == 0 {
         assert!(
