@@ -11,6 +11,16 @@
 //! Each figure is the median of five rounds, the three caches interleaved within each round, so
 //! that a noisy neighbour on this shared machine hurts all three alike.
 
+// Tests and benchmarks may unwrap, panic and cast freely: a failure here is the report.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss,
+    clippy::cast_possible_wrap
+)]
+
 use std::future::Future;
 use std::hint::black_box;
 use std::pin::pin;

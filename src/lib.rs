@@ -27,7 +27,6 @@
 //! `tests/layers.rs` holds this order and fails on any import against it.
 
 #![warn(missing_docs)]
-#![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 pub mod bench;
 pub mod bus;

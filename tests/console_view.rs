@@ -2,6 +2,16 @@
 //! dashboard, help, every dialog, the read-only and production variants, and a too-small terminal.
 //! The state is built from fixed data, so the screens do not depend on the clock or the machine.
 
+// Tests and benchmarks may unwrap, panic and cast freely: a failure here is the report.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss,
+    clippy::cast_possible_wrap
+)]
+
 use freshcache::console::source::{Sample, sample_snapshot};
 use freshcache::console::state::{Msg, State, update};
 use freshcache::console::view::view;

@@ -7,6 +7,16 @@
 //!
 //! A new top-level module fails the test until it is given its place in [`ORDER`].
 
+// Tests and benchmarks may unwrap, panic and cast freely: a failure here is the report.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss,
+    clippy::cast_possible_wrap
+)]
+
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};

@@ -3,6 +3,16 @@
 //! scrapes `/metrics`, and a small parser written here, independently of the renderer, checks
 //! the exposition format and that the counters say exactly what the test caused.
 
+// Tests and benchmarks may unwrap, panic and cast freely: a failure here is the report.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss,
+    clippy::cast_possible_wrap
+)]
+
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::sync::Arc;

@@ -42,6 +42,16 @@
 //! fails. Without `redis-server` and `redis-cli` the tests say so loudly and pass, unless
 //! `FRESHCACHE_REQUIRE_REDIS=1`, where that is a failure.
 
+// Tests and benchmarks may unwrap, panic and cast freely: a failure here is the report.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss,
+    clippy::cast_possible_wrap
+)]
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
 use std::path::Path;

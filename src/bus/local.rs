@@ -216,7 +216,7 @@ impl Bus for LocalBus {
 
     fn report<'a>(&'a self, report: &'a InstanceReport) -> BoxFuture<'a, Result<(), BusError>> {
         let body = serde_json::to_string(report);
-        let (id, at) = (report.id.clone(), report.at_ms as i64);
+        let (id, at) = (report.id.clone(), crate::model::num::to_i64(report.at_ms));
         Box::pin(async move {
             let body = body.map_err(|e| BusError(e.to_string()))?;
             self.blocking(move |_, conn| state::report(conn, id, at, body))
@@ -341,7 +341,7 @@ mod tests {
             .unwrap();
         }
         let all = bus.history(0, usize::MAX >> 1).await.unwrap();
-        assert_eq!(all.len() as i64, LOG_LIMIT);
+        assert_eq!(i64::try_from(all.len()).unwrap(), LOG_LIMIT);
         assert_eq!(all[0].seq, 6);
     }
 

@@ -115,7 +115,7 @@ pub async fn get(g: &GlobalArgs, args: GetArgs) -> Result<(), CliError> {
         let (age_ms, reason) = match &answer.freshness {
             Freshness::Fresh => (None, None),
             Freshness::Stale { age, reason } => {
-                (Some(age.as_millis() as u64), Some(reason.to_string()))
+                (Some(crate::model::num::ms(*age)), Some(reason.to_string()))
             }
         };
         return print_json(&AnswerJson {

@@ -62,7 +62,10 @@ pub fn percentile(sorted: &[f64], q: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
     }
-    let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+    let rank = crate::model::num::to_usize(crate::model::num::f64_to_u64(
+        (q * sorted.len() as f64).ceil(),
+    ))
+    .clamp(1, sorted.len());
     (sorted[rank - 1] * 100.0).round() / 100.0
 }
 

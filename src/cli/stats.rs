@@ -71,7 +71,7 @@ async fn stats_doc(world: &World, live: Duration) -> Result<serde_json::Value, C
     // frozen, dead) is shown as unverified or lost, never silently dropped.
     let known = world.bus.reports(60_000).await.map_err(unavailable)?;
     let now = world.bus.clock().now_ms();
-    let live_ms = live.as_millis() as u64;
+    let live_ms = crate::model::num::ms(live);
     let mut total = crate::engine::stats::StatsSnapshot::default();
     let mut bad = 0;
     let mut degraded = 0;
@@ -80,9 +80,9 @@ async fn stats_doc(world: &World, live: Duration) -> Result<serde_json::Value, C
     let mut list = Vec::with_capacity(known.len());
     for r in &known {
         let silent_ms = now.saturating_sub(r.at_ms);
-        let state = if silent_ms > crate::bus::LOST_AFTER.as_millis() as u64 {
+        let state = if silent_ms > crate::model::num::ms(crate::bus::LOST_AFTER) {
             "lost"
-        } else if silent_ms > crate::bus::SILENT_UNVERIFIED.as_millis() as u64 || r.unverified {
+        } else if silent_ms > crate::model::num::ms(crate::bus::SILENT_UNVERIFIED) || r.unverified {
             "unverified"
         } else if r.degraded {
             "degraded"

@@ -173,7 +173,7 @@ impl Default for Flights {
 impl Flights {
     fn shard(&self, key: &EntryKey) -> MutexGuard<'_, FlightMap> {
         // No code panics while holding this lock, so a poisoned lock is consistent; take it over.
-        self.shards[(key.fingerprint >> 64) as usize % SHARDS].lock()
+        self.shards[usize::try_from((key.fingerprint >> 64) % SHARDS as u128).unwrap_or(0)].lock()
     }
 
     /// Joins the flight for `key`, or leads a new one. `recheck` is called under the map's lock

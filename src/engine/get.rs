@@ -77,7 +77,8 @@ pub(super) fn xfetch_near_expiry(now: Millis, entry: &Entry, policy: &Policy) ->
     // expiry can never be picked: decided with integers, without drawing a number.
     let reach = entry.load_ms.saturating_mul(40);
     if beta <= 0.0
-        || now.saturating_add((reach as f64 * beta) as u64) < entry.fresh_until
+        || now.saturating_add(crate::model::num::f64_to_u64(reach as f64 * beta))
+            < entry.fresh_until
         || now.saturating_add(policy.after_update_ms) < entry.fresh_until
     {
         return false;
@@ -93,8 +94,8 @@ pub(super) const SHARED_FALLBACK_LOOKUP: Duration = Duration::from_millis(100);
 /// Whether `entry`, past its freshness, may still be served stale while one refresh runs: within
 /// the policy's stale-while-revalidate window and its stale limit.
 pub(super) fn servable_while_revalidating(entry: &Entry, now: Millis, policy: &Policy) -> bool {
-    now < entry.fresh_until + policy.swr_window.as_millis() as u64
-        && now.saturating_sub(entry.created_ms) <= policy.max_stale.as_millis() as u64
+    now < entry.fresh_until + crate::model::num::ms(policy.swr_window)
+        && now.saturating_sub(entry.created_ms) <= crate::model::num::ms(policy.max_stale)
 }
 
 /// A flight whose leader is looking in the shared tier inline: if that caller is cancelled
@@ -252,7 +253,7 @@ impl Engine {
             && let Some(prev) = &previous
         {
             let now = inner.now_ms();
-            if now.saturating_sub(prev.created_ms) <= policy.max_stale.as_millis() as u64 {
+            if now.saturating_sub(prev.created_ms) <= crate::model::num::ms(policy.max_stale) {
                 self.refresh_in_background(request, key, Counter::RefreshAhead);
                 return Lookup::Answered(self.stale(
                     prev.clone(),
@@ -359,7 +360,7 @@ impl Engine {
                         let now = inner.now_ms();
                         if let Some(prev) = &fallback
                             && now.saturating_sub(prev.created_ms)
-                                <= policy.max_stale.as_millis() as u64
+                                <= crate::model::num::ms(policy.max_stale)
                             && let Some(lead) = pending.lead.take()
                         {
                             inner.stats.incr(Counter::RefreshAhead);
@@ -395,7 +396,7 @@ impl Engine {
         }
         let now = inner.now_ms();
         let within_limit = |e: &Arc<Entry>| {
-            now.saturating_sub(e.created_ms) <= policy.max_stale.as_millis() as u64
+            now.saturating_sub(e.created_ms) <= crate::model::num::ms(policy.max_stale)
         };
         match outcome {
             Ok(Ok(entry)) => {

@@ -7,7 +7,8 @@ use super::*;
 /// real time scaled by the clock's speed when the clock did not move (a manual clock in tests).
 pub(super) fn load_ms(inner: &Inner, began_ms: Millis, began: Instant, now: Millis) -> u64 {
     let by_clock = now.saturating_sub(began_ms);
-    let by_timer = (began.elapsed().as_secs_f64() * 1000.0 * inner.clock.speed()) as u64;
+    let by_timer =
+        crate::model::num::f64_to_u64(began.elapsed().as_secs_f64() * 1000.0 * inner.clock.speed());
     by_clock.max(by_timer)
 }
 

@@ -305,7 +305,7 @@ impl Engine {
     /// Call it only once the truth is applied. An engine never confirmed is never unverified (a
     /// library user's engine, with nobody to ask).
     pub fn confirm_versions(&self, read_began_ms: Millis, max_unverified: Duration) {
-        let until = read_began_ms.saturating_add(max_unverified.as_millis() as u64);
+        let until = read_began_ms.saturating_add(crate::model::num::ms(max_unverified));
         let cell = &self.inner.verified_until;
         // Confirmations only move it forward (an older read finishing late confirms nothing
         // newer); the first one replaces "never verified by anyone".

@@ -208,7 +208,7 @@ async fn load(
         value: Arc::from(rows.to_json()),
         versions: stamp,
         created_ms: now,
-        load_ms: began.elapsed().as_millis() as u64,
+        load_ms: crate::model::num::ms(began.elapsed()),
         fresh_until,
         keep_until: fresh_until,
     });

@@ -79,7 +79,7 @@ impl Engine {
         at: Option<Arc<VersionVector>>,
     ) -> watch::Receiver<RefreshProgress> {
         let (tx, rx) = watch::channel(RefreshProgress {
-            total: requests.len() as u32,
+            total: crate::model::num::to_u32(requests.len()),
             ..RefreshProgress::default()
         });
         let tx = Arc::new(tx);

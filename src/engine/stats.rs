@@ -217,14 +217,14 @@ impl Stats {
 
     /// Records a user-visible latency `weight` times.
     pub fn record_user(&self, latency: Duration, weight: u64) {
-        let us = (latency.as_micros() as u64).max(1);
+        let us = crate::model::num::us(latency).max(1);
         let mut h = self.hist[stripe_index() % HISTOGRAM_STRIPES].lock();
         h.user.saturating_record_n(us, weight);
     }
 
     /// Records how long a warehouse load took.
     pub fn record_load(&self, took: Duration) {
-        let us = (took.as_micros() as u64).max(1);
+        let us = crate::model::num::us(took).max(1);
         let mut h = self.hist[stripe_index() % HISTOGRAM_STRIPES].lock();
         h.load.saturating_record(us);
     }

@@ -251,7 +251,7 @@ impl Bus for RedisBus {
             let (once_key, window) = match request.once {
                 Some(id) => (
                     format!("{{freshcache}}:delivered:{id:016x}"),
-                    SEED_MESSAGE_WINDOW.as_millis() as u64,
+                    crate::model::num::ms(SEED_MESSAGE_WINDOW),
                 ),
                 None => ("{freshcache}:delivered:-".to_string(), 0),
             };
@@ -501,7 +501,7 @@ impl Bus for RedisBus {
                 })
                 .await
                 .map_err(bus_err)?;
-            Ok(n.max(0) as usize)
+            Ok(usize::try_from(n.max(0)).unwrap_or(usize::MAX))
         })
     }
 

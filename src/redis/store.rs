@@ -115,7 +115,7 @@ impl RedisStore {
                     .arg(value)
                     .arg("NX")
                     .arg("PX")
-                    .arg(ttl.as_millis().max(1) as u64)
+                    .arg(crate::model::num::ms(ttl).max(1))
                     .query_async(&mut c)
                     .await
             })
@@ -470,7 +470,7 @@ impl Store for RedisStore {
                     script
                         .key(name)
                         .arg(token.to_string())
-                        .arg(ttl.as_millis().max(1) as u64)
+                        .arg(crate::model::num::ms(ttl).max(1))
                         .invoke_async(&mut c)
                         .await
                 })

@@ -95,7 +95,10 @@ impl Hasher for PassThrough {
         self.0 = n;
     }
     fn write_u128(&mut self, n: u128) {
-        self.0 = n as u64 ^ (n >> 64) as u64;
+        // Folding the two halves into one: truncation is the point.
+        #[allow(clippy::cast_possible_truncation)]
+        let folded = n as u64 ^ (n >> 64) as u64;
+        self.0 = folded;
     }
 }
 
@@ -189,7 +192,7 @@ impl Shard {
             key,
             entry,
             referenced: AtomicBool::new(false),
-            ring_pos: AtomicU32::new((self.ring.len() - 1) as u32),
+            ring_pos: AtomicU32::new(crate::model::num::to_u32(self.ring.len() - 1)),
         });
     }
 
@@ -200,7 +203,8 @@ impl Shard {
         if let Some(moved) = self.ring.get(pos).copied()
             && let Some(s) = self.table.get(&moved)
         {
-            s.ring_pos.store(pos as u32, Ordering::Relaxed);
+            s.ring_pos
+                .store(crate::model::num::to_u32(pos), Ordering::Relaxed);
         }
         if let Some(list) = self.versions_of.get_mut(&key.fingerprint) {
             list.retain(|v| *v != key.versions);
@@ -389,7 +393,9 @@ impl MemoryStore {
             if removed >= budget {
                 break;
             }
-            let i = self.purge_cursor.fetch_add(1, Ordering::Relaxed) as usize % SHARDS;
+            let i = crate::model::num::to_usize(
+                self.purge_cursor.fetch_add(1, Ordering::Relaxed) % SHARDS as u64,
+            );
             let mut shard = self.write_shard(i);
             let expired: Vec<EntryKey> = shard
                 .table

@@ -233,7 +233,7 @@ fn customer(id: i64, rng: &mut fastrand::Rng, batch: &str) -> Customer {
 /// The initial customers.
 pub fn customers(size: DemoSize, batch: &str) -> Vec<Customer> {
     let mut rng = rng_for(1, "customers");
-    (1..=size.customers as i64)
+    (1..=i64::from(size.customers))
         .map(|id| customer(id, &mut rng, batch))
         .collect()
 }
@@ -247,7 +247,9 @@ fn sale(
 ) -> Sale {
     let (customer_id, region, segment) = customers[rng.usize(..customers.len())];
     // A few products sell far more than the rest.
-    let p = (rng.f64().powi(2) * PRODUCTS.len() as f64) as usize % PRODUCTS.len();
+    let p = crate::model::num::to_usize(crate::model::num::f64_to_u64(
+        rng.f64().powi(2) * PRODUCTS.len() as f64,
+    )) % PRODUCTS.len();
     let (product, price) = PRODUCTS[p];
     let quantity = match segment {
         "Enterprise" => rng.i64(5..=40),
@@ -284,7 +286,7 @@ pub fn sales(size: DemoSize, customers: &[Customer], batch: &str) -> Vec<Sale> {
         .map(|c| (c.customer_id, c.region, c.segment))
         .collect();
     let days = (SALES_UNTIL_MS - SALES_FROM_MS) / DAY_MS;
-    (1..=size.sales as i64)
+    (1..=i64::from(size.sales))
         .map(|id| {
             let day = SALES_FROM_MS + rng.u64(0..days) * DAY_MS;
             sale(id, &buyers, day, &mut rng, batch)

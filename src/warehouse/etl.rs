@@ -75,13 +75,13 @@ impl EtlRun {
 /// The label of the batch a run at `at_ms` loads, for a schedule of `interval` (the boundary at or
 /// before `at_ms`, as `YYYYMMDD-HH:MM`).
 pub fn batch_label(at_ms: Millis, interval: Duration) -> String {
-    let step = (interval.as_millis() as u64).max(60_000);
+    let step = crate::model::num::ms(interval).max(60_000);
     format_batch_label(at_ms - at_ms % step)
 }
 
 /// The next schedule boundary strictly after `now`.
 pub fn next_boundary(now: Millis, interval: Duration) -> Millis {
-    let step = (interval.as_millis() as u64).max(1);
+    let step = crate::model::num::ms(interval).max(1);
     now - now % step + step
 }
 
@@ -99,7 +99,7 @@ pub async fn run_batch(
         if let Some((_, after)) = plan.late.iter().find(|(t, _)| t == table) {
             out.push(TableLoad::Late {
                 table: table.to_string(),
-                after_ms: after.as_millis() as u64,
+                after_ms: crate::model::num::ms(*after),
             });
             continue;
         }

@@ -49,7 +49,7 @@ impl MemoryWarehouse {
         Self {
             names,
             update_log: Mutex::new(Vec::new()),
-            latency_ms: AtomicU64::new(latency.as_millis() as u64),
+            latency_ms: AtomicU64::new(crate::model::num::ms(latency)),
             data_versions: Mutex::new(vec![0; tables]),
             fail_next: AtomicU32::new(0),
             failing: AtomicBool::new(false),
@@ -64,7 +64,7 @@ impl MemoryWarehouse {
     /// Sets the latency of every later query.
     pub fn set_latency(&self, latency: Duration) {
         self.latency_ms
-            .store(latency.as_millis() as u64, Ordering::SeqCst);
+            .store(crate::model::num::ms(latency), Ordering::SeqCst);
     }
 
     /// New data lands in `tables` (an ETL batch), without an `update_log` entry.
@@ -154,7 +154,7 @@ impl EtlTarget for MemoryWarehouse {
                     "simulated failure loading `{table}` for batch {batch}"
                 )));
             }
-            self.load_batch(&[TableId(i as u16)]);
+            self.load_batch(&[TableId::at(i)]);
             self.update_log.lock().push(UpdateLogEntry {
                 table: table.to_string(),
                 batch: batch.to_string(),

@@ -173,7 +173,7 @@ impl Latency {
         if self.max <= self.min {
             return self.min;
         }
-        let span = (self.max - self.min).as_micros() as u64;
+        let span = crate::model::num::us(self.max - self.min);
         self.min + Duration::from_micros(fastrand::u64(0..=span))
     }
 

@@ -48,7 +48,8 @@ pub(super) fn prepare(conn: &Connection) -> Result<u64, BusError> {
             r.get::<_, i64>(0)
         })
         .map_err(err)?
-        .max(0) as u64;
+        .max(0)
+        .unsigned_abs();
     Ok(last)
 }
 
@@ -71,9 +72,9 @@ pub(super) fn read_versions(inner: &Inner, conn: &Connection) -> Result<VersionV
         let (name, version, batch, updated) = row.map_err(err)?;
         if let Ok(id) = inner.tables.id(&name) {
             parts[id.index()] = (
-                version.max(0) as u64,
+                version.max(0).unsigned_abs(),
                 Arc::from(batch),
-                updated.max(0) as u64,
+                updated.max(0).unsigned_abs(),
             );
         }
     }
@@ -106,7 +107,7 @@ fn reserved_of(conn: &Connection, table: &str) -> Result<u64, BusError> {
         )
         .optional()
         .map_err(err)?;
-    Ok(v.unwrap_or(0).max(0) as u64)
+    Ok(v.unwrap_or(0).max(0).unsigned_abs())
 }
 
 fn log_event(
@@ -123,13 +124,13 @@ fn log_event(
     let body = serde_json::to_string(&event).map_err(|e| BusError(e.to_string()))?;
     tx.execute(
         "INSERT INTO events (at_ms, body) VALUES (?1, ?2)",
-        rusqlite::params![event.at_ms as i64, body],
+        rusqlite::params![crate::model::num::to_i64(event.at_ms), body],
     )
     .map_err(err)?;
-    event.seq = tx.last_insert_rowid().max(0) as u64;
+    event.seq = tx.last_insert_rowid().max(0).unsigned_abs();
     tx.execute(
         "DELETE FROM events WHERE seq <= ?1",
-        [event.seq as i64 - LOG_LIMIT],
+        [crate::model::num::to_i64(event.seq) - LOG_LIMIT],
     )
     .map_err(err)?;
     Ok(event)
@@ -162,18 +163,22 @@ pub(super) fn bump(
     };
     if let Some(id) = once {
         // The dedupe mark and the bump commit together, or neither does.
-        let window = SEED_MESSAGE_WINDOW.as_millis() as i64;
+        let window = crate::model::num::to_i64(crate::model::num::ms(SEED_MESSAGE_WINDOW));
         let marked = tx
             .execute(
                 "INSERT INTO delivered (id, at_ms) VALUES (?1, ?2) \
                  ON CONFLICT(id) DO UPDATE SET at_ms = excluded.at_ms \
                  WHERE delivered.at_ms <= ?2 - ?3",
-                rusqlite::params![id as i64, now as i64, window],
+                rusqlite::params![
+                    crate::model::num::to_i64(id),
+                    crate::model::num::to_i64(now),
+                    window
+                ],
             )
             .map_err(err)?;
         tx.execute(
             "DELETE FROM delivered WHERE at_ms < ?1",
-            [now as i64 - window],
+            [crate::model::num::to_i64(now) - window],
         )
         .map_err(err)?;
         if marked == 0 {
@@ -195,9 +200,9 @@ pub(super) fn bump(
                      batch = excluded.batch WHERE versions.batch = ''",
                     rusqlite::params![
                         inner.tables.name(t),
-                        current.version(t) as i64,
+                        crate::model::num::to_i64(current.version(t)),
                         batch,
-                        current.table_updated_ms(t) as i64
+                        crate::model::num::to_i64(current.table_updated_ms(t))
                     ],
                 )
                 .map_err(err)?;
@@ -247,7 +252,7 @@ pub(super) fn bump(
             "INSERT INTO reserved (table_name, version) VALUES (?1, ?2) \
              ON CONFLICT(table_name) DO UPDATE SET version = excluded.version \
              WHERE reserved.version < excluded.version",
-            rusqlite::params![inner.tables.name(t), v as i64],
+            rusqlite::params![inner.tables.name(t), crate::model::num::to_i64(v)],
         )
         .map_err(err)?;
     }
@@ -259,9 +264,9 @@ pub(super) fn bump(
              updated_ms = excluded.updated_ms",
             rusqlite::params![
                 inner.tables.name(t),
-                next.version(t) as i64,
+                crate::model::num::to_i64(next.version(t)),
                 next.table_batch(t),
-                next.table_updated_ms(t) as i64
+                crate::model::num::to_i64(next.table_updated_ms(t))
             ],
         )
         .map_err(err)?;
@@ -334,7 +339,7 @@ pub(super) fn reserve(
         tx.execute(
             "INSERT INTO reserved (table_name, version) VALUES (?1, ?2) \
              ON CONFLICT(table_name) DO UPDATE SET version = excluded.version",
-            rusqlite::params![name, v as i64],
+            rusqlite::params![name, crate::model::num::to_i64(v)],
         )
         .map_err(err)?;
         out.push(v);
@@ -361,16 +366,20 @@ pub(super) fn history(conn: &Connection, after: u64, limit: usize) -> Result<Vec
         .prepare_cached("SELECT seq, body FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2")
         .map_err(err)?;
     let rows = stmt
-        .query_map(rusqlite::params![after as i64, limit as i64], |r| {
-            Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
-        })
+        .query_map(
+            rusqlite::params![
+                crate::model::num::to_i64(after),
+                i64::try_from(limit).unwrap_or(i64::MAX)
+            ],
+            |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)),
+        )
         .map_err(err)?;
     let mut out = Vec::new();
     for row in rows {
         let (seq, body) = row.map_err(err)?;
         // A body this version cannot read (written by another version) is skipped.
         if let Ok(mut e) = serde_json::from_str::<Event>(&body) {
-            e.seq = seq.max(0) as u64;
+            e.seq = seq.max(0).unsigned_abs();
             out.push(e);
         }
     }
@@ -397,7 +406,7 @@ pub(super) fn reports(
     conn: &Connection,
     live_ms: u64,
 ) -> Result<Vec<InstanceReport>, BusError> {
-    let since = inner.clock.now_ms().saturating_sub(live_ms) as i64;
+    let since = crate::model::num::to_i64(inner.clock.now_ms().saturating_sub(live_ms));
     let mut stmt = conn
         .prepare_cached("SELECT body FROM instances WHERE at_ms >= ?1 ORDER BY id")
         .map_err(err)?;
@@ -436,7 +445,7 @@ pub(super) fn raise(
                  version = MAX(version, excluded.version), \
                  batch = MAX(batch, excluded.batch) \
                  WHERE versions.version < excluded.version",
-                rusqlite::params![name, v as i64, batch],
+                rusqlite::params![name, crate::model::num::to_i64(v), batch],
             )
             .map_err(err)?;
         // Numbers a lost truth had handed out are never handed out again.
@@ -444,7 +453,7 @@ pub(super) fn raise(
             "INSERT INTO reserved (table_name, version) VALUES (?1, ?2) \
              ON CONFLICT(table_name) DO UPDATE SET version = excluded.version \
              WHERE reserved.version < excluded.version",
-            rusqlite::params![name, v as i64],
+            rusqlite::params![name, crate::model::num::to_i64(v)],
         )
         .map_err(err)?;
     }

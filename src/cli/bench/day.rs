@@ -241,7 +241,11 @@ pub async fn day(plan: &DayPlan) -> anyhow::Result<DayReport> {
         users: plan.users,
         hours: plan.hours,
         hour_real_s: plan.hour_real.as_secs_f64(),
-        partial_hours: vec![partial_run as u32 + 1],
+        partial_hours: vec![
+            u32::try_from(partial_run)
+                .unwrap_or(u32::MAX)
+                .saturating_add(1),
+        ],
         results,
     })
 }

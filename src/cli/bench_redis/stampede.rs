@@ -166,7 +166,10 @@ async fn run_worker(url: &str, lease: Duration, args: &WorkerArgs) -> anyhow::Re
     }
     for ((fp, _), n) in warehouse.queries_by_request() {
         if let Some(k) = requests.iter().position(|r| r.fingerprint() == fp) {
-            *report.loads.entry(k as u32).or_default() += n;
+            *report
+                .loads
+                .entry(crate::model::num::to_u32(k))
+                .or_default() += n;
         }
     }
     instance.shutdown();

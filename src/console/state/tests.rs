@@ -463,8 +463,8 @@ fn enter_opens_the_top_event_in_full_and_plain_words_switch_the_feed() {
                 seq,
                 EventKind::RefreshAhead {
                     tables: vec![],
-                    keys: seq as u32 * 10,
-                    done: seq as u32 * 10,
+                    keys: u32::try_from(seq).unwrap() * 10,
+                    done: u32::try_from(seq).unwrap() * 10,
                     failed: 0,
                 },
             ))),

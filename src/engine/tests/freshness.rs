@@ -56,7 +56,7 @@ async fn after_ttl_stale_while_revalidate_serves_once_and_refreshes_once() {
             Freshness::Stale { age, reason } => {
                 assert_eq!(*reason, StaleReason::Revalidating);
                 assert_eq!(
-                    age.as_millis() as u64,
+                    crate::model::num::ms(*age),
                     w.clock.now_ms() - first.computed_at_ms()
                 );
             }
@@ -81,10 +81,7 @@ async fn past_the_swr_window_a_request_waits_for_fresh_data() {
     let first = w.engine.get(&r).await.unwrap();
     w.clock.set(
         first.entry().fresh_until
-            + w.engine.catalog().queries()[0]
-                .policy
-                .swr_window()
-                .as_millis() as u64,
+            + crate::model::num::ms(w.engine.catalog().queries()[0].policy.swr_window()),
     );
     let a = w.engine.get(&r).await.unwrap();
     assert!(a.freshness.is_fresh());

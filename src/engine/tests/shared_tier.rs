@@ -122,7 +122,7 @@ proptest::proptest! {
             keep_until: u64::MAX,
         };
         if xfetch_out_of_reach(now, &entry, &policy) {
-            let reach = (load_ms.saturating_mul(40) as f64 * beta) as u64;
+            let reach = crate::model::num::f64_to_u64(load_ms.saturating_mul(40) as f64 * beta);
             proptest::prop_assert!(beta <= 0.0 || now.saturating_add(reach) < entry.fresh_until);
         }
     }

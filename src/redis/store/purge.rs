@@ -65,7 +65,7 @@ impl RedisStore {
                                 redis::cmd("ZRANGE")
                                     .arg(index)
                                     .arg(0)
-                                    .arg(take as i64 - 1)
+                                    .arg(i64::try_from(take).unwrap_or(i64::MAX) - 1)
                                     .query_async(&mut c)
                                     .await
                             } else {

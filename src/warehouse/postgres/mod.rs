@@ -454,7 +454,7 @@ impl PostgresWarehouse {
                 .await
                 .map_err(query_error)?
             {
-                return Ok(count(row)?.max(0) as u64);
+                return Ok(count(row)?.max(0).unsigned_abs());
             }
             // Cast: the demo schema's ids are BIGINT, but a warehouse's may be narrower.
             let max_customer = count(

@@ -23,8 +23,8 @@ pub(super) fn update_log_entry(r: &tokio_postgres::Row) -> Result<UpdateLogEntry
     Ok(UpdateLogEntry {
         table: r.try_get(0).map_err(bad)?,
         batch: r.try_get(1).map_err(bad)?,
-        last_updated_ms: r.try_get::<_, i64>(2).map_err(bad)?.max(0) as u64,
-        rows: r.try_get::<_, i64>(3).map_err(bad)?.max(0) as u64,
+        last_updated_ms: r.try_get::<_, i64>(2).map_err(bad)?.max(0).unsigned_abs(),
+        rows: r.try_get::<_, i64>(3).map_err(bad)?.max(0).unsigned_abs(),
     })
 }
 

@@ -27,7 +27,12 @@ pub(super) async fn record_update(
 ) -> Result<(), WarehouseError> {
     tx.execute(
         "INSERT INTO update_log (table_name, batch, last_updated, rows) VALUES ($1, $2, $3, $4)",
-        &[&table, &batch, &(at_ms as i64), &(rows as i64)],
+        &[
+            &table,
+            &batch,
+            &(crate::model::num::to_i64(at_ms)),
+            &(crate::model::num::to_i64(rows)),
+        ],
     )
     .await
     .map_err(query_error)?;

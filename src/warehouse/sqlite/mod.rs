@@ -378,8 +378,8 @@ impl Warehouse for SqliteWarehouse {
                     Ok(UpdateLogEntry {
                         table: r.get(0)?,
                         batch: r.get(1)?,
-                        last_updated_ms: r.get::<_, i64>(2)?.max(0) as u64,
-                        rows: r.get::<_, i64>(3)?.max(0) as u64,
+                        last_updated_ms: r.get::<_, i64>(2)?.max(0).unsigned_abs(),
+                        rows: r.get::<_, i64>(3)?.max(0).unsigned_abs(),
                     })
                 })
                 .map_err(query_err)?

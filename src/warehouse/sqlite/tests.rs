@@ -76,7 +76,7 @@ async fn a_batch_appends_in_its_own_transaction_and_is_logged() {
         .unwrap();
     let rows = w.run(&r).await.unwrap();
     let orders: i64 = rows.rows.iter().map(|r| r[2].as_i64().unwrap()).sum();
-    assert_eq!(orders as u64, n);
+    assert_eq!(u64::try_from(orders).unwrap(), n);
     // The rows say which batch each table was at in the snapshot they were read from.
     assert_eq!(rows.batches["sales"], "20261126-10:00");
     assert_eq!(rows.batches["inventory"], "20261101-00:00");

@@ -24,7 +24,7 @@ impl EtlTarget for SqliteWarehouse {
                 .map_err(missing_schema)?;
             if let Some(n) = already {
                 // The same batch loaded twice is one load.
-                return Ok(n.max(0) as u64);
+                return Ok(n.max(0).unsigned_abs());
             }
             let max = |sql: &str| -> Result<i64, WarehouseError> {
                 tx.query_row(sql, [], |r| r.get(0)).map_err(missing_schema)
@@ -60,7 +60,12 @@ pub(super) fn record_update(
 ) -> Result<(), WarehouseError> {
     tx.execute(
         "INSERT INTO update_log (table_name, batch, last_updated, rows) VALUES (?1, ?2, ?3, ?4)",
-        rusqlite::params![table, batch, at_ms as i64, rows as i64],
+        rusqlite::params![
+            table,
+            batch,
+            crate::model::num::to_i64(at_ms),
+            crate::model::num::to_i64(rows)
+        ],
     )
     .map_err(query_err)?;
     Ok(())
