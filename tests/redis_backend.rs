@@ -8,13 +8,13 @@
 //! * `cross_process_stampede_loads_each_key_once`: the real binary,
 //!   `bench stampede --processes 4 --requesters 200 --keys 5 --load-ms 100`: one warehouse query
 //!   per key per phase across the four processes, no errors.
-//! * `a_bump_reaches_other_instances_and_keeps_the_seed_keys`: `etl-complete` through A is
-//!   applied by B within the poll interval + 100 ms; Redis then holds the seed's
+//! * `a_bump_reaches_other_instances_and_keeps_the_baseline_keys`: `etl-complete` through A is
+//!   applied by B within the poll interval + 100 ms; Redis then holds the baseline's
 //!   `warehouse_version` (the batch) and `warehouse_last_update` (epoch seconds), and a
-//!   `redis-cli SUBSCRIBE warehouse_updated` receives the seed's JSON (ISO-8601 `timestamp`,
+//!   `redis-cli SUBSCRIBE warehouse_updated` receives the baseline's JSON (ISO-8601 `timestamp`,
 //!   `tables`).
 //! * `a_foreign_publish_bumps_once_for_all_instances`: `redis-cli PUBLISH warehouse_updated` of a
-//!   seed payload with three instances subscribed raises sales by exactly one, on every instance.
+//!   plain payload with three instances subscribed raises sales by exactly one, on every instance.
 //! * `no_keys_command_and_old_versions_are_counted_and_purged`: a workload of gets on many keys,
 //!   bumps, store counts and purges, and the CLI's `get`, `invalidate`, `stats`, `events`,
 //!   `warm`, `warehouse status`, `simulate-partial`, `etl-complete` and `etl run`, after which
@@ -540,10 +540,10 @@ fn cross_process_stampede_through_the_worker_processes() {
 }
 
 #[test]
-fn a_bump_reaches_other_instances_and_keeps_the_seed_keys() {
+fn a_bump_reaches_other_instances_and_keeps_the_baseline_keys() {
     const BATCHES: [&str; 3] = ["20261126-10:00", "20261126-11:00", "20261126-12:00"];
     let _serial = serial();
-    let Some(server) = RedisServer::start("a_bump_reaches_other_instances_and_keeps_the_seed_keys")
+    let Some(server) = RedisServer::start("a_bump_reaches_other_instances_and_keeps_the_baseline_keys")
     else {
         return;
     };
@@ -589,7 +589,7 @@ fn a_bump_reaches_other_instances_and_keeps_the_seed_keys() {
                 ms(limit)
             );
 
-            // The seed's keys.
+            // The baseline's keys.
             let label = blocking(|| server.cli(&["GET", "warehouse_version"]));
             assert_eq!(label.trim(), *batch, "warehouse_version");
             let last = blocking(|| server.cli(&["GET", "warehouse_last_update"]));
@@ -609,7 +609,7 @@ fn a_bump_reaches_other_instances_and_keeps_the_seed_keys() {
                 assert_eq!(kind.trim(), "string", "{key} is a plain string key");
             }
 
-            // The seed's message, as a plain subscriber sees it.
+            // The baseline's message, as a plain subscriber sees it.
             let started = Instant::now();
             let payload = loop {
                 if let Some(m) = watcher.messages(CHANNEL).get(round) {
@@ -646,7 +646,7 @@ fn a_bump_reaches_other_instances_and_keeps_the_seed_keys() {
         took.sort();
         eprintln!(
             "bump propagation: {} etl-completes through A; B applied each after {} (limit \
-             {}); warehouse_version, warehouse_last_update and the seed payload checked",
+             {}); warehouse_version, warehouse_last_update and the plain payload checked",
             BATCHES.len(),
             took.iter().map(|d| ms(*d)).collect::<Vec<_>>().join(", "),
             ms(limit)

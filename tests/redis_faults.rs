@@ -42,10 +42,10 @@
 //!   counted as `lease_lost`, and A's own waiters still get A's answer.
 //! * `a_late_old_version_never_becomes_the_shared_previous`: version 1 stored after version 2 (and
 //!   9 after 10) leaves the newer version as the stale fallback.
-//! * `forged_and_repeated_messages_follow_the_truth`: a seed message seen by three instances bumps
+//! * `forged_and_repeated_messages_follow_the_truth`: a plain message seen by three instances bumps
 //!   once, the same payload after the delivery window bumps again, and messages claiming versions
 //!   above the truth (on either channel) are refused by every instance and change nothing.
-//! * `a_seed_message_during_a_freeze_is_applied_once_the_server_is_back`: three seed messages, each
+//! * `a_plain_message_during_a_freeze_is_applied_once_the_server_is_back`: three plain messages, each
 //!   meeting a server frozen for 0.8 s, are each applied exactly once after it thaws.
 //!
 //! Every test starts its own `redis-server` on a free loopback port with a fresh directory and no
@@ -226,7 +226,7 @@ fn malformed_payloads_published_with_redis_cli() {
             }
             assert!(
                 started.elapsed() < Duration::from_secs(10),
-                "waited 10 s for the seed payload to bump sales"
+                "waited 10 s for the plain payload to bump sales"
             );
             tokio::time::sleep(POLL).await;
         }
@@ -259,7 +259,7 @@ fn malformed_payloads_published_with_redis_cli() {
         assert_eq!(updates, 1, "one warehouse_updated event for two deliveries");
         eprintln!(
             "malformed payloads: 20 published with redis-cli, 20 counted and logged as bad_input, \
-             versions unchanged; the seed payload delivered twice to 2 instances bumped sales once"
+             versions unchanged; the plain payload delivered twice to 2 instances bumped sales once"
         );
     });
 }
@@ -1758,7 +1758,7 @@ async fn eventually(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
 }
 
 /// Regression (issue 10 A and B), with three instances on a real server and `redis-cli PUBLISH`:
-/// a seed message seen by all three bumps once; the same payload after the delivery window bumps
+/// a plain message seen by all three bumps once; the same payload after the delivery window bumps
 /// again; a message (on either channel) claiming versions above the truth is refused by every
 /// instance, counted, and leaves every instance at the truth — and the next real update applies.
 #[test]
@@ -1810,7 +1810,7 @@ fn forged_and_repeated_messages_follow_the_truth() {
         tokio::time::sleep(Duration::from_millis(300)).await;
         assert_eq!(truth(&nodes).await.version(inventory), 2);
 
-        // Forged: versions the truth never had, on the seed's channel and on the event channel.
+        // Forged: versions the truth never had, on the baseline's channel and on the event channel.
         let bad_before: u64 = nodes.iter().map(|n| n.instance.counters().bad_events).sum();
         blocking(|| {
             server.publish(
@@ -1856,13 +1856,13 @@ fn forged_and_repeated_messages_follow_the_truth() {
     });
 }
 
-/// Regression (issue 10 B): a seed message whose bump meets a frozen server is not lost: the
+/// Regression (issue 10 B): a plain message whose bump meets a frozen server is not lost: the
 /// dedupe mark and the bump are one step, and the bump is retried until it lands.
 #[test]
-fn a_seed_message_during_a_freeze_is_applied_once_the_server_is_back() {
+fn a_plain_message_during_a_freeze_is_applied_once_the_server_is_back() {
     let _serial = serial();
     let Some(server) =
-        RedisServer::start("a_seed_message_during_a_freeze_is_applied_once_the_server_is_back")
+        RedisServer::start("a_plain_message_during_a_freeze_is_applied_once_the_server_is_back")
     else {
         return;
     };

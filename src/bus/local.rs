@@ -257,7 +257,7 @@ impl Bus for LocalBus {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bus::{BumpMode, SEED_MESSAGE_WINDOW};
+    use crate::bus::{BumpMode, PLAIN_MESSAGE_WINDOW};
     use crate::model::clock::ManualClock;
 
     fn tables() -> Tables {
@@ -379,7 +379,7 @@ mod tests {
         let _ = std::fs::remove_dir_all(dir);
     }
 
-    /// Regression (issue 10 B): the same seed payload published again after the delivery window
+    /// Regression (issue 10 B): the same plain payload published again after the delivery window
     /// is a new update, not a duplicate for a day.
     #[tokio::test]
     async fn the_same_message_after_the_window_is_a_new_update() {
@@ -396,7 +396,7 @@ mod tests {
         assert!(!bump().await.duplicate);
         clock.advance(std::time::Duration::from_secs(5));
         assert!(bump().await.duplicate, "inside the window: one bump");
-        clock.advance(SEED_MESSAGE_WINDOW + std::time::Duration::from_secs(1));
+        clock.advance(PLAIN_MESSAGE_WINDOW + std::time::Duration::from_secs(1));
         assert!(!bump().await.duplicate, "after the window: a new update");
         assert_eq!(bus.versions().await.unwrap().version(TableId(1)), 2);
     }

@@ -2,7 +2,7 @@
 //!
 //! A [`Bus`] owns three things every engine instance shares:
 //! * the **version truth** — per table, its version, the last batch applied and when. A bump of
-//!   several tables, the seed's `warehouse_version` / `warehouse_last_update`, the event-log entry
+//!   several tables, the baseline's `warehouse_version` / `warehouse_last_update`, the event-log entry
 //!   and the publish happen as one atomic step;
 //! * a **durable, bounded event log** with sequence numbers, so a late reader (a console started
 //!   at 10:05) sees history and a reader that missed messages can catch up;
@@ -18,7 +18,7 @@
 //! (so a catch-up delivers each event once) in `delivered`.
 //!
 //! # Wire format (`wire`)
-//! Channel [`CHANNEL`] carries the seed's JSON, with optional `versions`, `batch` and `test`.
+//! Channel [`CHANNEL`] carries the baseline's JSON, with optional `versions`, `batch` and `test`.
 //! [`parse_warehouse_updated`] accepts any publisher's payload and turns anything malformed into a
 //! [`BadInput`] that is counted and logged, never into a panic or an invalidation.
 
@@ -63,15 +63,15 @@ pub struct BumpOutcome {
     /// they were bumped to a new number, so what was prepared at the reserved one is never used.
     pub overtaken: Vec<TableId>,
     /// A message applied once ([`BumpRequest::once`]) had been applied already within
-    /// [`SEED_MESSAGE_WINDOW`]: nothing was done.
+    /// [`PLAIN_MESSAGE_WINDOW`]: nothing was done.
     pub duplicate: bool,
 }
 
-/// How long a foreign seed-format message is remembered as applied. Every subscriber receives a
+/// How long a foreign plain message is remembered as applied. Every subscriber receives a
 /// message within milliseconds of its publication, so one message seen by N instances bumps once;
 /// the same payload published again after the window is a new update and bumps again. (A late
 /// delivery past the window bumps twice: a spare reload, never an answer served stale.)
-pub const SEED_MESSAGE_WINDOW: std::time::Duration = std::time::Duration::from_secs(30);
+pub const PLAIN_MESSAGE_WINDOW: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// One bump, as [`Bus::bump_with`] takes it.
 ///
@@ -90,12 +90,12 @@ pub struct BumpRequest<'a> {
     pub batch: &'a str,
     /// How.
     pub mode: BumpMode,
-    /// The seed's staging flag.
+    /// The baseline's staging flag.
     pub test: bool,
     /// For [`BumpMode::Advance`]: the numbers reserved for `tables` (same order), or empty to
     /// allocate new ones.
     pub reserved: &'a [u64],
-    /// Apply at most once per [`SEED_MESSAGE_WINDOW`] for this message id: the dedupe mark and the
+    /// Apply at most once per [`PLAIN_MESSAGE_WINDOW`] for this message id: the dedupe mark and the
     /// bump are one atomic step, so nothing is marked applied unless it was bumped.
     pub once: Option<u64>,
 }
@@ -119,7 +119,7 @@ impl<'a> BumpRequest<'a> {
 pub enum BumpMode {
     /// Bump only tables whose last applied batch is older than the batch (ETL completions).
     Advance,
-    /// Bump every named table (operator invalidation, seed publishers without versions).
+    /// Bump every named table (operator invalidation, plain publishers without versions).
     Force,
     /// Bump nothing: record `batch` as the last batch of each named table that has none yet. An
     /// empty truth (a new system) adopts what the warehouse's `update_log` says, so version 0
@@ -191,7 +191,7 @@ pub trait Bus: Send + Sync + 'static {
     /// The version truth.
     fn versions(&self) -> BoxFuture<'_, Result<Arc<VersionVector>, BusError>>;
 
-    /// Atomically bumps `tables` to `batch` (see [`BumpMode`]), updates the seed's keys, logs and
+    /// Atomically bumps `tables` to `batch` (see [`BumpMode`]), updates the baseline's keys, logs and
     /// publishes `warehouse_updated` — or does nothing at all.
     fn bump<'a>(
         &'a self,
@@ -206,7 +206,7 @@ pub trait Bus: Send + Sync + 'static {
     }
 
     /// The one bump primitive (see [`BumpRequest`]): dedupe mark, number allocation, versions,
-    /// the seed's keys, the log entry and the publish, as one atomic step or not at all.
+    /// the baseline's keys, the log entry and the publish, as one atomic step or not at all.
     fn bump_with<'a>(
         &'a self,
         request: BumpRequest<'a>,

@@ -1,6 +1,6 @@
-//! The wire format of the seed's channel: `warehouse_updated` carries the seed's JSON —
+//! The wire format of the baseline's channel: `warehouse_updated` carries the baseline's JSON —
 //! `{"timestamp": ISO-8601, "tables": [..]}` — with optional `versions`, `batch` and `test`.
-//! [`parse_warehouse_updated`] accepts any publisher's payload (the seed's Python job,
+//! [`parse_warehouse_updated`] accepts any publisher's payload (the baseline's Python job,
 //! `redis-cli PUBLISH`), ignores unknown fields, and turns anything malformed into a [`BadInput`]
 //! that is counted and logged, never into a panic or an invalidation.
 
@@ -9,13 +9,13 @@ use std::collections::BTreeMap;
 use crate::model::events::EventKind;
 use crate::model::versions::{TableId, Tables, VersionVector};
 
-/// The pub/sub channel of the seed's protocol.
+/// The pub/sub channel of the baseline's protocol.
 pub const CHANNEL: &str = "warehouse_updated";
 
 /// Largest payload accepted on [`CHANNEL`].
 pub const MAX_PAYLOAD: usize = 64 * 1024;
 
-/// A message from [`CHANNEL`] published by someone else (the seed's job, `redis-cli`): the
+/// A message from [`CHANNEL`] published by someone else (the baseline's job, `redis-cli`): the
 /// instance checks it and applies it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RawMessage {
@@ -61,15 +61,15 @@ pub fn versions_by_name(v: &VersionVector, tables: &Tables) -> BTreeMap<String, 
 /// A message from [`CHANNEL`], checked.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Incoming {
-    /// Tables named (all tables when the payload names none, as the seed's test trigger does).
+    /// Tables named (all tables when the payload names none, as the baseline's test trigger does).
     pub tables: Vec<TableId>,
-    /// Versions, when the publisher sent them (freshcache does; the seed does not).
+    /// Versions, when the publisher sent them (freshcache does; the baseline does not).
     pub versions: Option<Vec<(TableId, u64)>>,
     /// The batch label, if sent.
     pub batch: Option<String>,
     /// The timestamp, if sent.
     pub timestamp: Option<String>,
-    /// The seed's staging flag.
+    /// The baseline's staging flag.
     pub test: bool,
     /// A hash of the payload: the identity of the message for exactly-once application.
     pub id: u64,
@@ -204,7 +204,7 @@ mod tests {
     }
 
     #[test]
-    fn the_seeds_payload_is_accepted() {
+    fn the_baselines_payload_is_accepted() {
         let t = tables();
         let m = parse_warehouse_updated(
             br#"{"timestamp": "2024-11-02T10:00:03.123456", "tables": ["sales", "inventory", "customers"]}"#,
@@ -213,7 +213,7 @@ mod tests {
         .unwrap();
         assert_eq!(m.tables.len(), 3);
         assert!(m.versions.is_none());
-        // The seed's staging trigger names no tables: all of them.
+        // The baseline's staging trigger names no tables: all of them.
         let m = parse_warehouse_updated(br#"{"timestamp": "x", "test": true}"#, &t).unwrap();
         assert!(m.test);
         assert_eq!(m.tables.len(), 3);

@@ -3,7 +3,7 @@
 //! The demo is the whole story in one process: an embedded SQLite warehouse with demo data, an ETL
 //! that lands every clock hour (an hour is a minute by default; every fourth batch fails
 //! `inventory`), simulated chatbot users, one engine instance, and the console over it. Without a
-//! terminal (or with `--headless`) it tells the seed's 9:05 / 10:00 story as text instead.
+//! terminal (or with `--headless`) it tells the baseline's 9:05 / 10:00 story as text instead.
 
 use std::io::IsTerminal;
 use std::sync::Arc;
@@ -87,14 +87,14 @@ pub async fn run(g: &GlobalArgs, args: DemoArgs) -> Result<(), CliError> {
         ));
     }
     let speed = 3600.0 / hour.as_secs_f64();
-    // The whole world runs on the accelerated clock: the seed's 2-5 s warehouse included, so a
+    // The whole world runs on the accelerated clock: the baseline's 2-5 s warehouse included, so a
     // query is as long against the hour as it would be in real life.
     let latency = match &g.latency {
         Some(l) => Latency::parse(l)
             .map_err(|e| CliError::new(EXIT_BAD_INPUT, format!("--latency: {e}")))?,
         None => Latency {
-            min: Latency::SEED.min.div_f64(speed),
-            max: Latency::SEED.max.div_f64(speed),
+            min: Latency::BASELINE.min.div_f64(speed),
+            max: Latency::BASELINE.max.div_f64(speed),
         },
     };
     eprintln!(
@@ -267,7 +267,7 @@ pub async fn console(g: &GlobalArgs, args: ConsoleArgs) -> Result<(), CliError> 
 }
 
 /// The story as text: 1000 users at 09:05 on a cold cache and at 10:00:30 after the update,
-/// with the seed's TTL and lock recipes and with freshcache.
+/// with the baseline's TTL and lock recipes and with freshcache.
 /// With `json`, prints the measurements as one JSON object instead.
 pub async fn run_headless(json: bool) -> Result<(), CliError> {
     let (users, load_ms) = (1000, 300);

@@ -42,7 +42,7 @@ pub struct StampedeReport {
     pub results: Vec<PhaseResult>,
 }
 
-/// A one-query catalog over the seed's three tables, for scenarios.
+/// A one-query catalog over the baseline's three tables, for scenarios.
 pub fn bench_catalog(policy: Policy) -> anyhow::Result<Catalog> {
     let tables = Tables::new(["sales", "inventory", "customers"]).map_err(anyhow::Error::msg)?;
     let mut c = Catalog::new(tables);

@@ -119,7 +119,7 @@ impl World {
             Some(l) => Latency::parse(l)
                 .map_err(|e| CliError::new(EXIT_BAD_INPUT, format!("--latency: {e}")))?,
             None if spec.as_deref().is_some_and(is_postgres) => Latency::NONE,
-            None => Latency::SEED,
+            None => Latency::BASELINE,
         };
         let (warehouse, etl, kind): (Arc<dyn Warehouse>, Arc<dyn EtlTarget>, Kind) = match spec {
             Some(url) if is_postgres(&url) => {

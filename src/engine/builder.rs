@@ -102,7 +102,7 @@ impl EngineBuilder {
                 flights: Arc::new(Flights::default()),
                 stats: Stats::new(),
                 strategy: AtomicU8::new(self.strategy.index()),
-                seed_locks: parking_lot::Mutex::new(std::collections::HashMap::new()),
+                baseline_locks: parking_lot::Mutex::new(std::collections::HashMap::new()),
                 verified_until: std::sync::atomic::AtomicU64::new(u64::MAX),
                 audit: audit::Samples::default(),
                 hot: hot::HotKeys::default(),

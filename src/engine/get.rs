@@ -120,7 +120,7 @@ impl Engine {
     ///
     /// The returned [`Get`] future is three words: a fresh hit completes on its first poll without
     /// allocating or copying a large state machine; everything slower (waiting for a load, the
-    /// seed's recipes) continues in a boxed future.
+    /// baseline recipes) continues in a boxed future.
     pub fn get<'a>(&'a self, request: &'a Request) -> Get<'a> {
         Get {
             engine: self,

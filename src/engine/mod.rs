@@ -126,8 +126,8 @@ pub(crate) struct Inner {
     load_timeout: Duration,
     /// Told of every warehouse load as it starts.
     on_load: Option<LoadObserver>,
-    /// The seed's lock recipe keeps its locks here (key -> expiry); only `Strategy::Lock` uses it.
-    seed_locks: parking_lot::Mutex<std::collections::HashMap<EntryKey, Millis>>,
+    /// The baseline's lock recipe keeps its locks here (key -> expiry); only `Strategy::Lock` uses it.
+    baseline_locks: parking_lot::Mutex<std::collections::HashMap<EntryKey, Millis>>,
     /// Until when (wall clock) the versions held count as confirmed by the truth; `u64::MAX`
     /// for an engine nobody verifies (a library user's, or an embedded truth in this process).
     /// Past it, answers from this process's tier are served as `Stale { VersionsUnverified }`.

@@ -1,7 +1,7 @@
-//! The seed's recipes, reproduced faithfully — flaws included — so that benchmarks and the demo can
+//! The baseline recipes, reproduced faithfully — flaws included — so that benchmarks and the demo can
 //! show each one next to `freshcache` on the same store, warehouse and traffic.
 //!
-//! | strategy    | seed recipe                         | flaw kept                                        |
+//! | strategy    | baseline recipe                         | flaw kept                                        |
 //! |-------------|-------------------------------------|--------------------------------------------------|
 //! | `ttl`       | strategy 1, TTL to the next hour    | every miss queries; 0 s TTL in the last second   |
 //! | `lock`      | stampede solution 2                 | 100 ms polling; after 5 s everyone queries anyway; no invalidation |
@@ -9,9 +9,9 @@
 //! | `early`     | stampede solution 1                 | one refresh per reader; old data until TTL       |
 //! | `versioned` | strategy 4 (+ strategy 2's events)  | every miss queries; minute-resolution version    |
 //!
-//! The recipes label what they serve `Fresh`, as the seed presents it; the versions an answer was
+//! The recipes label what they serve `Fresh`, as the baseline presents it; the versions an answer was
 //! computed at are still recorded, which is how the benchmarks count old data served as fresh.
-//! Keys are salted per strategy, as the seed's `sales:{hash}` keys are a namespace of their own.
+//! Keys are salted per strategy, as the baseline's `sales:{hash}` keys are a namespace of their own.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -25,7 +25,7 @@ use crate::model::policy::Strategy;
 
 const HOUR_MS: u64 = 3_600_000;
 
-/// Seed lock recipe: `SET lock NX EX 10`, then 50 polls 100 ms apart.
+/// Baseline lock recipe: `SET lock NX EX 10`, then 50 polls 100 ms apart.
 const LOCK_TTL_MS: u64 = 10_000;
 const LOCK_POLLS: u32 = 50;
 const LOCK_POLL_EVERY: Duration = Duration::from_millis(100);
@@ -58,7 +58,7 @@ pub(super) async fn get(
     let versions = inner.versions.snapshot();
     let mut key_versions = [0; 4];
     if strategy == Strategy::Versioned {
-        key_versions[0] = versions.seed_label_hash;
+        key_versions[0] = versions.baseline_label_hash;
     }
     let key = EntryKey::new(salted(request.fingerprint(), strategy), key_versions);
     let now = inner.clock.now_ms();
@@ -130,7 +130,7 @@ async fn lock_recipe(
 ) -> (Result<Arc<Entry>, LoadError>, Source) {
     let acquired = {
         let now = inner.clock.now_ms();
-        let mut locks = inner.seed_locks.lock();
+        let mut locks = inner.baseline_locks.lock();
         match locks.get(&key) {
             Some(&expires) if expires > now => false,
             _ => {
@@ -142,7 +142,7 @@ async fn lock_recipe(
     if acquired {
         let result = load(inner, request, key, strategy, true).await;
         // `redis_client.delete(lock_key)`: no check that the lock is still ours.
-        inner.seed_locks.lock().remove(&key);
+        inner.baseline_locks.lock().remove(&key);
         return (result, Source::Warehouse);
     }
     for _ in 0..LOCK_POLLS {

@@ -1,6 +1,6 @@
 //! Incoming messages on `warehouse_updated`, from any publisher: checked, refused as bad input
 //! when malformed, taken as a hint to re-read the truth when they carry versions, and — the
-//! seed's format — bumped once however many instances receive them, retried until it lands.
+//! plain format — bumped once however many instances receive them, retried until it lands.
 
 use std::sync::atomic::Ordering;
 
@@ -12,7 +12,7 @@ use crate::model::versions::TableId;
 
 /// Foreign messages not applied yet because their bump failed.
 #[derive(Debug, Clone)]
-pub(super) struct PendingSeed {
+pub(super) struct PendingPlain {
     tables: Vec<TableId>,
     label: String,
     test: bool,
@@ -21,12 +21,12 @@ pub(super) struct PendingSeed {
 }
 
 /// Foreign messages kept for retry, at most; past that the oldest two are merged into one.
-const PENDING_SEED_LIMIT: usize = 256;
+const PENDING_PLAIN_LIMIT: usize = 256;
 
 impl Instance {
     /// A raw message from the `warehouse_updated` channel, from any publisher. Malformed ones are
     /// counted and shown as bad input and change nothing. One with versions (ours, or a
-    /// forgery) is a hint to re-read the truth. The seed's messages (no
+    /// forgery) is a hint to re-read the truth. The baseline's messages (no
     /// versions) bump their tables once however many instances receive them: the dedupe mark
     /// and the bump are one atomic step on the bus, and a bump that fails is retried until it
     /// lands, so an update is never marked applied without being applied.
@@ -61,21 +61,21 @@ impl Instance {
             // Labelled by the bus's (wall) clock: the label lands in shared state.
             None => format_batch_label(self.inner.bus.clock().now_ms()),
         };
-        let pending = PendingSeed {
+        let pending = PendingPlain {
             tables: message.tables.clone(),
             label,
             test: message.test,
             id: message.id,
         };
-        self.apply_seed(pending).await
+        self.apply_plain(pending).await
     }
 
     /// Bumps a foreign message's tables once (see [`Instance::ingest`]); on failure keeps it
     /// for the next sync tick, merged with any other waiting.
-    async fn apply_seed(&self, seed: PendingSeed) -> Result<(), InstanceError> {
-        let mut request = BumpRequest::new(&seed.tables, &seed.label, BumpMode::Force);
-        request.test = seed.test;
-        request.once = Some(seed.id);
+    async fn apply_plain(&self, message: PendingPlain) -> Result<(), InstanceError> {
+        let mut request = BumpRequest::new(&message.tables, &message.label, BumpMode::Force);
+        request.test = message.test;
+        request.once = Some(message.id);
         match self.inner.bus.bump_with(request).await {
             Ok(outcome) => {
                 self.apply_local(&outcome.versions);
@@ -86,7 +86,7 @@ impl Instance {
                     .counters
                     .failed_bumps
                     .fetch_add(1, Ordering::Relaxed);
-                let names: Vec<&str> = seed
+                let names: Vec<&str> = message
                     .tables
                     .iter()
                     .map(|t| self.inner.engine.catalog().tables().name(*t))
@@ -95,9 +95,9 @@ impl Instance {
                     tables = %names.join(", "),
                     "the bump for a warehouse_updated message failed; retrying: {e}"
                 );
-                let mut pending = self.inner.pending_seed.lock();
-                pending.push(seed);
-                if pending.len() > PENDING_SEED_LIMIT {
+                let mut pending = self.inner.pending_plain.lock();
+                pending.push(message);
+                if pending.len() > PENDING_PLAIN_LIMIT {
                     // A bump of a table covers every update of it before: merging two loses no
                     // update (it may cost a spare bump, under a new id).
                     let second = pending.remove(1);
@@ -117,18 +117,18 @@ impl Instance {
     }
 
     /// Retries the bump of foreign messages that failed, and says so in the feed once it lands.
-    pub(super) async fn retry_pending_seed(&self) {
-        let waiting = std::mem::take(&mut *self.inner.pending_seed.lock());
+    pub(super) async fn retry_pending_plain(&self) {
+        let waiting = std::mem::take(&mut *self.inner.pending_plain.lock());
         let mut waiting = waiting.into_iter();
-        while let Some(seed) = waiting.next() {
-            let tables: Vec<String> = seed
+        while let Some(message) = waiting.next() {
+            let tables: Vec<String> = message
                 .tables
                 .iter()
                 .map(|t| self.inner.engine.catalog().tables().name(*t).to_string())
                 .collect();
-            if self.apply_seed(seed).await.is_err() {
-                // Still unreachable (apply_seed kept it): keep the rest, in order, after it.
-                self.inner.pending_seed.lock().extend(waiting);
+            if self.apply_plain(message).await.is_err() {
+                // Still unreachable (apply_plain kept it): keep the rest, in order, after it.
+                self.inner.pending_plain.lock().extend(waiting);
                 return;
             }
             let message = format!(

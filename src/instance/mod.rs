@@ -29,10 +29,10 @@
 //! # The rules that keep the promise under faults
 //! Each is enforced here or in the bus, and `freshcache bench chaos` searches for breaks.
 //! * **The truth decides.** The bus's version truth is the only authority on versions. A message
-//!   — ours, the seed's, or a forgery — is a hint to re-read it; versions in a message above the
+//!   — ours, the baseline's, or a forgery — is a hint to re-read it; versions in a message above the
 //!   truth are refused, counted and shown. No instance holds a version the
 //!   truth never had.
-//! * **Nothing applied is lost.** A seed-format message is deduplicated and bumped in one atomic
+//! * **Nothing applied is lost.** A plain message is deduplicated and bumped in one atomic
 //!   step on the bus ([`crate::bus::BumpRequest::once`]), for a short delivery window; a bump
 //!   that fails is kept and retried on every sync tick until it lands.
 //! * **Numbers are never reused.** A bump's numbers are reserved before anything is prepared
@@ -228,9 +228,9 @@ struct Inner {
     lag: Mutex<Histogram<u64>>,
     /// Why the version truth could not be read at start, if it could not.
     start_error: Mutex<Option<String>>,
-    /// Foreign seed-format messages whose bump failed: retried on every sync tick until they
+    /// Foreign plain messages whose bump failed: retried on every sync tick until they
     /// land, each under its own id (so one retried by several instances is still one bump).
-    pending_seed: Mutex<Vec<ingest::PendingSeed>>,
+    pending_plain: Mutex<Vec<ingest::PendingPlain>>,
     /// Per table, the highest version number this instance reserved: a truth restored after it
     /// lost its state is put above these too, so a number is never handed out twice.
     reserved_seen: Mutex<Vec<u64>>,
@@ -287,7 +287,7 @@ impl Instance {
                 last_warm,
                 lag: Mutex::new(crate::engine::stats::histogram()),
                 start_error: Mutex::new(None),
-                pending_seed: Mutex::new(Vec::new()),
+                pending_plain: Mutex::new(Vec::new()),
                 reserved_seen: Mutex::new(Vec::new()),
                 corrupt_shown: AtomicU64::new(0),
             }),

@@ -143,7 +143,7 @@ impl Instance {
                     Err(broadcast::error::RecvError::Closed) => break,
                 },
                 _ = tick.tick() => {
-                    self.retry_pending_seed().await;
+                    self.retry_pending_plain().await;
                     self.resync().await;
                     if let Err(_e) = self.inner.bus.catch_up().await {
                         self.inner.counters.sync_errors.fetch_add(1, Ordering::Relaxed);

@@ -3,7 +3,7 @@
 //! A [`Request`] is a catalog query with its parameters checked and a stable fingerprint computed
 //! once (xxh3-128 of the query name, its parameters in declaration order, and the hash of the
 //! query's definition: its SQL text and tables). The fingerprint is the same in every process and
-//! on every machine for the same catalog, unlike the seed's `hash(query)`, which Python salts per
+//! on every machine for the same catalog, unlike the baseline's `hash(query)`, which Python salts per
 //! process so two API servers never share an entry; and it changes when the SQL does, so during a
 //! rolling deploy a process with a changed query never shares the old release's answers.
 

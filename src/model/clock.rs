@@ -204,7 +204,7 @@ pub fn format_rfc3339(ms: Millis) -> String {
     )
 }
 
-/// Formats a batch label the way the seed's ETL does: `YYYYMMDD-HH:MM` (UTC).
+/// Formats a batch label the way the baseline's ETL does: `YYYYMMDD-HH:MM` (UTC).
 pub fn format_batch_label(ms: Millis) -> String {
     let secs = ms / 1000;
     let (y, mo, d) = civil_from_days(super::num::to_i64(secs / 86_400));

@@ -108,7 +108,7 @@ impl Stamp {
 
 /// The identity of a cached answer: which request, at which versions.
 ///
-/// For `freshcache` the versions are the per-table versions the query reads; the seed's recipes put
+/// For `freshcache` the versions are the per-table versions the query reads; the baseline recipes put
 /// other things there (nothing for TTL recipes, the minute label for the versioned one).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct EntryKey {

@@ -28,9 +28,9 @@ fn yes() -> bool {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum EventKind {
-    /// Tables were bumped: the seed's `warehouse_updated`, with versions and batch.
+    /// Tables were bumped: the baseline's `warehouse_updated`, with versions and batch.
     WarehouseUpdated {
-        /// ISO-8601, as the seed sends it.
+        /// ISO-8601, as the baseline sends it.
         timestamp: String,
         /// Tables bumped.
         tables: Vec<String>,
@@ -38,7 +38,7 @@ pub enum EventKind {
         versions: BTreeMap<String, u64>,
         /// The batch label.
         batch: String,
-        /// A staging test trigger, as the seed's admin endpoint sends.
+        /// A staging test trigger, as the baseline's admin endpoint sends.
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         test: bool,
     },

@@ -84,7 +84,7 @@ pub const ACTIONS: [ActionSpec; 7] = [
     ActionSpec {
         action: Action::SwitchStrategy,
         name: "switch-strategy",
-        description: "switch the caching strategy (demo): the seed's recipes or freshcache",
+        description: "switch the caching strategy (demo): the baseline recipes or freshcache",
         dangerous: true,
         refused_in: &[(
             Environment::Production,

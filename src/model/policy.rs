@@ -6,12 +6,12 @@
 //!
 //! The fresh TTL is a *backstop*: versioned keys do the real invalidation. It ends at the first
 //! schedule boundary (on the hour by default) plus a grace period for the ETL to finish, plus a random
-//! jitter so that entries filled together do not expire together. A floor keeps the seed's flaw away:
-//! at 9:59:59 the seed caches for one second (and for zero seconds, which Redis rejects, in the
+//! jitter so that entries filled together do not expire together. A floor keeps the baseline's flaw away:
+//! at 9:59:59 the baseline caches for one second (and for zero seconds, which Redis rejects, in the
 //! hour's last second); here the TTL is never shorter than `min_ttl`.
 //!
 //! [`Strategy`] picks the mechanism bundle. `freshcache` uses every mechanism together; the others
-//! reproduce the seed's recipes, flaws included, so that benchmarks can put them side by side.
+//! reproduce the baseline recipes, flaws included, so that benchmarks can put them side by side.
 
 use std::fmt;
 use std::str::FromStr;
@@ -244,7 +244,7 @@ impl PolicyBuilder {
         }
         if p.min_ttl.is_zero() {
             return bad(
-                "min TTL must be greater than zero (a zero TTL is the seed's 9:59:59 bug)".into(),
+                "min TTL must be greater than zero (a zero TTL is the baseline's 9:59:59 bug)".into(),
             );
         }
         if p.swr_window.is_zero() {
@@ -281,16 +281,16 @@ impl PolicyBuilder {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum Strategy {
-    /// Seed strategy 1: TTL to the next hour; every miss queries the warehouse.
+    /// Baseline strategy 1: TTL to the next hour; every miss queries the warehouse.
     Ttl,
-    /// Seed stampede solution 2: a lock; waiters poll every 100 ms for 5 s, then query anyway.
+    /// Baseline stampede fix 2: a lock; waiters poll every 100 ms for 5 s, then query anyway.
     Lock,
-    /// Seed stampede solution 3: serve up to 2 h old, refresh in the background after 1 h, one
+    /// Baseline stampede fix 3: serve up to 2 h old, refresh in the background after 1 h, one
     /// refresh per reader.
     Swr,
-    /// Seed stampede solution 1: refresh with probability `1 - ttl_left / 3600`, one refresh per reader.
+    /// Baseline stampede fix 1: refresh with probability `1 - ttl_left / 3600`, one refresh per reader.
     Early,
-    /// Seed strategy 4 (with strategy 2's events): a global minute-resolution version in the key;
+    /// Baseline strategy 4 (with strategy 2's events): a global minute-resolution version in the key;
     /// every miss queries the warehouse.
     Versioned,
     /// Everything together: per-table versions, single-flight, stale-while-revalidate, XFetch early
@@ -300,7 +300,7 @@ pub enum Strategy {
 }
 
 impl Strategy {
-    /// Every strategy, the seed's first and ours last.
+    /// Every strategy, the baseline's first and ours last.
     pub const ALL: [Strategy; 6] = [
         Strategy::Ttl,
         Strategy::Lock,
@@ -325,11 +325,11 @@ impl Strategy {
     /// One line on what it does.
     pub fn describe(self) -> &'static str {
         match self {
-            Strategy::Ttl => "seed: TTL to the next hour, no coalescing",
-            Strategy::Lock => "seed: lock, waiters poll 100 ms for 5 s then query anyway",
-            Strategy::Swr => "seed: serve up to 2 h old, refresh after 1 h, a refresh per reader",
-            Strategy::Early => "seed: probabilistic early refresh, a refresh per reader",
-            Strategy::Versioned => "seed: global version in the key, no coalescing",
+            Strategy::Ttl => "baseline: TTL to the next hour, no coalescing",
+            Strategy::Lock => "baseline: lock, waiters poll 100 ms for 5 s then query anyway",
+            Strategy::Swr => "baseline: serve up to 2 h old, refresh after 1 h, a refresh per reader",
+            Strategy::Early => "baseline: probabilistic early refresh, a refresh per reader",
+            Strategy::Versioned => "baseline: global version in the key, no coalescing",
             Strategy::Freshcache => {
                 "per-table versions, single-flight, SWR, XFetch, stale-if-error"
             }
@@ -412,7 +412,7 @@ mod tests {
             .jitter(Duration::ZERO)
             .build()
             .unwrap();
-        // 09:59:59.500: the seed would cache for 0 s.
+        // 09:59:59.500: the baseline would cache for 0 s.
         let late = T0905 - 5 * 60_000 + HOUR - 500;
         assert_eq!(p.fresh_until(late, 0.0), late + 60_000);
         // Exactly on the boundary: the boundary is "now", so the next one is an hour away.

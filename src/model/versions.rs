@@ -138,9 +138,9 @@ pub struct VersionVector {
     versions: Box<[u64]>,
     updated_ms: Box<[Millis]>,
     batches: Box<[Arc<str>]>,
-    /// The label of the last batch applied (`20241102-10:00`), as the seed's `warehouse_version`.
+    /// The label of the last batch applied (`20241102-10:00`), as the baseline's `warehouse_version`.
     pub batch: Arc<str>,
-    /// When the last bump was applied, in ms since the epoch (the seed's `warehouse_last_update`).
+    /// When the last bump was applied, in ms since the epoch (the baseline's `warehouse_last_update`).
     pub last_updated_ms: Millis,
     /// Bumps applied so far (0 for a fresh vector); only ever increases.
     pub generation: u64,
@@ -148,9 +148,9 @@ pub struct VersionVector {
     /// instance gets a new random epoch (0 before any). An instance that sees the epoch change
     /// checks that no number it used is handed out again.
     pub epoch: u64,
-    /// Hash of the minute-resolution label the seed's versioned recipe puts in its keys. Two updates
-    /// within one minute share it, which is exactly the seed's flaw the `versioned` strategy keeps.
-    pub seed_label_hash: u64,
+    /// Hash of the minute-resolution label the baseline's versioned recipe puts in its keys. Two updates
+    /// within one minute share it, which is exactly the baseline's flaw the `versioned` strategy keeps.
+    pub baseline_label_hash: u64,
 }
 
 impl VersionVector {
@@ -164,7 +164,7 @@ impl VersionVector {
             last_updated_ms: 0,
             generation: 0,
             epoch: 0,
-            seed_label_hash: 0,
+            baseline_label_hash: 0,
         }
     }
 
@@ -205,10 +205,10 @@ impl VersionVector {
         last_updated_ms: Millis,
         generation: u64,
     ) -> Self {
-        let seed_label_hash = if last_updated_ms == 0 {
+        let baseline_label_hash = if last_updated_ms == 0 {
             0
         } else {
-            seed_label_hash(&format_batch_label(last_updated_ms))
+            baseline_label_hash(&format_batch_label(last_updated_ms))
         };
         Self {
             versions: tables.iter().map(|t| t.0).collect(),
@@ -218,7 +218,7 @@ impl VersionVector {
             last_updated_ms,
             generation,
             epoch: 0,
-            seed_label_hash,
+            baseline_label_hash,
         }
     }
 
@@ -325,7 +325,7 @@ impl VersionVector {
         if !raised.is_empty() {
             next.last_updated_ms = self.last_updated_ms.max(other.last_updated_ms);
             next.generation = (self.generation + 1).max(other.generation);
-            next.seed_label_hash = seed_label_hash(&format_batch_label(next.last_updated_ms));
+            next.baseline_label_hash = baseline_label_hash(&format_batch_label(next.last_updated_ms));
         }
         (next, raised)
     }
@@ -336,8 +336,8 @@ impl VersionVector {
         }
         self.last_updated_ms = now_ms;
         self.generation += 1;
-        // The seed keys on `datetime.now().strftime('%Y%m%d-%H:%M')`, not on the batch.
-        self.seed_label_hash = seed_label_hash(&format_batch_label(now_ms));
+        // The baseline keys on `datetime.now().strftime('%Y%m%d-%H:%M')`, not on the batch.
+        self.baseline_label_hash = baseline_label_hash(&format_batch_label(now_ms));
     }
 }
 
@@ -354,7 +354,7 @@ impl fmt::Display for VersionVector {
     }
 }
 
-fn seed_label_hash(label: &str) -> u64 {
+fn baseline_label_hash(label: &str) -> u64 {
     xxhash_rust::xxh3::xxh3_64(label.as_bytes())
 }
 
@@ -537,11 +537,11 @@ mod tests {
     }
 
     #[test]
-    fn seed_labels_collide_within_a_minute() {
+    fn baseline_labels_collide_within_a_minute() {
         let v0 = VersionVector::initial(1);
         let a = v0.bumped(&[TableId(0)], "x", 1_730_541_600_000);
         let b = a.bumped(&[TableId(0)], "y", 1_730_541_630_000);
-        assert_eq!(a.seed_label_hash, b.seed_label_hash);
+        assert_eq!(a.baseline_label_hash, b.baseline_label_hash);
         assert_ne!(a.version(TableId(0)), b.version(TableId(0)));
     }
 }

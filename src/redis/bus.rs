@@ -8,16 +8,16 @@
 //! | `{freshcache}:events` | the durable event log: a stream capped at [`LOG_LIMIT`] entries |
 //! | `{freshcache}:instances` | each instance's latest report (its heartbeat) |
 //! | `{freshcache}:reserved` | per table: the highest version number handed out (never reused) |
-//! | `{freshcache}:delivered:<id>` | seed messages applied, for [`SEED_MESSAGE_WINDOW`] |
-//! | `warehouse_version`, `warehouse_last_update` | the seed's keys, kept as the seed has them |
-//! | channel `warehouse_updated` | the seed's message; ours add `versions`, `batch`, `freshcache_seq` |
+//! | `{freshcache}:delivered:<id>` | plain messages applied, for [`PLAIN_MESSAGE_WINDOW`] |
+//! | `warehouse_version`, `warehouse_last_update` | the baseline's keys, kept as the baseline has them |
+//! | channel `warehouse_updated` | the baseline's message; ours add `versions`, `batch`, `freshcache_seq` |
 //! | channel `freshcache:events` | every logged event, as JSON |
 //! | channel `freshcache:fills` | "this entry was stored" (see the store) |
 //!
-//! A bump is one script: the versions, the seed's two keys, the log entry and both publishes happen
+//! A bump is one script: the versions, the baseline's two keys, the log entry and both publishes happen
 //! together or not at all. The subscriber reconnects by itself; after a reconnect it reads the log
 //! from where it stopped (`catch_up`), and a gap in event sequence numbers triggers the same. A
-//! message from another publisher (the seed's job, `redis-cli PUBLISH`) is handed to the instance,
+//! message from another publisher (the baseline's job, `redis-cli PUBLISH`) is handed to the instance,
 //! which checks it and applies it exactly once.
 
 use std::collections::BTreeMap;
@@ -34,7 +34,7 @@ use super::fills::{FILLS_CHANNEL, Fills};
 use super::link::{LinkError, RedisLink};
 use crate::bus::{
     BumpMode, BumpOutcome, BumpRequest, Bus, BusError, CHANNEL, Delivered, InstanceReport,
-    RawMessage, SEED_MESSAGE_WINDOW,
+    RawMessage, PLAIN_MESSAGE_WINDOW,
 };
 use crate::model::BoxFuture;
 use crate::model::clock::{SharedClock, format_rfc3339};
@@ -251,7 +251,7 @@ impl Bus for RedisBus {
             let (once_key, window) = match request.once {
                 Some(id) => (
                     format!("{{freshcache}}:delivered:{id:016x}"),
-                    crate::model::num::ms(SEED_MESSAGE_WINDOW),
+                    crate::model::num::ms(PLAIN_MESSAGE_WINDOW),
                 ),
                 None => ("{freshcache}:delivered:-".to_string(), 0),
             };

@@ -4,7 +4,7 @@
 //!
 //! Each user counts what it got back — fresh or stale, from cache or warehouse, how long it
 //! waited — and whether an answer presented as fresh was computed before the latest completed
-//! update of a table it reads (`stale_after_update`: the seed's "10:30 user still sees 9:05 data").
+//! update of a table it reads (`stale_after_update`: the baseline's "10:30 user still sees 9:05 data").
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

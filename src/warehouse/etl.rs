@@ -3,7 +3,7 @@
 //! chosen tables (a partial update) or to load some of them late.
 //!
 //! The simulator only loads the warehouse; telling the caches (`etl-complete`) is the job of
-//! whoever runs it, exactly as the seed's ETL job calls `warehouse_update_complete()` at its end.
+//! whoever runs it, exactly as the baseline's ETL job calls `warehouse_update_complete()` at its end.
 
 use std::time::Duration;
 

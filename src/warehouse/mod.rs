@@ -35,7 +35,7 @@ pub use postgres::PostgresWarehouse;
 pub use sqlite::SqliteWarehouse;
 
 /// How long one warehouse load may take by default before it is cancelled (`--load-timeout`):
-/// four times the seed's slowest query (5 s), and shorter than the default maximum wait (30 s), so
+/// four times the baseline's slowest query (5 s), and shorter than the default maximum wait (30 s), so
 /// that the waiters of a hung load hear why rather than only that they waited too long.
 pub const DEFAULT_LOAD_TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -126,7 +126,7 @@ pub trait EtlTarget: Send + Sync + 'static {
     ) -> BoxFuture<'a, Result<u64, WarehouseError>>;
 }
 
-/// Simulated query latency, uniform between two bounds (the seed's warehouse: 2–5 s).
+/// Simulated query latency, uniform between two bounds (the baseline's warehouse: 2–5 s).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Latency {
     /// Shortest.
@@ -136,8 +136,8 @@ pub struct Latency {
 }
 
 impl Latency {
-    /// The seed's 2–5 s.
-    pub const SEED: Latency = Latency {
+    /// The baseline's 2–5 s.
+    pub const BASELINE: Latency = Latency {
         min: Duration::from_secs(2),
         max: Duration::from_secs(5),
     };
@@ -221,8 +221,8 @@ mod tests {
     #[test]
     fn latency_parses_ranges_and_samples_inside() {
         let l = Latency::parse("2s-5s").unwrap();
-        assert_eq!(l, Latency::SEED);
-        assert_eq!(Latency::parse("2s..5s").unwrap(), Latency::SEED);
+        assert_eq!(l, Latency::BASELINE);
+        assert_eq!(Latency::parse("2s..5s").unwrap(), Latency::BASELINE);
         for _ in 0..100 {
             let d = l.sample();
             assert!(d >= l.min && d <= l.max);

@@ -7,7 +7,7 @@
 //!   started. A flip is a version increase between two truth samples; the batch it exposes is the
 //!   truth's batch label when the flip changed it (a batch bump, capped by the newest batch the
 //!   warehouse ever held for the table, so a made-up label cannot raise the bar), otherwise (a
-//!   forced bump: a seed-format message, an invalidation) the warehouse's newest batch for the
+//!   forced bump: a plain message, an invalidation) the warehouse's newest batch for the
 //!   table in the sample *before* the flip was seen. A flip counts from the sample that first
 //!   showed it, which is never earlier than the flip itself, so sampling can only hide
 //!   violations, never invent them. `bound` is [`Bounds::resync_ms`] (resync interval + 100 ms),

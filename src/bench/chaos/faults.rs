@@ -115,7 +115,7 @@ async fn publish(t: &Targets, payload: Vec<u8>) -> anyhow::Result<()> {
     .await
 }
 
-fn seed_message(table: &str, extra: &str) -> Vec<u8> {
+fn plain_message(table: &str, extra: &str) -> Vec<u8> {
     format!(
         r#"{{"timestamp":"{}","tables":["{table}"]{extra}}}"#,
         format_rfc3339(system_now_ms())
@@ -215,10 +215,10 @@ pub async fn inject(
                     "instance 0's connections reset".to_string()
                 }
                 MSG_FORGED if p.pick % 2 == 0 => {
-                    let m = seed_message(table, "");
+                    let m = plain_message(table, "");
                     replay.get_or_insert_with(|| m.clone());
                     publish(&t, m).await?;
-                    format!("seed-format update of {table} from a foreign publisher")
+                    format!("plain update of {table} from a foreign publisher")
                 }
                 MSG_FORGED => {
                     // Our own format, one version above the truth and a batch from the future:
@@ -229,11 +229,11 @@ pub async fn inject(
                     let next = truth.trim().parse::<u64>().unwrap_or(0) + 1;
                     let extra =
                         format!(r#","versions":{{"{table}":{next}}},"batch":"20991231-23:59:59""#);
-                    publish(&t, seed_message(table, &extra)).await?;
+                    publish(&t, plain_message(table, &extra)).await?;
                     format!("{table} at version {next} (truth + 1), batch 20991231-23:59:59")
                 }
                 MSG_DUPLICATE => {
-                    let m = seed_message(table, "");
+                    let m = plain_message(table, "");
                     publish(&t, m.clone()).await?;
                     publish(&t, m).await?;
                     format!("the same update of {table} twice")
@@ -242,7 +242,7 @@ pub async fn inject(
                     let m = match &replay {
                         Some(m) => m.clone(),
                         None => {
-                            let m = seed_message(table, "");
+                            let m = plain_message(table, "");
                             publish(&t, m.clone()).await?;
                             tokio::time::sleep(Duration::from_millis(500)).await;
                             m
@@ -257,7 +257,7 @@ pub async fn inject(
                         br#"{"tables":"sales"}"#.to_vec(),
                         br#"{"timestamp":"x","tables":["no_such_table"]}"#.to_vec(),
                         vec![0xff, 0xfe, 0x00, 0x7b],
-                        seed_message(table, &format!(r#","pad":"{}""#, "x".repeat(200_000))),
+                        plain_message(table, &format!(r#","pad":"{}""#, "x".repeat(200_000))),
                     ];
                     let g = garbage[crate::model::num::to_usize(
                         p.pick % crate::model::num::len_u64(garbage.len()),
@@ -269,7 +269,7 @@ pub async fn inject(
                 }
                 MSG_HUGE_VERSION => {
                     let extra = format!(r#","versions":{{"{table}":18446744073709551615}}"#);
-                    publish(&t, seed_message(table, &extra)).await?;
+                    publish(&t, plain_message(table, &extra)).await?;
                     format!("{table} at version 2^64-1")
                 }
                 BUMP_FAILS => {

@@ -165,7 +165,7 @@ pub const PARTITION: &str = "partition";
 pub const PROXY_DELAY: &str = "proxy_delay";
 /// Instance 0's connections reset.
 pub const PROXY_RESET: &str = "proxy_reset";
-/// A seed-format update from a foreign publisher.
+/// A plain update from a foreign publisher.
 pub const MSG_FORGED: &str = "msg_forged";
 /// The same payload twice at once.
 pub const MSG_DUPLICATE: &str = "msg_duplicate";

@@ -1,6 +1,6 @@
 //! The embedded bus's state: the SQLite schema, and every read and write of the version truth,
 //! the reserved numbers, the event log and the instance reports. Each write is one transaction;
-//! a bump is one `BEGIN IMMEDIATE` transaction: versions, the seed's `warehouse_version` and
+//! a bump is one `BEGIN IMMEDIATE` transaction: versions, the baseline's `warehouse_version` and
 //! `warehouse_last_update`, and the event-log entry commit together or not at all.
 
 use std::sync::Arc;
@@ -9,7 +9,7 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
 
 use super::{Inner, LOG_LIMIT};
 use crate::bus::{
-    BumpMode, BumpOutcome, BumpRequest, BusError, InstanceReport, SEED_MESSAGE_WINDOW,
+    BumpMode, BumpOutcome, BumpRequest, BusError, InstanceReport, PLAIN_MESSAGE_WINDOW,
     versions_by_name,
 };
 use crate::model::clock::format_rfc3339;
@@ -163,7 +163,7 @@ pub(super) fn bump(
     };
     if let Some(id) = once {
         // The dedupe mark and the bump commit together, or neither does.
-        let window = crate::model::num::to_i64(crate::model::num::ms(SEED_MESSAGE_WINDOW));
+        let window = crate::model::num::to_i64(crate::model::num::ms(PLAIN_MESSAGE_WINDOW));
         let marked = tx
             .execute(
                 "INSERT INTO delivered (id, at_ms) VALUES (?1, ?2) \
@@ -209,7 +209,7 @@ pub(super) fn bump(
                 adopted.push(t);
             }
         }
-        // The seed's warehouse_version, when the truth has none yet.
+        // The baseline's warehouse_version, when the truth has none yet.
         tx.execute(
             "INSERT INTO meta (key, value) VALUES ('warehouse_version', ?1) \
              ON CONFLICT(key) DO UPDATE SET value = excluded.value \
@@ -273,7 +273,7 @@ pub(super) fn bump(
     }
     for (key, value) in [
         ("warehouse_version", next.batch.to_string()),
-        // The seed's key holds epoch seconds.
+        // The baseline's key holds epoch seconds.
         (
             "warehouse_last_update",
             format!("{:.3}", next.last_updated_ms as f64 / 1000.0),

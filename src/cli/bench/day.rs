@@ -211,7 +211,7 @@ pub async fn day(plan: &DayPlan) -> anyhow::Result<DayReport> {
             per_hour.push(m - prev);
             prev = *m;
         }
-        // The seed's recipes can leave thousands of refreshes queued: drop them, not wait.
+        // The baseline recipes can leave thousands of refreshes queued: drop them, not wait.
         sqlite.close();
         results.push(DayResult {
             strategy,

@@ -16,9 +16,9 @@ pub use options::ignored;
 use stampede::print_stampede;
 pub use stampede::stampede;
 
-/// 2024-11-02T09:05:00Z, the seed's "user asks at 9:05".
+/// 2024-11-02T09:05:00Z, the baseline's "user asks at 9:05".
 pub const T_0905_MS: u64 = 1_730_538_300_000;
-/// 2024-11-02T10:00:00Z, the seed's hourly update.
+/// 2024-11-02T10:00:00Z, the baseline's hourly update.
 pub const T_1000_MS: u64 = 1_730_541_600_000;
 
 /// Benchmark scenarios.
@@ -42,7 +42,7 @@ pub enum BenchCommand {
         after_help = "Example:\n  freshcache --redis redis://127.0.0.1:6391 bench redis-hits --seconds 5"
     )]
     RedisHits(RedisHitsArgs),
-    /// Bump and purge with many entries cached, beside the seed's KEYS + DEL (needs --redis; use a
+    /// Bump and purge with many entries cached, beside the baseline's KEYS + DEL (needs --redis; use a
     /// Redis of its own: it fills it and runs KEYS there).
     #[command(
         after_help = "Example:\n  freshcache --redis redis://127.0.0.1:6391 bench redis-invalidation --keys 1000000"

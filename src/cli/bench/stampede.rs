@@ -1,6 +1,6 @@
 //! `bench stampede` in one process: N users ask the same question at the same instant, twice per
 //! strategy — on a cold key at 09:05, and right after the 10:00 update (the ETL lands at 10:00:30,
-//! when the seed's TTL-to-the-hour entries have also just expired). It counts warehouse queries,
+//! when the baseline's TTL-to-the-hour entries have also just expired). It counts warehouse queries,
 //! the latency every user saw, and how many answers were old data presented as fresh.
 
 use std::sync::Arc;
@@ -149,7 +149,7 @@ async fn phase(
         stale += s as u64;
         errors += e as u64;
     }
-    // Background refreshes (the seed's threads, our early refreshes) count too: let them land.
+    // Background refreshes (the baseline's threads, our early refreshes) count too: let them land.
     let deadline = Instant::now() + Duration::from_secs(60);
     while (warehouse.running() > 0 || engine.loads_in_flight() > 0) && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(5)).await;

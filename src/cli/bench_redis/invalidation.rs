@@ -1,5 +1,5 @@
 //! `bench redis-invalidation`: with N entries cached, how long a bump takes and the worst GET
-//! latency another client sees during the bump and the purge, beside the seed's `KEYS` + `DEL`.
+//! latency another client sees during the bump and the purge, beside the baseline's `KEYS` + `DEL`.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -36,12 +36,12 @@ pub struct InvalidationReport {
     pub purge_s: f64,
     /// GET latency another client saw during the purge.
     pub during_purge: Probe,
-    /// The seed's `KEYS fc:*`, ms.
-    pub seed_keys_ms: f64,
-    /// The seed's `DEL` of what KEYS returned, in batches of 1000, seconds.
-    pub seed_del_s: f64,
-    /// GET latency another client saw during the seed's KEYS + DEL.
-    pub during_seed: Probe,
+    /// The baseline's `KEYS fc:*`, ms.
+    pub baseline_keys_ms: f64,
+    /// The baseline's `DEL` of what KEYS returned, in batches of 1000, seconds.
+    pub baseline_del_s: f64,
+    /// GET latency another client saw during the baseline's KEYS + DEL.
+    pub during_baseline: Probe,
 }
 
 /// Another client's view: GETs in a loop on its own connection, from its own thread (so this
@@ -164,7 +164,7 @@ async fn fill(
     Ok(())
 }
 
-/// The invalidation bench fills its Redis and runs the seed's `KEYS` there: it refuses a Redis
+/// The invalidation bench fills its Redis and runs the baseline's `KEYS` there: it refuses a Redis
 /// that holds anything, which may be shared with others.
 async fn require_empty(url: &str) -> Result<(), CliError> {
     let link = open(url)?;
@@ -184,7 +184,7 @@ async fn require_empty(url: &str) -> Result<(), CliError> {
     Ok(())
 }
 
-/// Bump and purge with `keys` entries cached, beside the seed's KEYS + DEL.
+/// Bump and purge with `keys` entries cached, beside the baseline's KEYS + DEL.
 pub async fn invalidation(g: &GlobalArgs, keys: u64) -> Result<(), CliError> {
     let url = redis_url(g)?;
     require_empty(&url).await?;
@@ -244,7 +244,7 @@ pub async fn invalidation(g: &GlobalArgs, keys: u64) -> Result<(), CliError> {
                 redis::cmd("KEYS").arg("fc:*:e:*").query_async(&mut c).await
             })
             .await?;
-        let seed_keys_ms = t.elapsed().as_secs_f64() * 1000.0;
+        let baseline_keys_ms = t.elapsed().as_secs_f64() * 1000.0;
         let t = Instant::now();
         for chunk in found.chunks(1000) {
             let chunk = chunk.to_vec();
@@ -253,9 +253,9 @@ pub async fn invalidation(g: &GlobalArgs, keys: u64) -> Result<(), CliError> {
             })
             .await?;
         }
-        let seed_del_s = t.elapsed().as_secs_f64();
+        let baseline_del_s = t.elapsed().as_secs_f64();
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        let during_seed = p.await.unwrap_or_default();
+        let during_baseline = p.await.unwrap_or_default();
         let r3 = |x: f64| (x * 1000.0).round() / 1000.0;
         anyhow::Ok(InvalidationReport {
             bench: "redis_invalidation",
@@ -266,9 +266,9 @@ pub async fn invalidation(g: &GlobalArgs, keys: u64) -> Result<(), CliError> {
             during_bump,
             purge_s: r3(purge_s),
             during_purge,
-            seed_keys_ms: r3(seed_keys_ms),
-            seed_del_s: r3(seed_del_s),
-            during_seed,
+            baseline_keys_ms: r3(baseline_keys_ms),
+            baseline_del_s: r3(baseline_del_s),
+            during_baseline,
         })
     };
     let r = run.await?;
@@ -295,10 +295,10 @@ pub async fn invalidation(g: &GlobalArgs, keys: u64) -> Result<(), CliError> {
         seen(&r.during_purge)
     );
     println!(
-        "seed KEYS + DEL: KEYS {:.1} ms + DEL {:.1} s; {}",
-        r.seed_keys_ms,
-        r.seed_del_s,
-        seen(&r.during_seed)
+        "baseline KEYS + DEL: KEYS {:.1} ms + DEL {:.1} s; {}",
+        r.baseline_keys_ms,
+        r.baseline_del_s,
+        seen(&r.during_baseline)
     );
     Ok(())
 }

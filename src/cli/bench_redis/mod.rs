@@ -8,7 +8,7 @@
 //!   beside `redis-benchmark -t get -c 50` against the same server in the same run.
 //! * `bench redis-invalidation --redis URL --keys N`: with N entries cached, how long a bump takes
 //!   and the worst GET latency another client sees during the bump and during the purge of the old
-//!   version, next to the seed's `KEYS` + `DEL` on the same data.
+//!   version, next to the baseline's `KEYS` + `DEL` on the same data.
 
 mod hits;
 mod invalidation;

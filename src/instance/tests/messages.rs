@@ -1,4 +1,4 @@
-//! Incoming messages: malformed ones refused, the seed's bumped once, forged versions refused,
+//! Incoming messages: malformed ones refused, the baseline's bumped once, forged versions refused,
 //! and a failed bump retried until it lands.
 
 use std::sync::atomic::Ordering;
@@ -53,7 +53,7 @@ async fn malformed_messages_are_counted_logged_and_change_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_seed_message_bumps_once_however_many_instances_receive_it() {
+async fn a_plain_message_bumps_once_however_many_instances_receive_it() {
     let w = world(Environment::Development, false).await;
     // A second instance on the same bus (another API server).
     let engine2 = Engine::builder(
@@ -126,10 +126,10 @@ async fn versions_above_the_truth_are_refused_and_the_next_update_still_applies(
     assert_eq!(answer.versions().versions()[0], 1);
 }
 
-/// Regression (issue 10 B): a seed message whose bump fails (the bus frozen) is not lost: it
+/// Regression (issue 10 B): a plain message whose bump fails (the bus frozen) is not lost: it
 /// is kept and applied on a later sync tick, once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_seed_message_whose_bump_failed_is_applied_later() {
+async fn a_plain_message_whose_bump_failed_is_applied_later() {
     let (w, faulty) = faulty_world(InstanceConfig {
         poll_interval: Duration::from_millis(20),
         ..InstanceConfig::default()

@@ -19,7 +19,7 @@ pub(super) fn value(g: &GlobalArgs, key: &str) -> Option<String> {
             let l = if postgres {
                 Latency::NONE
             } else {
-                Latency::SEED
+                Latency::BASELINE
             };
             // Written as the flag takes it: 2s-5s, 0s.
             let text = |d: std::time::Duration| match d.as_millis() {

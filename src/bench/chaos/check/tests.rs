@@ -84,7 +84,7 @@ fn old_data_marked_fresh_after_the_bound_is_a_violation() {
 
 #[test]
 fn a_forced_bump_exposes_what_the_warehouse_held_before_it() {
-    // A seed-format message bumps sales without a label; the warehouse had B2 (loaded, its
+    // A plain message bumps sales without a label; the warehouse had B2 (loaded, its
     // etl-complete not run yet): answers with B1 data after it are old.
     let truth = vec![
         sample(0, 1, "B1", "B1"),
