@@ -543,7 +543,8 @@ fn cross_process_stampede_through_the_worker_processes() {
 fn a_bump_reaches_other_instances_and_keeps_the_baseline_keys() {
     const BATCHES: [&str; 3] = ["20261126-10:00", "20261126-11:00", "20261126-12:00"];
     let _serial = serial();
-    let Some(server) = RedisServer::start("a_bump_reaches_other_instances_and_keeps_the_baseline_keys")
+    let Some(server) =
+        RedisServer::start("a_bump_reaches_other_instances_and_keeps_the_baseline_keys")
     else {
         return;
     };

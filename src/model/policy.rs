@@ -244,7 +244,8 @@ impl PolicyBuilder {
         }
         if p.min_ttl.is_zero() {
             return bad(
-                "min TTL must be greater than zero (a zero TTL is the baseline's 9:59:59 bug)".into(),
+                "min TTL must be greater than zero (a zero TTL is the baseline's 9:59:59 bug)"
+                    .into(),
             );
         }
         if p.swr_window.is_zero() {
@@ -327,7 +328,9 @@ impl Strategy {
         match self {
             Strategy::Ttl => "baseline: TTL to the next hour, no coalescing",
             Strategy::Lock => "baseline: lock, waiters poll 100 ms for 5 s then query anyway",
-            Strategy::Swr => "baseline: serve up to 2 h old, refresh after 1 h, a refresh per reader",
+            Strategy::Swr => {
+                "baseline: serve up to 2 h old, refresh after 1 h, a refresh per reader"
+            }
             Strategy::Early => "baseline: probabilistic early refresh, a refresh per reader",
             Strategy::Versioned => "baseline: global version in the key, no coalescing",
             Strategy::Freshcache => {

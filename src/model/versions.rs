@@ -325,7 +325,8 @@ impl VersionVector {
         if !raised.is_empty() {
             next.last_updated_ms = self.last_updated_ms.max(other.last_updated_ms);
             next.generation = (self.generation + 1).max(other.generation);
-            next.baseline_label_hash = baseline_label_hash(&format_batch_label(next.last_updated_ms));
+            next.baseline_label_hash =
+                baseline_label_hash(&format_batch_label(next.last_updated_ms));
         }
         (next, raised)
     }

@@ -34,7 +34,7 @@ use super::fills::{FILLS_CHANNEL, Fills};
 use super::link::{LinkError, RedisLink};
 use crate::bus::{
     BumpMode, BumpOutcome, BumpRequest, Bus, BusError, CHANNEL, Delivered, InstanceReport,
-    RawMessage, PLAIN_MESSAGE_WINDOW,
+    PLAIN_MESSAGE_WINDOW, RawMessage,
 };
 use crate::model::BoxFuture;
 use crate::model::clock::{SharedClock, format_rfc3339};
