@@ -11,18 +11,18 @@ use crate::settings::GlobalArgs;
 /// asks for), after saying `what` will happen — unless `--yes` was given. An action the guard
 /// refuses anyway is not asked about: the instance refuses it, and audits the refusal.
 pub(super) fn confirm_action(
-    g: &GlobalArgs,
+    global: &GlobalArgs,
     action: Action,
     targets: &[String],
     yes: bool,
     what: &str,
 ) -> Result<(), CliError> {
-    if yes || !action.dangerous() || ops::refusal(action, g.env, g.read_only).is_some() {
+    if yes || !action.dangerous() || ops::refusal(action, global.env, global.read_only).is_some() {
         return Ok(());
     }
     eprintln!("{what}");
     confirm(
-        &ops::confirmation_phrase(action, targets, g.env),
+        &ops::confirmation_phrase(action, targets, global.env),
         action.name(),
     )
 }

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use clap::Args;
 
-use super::{World, bench};
+use super::{Backends, bench};
 use crate::bus::LocalBus;
 use crate::console::story::Story;
 use crate::console::{self, Channels, ConsoleOptions};
@@ -71,14 +71,14 @@ pub struct ConsoleArgs {
 }
 
 /// Runs the demo: the console on a terminal, the text story otherwise.
-pub async fn run(g: &GlobalArgs, args: DemoArgs) -> Result<(), CliError> {
+pub async fn run(global: &GlobalArgs, args: DemoArgs) -> Result<(), CliError> {
     if args.headless || !std::io::stdout().is_terminal() {
-        return run_headless(g.json).await;
+        return run_headless(global.json).await;
     }
     if args.story {
-        return run_story(g, &args).await;
+        return run_story(global, &args).await;
     }
-    let hour = parse_duration(g.hour.as_deref().unwrap_or("60s"))
+    let hour = parse_duration(global.hour.as_deref().unwrap_or("60s"))
         .map_err(|e| CliError::new(EXIT_BAD_INPUT, format!("--hour: {e}")))?;
     if hour.is_zero() {
         return Err(CliError::new(
@@ -87,9 +87,9 @@ pub async fn run(g: &GlobalArgs, args: DemoArgs) -> Result<(), CliError> {
         ));
     }
     let speed = 3600.0 / hour.as_secs_f64();
-    // The whole world runs on the accelerated clock: the baseline's 2-5 s warehouse included, so a
+    // The whole backends runs on the accelerated clock: the baseline's 2-5 s warehouse included, so a
     // query is as long against the hour as it would be in real life.
-    let latency = match &g.latency {
+    let latency = match &global.latency {
         Some(l) => Latency::parse(l)
             .map_err(|e| CliError::new(EXIT_BAD_INPUT, format!("--latency: {e}")))?,
         None => Latency {
@@ -123,8 +123,8 @@ pub async fn run(g: &GlobalArgs, args: DemoArgs) -> Result<(), CliError> {
     .map_err(|e| CliError::new(EXIT_FAILURE, e.to_string()))?;
     let engine = Engine::builder(catalog, Arc::new(warehouse.clone()))
         .clock(clock.clone())
-        .load_timeout(super::world::load_timeout(g)?)
-        .strategy(g.strategy.unwrap_or(Strategy::Freshcache))
+        .load_timeout(super::backends::load_timeout(global)?)
+        .strategy(global.strategy.unwrap_or(Strategy::Freshcache))
         .build()
         .map_err(|e| CliError::new(EXIT_FAILURE, e.to_string()))?;
     let instance = Instance::new(
@@ -133,15 +133,15 @@ pub async fn run(g: &GlobalArgs, args: DemoArgs) -> Result<(), CliError> {
         Arc::new(warehouse.clone()),
         Some(Arc::new(warehouse)),
         InstanceConfig {
-            env: g.env,
-            read_only: g.read_only,
-            max_unverified: super::world::max_unverified(g)?,
+            env: global.env,
+            read_only: global.read_only,
+            max_unverified: super::backends::max_unverified(global)?,
             role: Role::Traffic,
             ..InstanceConfig::default()
         },
     );
     instance.start().await?;
-    let _metrics = super::serve_metrics(g, &instance)?;
+    let _metrics = super::serve_metrics(global, &instance)?;
     // What the hour-TTL baseline would have done with the same questions, for the console's
     // "without freshcache" panel; its warehouse takes the mean query time, in clock time.
     let shadow = Arc::new(Shadow::new(
@@ -188,7 +188,7 @@ pub async fn run(g: &GlobalArgs, args: DemoArgs) -> Result<(), CliError> {
 
 /// `freshcache demo --story`: the day of the original problem on a clock that only the story
 /// moves, with a small real warehouse latency so that each step takes a moment, not minutes.
-async fn run_story(g: &GlobalArgs, args: &DemoArgs) -> Result<(), CliError> {
+async fn run_story(global: &GlobalArgs, args: &DemoArgs) -> Result<(), CliError> {
     const DAY: u64 = 86_400_000;
     let day_ms = system_now_ms() / DAY * DAY;
     let nine = day_ms + 9 * 3_600_000;
@@ -221,8 +221,8 @@ async fn run_story(g: &GlobalArgs, args: &DemoArgs) -> Result<(), CliError> {
         Arc::new(warehouse.clone()),
         Some(Arc::new(warehouse)),
         InstanceConfig {
-            env: g.env,
-            read_only: g.read_only,
+            env: global.env,
+            read_only: global.read_only,
             role: Role::Console,
             ..InstanceConfig::default()
         },
@@ -251,12 +251,12 @@ async fn run_story(g: &GlobalArgs, args: &DemoArgs) -> Result<(), CliError> {
     result.map_err(|e| CliError::new(EXIT_FAILURE, e.to_string()))
 }
 
-/// `freshcache console`: the console over the configured world (the data directory's embedded
+/// `freshcache console`: the console over the configured backends (the data directory's embedded
 /// state, or Redis), as one more instance.
-pub async fn console(g: &GlobalArgs, args: ConsoleArgs) -> Result<(), CliError> {
-    let world = World::open(g).await?;
-    let instance = world.instance_as(g, Role::Console).await?;
-    let _metrics = super::serve_metrics(g, &instance)?;
+pub async fn console(global: &GlobalArgs, args: ConsoleArgs) -> Result<(), CliError> {
+    let backends = Backends::open(global).await?;
+    let instance = backends.instance_as(global, Role::Console).await?;
+    let _metrics = super::serve_metrics(global, &instance)?;
     let source = Channels::attach(instance.clone(), args.price_per_query).await;
     let result =
         tokio::task::spawn_blocking(move || console::run(source, ConsoleOptions::from_env()))

@@ -6,7 +6,7 @@ use std::time::Duration;
 use clap::{Args, Subcommand};
 use serde_json::json;
 
-use super::World;
+use super::Backends;
 use super::output::{clean_line, human_duration, print_json};
 use crate::exit::{CliError, EXIT_BAD_INPUT};
 use crate::instance::{EtlCompleteReport, Instance};
@@ -45,8 +45,11 @@ pub enum EtlCommand {
     },
 }
 
-pub(super) fn print_report(g: &GlobalArgs, report: &EtlCompleteReport) -> Result<(), CliError> {
-    if g.json {
+pub(super) fn print_report(
+    global: &GlobalArgs,
+    report: &EtlCompleteReport,
+) -> Result<(), CliError> {
+    if global.json {
         return print_json(report);
     }
     let list = |v: &[String]| {
@@ -85,20 +88,20 @@ pub(super) fn print_report(g: &GlobalArgs, report: &EtlCompleteReport) -> Result
 }
 
 /// `freshcache etl-complete`.
-pub async fn etl_complete(g: &GlobalArgs, args: EtlCompleteArgs) -> Result<(), CliError> {
-    let world = World::open(g).await?;
-    let instance = world.instance(g).await?;
+pub async fn etl_complete(global: &GlobalArgs, args: EtlCompleteArgs) -> Result<(), CliError> {
+    let backends = Backends::open(global).await?;
+    let instance = backends.instance(global).await?;
     let tables = instance.table_ids(&args.tables)?;
     let report = instance.etl_complete(&args.batch, &tables).await?;
-    print_report(g, &report)
+    print_report(global, &report)
 }
 
 pub(super) fn print_run(
-    g: &GlobalArgs,
+    global: &GlobalArgs,
     run: &EtlRun,
     report: &EtlCompleteReport,
 ) -> Result<(), CliError> {
-    if g.json {
+    if global.json {
         return print_json(&json!({ "run": run, "etl_complete": report }));
     }
     println!("ETL batch {}", clean_line(&run.batch));
@@ -114,15 +117,15 @@ pub(super) fn print_run(
             ),
         }
     }
-    print_report(g, report)
+    print_report(global, report)
 }
 
 /// `freshcache etl ...`.
-pub async fn etl(g: &GlobalArgs, cmd: EtlCommand) -> Result<(), CliError> {
+pub async fn etl(global: &GlobalArgs, cmd: EtlCommand) -> Result<(), CliError> {
     match cmd {
         EtlCommand::Run { batch, fail, late } => {
-            let world = World::open(g).await?;
-            let instance = world.instance(g).await?;
+            let backends = Backends::open(global).await?;
+            let instance = backends.instance(global).await?;
             instance.table_ids(&fail)?;
             let mut late_plan = Vec::new();
             for l in &late {
@@ -150,7 +153,7 @@ pub async fn etl(g: &GlobalArgs, cmd: EtlCommand) -> Result<(), CliError> {
                 .tables
                 .iter()
                 .any(|t| matches!(t, TableLoad::Late { .. }));
-            print_run(g, &run, &report)?;
+            print_run(global, &run, &report)?;
             if waiting {
                 wait_for_late(&instance, &run).await;
             }

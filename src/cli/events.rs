@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use clap::Args;
 
-use super::World;
+use super::Backends;
 use super::interrupt::watch_interrupt;
 use super::output::{clean_line, print_json};
 use crate::exit::CliError;
@@ -36,10 +36,10 @@ pub fn event_line(e: &Event) -> String {
 }
 
 /// `freshcache events`.
-pub async fn events(g: &GlobalArgs, args: EventsArgs) -> Result<(), CliError> {
+pub async fn events(global: &GlobalArgs, args: EventsArgs) -> Result<(), CliError> {
     let mut interrupt = args.follow.then(watch_interrupt).transpose()?;
-    let world = World::open(g).await?;
-    let bus = world.bus.clone();
+    let backends = Backends::open(global).await?;
+    let bus = backends.bus.clone();
     let mut feed = bus.subscribe();
     let all = bus
         .history(0, usize::MAX >> 1)
@@ -47,7 +47,7 @@ pub async fn events(g: &GlobalArgs, args: EventsArgs) -> Result<(), CliError> {
         .map_err(|e| CliError::new(crate::exit::EXIT_UNAVAILABLE, e.to_string()))?;
     let start = all.len().saturating_sub(args.limit);
     let print = |e: &Event| -> Result<(), CliError> {
-        if g.json {
+        if global.json {
             print_json(e)
         } else {
             println!("{}", event_line(e));

@@ -4,7 +4,7 @@ use clap::Args;
 use serde::Serialize;
 use serde_json::json;
 
-use super::World;
+use super::Backends;
 use super::output::{clean_line, human_duration, print_json, rows_table};
 use crate::engine::{Answer, Freshness};
 use crate::exit::{CliError, EXIT_BAD_INPUT};
@@ -67,12 +67,12 @@ fn describe_freshness(a: &Answer) -> String {
 }
 
 /// `freshcache get`.
-pub async fn get(g: &GlobalArgs, args: GetArgs) -> Result<(), CliError> {
+pub async fn get(global: &GlobalArgs, args: GetArgs) -> Result<(), CliError> {
     let params = parse_params(&args.params)?;
-    let world = World::open(g).await?;
+    let backends = Backends::open(global).await?;
     // Checked before anything touches the warehouse.
-    let request = world.catalog.request(&args.query, &params)?;
-    let instance = world.instance(g).await?;
+    let request = backends.catalog.request(&args.query, &params)?;
+    let instance = backends.instance(global).await?;
     let answer = instance.engine().get(&request).await.map_err(|e| {
         use crate::engine::{GetError, flight::LoadError};
         use crate::warehouse::WarehouseError;
@@ -104,9 +104,9 @@ pub async fn get(g: &GlobalArgs, args: GetArgs) -> Result<(), CliError> {
             clean_line(&why)
         );
     }
-    let tables = world.catalog.tables();
+    let tables = backends.catalog.tables();
     let rows: Rows = serde_json::from_str(answer.value()).unwrap_or_default();
-    if g.json {
+    if global.json {
         let versions = answer
             .versions()
             .iter()

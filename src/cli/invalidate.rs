@@ -2,7 +2,7 @@
 
 use clap::Args;
 
-use super::World;
+use super::Backends;
 use super::confirm::confirm_action;
 use super::etl::print_report;
 use crate::exit::CliError;
@@ -25,41 +25,43 @@ pub struct InvalidateArgs {
 }
 
 /// `freshcache invalidate`.
-pub async fn invalidate(g: &GlobalArgs, args: InvalidateArgs) -> Result<(), CliError> {
-    let world = World::open(g).await?;
-    let instance = world.instance(g).await?;
+pub async fn invalidate(global: &GlobalArgs, args: InvalidateArgs) -> Result<(), CliError> {
+    let backends = Backends::open(global).await?;
+    let instance = backends.instance(global).await?;
     let ids = if args.all {
         Vec::new()
     } else {
         instance.table_ids(&args.tables)?
     };
     let names: Vec<String> = if args.all {
-        world.catalog.tables().names().to_vec()
+        backends.catalog.tables().names().to_vec()
     } else {
         args.tables.clone()
     };
-    let affected = world
+    let affected = backends
         .catalog
         .queries()
         .iter()
         .filter(|q| {
             args.all
-                || q.tables
-                    .iter()
-                    .any(|t| names.iter().any(|n| n == world.catalog.tables().name(*t)))
+                || q.tables.iter().any(|t| {
+                    names
+                        .iter()
+                        .any(|n| n == backends.catalog.tables().name(*t))
+                })
         })
         .count();
     let what = format!(
         "invalidate {}: every cached answer of {affected} of {} queries misses once.",
         names.join(", "),
-        world.catalog.queries().len()
+        backends.catalog.queries().len()
     );
     let targets = if args.all {
         vec!["all".to_string()]
     } else {
         names.clone()
     };
-    confirm_action(g, Action::Invalidate, &targets, args.yes, &what)?;
+    confirm_action(global, Action::Invalidate, &targets, args.yes, &what)?;
     let report = instance.invalidate(&ids).await?;
-    print_report(g, &report)
+    print_report(global, &report)
 }

@@ -16,6 +16,7 @@
 //! | 6 | the configuration is wrong: file, environment variable or value |
 //! | 101 | internal error (a bug): one line on stderr, details in the log |
 
+mod backends;
 pub mod bench;
 pub mod bench_redis;
 mod confirm;
@@ -32,7 +33,6 @@ mod stats;
 mod traffic;
 mod warehouse;
 mod warm;
-mod world;
 
 use std::process::ExitCode;
 
@@ -47,7 +47,7 @@ use crate::model::catalog::CatalogError;
 use crate::settings::GlobalArgs;
 use crate::warehouse::WarehouseError;
 
-pub use world::{MetricsGuard, World, serve_metrics};
+pub use backends::{Backends, MetricsGuard, serve_metrics};
 
 const EXIT_CODES: &str = "Exit codes:
   0  success
@@ -343,22 +343,24 @@ fn command_name(c: &Option<Command>) -> &'static str {
 }
 
 async fn run(cli: Cli) -> Result<(), CliError> {
-    let g = cli.global;
+    let global = cli.global;
     match cli.command {
-        None => demo::run(&g, demo::DemoArgs::default()).await,
-        Some(Command::Demo(args)) => demo::run(&g, args).await,
-        Some(Command::Console(args)) => demo::console(&g, args).await,
-        Some(Command::Get(args)) => get::get(&g, args).await,
-        Some(Command::EtlComplete(args)) => etl::etl_complete(&g, args).await,
-        Some(Command::SimulatePartial(args)) => simulate_partial::simulate_partial(&g, args).await,
-        Some(Command::Invalidate(args)) => invalidate::invalidate(&g, args).await,
-        Some(Command::Warm(args)) => warm::warm(&g, args).await,
-        Some(Command::Traffic(args)) => traffic::traffic(&g, args).await,
-        Some(Command::Events(args)) => events::events(&g, args).await,
-        Some(Command::Stats(args)) => stats::stats(&g, args).await,
-        Some(Command::Warehouse(c)) => warehouse::warehouse(&g, c).await,
-        Some(Command::Etl(c)) => etl::etl(&g, c).await,
-        Some(Command::Bench(b)) => bench::run(&g, b).await,
+        None => demo::run(&global, demo::DemoArgs::default()).await,
+        Some(Command::Demo(args)) => demo::run(&global, args).await,
+        Some(Command::Console(args)) => demo::console(&global, args).await,
+        Some(Command::Get(args)) => get::get(&global, args).await,
+        Some(Command::EtlComplete(args)) => etl::etl_complete(&global, args).await,
+        Some(Command::SimulatePartial(args)) => {
+            simulate_partial::simulate_partial(&global, args).await
+        }
+        Some(Command::Invalidate(args)) => invalidate::invalidate(&global, args).await,
+        Some(Command::Warm(args)) => warm::warm(&global, args).await,
+        Some(Command::Traffic(args)) => traffic::traffic(&global, args).await,
+        Some(Command::Events(args)) => events::events(&global, args).await,
+        Some(Command::Stats(args)) => stats::stats(&global, args).await,
+        Some(Command::Warehouse(c)) => warehouse::warehouse(&global, c).await,
+        Some(Command::Etl(c)) => etl::etl(&global, c).await,
+        Some(Command::Bench(b)) => bench::run(&global, b).await,
         // Handled before the runtime starts.
         Some(Command::Config(_) | Command::Completions { .. }) => Ok(()),
     }

@@ -2,7 +2,7 @@
 
 use clap::Args;
 
-use super::World;
+use super::Backends;
 use super::confirm::confirm_action;
 use super::etl::print_run;
 use crate::exit::CliError;
@@ -26,15 +26,18 @@ pub struct SimulatePartialArgs {
 }
 
 /// `freshcache simulate-partial`.
-pub async fn simulate_partial(g: &GlobalArgs, args: SimulatePartialArgs) -> Result<(), CliError> {
-    let world = World::open(g).await?;
-    let instance = world.instance(g).await?;
+pub async fn simulate_partial(
+    global: &GlobalArgs,
+    args: SimulatePartialArgs,
+) -> Result<(), CliError> {
+    let backends = Backends::open(global).await?;
+    let instance = backends.instance(global).await?;
     let fail = instance.table_ids(&args.fail)?;
     let what = format!(
         "simulate-partial: an ETL batch runs now; {} will fail and stay behind, the other tables are bumped.",
         args.fail.join(", ")
     );
-    confirm_action(g, Action::SimulatePartial, &args.fail, args.yes, &what)?;
+    confirm_action(global, Action::SimulatePartial, &args.fail, args.yes, &what)?;
     let (run, report) = instance.simulate_partial(&fail).await?;
-    print_run(g, &run, &report)
+    print_run(global, &run, &report)
 }

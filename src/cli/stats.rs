@@ -5,7 +5,7 @@ use std::time::Duration;
 use clap::Args;
 use serde_json::json;
 
-use super::World;
+use super::Backends;
 use super::interrupt::watch_interrupt;
 use super::output::print_json;
 use crate::exit::{CliError, EXIT_BAD_INPUT};
@@ -27,7 +27,7 @@ pub struct StatsArgs {
 }
 
 /// `freshcache stats`: counters summed over live instances, versions, instances.
-pub async fn stats(g: &GlobalArgs, args: StatsArgs) -> Result<(), CliError> {
+pub async fn stats(global: &GlobalArgs, args: StatsArgs) -> Result<(), CliError> {
     let live = parse_duration(&args.live)
         .map_err(|e| CliError::new(EXIT_BAD_INPUT, format!("--live: {e}")))?;
     let every = parse_duration(&args.interval)
@@ -43,10 +43,10 @@ pub async fn stats(g: &GlobalArgs, args: StatsArgs) -> Result<(), CliError> {
             )
         })?;
     let mut interrupt = args.watch.then(watch_interrupt).transpose()?;
-    let world = World::open(g).await?;
+    let backends = Backends::open(global).await?;
     let Some(interrupt) = interrupt.as_mut() else {
-        let doc = stats_doc(&world, live).await?;
-        return print_stats(g, &world, &doc, false);
+        let doc = stats_doc(&backends, live).await?;
+        return print_stats(global, &backends, &doc, false);
     };
     // One document (a JSON line, or a block of text) per interval until interrupted; a Redis
     // that stops answering is reported on stderr and retried, not fatal.
@@ -55,22 +55,22 @@ pub async fn stats(g: &GlobalArgs, args: StatsArgs) -> Result<(), CliError> {
     loop {
         tokio::select! {
             _ = interrupt.recv() => return Ok(()),
-            _ = tick.tick() => match stats_doc(&world, live).await {
-                Ok(doc) => print_stats(g, &world, &doc, true)?,
+            _ = tick.tick() => match stats_doc(&backends, live).await {
+                Ok(doc) => print_stats(global, &backends, &doc, true)?,
                 Err(e) => eprintln!("freshcache: {}", crate::sanitize::clean_line(&e.message)),
             },
         }
     }
 }
 
-async fn stats_doc(world: &World, live: Duration) -> Result<serde_json::Value, CliError> {
+async fn stats_doc(backends: &Backends, live: Duration) -> Result<serde_json::Value, CliError> {
     let unavailable =
         |e: crate::bus::BusError| CliError::new(crate::exit::EXIT_UNAVAILABLE, e.to_string());
-    let versions = world.bus.versions().await.map_err(unavailable)?;
+    let versions = backends.bus.versions().await.map_err(unavailable)?;
     // Every instance heard from in the last minute is listed: one that went silent (partitioned,
     // frozen, dead) is shown as unverified or lost, never silently dropped.
-    let known = world.bus.reports(60_000).await.map_err(unavailable)?;
-    let now = world.bus.clock().now_ms();
+    let known = backends.bus.reports(60_000).await.map_err(unavailable)?;
+    let now = backends.bus.clock().now_ms();
     let live_ms = crate::model::num::ms(live);
     let mut total = crate::engine::stats::StatsSnapshot::default();
     let mut bad = 0;
@@ -98,9 +98,9 @@ async fn stats_doc(world: &World, live: Duration) -> Result<serde_json::Value, C
         unverified += (state == "unverified") as usize;
         list.push(json!({"id": r.id, "state": state, "silent_ms": silent_ms}));
     }
-    let by_name = crate::bus::versions_by_name(&versions, world.catalog.tables());
+    let by_name = crate::bus::versions_by_name(&versions, backends.catalog.tables());
     Ok(json!({
-        "at": crate::model::clock::format_rfc3339(world.clock.now_ms()),
+        "at": crate::model::clock::format_rfc3339(backends.clock.now_ms()),
         "versions": by_name,
         "batch": versions.batch.as_ref(),
         "instances": live_count,
@@ -121,12 +121,12 @@ async fn stats_doc(world: &World, live: Duration) -> Result<serde_json::Value, C
 }
 
 fn print_stats(
-    g: &GlobalArgs,
-    world: &World,
+    global: &GlobalArgs,
+    backends: &Backends,
     doc: &serde_json::Value,
     watching: bool,
 ) -> Result<(), CliError> {
-    if g.json {
+    if global.json {
         return print_json(doc);
     }
     let n = |k: &str| doc[k].as_u64().unwrap_or(0);
@@ -136,7 +136,7 @@ fn print_stats(
     println!(
         "{} live instance(s) on {}",
         n("instances"),
-        world.bus.describe()
+        backends.bus.describe()
     );
     for i in doc["instance_states"].as_array().into_iter().flatten() {
         let state = i["state"].as_str().unwrap_or("");

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use clap::Args;
 
-use super::World;
+use super::Backends;
 use super::output::{human_duration, print_json};
 use crate::exit::{CliError, EXIT_BAD_INPUT};
 use crate::model::clock::parse_duration;
@@ -33,10 +33,12 @@ pub struct TrafficArgs {
 }
 
 /// `freshcache traffic`.
-pub async fn traffic(g: &GlobalArgs, args: TrafficArgs) -> Result<(), CliError> {
-    let world = World::open(g).await?;
-    let instance = world.instance_as(g, crate::instance::Role::Traffic).await?;
-    let _metrics = super::serve_metrics(g, &instance)?;
+pub async fn traffic(global: &GlobalArgs, args: TrafficArgs) -> Result<(), CliError> {
+    let backends = Backends::open(global).await?;
+    let instance = backends
+        .instance_as(global, crate::instance::Role::Traffic)
+        .await?;
+    let _metrics = super::serve_metrics(global, &instance)?;
     let duration = args
         .duration
         .as_deref()
@@ -67,7 +69,7 @@ pub async fn traffic(g: &GlobalArgs, args: TrafficArgs) -> Result<(), CliError> 
         let _ = tokio::signal::ctrl_c().await;
         stop_on_signal.send_replace(true);
     });
-    if !g.json {
+    if !global.json {
         eprintln!(
             "{} users asking; {} (Ctrl-C prints the summary)",
             args.users,
@@ -91,7 +93,7 @@ pub async fn traffic(g: &GlobalArgs, args: TrafficArgs) -> Result<(), CliError> 
     .await;
     stop.send_replace(true);
     instance.shutdown();
-    if g.json {
+    if global.json {
         return print_json(&report);
     }
     println!(

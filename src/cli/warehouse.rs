@@ -3,7 +3,7 @@
 use clap::Subcommand;
 use serde_json::json;
 
-use super::World;
+use super::Backends;
 use super::output::print_json;
 use crate::exit::CliError;
 use crate::settings::GlobalArgs;
@@ -32,58 +32,58 @@ pub enum WarehouseCommand {
 }
 
 /// `freshcache warehouse ...`.
-pub async fn warehouse(g: &GlobalArgs, cmd: WarehouseCommand) -> Result<(), CliError> {
+pub async fn warehouse(global: &GlobalArgs, cmd: WarehouseCommand) -> Result<(), CliError> {
     match cmd {
         WarehouseCommand::Init { sales, customers } => {
             // Checked before anything is opened: opening the embedded warehouse creates it.
             if let Some(e) = crate::instance::refusal(
                 crate::model::ops::Action::InitWarehouse,
-                g.env,
-                g.read_only,
+                global.env,
+                global.read_only,
             ) {
                 tracing::warn!("refused: warehouse init: {e}");
                 return Err(e.into());
             }
             let size = DemoSize { customers, sales };
-            let (world, created) = World::open_sized(g, size).await?;
-            let loaded = created || world.init_demo(size).await?;
-            if g.json {
+            let (backends, created) = Backends::open_sized(global, size).await?;
+            let loaded = created || backends.init_demo(size).await?;
+            if global.json {
                 return print_json(&json!({
-                    "warehouse": world.warehouse.describe(),
+                    "warehouse": backends.warehouse.describe(),
                     "loaded": loaded,
                 }));
             }
             if loaded {
                 println!(
                     "{}: schema and demo data created",
-                    world.warehouse.describe()
+                    backends.warehouse.describe()
                 );
             } else {
                 println!(
                     "{}: already initialised, nothing changed",
-                    world.warehouse.describe()
+                    backends.warehouse.describe()
                 );
             }
             Ok(())
         }
         WarehouseCommand::Status => {
-            let world = World::open(g).await?;
-            let log = world.warehouse.update_log().await?;
-            let versions = world
+            let backends = Backends::open(global).await?;
+            let log = backends.warehouse.update_log().await?;
+            let versions = backends
                 .bus
                 .versions()
                 .await
                 .map_err(|e| CliError::new(crate::exit::EXIT_UNAVAILABLE, e.to_string()))?;
-            let tables = world.catalog.tables();
-            if g.json {
+            let tables = backends.catalog.tables();
+            if global.json {
                 return print_json(&json!({
-                    "warehouse": world.warehouse.describe(),
+                    "warehouse": backends.warehouse.describe(),
                     "update_log": log,
                     "versions": crate::bus::versions_by_name(&versions, tables),
                     "batch": versions.batch.as_ref(),
                 }));
             }
-            println!("warehouse {}", world.warehouse.describe());
+            println!("warehouse {}", backends.warehouse.describe());
             println!(
                 "{:<12} {:<18} {:>8} {:>8}",
                 "table", "update_log batch", "rows", "version"

@@ -2,7 +2,7 @@
 
 use clap::Args;
 
-use super::World;
+use super::Backends;
 use super::output::print_json;
 use crate::exit::CliError;
 use crate::settings::GlobalArgs;
@@ -17,13 +17,13 @@ pub struct WarmArgs {
 }
 
 /// `freshcache warm`.
-pub async fn warm(g: &GlobalArgs, args: WarmArgs) -> Result<(), CliError> {
-    let world = World::open(g).await?;
-    let instance = world.instance(g).await?;
+pub async fn warm(global: &GlobalArgs, args: WarmArgs) -> Result<(), CliError> {
+    let backends = Backends::open(global).await?;
+    let instance = backends.instance(global).await?;
     let hot = instance.engine().hot_requests(&[], args.top);
     let mut progress = if hot.is_empty() {
         // A fresh process has no hit history: warm the catalog's most asked questions instead.
-        let requests: Vec<_> = traffic::questions(&world.catalog, TrafficConfig::default().seed)
+        let requests: Vec<_> = traffic::questions(&backends.catalog, TrafficConfig::default().seed)
             .into_iter()
             .take(args.top)
             .collect();
@@ -33,19 +33,19 @@ pub async fn warm(g: &GlobalArgs, args: WarmArgs) -> Result<(), CliError> {
     };
     loop {
         let p = *progress.borrow_and_update();
-        if !g.json {
+        if !global.json {
             eprint!(
                 "\rwarming: {}/{} loaded, {} failed, {} already fresh   ",
                 p.done, p.total, p.failed, p.skipped
             );
         }
         if p.finished() {
-            if g.json {
+            if global.json {
                 print_json(&p)?;
             } else {
                 eprintln!();
             }
-            return warm_outcome(&p, world.warehouse.as_ref()).await;
+            return warm_outcome(&p, backends.warehouse.as_ref()).await;
         }
         if progress.changed().await.is_err() {
             return Ok(());

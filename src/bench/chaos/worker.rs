@@ -372,18 +372,18 @@ pub async fn traffic(
 }
 
 /// The worker process: builds its instance, runs the traffic, stops.
-pub async fn run(g: &crate::settings::GlobalArgs, args: WorkerArgs) -> anyhow::Result<()> {
-    let redis = g
+pub async fn run(global: &crate::settings::GlobalArgs, args: WorkerArgs) -> anyhow::Result<()> {
+    let redis = global
         .redis
         .clone()
         .ok_or_else(|| anyhow::anyhow!("chaos-worker needs --redis"))?;
-    let spec = g
+    let spec = global
         .warehouse
         .clone()
         .ok_or_else(|| anyhow::anyhow!("chaos-worker needs --warehouse"))?;
-    let latency = crate::warehouse::Latency::parse(g.latency.as_deref().unwrap_or("0s"))
+    let latency = crate::warehouse::Latency::parse(global.latency.as_deref().unwrap_or("0s"))
         .map_err(anyhow::Error::msg)?;
-    let lease = crate::model::clock::parse_duration(&g.lease).map_err(anyhow::Error::msg)?;
+    let lease = crate::model::clock::parse_duration(&global.lease).map_err(anyhow::Error::msg)?;
     let (warehouse, _) = super::open_warehouse(&spec, latency)?;
     let recorder = Recorder::create(&args.out)?;
     let instance = build(Setup {

@@ -135,13 +135,13 @@ pub struct StampedeArgs {
 
 /// Runs a benchmark command.
 pub async fn run(
-    g: &crate::settings::GlobalArgs,
+    global: &crate::settings::GlobalArgs,
     cmd: BenchCommand,
 ) -> Result<(), crate::exit::CliError> {
     match cmd {
-        BenchCommand::Stampede(args) if g.redis.is_some() => {
+        BenchCommand::Stampede(args) if global.redis.is_some() => {
             super::bench_redis::stampede(
-                g,
+                global,
                 args.processes,
                 args.requesters,
                 args.keys,
@@ -149,12 +149,16 @@ pub async fn run(
             )
             .await
         }
-        BenchCommand::StampedeWorker(args) => super::bench_redis::worker(g, args).await,
-        BenchCommand::Chaos(args) => crate::bench::chaos::run(g, args).await,
-        BenchCommand::ChaosWorker(args) => Ok(crate::bench::chaos::worker::run(g, args).await?),
-        BenchCommand::RedisHits(args) => super::bench_redis::hits(g, args.keys, args.seconds).await,
+        BenchCommand::StampedeWorker(args) => super::bench_redis::worker(global, args).await,
+        BenchCommand::Chaos(args) => crate::bench::chaos::run(global, args).await,
+        BenchCommand::ChaosWorker(args) => {
+            Ok(crate::bench::chaos::worker::run(global, args).await?)
+        }
+        BenchCommand::RedisHits(args) => {
+            super::bench_redis::hits(global, args.keys, args.seconds).await
+        }
         BenchCommand::RedisInvalidation(args) => {
-            super::bench_redis::invalidation(g, args.keys).await
+            super::bench_redis::invalidation(global, args.keys).await
         }
         BenchCommand::Stampede(args) => {
             let strategies = if args.strategies.is_empty() {
@@ -163,7 +167,7 @@ pub async fn run(
                 args.strategies.clone()
             };
             let report = stampede(args.requesters, args.load_ms, &strategies).await?;
-            if g.json {
+            if global.json {
                 crate::cli::output::print_json(&report)?;
             } else {
                 print_stampede(&report);
@@ -172,7 +176,7 @@ pub async fn run(
         }
         BenchCommand::Lag(args) => {
             let report = lag(args.rounds).await?;
-            if g.json {
+            if global.json {
                 crate::cli::output::print_json(&report)?;
             } else {
                 println!(
@@ -201,10 +205,10 @@ pub async fn run(
                 warehouse_ms: args.warehouse_ms,
                 think,
                 strategies,
-                progress: !g.json,
+                progress: !global.json,
             })
             .await?;
-            if g.json {
+            if global.json {
                 crate::cli::output::print_json(&report)?;
             } else {
                 print_day(&report);

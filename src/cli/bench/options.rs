@@ -33,11 +33,11 @@ struct Reads {
     instead: &'static [(&'static str, &'static str)],
 }
 
-fn reads(cmd: &BenchCommand, g: &GlobalArgs) -> Option<Reads> {
+fn reads(cmd: &BenchCommand, global: &GlobalArgs) -> Option<Reads> {
     Some(match cmd {
         // With a Redis, the fleet's workers get the Redis settings and the lease; without one
         // it runs in this process on a simulated warehouse of its own.
-        BenchCommand::Stampede(_) if g.redis.is_some() => Reads {
+        BenchCommand::Stampede(_) if global.redis.is_some() => Reads {
             name: "bench stampede",
             reads: &["redis", "redis_timeout", "lease"],
             instead: &[("latency", "--load-ms"), ("strategy", "--strategies")],
@@ -61,12 +61,12 @@ fn reads(cmd: &BenchCommand, g: &GlobalArgs) -> Option<Reads> {
                 ("strategy", "--strategies"),
             ],
         },
-        BenchCommand::RedisHits(_) if g.redis.is_some() => Reads {
+        BenchCommand::RedisHits(_) if global.redis.is_some() => Reads {
             name: "bench redis-hits",
             reads: &["redis"],
             instead: &[],
         },
-        BenchCommand::RedisInvalidation(_) if g.redis.is_some() => Reads {
+        BenchCommand::RedisInvalidation(_) if global.redis.is_some() => Reads {
             name: "bench redis-invalidation",
             reads: &["redis"],
             instead: &[],
@@ -83,8 +83,8 @@ fn reads(cmd: &BenchCommand, g: &GlobalArgs) -> Option<Reads> {
 /// The first shared option given on the command line that `cmd` would ignore, as the message
 /// that refuses it. Values from the environment or the configuration file are shared by every
 /// command and are not refused.
-pub fn ignored(cmd: &BenchCommand, g: &GlobalArgs, matches: &ArgMatches) -> Option<String> {
-    let r = reads(cmd, g)?;
+pub fn ignored(cmd: &BenchCommand, global: &GlobalArgs, matches: &ArgMatches) -> Option<String> {
+    let r = reads(cmd, global)?;
     let id = SHAPING.iter().find(|id| {
         !r.reads.contains(id) && matches.value_source(id) == Some(ValueSource::CommandLine)
     })?;

@@ -96,8 +96,8 @@ async fn redis_benchmark(url: &str) -> anyhow::Result<f64> {
 }
 
 /// Hits through Redis, tier off and on, beside redis-benchmark.
-pub async fn hits(g: &GlobalArgs, keys: u32, seconds: u64) -> Result<(), CliError> {
-    let url = redis_url(g)?;
+pub async fn hits(global: &GlobalArgs, keys: u32, seconds: u64) -> Result<(), CliError> {
+    let url = redis_url(global)?;
     let run = async {
         let catalog = Arc::new(bench_catalog(Policy::default())?);
         let tables = catalog.tables().clone();
@@ -135,7 +135,7 @@ pub async fn hits(g: &GlobalArgs, keys: u32, seconds: u64) -> Result<(), CliErro
         })
     };
     let report = run.await?;
-    if g.json {
+    if global.json {
         return crate::cli::output::print_json(&report);
     }
     println!(

@@ -185,8 +185,8 @@ async fn require_empty(url: &str) -> Result<(), CliError> {
 }
 
 /// Bump and purge with `keys` entries cached, beside the baseline's KEYS + DEL.
-pub async fn invalidation(g: &GlobalArgs, keys: u64) -> Result<(), CliError> {
-    let url = redis_url(g)?;
+pub async fn invalidation(global: &GlobalArgs, keys: u64) -> Result<(), CliError> {
+    let url = redis_url(global)?;
     require_empty(&url).await?;
     let run = async {
         let catalog = bench_catalog(Policy::default())?;
@@ -272,7 +272,7 @@ pub async fn invalidation(g: &GlobalArgs, keys: u64) -> Result<(), CliError> {
         })
     };
     let r = run.await?;
-    if g.json {
+    if global.json {
         return crate::cli::output::print_json(&r);
     }
     println!("{} entries cached", r.keys);

@@ -25,8 +25,9 @@ pub use hits::{HitsReport, hits};
 pub use invalidation::{InvalidationReport, Probe, invalidation};
 pub use stampede::{WorkerArgs, WorkerReport, stampede, worker};
 
-fn redis_url(g: &GlobalArgs) -> Result<String, CliError> {
-    g.redis
+fn redis_url(global: &GlobalArgs) -> Result<String, CliError> {
+    global
+        .redis
         .clone()
         .ok_or_else(|| CliError::new(EXIT_BAD_INPUT, "this benchmark needs --redis URL"))
 }

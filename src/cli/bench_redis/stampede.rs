@@ -55,16 +55,16 @@ pub struct WorkerReport {
 }
 
 /// The worker: one API server's share of the stampede.
-pub async fn worker(g: &GlobalArgs, args: WorkerArgs) -> Result<(), CliError> {
-    let url = redis_url(g)?;
-    let lease = lease_of(g)?;
+pub async fn worker(global: &GlobalArgs, args: WorkerArgs) -> Result<(), CliError> {
+    let url = redis_url(global)?;
+    let lease = lease_of(global)?;
     let report = run_worker(&url, lease, &args).await?;
     crate::cli::output::print_json(&report)
 }
 
 /// `--lease`, checked: the workers load under it, as an API server started with it would.
-fn lease_of(g: &GlobalArgs) -> Result<Duration, CliError> {
-    crate::model::clock::parse_duration(&g.lease)
+fn lease_of(global: &GlobalArgs) -> Result<Duration, CliError> {
+    crate::model::clock::parse_duration(&global.lease)
         .map_err(|e| CliError::new(EXIT_BAD_INPUT, format!("--lease: {e}")))
 }
 
@@ -72,7 +72,7 @@ fn lease_of(g: &GlobalArgs) -> Result<Duration, CliError> {
 /// then the worker's share of the stampede.
 fn worker_args(
     url: &str,
-    g: &GlobalArgs,
+    global: &GlobalArgs,
     requesters: u32,
     keys: u32,
     load_ms: u64,
@@ -82,9 +82,9 @@ fn worker_args(
         "--redis",
         url,
         "--redis-timeout",
-        &g.redis_timeout,
+        &global.redis_timeout,
         "--lease",
-        &g.lease,
+        &global.lease,
         "bench",
         "stampede-worker",
         "--requesters",
@@ -178,7 +178,7 @@ async fn run_worker(url: &str, lease: Duration, args: &WorkerArgs) -> anyhow::Re
 
 async fn run_phase(
     url: &str,
-    g: &GlobalArgs,
+    global: &GlobalArgs,
     processes: u32,
     requesters: u32,
     keys: u32,
@@ -190,7 +190,7 @@ async fn run_phase(
     let mut children = Vec::new();
     for _ in 0..processes {
         let mut cmd = tokio::process::Command::new(&exe);
-        cmd.args(worker_args(url, g, per, keys, load_ms, start_ms))
+        cmd.args(worker_args(url, global, per, keys, load_ms, start_ms))
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .kill_on_drop(true);
@@ -241,20 +241,20 @@ fn summarize(reports: &[WorkerReport], phase: &'static str, keys: u32) -> (Phase
 
 /// The stampede across processes: cold keys, then the same keys right after a bump.
 pub async fn stampede(
-    g: &GlobalArgs,
+    global: &GlobalArgs,
     processes: u32,
     requesters: u32,
     keys: u32,
     load_ms: u64,
 ) -> Result<(), CliError> {
-    let url = redis_url(g)?;
+    let url = redis_url(global)?;
     let run = async {
-        let (cold, total) = run_phase(&url, g, processes, requesters, keys, load_ms).await?;
+        let (cold, total) = run_phase(&url, global, processes, requesters, keys, load_ms).await?;
         let catalog = bench_catalog(Policy::default())?;
         let bus = RedisBus::start(open(&url)?, catalog.tables().clone(), Arc::new(SystemClock));
         let sales = catalog.tables().id("sales")?;
         bus.bump(&[sales], "bench", BumpMode::Force, false).await?;
-        let (after, _) = run_phase(&url, g, processes, requesters, keys, load_ms).await?;
+        let (after, _) = run_phase(&url, global, processes, requesters, keys, load_ms).await?;
         let (cold, cold_worst) = summarize(&cold, "cold", keys);
         let (after, after_worst) = summarize(&after, "after_bump", keys);
         anyhow::Ok((total, cold, cold_worst, after, after_worst))
@@ -265,7 +265,7 @@ pub async fn stampede(
         load_ms,
         results: vec![cold, after],
     };
-    if g.json {
+    if global.json {
         let mut v = serde_json::to_value(&report)
             .map_err(|e| CliError::new(crate::exit::EXIT_FAILURE, e.to_string()))?;
         if let Some(o) = v.as_object_mut() {

@@ -6,13 +6,13 @@ use crate::warehouse::Latency;
 
 /// The default value of `key` given the other effective settings, or `None` where the default is
 /// that the feature is off (then [`absent`] says what that means).
-pub(super) fn value(g: &GlobalArgs, key: &str) -> Option<String> {
-    let data_dir = || g.data_dir.clone().unwrap_or_else(default_data_dir);
+pub(super) fn value(global: &GlobalArgs, key: &str) -> Option<String> {
+    let data_dir = || global.data_dir.clone().unwrap_or_else(default_data_dir);
     match key {
         "data_dir" => Some(data_dir().display().to_string()),
         "warehouse.url" => Some(data_dir().join("warehouse.sqlite").display().to_string()),
         "warehouse.latency" => {
-            let postgres = g
+            let postgres = global
                 .warehouse
                 .as_deref()
                 .is_some_and(|w| w.starts_with("postgres://") || w.starts_with("postgresql://"));

@@ -102,10 +102,10 @@ fn user_set(matches: &ArgMatches, id: &str) -> Option<ValueSource> {
     }
 }
 
-/// Fills `g` from the configuration file where the command line and environment left a setting
+/// Fills `global` from the configuration file where the command line and environment left a setting
 /// unset, then validates every effective value. Returns where each value came from.
-pub fn resolve(g: &mut GlobalArgs, matches: &ArgMatches) -> Result<Report, ConfigError> {
-    let (path, explicit) = match &g.config {
+pub fn resolve(global: &mut GlobalArgs, matches: &ArgMatches) -> Result<Report, ConfigError> {
+    let (path, explicit) = match &global.config {
         Some(p) => (Some(p.clone()), true),
         None => (default_path(), false),
     };
@@ -128,7 +128,7 @@ pub fn resolve(g: &mut GlobalArgs, matches: &ArgMatches) -> Result<Report, Confi
                 })?;
                 let shown = crate::sanitize::clean_short(&raw, 80);
                 let value = env_value(k.key, &raw)
-                    .and_then(|v| set(g, k.key, v))
+                    .and_then(|v| set(global, k.key, v))
                     .map_err(|why| {
                         ConfigError(format!(
                             "environment variable {}=`{shown}`: {why} (fix or unset it)",
@@ -147,7 +147,7 @@ pub fn resolve(g: &mut GlobalArgs, matches: &ArgMatches) -> Result<Report, Confi
                 Some((p, text, (value, span))) => {
                     let line = line_of(text, span.start);
                     let shown = crate::sanitize::clean_line(&p.display().to_string());
-                    set(g, k.key, value).map_err(|why| {
+                    set(global, k.key, value).map_err(|why| {
                         ConfigError(format!(
                             "config file {shown}: line {line}: key `{}`: {why}",
                             k.key
@@ -158,7 +158,7 @@ pub fn resolve(g: &mut GlobalArgs, matches: &ArgMatches) -> Result<Report, Confi
                 None => Origin::Default,
             },
         };
-        let value = get(g, k.key);
+        let value = get(global, k.key);
         if let Some(v) = &value {
             validate(k.key, v).map_err(|why| {
                 let place = match &origin {
@@ -179,7 +179,7 @@ pub fn resolve(g: &mut GlobalArgs, matches: &ArgMatches) -> Result<Report, Confi
     // Defaults last, once every setting they depend on (the data directory, the warehouse) is known.
     for s in settings.iter_mut() {
         if s.value.is_none() && s.origin == Origin::Default {
-            s.value = defaults::value(g, s.key).map(|v| mask(s.key, &v));
+            s.value = defaults::value(global, s.key).map(|v| mask(s.key, &v));
         }
     }
     Ok(Report {
@@ -233,59 +233,59 @@ fn text(v: FileValue) -> Result<String, String> {
     }
 }
 
-fn set(g: &mut GlobalArgs, key: &str, v: FileValue) -> Result<(), String> {
+fn set(global: &mut GlobalArgs, key: &str, v: FileValue) -> Result<(), String> {
     match (key, v) {
-        ("environment", v) => g.env = text(v)?.parse()?,
-        ("read_only", FileValue::Bool(b)) => g.read_only = b,
+        ("environment", v) => global.env = text(v)?.parse()?,
+        ("read_only", FileValue::Bool(b)) => global.read_only = b,
         ("strategy", v) => {
-            g.strategy = Some(text(v)?.parse()?);
+            global.strategy = Some(text(v)?.parse()?);
         }
-        ("data_dir", v) => g.data_dir = Some(PathBuf::from(text(v)?)),
-        ("hour", v) => g.hour = Some(text(v)?),
-        ("warehouse.url", v) => g.warehouse = Some(text(v)?),
-        ("warehouse.latency", v) => g.latency = Some(text(v)?),
-        ("warehouse.load_timeout", v) => g.load_timeout = text(v)?,
-        ("redis.url", v) => g.redis = Some(text(v)?),
-        ("redis.ca", v) => g.redis_ca = Some(PathBuf::from(text(v)?)),
-        ("redis.timeout", v) => g.redis_timeout = text(v)?,
-        ("redis.lease", v) => g.lease = text(v)?,
-        ("redis.max_unverified", v) => g.max_unverified = text(v)?,
-        ("redis.local_tier", FileValue::Bool(b)) => g.no_local_tier = !b,
-        ("log.level", v) => g.log_level = Some(text(v)?),
-        ("log.dir", v) => g.log_dir = Some(PathBuf::from(text(v)?)),
+        ("data_dir", v) => global.data_dir = Some(PathBuf::from(text(v)?)),
+        ("hour", v) => global.hour = Some(text(v)?),
+        ("warehouse.url", v) => global.warehouse = Some(text(v)?),
+        ("warehouse.latency", v) => global.latency = Some(text(v)?),
+        ("warehouse.load_timeout", v) => global.load_timeout = text(v)?,
+        ("redis.url", v) => global.redis = Some(text(v)?),
+        ("redis.ca", v) => global.redis_ca = Some(PathBuf::from(text(v)?)),
+        ("redis.timeout", v) => global.redis_timeout = text(v)?,
+        ("redis.lease", v) => global.lease = text(v)?,
+        ("redis.max_unverified", v) => global.max_unverified = text(v)?,
+        ("redis.local_tier", FileValue::Bool(b)) => global.no_local_tier = !b,
+        ("log.level", v) => global.log_level = Some(text(v)?),
+        ("log.dir", v) => global.log_dir = Some(PathBuf::from(text(v)?)),
         ("log.keep", FileValue::Int(n)) => {
-            g.log_keep = u32::try_from(n)
+            global.log_keep = u32::try_from(n)
                 .ok()
                 .filter(|n| (1..=365).contains(n))
                 .ok_or_else(|| format!("{n} is out of range; expected 1 to 365"))?;
         }
-        ("metrics.addr", v) => g.metrics_addr = Some(text(v)?),
+        ("metrics.addr", v) => global.metrics_addr = Some(text(v)?),
         (k, _) => return Err(format!("`{k}` has the wrong type")),
     }
     Ok(())
 }
 
-fn get(g: &GlobalArgs, key: &str) -> Option<String> {
+fn get(global: &GlobalArgs, key: &str) -> Option<String> {
     let path = |p: &Option<PathBuf>| p.as_ref().map(|p| p.display().to_string());
     match key {
-        "environment" => Some(g.env.to_string()),
-        "read_only" => Some(g.read_only.to_string()),
-        "strategy" => Some(g.strategy.unwrap_or(Strategy::Freshcache).to_string()),
-        "data_dir" => path(&g.data_dir),
-        "hour" => g.hour.clone(),
-        "warehouse.url" => g.warehouse.clone(),
-        "warehouse.latency" => g.latency.clone(),
-        "warehouse.load_timeout" => Some(g.load_timeout.clone()),
-        "redis.url" => g.redis.clone(),
-        "redis.ca" => path(&g.redis_ca),
-        "redis.timeout" => Some(g.redis_timeout.clone()),
-        "redis.lease" => Some(g.lease.clone()),
-        "redis.max_unverified" => Some(g.max_unverified.clone()),
-        "redis.local_tier" => Some((!g.no_local_tier).to_string()),
-        "log.level" => g.log_level.clone(),
-        "log.dir" => path(&g.log_dir),
-        "log.keep" => Some(g.log_keep.to_string()),
-        "metrics.addr" => g.metrics_addr.clone(),
+        "environment" => Some(global.env.to_string()),
+        "read_only" => Some(global.read_only.to_string()),
+        "strategy" => Some(global.strategy.unwrap_or(Strategy::Freshcache).to_string()),
+        "data_dir" => path(&global.data_dir),
+        "hour" => global.hour.clone(),
+        "warehouse.url" => global.warehouse.clone(),
+        "warehouse.latency" => global.latency.clone(),
+        "warehouse.load_timeout" => Some(global.load_timeout.clone()),
+        "redis.url" => global.redis.clone(),
+        "redis.ca" => path(&global.redis_ca),
+        "redis.timeout" => Some(global.redis_timeout.clone()),
+        "redis.lease" => Some(global.lease.clone()),
+        "redis.max_unverified" => Some(global.max_unverified.clone()),
+        "redis.local_tier" => Some((!global.no_local_tier).to_string()),
+        "log.level" => global.log_level.clone(),
+        "log.dir" => path(&global.log_dir),
+        "log.keep" => Some(global.log_keep.to_string()),
+        "metrics.addr" => global.metrics_addr.clone(),
         _ => None,
     }
 }

@@ -32,15 +32,15 @@ fn resolve_with(file: &str, args: &[&str]) -> Result<(GlobalArgs, Report), Confi
 
 #[test]
 fn the_documented_default_file_is_valid_and_changes_nothing() {
-    let (g, report) = resolve_with(DEFAULT_FILE, &[]).unwrap();
-    assert_eq!(g.env, Environment::Development);
-    assert!(!g.read_only);
-    assert_eq!(g.strategy, Some(Strategy::Freshcache));
-    assert_eq!(g.redis_timeout, "300ms");
-    assert_eq!(g.lease, "10s");
-    assert_eq!(g.load_timeout, "20s");
-    assert!(!g.no_local_tier);
-    assert_eq!(g.log_keep, 7);
+    let (global, report) = resolve_with(DEFAULT_FILE, &[]).unwrap();
+    assert_eq!(global.env, Environment::Development);
+    assert!(!global.read_only);
+    assert_eq!(global.strategy, Some(Strategy::Freshcache));
+    assert_eq!(global.redis_timeout, "300ms");
+    assert_eq!(global.lease, "10s");
+    assert_eq!(global.load_timeout, "20s");
+    assert!(!global.no_local_tier);
+    assert_eq!(global.log_keep, 7);
     // Every key of the table is in the documented file (commented out or set).
     for k in KEYS {
         let leaf = k.key.rsplit('.').next().unwrap();
@@ -56,10 +56,10 @@ fn the_documented_default_file_is_valid_and_changes_nothing() {
 #[test]
 fn flags_beat_the_file_and_the_file_beats_defaults() {
     let file = "strategy = \"ttl\"\n[redis]\ntimeout = \"50ms\"\nlease = \"3s\"\n";
-    let (g, report) = resolve_with(file, &["--lease", "7s"]).unwrap();
-    assert_eq!(g.strategy, Some(Strategy::Ttl));
-    assert_eq!(g.redis_timeout, "50ms");
-    assert_eq!(g.lease, "7s");
+    let (global, report) = resolve_with(file, &["--lease", "7s"]).unwrap();
+    assert_eq!(global.strategy, Some(Strategy::Ttl));
+    assert_eq!(global.redis_timeout, "50ms");
+    assert_eq!(global.lease, "7s");
     let origin = |key: &str| {
         report
             .settings
@@ -124,10 +124,10 @@ fn secrets_are_masked_in_errors_and_reports() {
 #[test]
 fn the_load_timeout_comes_from_the_file_or_the_flag_and_is_never_zero() {
     let file = "[warehouse]\nload_timeout = \"750ms\"\n";
-    let (g, _) = resolve_with(file, &[]).unwrap();
-    assert_eq!(g.load_timeout, "750ms");
-    let (g, _) = resolve_with(file, &["--load-timeout", "2s"]).unwrap();
-    assert_eq!(g.load_timeout, "2s");
+    let (global, _) = resolve_with(file, &[]).unwrap();
+    assert_eq!(global.load_timeout, "750ms");
+    let (global, _) = resolve_with(file, &["--load-timeout", "2s"]).unwrap();
+    assert_eq!(global.load_timeout, "2s");
     let e = resolve_with("[warehouse]\nload_timeout = \"0s\"\n", &[]).unwrap_err();
     assert!(
         e.0.contains("line 2") && e.0.contains("warehouse.load_timeout"),

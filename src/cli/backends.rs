@@ -22,7 +22,7 @@ use crate::warehouse::etl::batch_label;
 use crate::warehouse::{EtlTarget, Latency, PostgresWarehouse, SqliteWarehouse, Warehouse};
 
 /// Everything a command needs, opened.
-pub struct World {
+pub struct Backends {
     /// The catalog.
     pub catalog: Arc<Catalog>,
     /// The clock (accelerated with `--hour`).
@@ -48,8 +48,8 @@ enum Kind {
 }
 
 /// The clock `--hour` asks for.
-pub fn clock_for(g: &GlobalArgs) -> Result<SharedClock, CliError> {
-    match &g.hour {
+pub fn clock_for(global: &GlobalArgs) -> Result<SharedClock, CliError> {
+    match &global.hour {
         None => Ok(Arc::new(SystemClock)),
         Some(h) => {
             let d = parse_duration(h)
@@ -79,43 +79,46 @@ fn positive_duration(flag: &str, value: &str) -> Result<Duration, CliError> {
 }
 
 /// How long an instance may go without confirming the version truth (`--max-unverified`).
-pub fn max_unverified(g: &GlobalArgs) -> Result<Duration, CliError> {
-    positive_duration("--max-unverified", &g.max_unverified)
+pub fn max_unverified(global: &GlobalArgs) -> Result<Duration, CliError> {
+    positive_duration("--max-unverified", &global.max_unverified)
 }
 
 /// The deadline of one warehouse load (`--load-timeout`).
-pub fn load_timeout(g: &GlobalArgs) -> Result<Duration, CliError> {
-    positive_duration("--load-timeout", &g.load_timeout)
+pub fn load_timeout(global: &GlobalArgs) -> Result<Duration, CliError> {
+    positive_duration("--load-timeout", &global.load_timeout)
 }
 
 fn is_postgres(spec: &str) -> bool {
     spec.starts_with("postgres://") || spec.starts_with("postgresql://")
 }
 
-impl World {
-    /// Opens the world `g` describes. An embedded warehouse that has no data yet gets the demo data
+impl Backends {
+    /// Opens the backends `g` describes. An embedded warehouse that has no data yet gets the demo data
     /// (and says so on stderr); a PostgreSQL one must be initialised with `warehouse init`.
-    pub async fn open(g: &GlobalArgs) -> Result<World, CliError> {
-        Ok(Self::open_sized(g, DemoSize::default()).await?.0)
+    pub async fn open(global: &GlobalArgs) -> Result<Backends, CliError> {
+        Ok(Self::open_sized(global, DemoSize::default()).await?.0)
     }
 
-    /// [`World::open`], creating demo data of `size` if the embedded warehouse has none; also
+    /// [`Backends::open`], creating demo data of `size` if the embedded warehouse has none; also
     /// returns whether it did.
-    pub async fn open_sized(g: &GlobalArgs, size: DemoSize) -> Result<(World, bool), CliError> {
-        let data_dir = g.data_dir.clone().unwrap_or_else(default_data_dir);
-        Self::open_with(g, data_dir, size).await
+    pub async fn open_sized(
+        global: &GlobalArgs,
+        size: DemoSize,
+    ) -> Result<(Backends, bool), CliError> {
+        let data_dir = global.data_dir.clone().unwrap_or_else(default_data_dir);
+        Self::open_with(global, data_dir, size).await
     }
 
     async fn open_with(
-        g: &GlobalArgs,
+        global: &GlobalArgs,
         data_dir: PathBuf,
         size: DemoSize,
-    ) -> Result<(World, bool), CliError> {
+    ) -> Result<(Backends, bool), CliError> {
         let catalog = Arc::new(Catalog::bundled()?);
-        let clock = clock_for(g)?;
-        let spec = g.warehouse.clone();
-        let load_timeout = load_timeout(g)?;
-        let latency = match &g.latency {
+        let clock = clock_for(global)?;
+        let spec = global.warehouse.clone();
+        let load_timeout = load_timeout(global)?;
+        let latency = match &global.latency {
             Some(l) => Latency::parse(l)
                 .map_err(|e| CliError::new(EXIT_BAD_INPUT, format!("--latency: {e}")))?,
             None if spec.as_deref().is_some_and(is_postgres) => Latency::NONE,
@@ -145,14 +148,14 @@ impl World {
         // Shared state (event times, heartbeats, bump times) is stamped in wall time, whatever
         // the simulation's clock: other processes read it.
         let wall: crate::model::clock::SharedClock = Arc::new(crate::model::clock::SystemClock);
-        let (bus, shared): (Arc<dyn Bus>, Option<Arc<dyn Store>>) = match &g.redis {
+        let (bus, shared): (Arc<dyn Bus>, Option<Arc<dyn Store>>) = match &global.redis {
             Some(url) => {
-                let timeout = parse_duration(&g.redis_timeout)
+                let timeout = parse_duration(&global.redis_timeout)
                     .map_err(|e| CliError::new(EXIT_BAD_INPUT, format!("--redis-timeout: {e}")))?;
                 let link = Arc::new(
                     RedisLink::open_tls(
                         url,
-                        g.redis_ca.as_deref(),
+                        global.redis_ca.as_deref(),
                         Duration::from_secs(1),
                         timeout.max(Duration::from_millis(10)),
                     )
@@ -173,29 +176,29 @@ impl World {
                 None,
             ),
         };
-        let world = World {
+        let backends = Backends {
             catalog,
             clock,
             warehouse,
             etl,
             bus,
             shared,
-            local_tier: !g.no_local_tier,
+            local_tier: !global.no_local_tier,
             data_dir,
             kind,
         };
         let mut created = false;
-        if let Kind::Sqlite(s) = &world.kind
+        if let Kind::Sqlite(s) = &backends.kind
             && !s.is_initialised().await?
         {
             eprintln!(
                 "freshcache: creating the demo warehouse ({}) — {} sales, once",
-                world.warehouse.describe(),
+                backends.warehouse.describe(),
                 size.sales
             );
-            created = world.init_demo(size).await?;
+            created = backends.init_demo(size).await?;
         }
-        Ok((world, created))
+        Ok((backends, created))
     }
 
     /// Creates the schema and demo data unless present; returns whether it loaded anything.
@@ -208,15 +211,15 @@ impl World {
         })
     }
 
-    /// An engine over this world.
-    pub fn engine(&self, g: &GlobalArgs) -> Result<Engine, CliError> {
-        let lease = parse_duration(&g.lease)
+    /// An engine over this backends.
+    pub fn engine(&self, global: &GlobalArgs) -> Result<Engine, CliError> {
+        let lease = parse_duration(&global.lease)
             .map_err(|e| CliError::new(EXIT_BAD_INPUT, format!("--lease: {e}")))?;
         let mut b = Engine::builder(self.catalog.clone(), self.warehouse.clone())
             .clock(self.clock.clone())
             .lease(lease)
-            .load_timeout(load_timeout(g)?)
-            .strategy(g.strategy.unwrap_or_default())
+            .load_timeout(load_timeout(global)?)
+            .strategy(global.strategy.unwrap_or_default())
             .local_tier(self.local_tier || self.shared.is_none());
         if let Some(s) = &self.shared {
             b = b.shared(s.clone());
@@ -225,22 +228,22 @@ impl World {
             .map_err(|e| CliError::new(crate::exit::EXIT_FAILURE, e.to_string()))
     }
 
-    /// A started instance over this world, for a one-shot command.
-    pub async fn instance(&self, g: &GlobalArgs) -> Result<Instance, CliError> {
-        self.instance_as(g, Role::Cli).await
+    /// A started instance over this backends, for a one-shot command.
+    pub async fn instance(&self, global: &GlobalArgs) -> Result<Instance, CliError> {
+        self.instance_as(global, Role::Cli).await
     }
 
-    /// A started instance over this world, listed in the fleet with `role`.
-    pub async fn instance_as(&self, g: &GlobalArgs, role: Role) -> Result<Instance, CliError> {
+    /// A started instance over this backends, listed in the fleet with `role`.
+    pub async fn instance_as(&self, global: &GlobalArgs, role: Role) -> Result<Instance, CliError> {
         let instance = Instance::new(
-            self.engine(g)?,
+            self.engine(global)?,
             self.bus.clone(),
             self.warehouse.clone(),
             Some(self.etl.clone()),
             InstanceConfig {
-                env: g.env,
-                read_only: g.read_only,
-                max_unverified: max_unverified(g)?,
+                env: global.env,
+                read_only: global.read_only,
+                max_unverified: max_unverified(global)?,
                 role,
                 ..InstanceConfig::default()
             },
@@ -263,8 +266,8 @@ pub struct MetricsGuard {
 
 /// Serves `instance`'s metrics on `--metrics-addr` until the guard is dropped; nothing without the
 /// flag. A bad address or one already in use is the command's error, before anything starts.
-pub fn serve_metrics(g: &GlobalArgs, instance: &Instance) -> Result<MetricsGuard, CliError> {
-    let Some(addr) = g.metrics_addr.as_deref() else {
+pub fn serve_metrics(global: &GlobalArgs, instance: &Instance) -> Result<MetricsGuard, CliError> {
+    let Some(addr) = global.metrics_addr.as_deref() else {
         return Ok(MetricsGuard { _stop: None });
     };
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
