@@ -697,6 +697,30 @@ fn version_and_top_level_help() {
     }
 }
 
+/// A subcommand's help shows its own options first and the shared ones under their own heading
+/// (they used to be interleaved: `--env` above `--requesters`).
+#[test]
+fn subcommand_help_puts_its_own_options_first() {
+    let s = Sandbox::empty();
+    for (args, own) in [
+        (&["bench", "stampede", "--help"][..], "--requesters"),
+        (&["invalidate", "--help"][..], "--table"),
+        (&["warm", "--help"][..], "--top"),
+    ] {
+        let out = s.fc_bare().args(args).run();
+        out.expect(0);
+        let text = &out.stdout;
+        let own_at = text
+            .find(own)
+            .unwrap_or_else(|| panic!("no {own}: {}", out.dump()));
+        let heading = text
+            .find("Global options:")
+            .unwrap_or_else(|| panic!("no Global options heading: {}", out.dump()));
+        let env_at = text.find("--env").unwrap();
+        assert!(own_at < heading && heading < env_at, "{}", out.dump());
+    }
+}
+
 /// The subcommands listed in the `Commands:` section of a help text (`help` left out).
 fn listed_subcommands(help: &str) -> Vec<String> {
     let mut names = Vec::new();

@@ -10,8 +10,10 @@ use clap::Args;
 use crate::model::environment::Environment;
 use crate::model::policy::Strategy;
 
-/// Options every command shares.
+/// Options every command shares. In every command's help they come after its own options,
+/// under their own heading.
 #[derive(Debug, Args, Clone, Default)]
+#[command(next_help_heading = "Global options")]
 pub struct GlobalArgs {
     /// Environment: production, staging or development. Production refuses simulations.
     /// [env: FRESHCACHE_ENV]
