@@ -114,6 +114,8 @@ pub fn resolve(global: &mut GlobalArgs, matches: &ArgMatches) -> Result<Report, 
         _ => None,
     };
     let mut settings = Vec::with_capacity(KEYS.len());
+    // Every problem is collected and reported together: one run shows all that needs fixing.
+    let mut problems: Vec<String> = Vec::new();
     for k in KEYS {
         let origin = match user_set(matches, k.id) {
             Some(ValueSource::EnvVariable) => Origin::Env {
@@ -127,15 +129,12 @@ pub fn resolve(global: &mut GlobalArgs, matches: &ArgMatches) -> Result<Report, 
                     ConfigError(format!("environment variable {} is not valid UTF-8", k.env))
                 })?;
                 let shown = crate::sanitize::clean_short(&raw, 80);
-                let value = env_value(k.key, &raw)
-                    .and_then(|v| set(global, k.key, v))
-                    .map_err(|why| {
-                        ConfigError(format!(
-                            "environment variable {}=`{shown}`: {why} (fix or unset it)",
-                            k.env
-                        ))
-                    });
-                value?;
+                if let Err(why) = env_value(k.key, &raw).and_then(|v| set(global, k.key, v)) {
+                    problems.push(format!(
+                        "environment variable {}=`{shown}`: {why} (fix or unset it)",
+                        k.env
+                    ));
+                }
                 Origin::Env {
                     var: k.env.to_string(),
                 }
@@ -147,34 +146,37 @@ pub fn resolve(global: &mut GlobalArgs, matches: &ArgMatches) -> Result<Report, 
                 Some((p, text, (value, span))) => {
                     let line = line_of(text, span.start);
                     let shown = crate::sanitize::clean_line(&p.display().to_string());
-                    set(global, k.key, value).map_err(|why| {
-                        ConfigError(format!(
+                    if let Err(why) = set(global, k.key, value) {
+                        problems.push(format!(
                             "config file {shown}: line {line}: key `{}`: {why}",
                             k.key
-                        ))
-                    })?;
+                        ));
+                    }
                     Origin::File { path: shown, line }
                 }
                 None => Origin::Default,
             },
         };
         let value = get(global, k.key);
-        if let Some(v) = &value {
-            validate(k.key, v).map_err(|why| {
-                let place = match &origin {
-                    Origin::File { path, line } => {
-                        format!("config file {path}: line {line}: key `{}`", k.key)
-                    }
-                    other => other.to_string(),
-                };
-                ConfigError(format!("{place}: {why}"))
-            })?;
+        if let Some(v) = &value
+            && let Err(why) = validate(k.key, v)
+        {
+            let place = match &origin {
+                Origin::File { path, line } => {
+                    format!("config file {path}: line {line}: key `{}`", k.key)
+                }
+                other => other.to_string(),
+            };
+            problems.push(format!("{place}: {why}"));
         }
         settings.push(Effective {
             key: k.key,
             value: value.map(|v| mask(k.key, &v)),
             origin,
         });
+    }
+    if !problems.is_empty() {
+        return Err(ConfigError(problems.join("\n")));
     }
     // Defaults last, once every setting they depend on (the data directory, the warehouse) is known.
     for s in settings.iter_mut() {

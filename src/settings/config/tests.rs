@@ -149,3 +149,15 @@ fn a_missing_explicit_file_is_an_error() {
         "{e}"
     );
 }
+
+/// Regression (issue 11): resolution stopped at the first bad value, so a file with three
+/// mistakes took three runs to fix. Every problem is reported at once, each with its line.
+#[test]
+fn every_bad_value_in_a_file_is_reported_at_once() {
+    let file = "strategy = \"fastest\"\n[redis]\ntimeout = \"soon\"\nlease = \"-3s\"\n";
+    let e = resolve_with(file, &[]).unwrap_err().0;
+    for wanted in ["line 1", "line 3", "line 4"] {
+        assert!(e.contains(wanted), "{wanted} missing from: {e}");
+    }
+    assert_eq!(e.lines().count(), 3, "{e}");
+}
