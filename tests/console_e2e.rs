@@ -280,3 +280,96 @@ fn simulate_partial_on_a_terminal_asks_for_the_consoles_phrase() {
     drop(t);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The headless `invalidate`'s blast radius for sales + inventory, as it says before refusing
+/// (no terminal, no `--yes`): `every answer of N of M queries`.
+fn headless_blast_radius(dir: &std::path::Path) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_freshcache"))
+        .args(["--data-dir"])
+        .arg(dir)
+        .args([
+            "--latency",
+            "0s",
+            "invalidate",
+            "--table",
+            "sales",
+            "--table",
+            "inventory",
+        ])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("freshcache runs");
+    assert_eq!(out.status.code(), Some(3), "refused without a terminal");
+    let text = String::from_utf8_lossy(&out.stderr).into_owned();
+    let at = text
+        .find("every answer of")
+        .expect("the blast radius is said");
+    let end = text[at..].find(" queries").expect("… queries") + at;
+    text[at..end].to_string()
+}
+
+/// Issue 12: the console's blast radius for sales + inventory is the headless count (each query
+/// once), and a wrong phrase says so in the dialog.
+#[test]
+fn the_confirmation_counts_like_the_cli_and_a_wrong_phrase_says_so() {
+    if skip_without_tmux() {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("freshcache-e2e-blast-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let headless = headless_blast_radius(&dir);
+    let _ = std::fs::remove_dir_all(&dir);
+
+    let t = Tmux::start("blast", &demo_command("staging"));
+    t.wait_for("the dashboard", BOOT, |s| sales_version(s).is_some());
+    t.keys(&["i"]);
+    t.wait_for("the table picker", STEP, |s| s.contains("[x] sales"));
+    t.keys(&["Down", "Space", "Enter"]);
+    let screen = t.wait_for("the confirmation", STEP, |s| {
+        s.contains("type invalidate sales,inventory in staging")
+            || s.contains("type invalidate sales, inventory in staging")
+            || s.contains("to confirm")
+    });
+    let flat: String = screen.split_whitespace().collect::<Vec<_>>().join(" ");
+    assert!(
+        flat.contains(&headless),
+        "the console says other than `{headless}`:\n{screen}"
+    );
+    t.literal("invalidate nothing");
+    t.keys(&["Enter"]);
+    t.wait_for("the dialog to say the phrase does not match", STEP, |s| {
+        s.contains("does not match")
+    });
+    t.keys(&["Escape", "q"]);
+}
+
+/// Issue 12: `demo --story` steps through its captions, each measured by its step.
+#[test]
+fn the_story_steps_through_its_captions() {
+    if skip_without_tmux() {
+        return;
+    }
+    let bin = env!("CARGO_BIN_EXE_freshcache");
+    let t = Tmux::start(
+        "story",
+        &format!("sh -c '{bin} demo --story --sales 5000; echo EXIT=$?; exec sh'"),
+    );
+    t.wait_for("the story's opening", BOOT, |s| s.contains("Press space"));
+    for step in 1..=6 {
+        t.keys(&["Space"]);
+        let mark = format!("{step}/6 ");
+        let screen = t.wait_for(&format!("caption {step}"), STEP, |s| {
+            s.contains(&mark) && !s.contains("playing…")
+        });
+        if step == 5 {
+            // 10:30: the baseline served the 9 o'clock figures as current; freshcache did not.
+            let flat: String = screen.split_whitespace().collect::<Vec<_>>().join(" ");
+            assert!(flat.contains("0 old answers"), "{screen}");
+            assert!(flat.contains("Hour-TTL: 1000 answers"), "{screen}");
+        }
+    }
+    t.keys(&["Space"]);
+    t.wait_for("the end", STEP, |s| s.contains("The end."));
+    t.keys(&["q"]);
+    t.wait_for("the story to exit", STEP, |s| s.contains("EXIT=0"));
+}

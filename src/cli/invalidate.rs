@@ -38,24 +38,9 @@ pub async fn invalidate(global: &GlobalArgs, args: InvalidateArgs) -> Result<(),
     } else {
         args.tables.clone()
     };
-    let affected = backends
-        .catalog
-        .queries()
-        .iter()
-        .filter(|q| {
-            args.all
-                || q.tables.iter().any(|t| {
-                    names
-                        .iter()
-                        .any(|n| n == backends.catalog.tables().name(*t))
-                })
-        })
-        .count();
-    let what = format!(
-        "invalidate {}: every cached answer of {affected} of {} queries misses once.",
-        names.join(", "),
-        backends.catalog.queries().len()
-    );
+    // The same count the console's confirmation shows: each query once.
+    let blast = backends.catalog.blast_radius(&names);
+    let what = format!("invalidate {}: {blast}.", names.join(", "));
     let targets = if args.all {
         vec!["all".to_string()]
     } else {

@@ -285,6 +285,18 @@ impl Catalog {
             })
     }
 
+    /// What invalidating `tables` does: every query reading any of them misses once (see
+    /// [`super::ops::BlastRadius`]).
+    pub fn blast_radius(&self, tables: &[String]) -> super::ops::BlastRadius {
+        let names = self.tables();
+        super::ops::BlastRadius::of_invalidation(
+            self.queries
+                .iter()
+                .map(|q| q.tables.iter().map(|&t| names.name(t))),
+            tables,
+        )
+    }
+
     /// The queries that read `table`.
     pub fn queries_reading(&self, table: TableId) -> impl Iterator<Item = &Arc<Query>> {
         self.queries
