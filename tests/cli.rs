@@ -697,6 +697,22 @@ fn version_and_top_level_help() {
     }
 }
 
+/// Regression (issue 12): `--env production get` on an empty data directory created the demo
+/// warehouse and answered from it (exit 0). Production never creates demo data: exit 5, saying
+/// what to do, and nothing is written.
+#[test]
+fn production_never_creates_demo_data() {
+    let s = Sandbox::empty();
+    s.fc()
+        .args(["--env", "production", "get", "stock_outs"])
+        .run()
+        .fails(5, &["no warehouse", "--warehouse"]);
+    assert!(
+        !s.data().join("warehouse.sqlite").exists(),
+        "no warehouse file was created"
+    );
+}
+
 /// A subcommand's help shows its own options first and the shared ones under their own heading
 /// (they used to be interleaved: `--env` above `--requesters`).
 #[test]

@@ -92,6 +92,26 @@ fn is_postgres(spec: &str) -> bool {
     spec.starts_with("postgres://") || spec.starts_with("postgresql://")
 }
 
+/// Where demo data may not be created (production, read-only), a missing embedded warehouse is
+/// an unavailable backend with what to do — never a demo warehouse answering in its place.
+fn refuse_demo_data(global: &GlobalArgs, path: &Path) -> Result<(), CliError> {
+    match crate::model::ops::refusal(
+        crate::model::ops::Action::InitWarehouse,
+        global.env,
+        global.read_only,
+    ) {
+        None => Ok(()),
+        Some(why) => Err(CliError::new(
+            EXIT_UNAVAILABLE,
+            format!(
+                "no warehouse at {} and demo data is not created here ({why}); give --warehouse \
+                 (postgres://… or an existing SQLite file) or FRESHCACHE_WAREHOUSE",
+                crate::sanitize::clean_line(&path.display().to_string())
+            ),
+        )),
+    }
+}
+
 impl Backends {
     /// Opens the backends `g` describes. An embedded warehouse that has no data yet gets the demo data
     /// (and says so on stderr); a PostgreSQL one must be initialised with `warehouse init`.
@@ -137,6 +157,9 @@ impl Backends {
                 let path = other
                     .map(PathBuf::from)
                     .unwrap_or_else(|| data_dir.join("warehouse.sqlite"));
+                if !path.exists() {
+                    refuse_demo_data(global, &path)?;
+                }
                 let sqlite = SqliteWarehouse::open(&path, latency)?;
                 (
                     Arc::new(sqlite.clone()),
@@ -191,6 +214,7 @@ impl Backends {
         if let Kind::Sqlite(s) = &backends.kind
             && !s.is_initialised().await?
         {
+            refuse_demo_data(global, &backends.data_dir.join("warehouse.sqlite"))?;
             eprintln!(
                 "freshcache: creating the demo warehouse ({}) — {} sales, once",
                 backends.warehouse.describe(),
