@@ -713,6 +713,42 @@ fn production_never_creates_demo_data() {
     );
 }
 
+/// Regression (issue 12): output into a closed pipe panicked (exit 101). It ends quietly now,
+/// as any Unix tool's does.
+#[test]
+fn a_closed_pipe_ends_the_output_quietly() {
+    let bin = env!("CARGO_BIN_EXE_freshcache");
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "'{bin}' --json config check | true; '{bin}' config default | true"
+        ))
+        .output()
+        .expect("sh runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+/// Regression (issue 12): with `--json`, an error is one JSON object on stderr.
+#[test]
+fn json_errors_are_json() {
+    let s = Sandbox::empty();
+    let out = s
+        .fc()
+        .args(["--json", "--env", "production", "get", "stock_outs"])
+        .run();
+    out.expect(5);
+    let e: Value =
+        serde_json::from_str(out.stderr.trim()).unwrap_or_else(|_| panic!("{}", out.dump()));
+    assert_eq!(e["code"], 5, "{}", out.dump());
+    assert!(
+        e["error"].as_str().unwrap().contains("no warehouse"),
+        "{}",
+        out.dump()
+    );
+    assert!(!e["hint"].as_str().unwrap().is_empty());
+}
+
 /// A subcommand's help shows its own options first and the shared ones under their own heading
 /// (they used to be interleaved: `--env` above `--requesters`).
 #[test]

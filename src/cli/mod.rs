@@ -213,6 +213,13 @@ impl From<anyhow::Error> for CliError {
 
 /// Parses the command line and runs it; the binary's whole `main`.
 pub fn main() -> ExitCode {
+    // Output into a closed pipe (`freshcache events | head`) ends the process quietly, as it
+    // does any Unix tool, instead of a panic on the failed write.
+    // SAFETY: setting a signal's disposition to the default takes no pointers and runs before
+    // any other thread exists.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let usage = |e: clap::Error| {
         let code = if e.use_stderr() { EXIT_USAGE } else { EXIT_OK };
         // Printing usage to a closed stream: the exit code still says what happened.
@@ -230,14 +237,14 @@ pub fn main() -> ExitCode {
     let config = match crate::settings::config::resolve(&mut cli.global, &matches) {
         Ok(report) => report,
         Err(e) => {
-            eprintln!("freshcache: {}", output::clean_line(&e.0));
+            report_error(cli.global.json, EXIT_CONFIG, &e.0);
             return ExitCode::from(EXIT_CONFIG);
         }
     };
     if let Some(Command::Bench(b)) = &cli.command
         && let Some(message) = bench::ignored(b, &cli.global, &matches)
     {
-        eprintln!("freshcache: {message}");
+        report_error(cli.global.json, EXIT_USAGE, &message);
         return ExitCode::from(EXIT_USAGE);
     }
     // Commands that only print need no logs.
@@ -289,6 +296,7 @@ pub fn main() -> ExitCode {
             return ExitCode::from(EXIT_FAILURE);
         }
     };
+    let json = cli.global.json;
     let result = runtime.block_on(run(cli));
     // Background tasks (sync loops, refreshes) end with the runtime; never wait on them.
     runtime.shutdown_timeout(std::time::Duration::from_millis(200));
@@ -303,10 +311,32 @@ pub fn main() -> ExitCode {
                 message.push_str(redis_hint(&message));
             }
             tracing::warn!(code = e.code, "failed: {message}");
-            eprintln!("freshcache: {}", output::clean_line(&message));
+            report_error(json, e.code, &message);
             ExitCode::from(e.code)
         }
     }
+}
+
+/// Says on stderr why the command failed: one line of text, or with `--json` one JSON object
+/// `{"error", "code", "hint"}` (the hint is what the exit code means and where to look).
+fn report_error(json: bool, code: u8, message: &str) {
+    let message = output::clean_line(message);
+    if !json {
+        eprintln!("freshcache: {message}");
+        return;
+    }
+    let hint = match code {
+        EXIT_USAGE => "the command line: see --help",
+        EXIT_REFUSED => "refused by a guard: nothing was changed",
+        EXIT_BAD_INPUT => "bad input: check the names and values given",
+        EXIT_UNAVAILABLE => "a backend (Redis, the warehouse) is unavailable: check it and retry",
+        EXIT_CONFIG => "the configuration: see `freshcache config check`",
+        _ => "see the log for details",
+    };
+    eprintln!(
+        "{}",
+        serde_json::json!({ "error": message, "code": code, "hint": hint })
+    );
 }
 
 /// What to check when Redis did not answer, unless the message already says it.
