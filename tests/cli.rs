@@ -481,11 +481,22 @@ impl Out {
             self.dump()
         );
         let line = lines[0];
-        assert!(
-            line.starts_with("freshcache: "),
-            "the error line does not start with `freshcache: `: {}",
-            self.dump()
-        );
+        // With --json the line is a JSON object whose `error` says it; otherwise it is text.
+        let json: Option<Value> = serde_json::from_str(line).ok();
+        let line = match &json {
+            Some(e) => {
+                assert_eq!(e["code"], code, "{}", self.dump());
+                e["error"].as_str().unwrap_or_default()
+            }
+            None => {
+                assert!(
+                    line.starts_with("freshcache: "),
+                    "the error line does not start with `freshcache: `: {}",
+                    self.dump()
+                );
+                line
+            }
+        };
         for s in says {
             assert!(
                 line.contains(s),
