@@ -1181,7 +1181,12 @@ fn secrets_never_printed_and_bad_urls_fail_cleanly() {
                     command.join(" "),
                     r.err
                 );
-                let line = lines[0].to_lowercase();
+                // With --json the error is an object whose `error` says it.
+                let line = match serde_json::from_str::<serde_json::Value>(lines[0]) {
+                    Ok(e) => format!("freshcache: {}", e["error"].as_str().unwrap_or_default()),
+                    Err(_) => lines[0].to_string(),
+                }
+                .to_lowercase();
                 assert!(
                     line.starts_with("freshcache: ") && says.iter().all(|s| line.contains(s)),
                     "`{}` with {what}: the error does not say {says:?}: {}",

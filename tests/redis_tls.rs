@@ -300,9 +300,12 @@ impl Run {
             "{}: expected exactly one stderr line, got {lines:?}",
             self.what
         );
+        // With --json the line is one object with the error, its code and a hint.
+        let json = serde_json::from_str::<serde_json::Value>(lines[0]).ok();
         assert!(
-            lines[0].starts_with("freshcache: "),
-            "{}: the stderr line does not start with `freshcache: `: {:?}",
+            lines[0].starts_with("freshcache: ")
+                || json.is_some_and(|e| e["code"] == code && e["error"].is_string()),
+            "{}: the stderr line is neither `freshcache: …` nor a JSON error: {:?}",
             self.what,
             lines[0]
         );
