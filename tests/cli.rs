@@ -1287,6 +1287,8 @@ fn stats_once_and_watching() {
     out.expect(0);
     let doc = out.json();
     assert_eq!(doc["versions"]["sales"], 1, "{doc}");
+    // The console's per-instance rows, the same list (empty: no instance runs here).
+    assert!(doc["fleet"].is_array(), "{doc}");
     for key in [
         "instances",
         "requests",

@@ -99,6 +99,9 @@ async fn stats_doc(backends: &Backends, live: Duration) -> Result<serde_json::Va
         list.push(json!({"id": r.id, "state": state, "silent_ms": silent_ms}));
     }
     let by_name = crate::bus::versions_by_name(&versions, backends.catalog.tables());
+    // The same per-instance rows as the console's instances view (rates need two reports, so a
+    // single read shows none).
+    let fleet = crate::console::fleet::FleetTracker::default().rows(&known, now, live_ms);
     Ok(json!({
         "at": crate::model::clock::format_rfc3339(backends.clock.now_ms()),
         "versions": by_name,
@@ -107,6 +110,7 @@ async fn stats_doc(backends: &Backends, live: Duration) -> Result<serde_json::Va
         "degraded_instances": degraded,
         "unverified_instances": unverified,
         "instance_states": list,
+        "fleet": fleet,
         "requests": total.requests,
         "hits": total.fresh_hits,
         "stale": total.stale_served,
@@ -158,9 +162,14 @@ fn print_stats(
                 .join(" ")
         })
         .unwrap_or_default();
+    let batch = doc["batch"].as_str().unwrap_or("");
     println!(
-        "versions   {versions}  (batch {})",
-        doc["batch"].as_str().unwrap_or("")
+        "versions   {versions}  ({})",
+        if batch.is_empty() {
+            "no batch recorded".to_string()
+        } else {
+            format!("batch {}", crate::sanitize::clean_line(batch))
+        }
     );
     println!(
         "requests   {}  hits {}  stale {}  misses {}  coalesced {}",
