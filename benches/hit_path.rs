@@ -11,11 +11,9 @@
 //! Each figure is the median of five rounds, the three caches interleaved within each round, so
 //! that a noisy neighbour on this shared machine hurts all three alike.
 
-// Tests and benchmarks may unwrap, panic and cast freely: a failure here is the report.
+// Tests may unwrap, panic and cast freely: a failure is the report.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 #![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
     clippy::cast_possible_truncation,
     clippy::cast_sign_loss,
     clippy::cast_possible_wrap

@@ -4,16 +4,6 @@
 //! Run with `cargo bench --bench render`; prints
 //! `{"bench":"render","width":200,"height":60,"median_us":..}`.
 
-// Tests and benchmarks may unwrap, panic and cast freely: a failure here is the report.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::cast_possible_truncation,
-    clippy::cast_sign_loss,
-    clippy::cast_possible_wrap
-)]
-
 use std::hint::black_box;
 use std::time::Instant;
 

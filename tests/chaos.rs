@@ -5,11 +5,9 @@
 //! promise must hold in it: no stale answer marked fresh, no version going back, none unanswered,
 //! no panic, every duplicate load explained.
 
-// Tests and benchmarks may unwrap, panic and cast freely: a failure here is the report.
+// Tests may unwrap, panic and cast freely: a failure is the report.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 #![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
     clippy::cast_possible_truncation,
     clippy::cast_sign_loss,
     clippy::cast_possible_wrap

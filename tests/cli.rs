@@ -15,11 +15,9 @@
 //! exist. A Redis with a password is a `redis-server` of the test's own on a free port (skipped
 //! loudly when Redis is not installed, a failure with `FRESHCACHE_REQUIRE_REDIS=1`).
 
-// Tests and benchmarks may unwrap, panic and cast freely: a failure here is the report.
+// Tests may unwrap, panic and cast freely: a failure is the report.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 #![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
     clippy::cast_possible_truncation,
     clippy::cast_sign_loss,
     clippy::cast_possible_wrap

@@ -9,11 +9,9 @@
 //! tmux runs on a private socket, so no user session is touched. Without tmux the tests say so
 //! and pass, unless `FRESHCACHE_REQUIRE_TMUX=1` (set by CI), where that is a failure.
 
-// Tests and benchmarks may unwrap, panic and cast freely: a failure here is the report.
+// Tests may unwrap, panic and cast freely: a failure is the report.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 #![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
     clippy::cast_possible_truncation,
     clippy::cast_sign_loss,
     clippy::cast_possible_wrap

@@ -3,11 +3,9 @@
 //! scrapes `/metrics`, and a small parser written here, independently of the renderer, checks
 //! the exposition format and that the counters say exactly what the test caused.
 
-// Tests and benchmarks may unwrap, panic and cast freely: a failure here is the report.
+// Tests may unwrap, panic and cast freely: a failure is the report.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 #![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
     clippy::cast_possible_truncation,
     clippy::cast_sign_loss,
     clippy::cast_possible_wrap

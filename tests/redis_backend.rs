@@ -42,11 +42,9 @@
 //! fails. Without `redis-server` and `redis-cli` the tests say so loudly and pass, unless
 //! `FRESHCACHE_REQUIRE_REDIS=1`, where that is a failure.
 
-// Tests and benchmarks may unwrap, panic and cast freely: a failure here is the report.
+// Tests may unwrap, panic and cast freely: a failure is the report.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 #![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
     clippy::cast_possible_truncation,
     clippy::cast_sign_loss,
     clippy::cast_possible_wrap
