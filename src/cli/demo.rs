@@ -102,25 +102,9 @@ pub async fn run(global: &GlobalArgs, args: DemoArgs) -> Result<(), CliError> {
         args.sales
     );
     let catalog = Arc::new(Catalog::bundled()?);
-    let warehouse = SqliteWarehouse::temporary(latency)?;
     let clock = ScaledClock::new(system_now_ms(), speed);
-    let start = clock.now_ms();
-    warehouse
-        .init_demo(
-            DemoSize {
-                sales: args.sales,
-                ..DemoSize::default()
-            },
-            &batch_label(start, Duration::from_secs(3600)),
-            start,
-        )
-        .await?;
-    // Shared state is stamped in wall time; the accelerated clock stays in the simulation.
-    let bus = LocalBus::in_memory(
-        catalog.tables().clone(),
-        Arc::new(crate::model::clock::SystemClock),
-    )
-    .map_err(|e| CliError::new(EXIT_FAILURE, e.to_string()))?;
+    let warehouse = demo_warehouse(latency, args.sales, clock.now_ms()).await?;
+    let bus = demo_bus(&catalog)?;
     let engine = Engine::builder(catalog, Arc::new(warehouse.clone()))
         .clock(clock.clone())
         .load_timeout(super::backends::load_timeout(global)?)
@@ -186,6 +170,29 @@ pub async fn run(global: &GlobalArgs, args: DemoArgs) -> Result<(), CliError> {
     result.map_err(|e| CliError::new(EXIT_FAILURE, e.to_string()))
 }
 
+/// A temporary warehouse with `sales` rows of demo data, loaded as the batch of `at_ms`.
+async fn demo_warehouse(
+    latency: Latency,
+    sales: u32,
+    at_ms: u64,
+) -> Result<SqliteWarehouse, CliError> {
+    let warehouse = SqliteWarehouse::temporary(latency)?;
+    let size = DemoSize {
+        sales,
+        ..DemoSize::default()
+    };
+    let batch = batch_label(at_ms, Duration::from_secs(3600));
+    warehouse.init_demo(size, &batch, at_ms).await?;
+    Ok(warehouse)
+}
+
+/// The demo's in-memory bus. Shared state is stamped in wall time; an accelerated or manual
+/// clock stays inside the simulation.
+fn demo_bus(catalog: &Catalog) -> Result<LocalBus, CliError> {
+    LocalBus::in_memory(catalog.tables().clone(), Arc::new(SystemClock))
+        .map_err(|e| CliError::new(EXIT_FAILURE, e.to_string()))
+}
+
 /// `freshcache demo --story`: the day of the original problem on a clock that only the story
 /// moves, with a small real warehouse latency so that each step takes a moment, not minutes.
 async fn run_story(global: &GlobalArgs, args: &DemoArgs) -> Result<(), CliError> {
@@ -197,20 +204,9 @@ async fn run_story(global: &GlobalArgs, args: &DemoArgs) -> Result<(), CliError>
         min: Duration::from_millis(400),
         max: Duration::from_millis(800),
     };
-    let warehouse = SqliteWarehouse::temporary(latency)?;
-    warehouse
-        .init_demo(
-            DemoSize {
-                sales: args.sales,
-                ..DemoSize::default()
-            },
-            &batch_label(nine, Duration::from_secs(3600)),
-            nine,
-        )
-        .await?;
+    let warehouse = demo_warehouse(latency, args.sales, nine).await?;
     let clock = ManualClock::new(nine);
-    let bus = LocalBus::in_memory(catalog.tables().clone(), Arc::new(SystemClock))
-        .map_err(|e| CliError::new(EXIT_FAILURE, e.to_string()))?;
+    let bus = demo_bus(&catalog)?;
     let engine = Engine::builder(catalog.clone(), Arc::new(warehouse.clone()))
         .clock(clock.clone())
         .build()
