@@ -225,18 +225,7 @@ async fn the_updating_mark_covers_every_table() {
 /// was too slow, or failed) is a stale answer in `freshcache_requests_total{outcome}`, not a miss.
 #[tokio::test]
 async fn stale_answers_after_a_wait_count_as_stale_outcomes() {
-    let w = world_with(
-        Policy::builder()
-            .beta(0.0)
-            .max_wait(Duration::from_millis(50))
-            .build()
-            .unwrap(),
-        1,
-        Strategy::Freshcache,
-    );
-    let r = req(&w, "sales");
-    w.engine.get(&r).await.unwrap();
-    w.engine.bump(&["sales"], "b1").unwrap();
+    let (w, r) = cached_then_bumped().await;
     let before = crate::engine::stats::RequestOutcomes::of(&w.engine.stats());
     w.warehouse.set_hanging(true);
     let a = w.engine.get(&r).await.unwrap();

@@ -63,18 +63,7 @@ async fn a_panicking_loader_releases_every_waiter() {
 
 #[tokio::test]
 async fn a_hanging_warehouse_is_bounded_by_max_wait() {
-    let w = world_with(
-        Policy::builder()
-            .beta(0.0)
-            .max_wait(Duration::from_millis(50))
-            .build()
-            .unwrap(),
-        1,
-        Strategy::Freshcache,
-    );
-    let r = req(&w, "sales");
-    w.engine.get(&r).await.unwrap();
-    w.engine.bump(&["sales"], "b1").unwrap();
+    let (w, r) = cached_then_bumped().await;
     w.warehouse.set_hanging(true);
     let a = w.engine.get(&r).await.unwrap();
     assert!(matches!(

@@ -108,3 +108,21 @@ fn quick_policy() -> Policy {
         .build()
         .unwrap()
 }
+
+/// A world that waits 50 ms at most, with `sales` cached and then bumped: the next request
+/// loads, and what it gets depends on the warehouse.
+async fn cached_then_bumped() -> (World, Request) {
+    let w = world_with(
+        Policy::builder()
+            .beta(0.0)
+            .max_wait(Duration::from_millis(50))
+            .build()
+            .unwrap(),
+        1,
+        Strategy::Freshcache,
+    );
+    let r = req(&w, "sales");
+    w.engine.get(&r).await.unwrap();
+    w.engine.bump(&["sales"], "b1").unwrap();
+    (w, r)
+}
