@@ -24,14 +24,44 @@ fn cell_text(v: &serde_json::Value) -> String {
     }
 }
 
-/// Rows as an aligned text table (numbers right-aligned), at most `max_rows` rows.
+/// Whole cents as money: `408137367` → `$4,081,373.67`.
+pub fn money_of_cents(cents: i64) -> String {
+    let sign = if cents < 0 { "-" } else { "" };
+    let cents = cents.unsigned_abs();
+    let dollars = (cents / 100).to_string();
+    let mut grouped = String::with_capacity(dollars.len() + dollars.len() / 3);
+    for (i, c) in dollars.chars().enumerate() {
+        if i > 0 && (dollars.len() - i) % 3 == 0 {
+            grouped.push(',');
+        }
+        grouped.push(c);
+    }
+    format!("{sign}${grouped}.{:02}", cents % 100)
+}
+
+/// Rows as an aligned text table (numbers right-aligned), at most `max_rows` rows. A column of
+/// whole cents (`…_cents`) is shown as money under its name without the suffix; a cell wider
+/// than a column may be is cut with an ellipsis.
 pub fn rows_table(rows: &Rows, max_rows: usize) -> String {
-    let header: Vec<String> = rows.columns.iter().map(|c| clean_line(c)).collect();
+    let cents: Vec<bool> = rows.columns.iter().map(|c| c.ends_with("_cents")).collect();
+    let header: Vec<String> = rows
+        .columns
+        .iter()
+        .map(|c| clean_line(c.strip_suffix("_cents").unwrap_or(c)))
+        .collect();
     let body: Vec<Vec<String>> = rows
         .rows
         .iter()
         .take(max_rows)
-        .map(|r| r.iter().map(cell_text).collect())
+        .map(|r| {
+            r.iter()
+                .enumerate()
+                .map(|(i, v)| match (cents.get(i), v.as_i64()) {
+                    (Some(true), Some(c)) => money_of_cents(c),
+                    _ => cell_text(v),
+                })
+                .collect()
+        })
         .collect();
     let numeric: Vec<bool> = (0..header.len())
         .map(|i| {
@@ -56,7 +86,13 @@ pub fn rows_table(rows: &Rows, max_rows: usize) -> String {
             .enumerate()
             .map(|(i, c)| {
                 let w = widths.get(i).copied().unwrap_or(0);
-                let c: String = c.chars().take(w).collect();
+                let c = if c.chars().count() > w {
+                    let mut cut: String = c.chars().take(w.saturating_sub(1)).collect();
+                    cut.push('…');
+                    cut
+                } else {
+                    c.clone()
+                };
                 if numeric.get(i).copied().unwrap_or(false) {
                     format!("{c:>w$}")
                 } else {
@@ -131,5 +167,24 @@ mod tests {
             human_duration(std::time::Duration::from_secs(125)),
             "2 min 5 s"
         );
+    }
+
+    /// Regression (issue 12): `get` printed `revenue_cents 408137367`; money reads as money, and
+    /// a cell cut at the column's width says so.
+    #[test]
+    fn cents_print_as_money_and_long_cells_are_marked() {
+        assert_eq!(money_of_cents(408_137_367), "$4,081,373.67");
+        assert_eq!(money_of_cents(-5), "-$0.05");
+        let rows = Rows {
+            columns: vec!["region".into(), "revenue_cents".into()],
+            rows: vec![vec![json!("x".repeat(60)), json!(408_137_367)]],
+            ..Default::default()
+        };
+        let text = rows_table(&rows, 10);
+        assert!(text.starts_with("region"), "{text}");
+        assert!(text.contains("revenue"), "{text}");
+        assert!(!text.contains("revenue_cents"), "{text}");
+        assert!(text.contains("$4,081,373.67"), "{text}");
+        assert!(text.contains('…'), "{text}");
     }
 }
