@@ -1165,6 +1165,11 @@ fn warm_loads_the_top_keys() {
     assert_eq!(p["total"], 5, "{p}");
     assert_eq!(p["done"], 5, "{p}");
     assert_eq!(p["failed"], 0, "{p}");
+    // Embedded: the warmed answers end with the process, and it says so.
+    assert_eq!(p["shared"], false, "{p}");
+    let out = s.fc().args(["warm", "--top", "2"]).run();
+    out.expect(0);
+    assert!(out.stderr.contains("end with it"), "{}", out.dump());
 }
 
 #[test]

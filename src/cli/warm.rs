@@ -40,10 +40,20 @@ pub async fn warm(global: &GlobalArgs, args: WarmArgs) -> Result<(), CliError> {
             );
         }
         if p.finished() {
+            // Without a shared tier the answers live in this process's memory and end with it.
+            let shared = backends.shared.is_some();
             if global.json {
-                print_json(&p)?;
+                let mut doc = serde_json::to_value(p).unwrap_or_default();
+                doc["shared"] = serde_json::Value::Bool(shared);
+                print_json(&doc)?;
             } else {
                 eprintln!();
+                if !shared {
+                    eprintln!(
+                        "note: embedded cache: these answers were loaded into this process and end \
+                         with it; to warm a cache other processes use, share one with --redis"
+                    );
+                }
             }
             return warm_outcome(&p, backends.warehouse.as_ref()).await;
         }
