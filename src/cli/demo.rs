@@ -15,12 +15,12 @@ use super::{World, bench};
 use crate::bus::LocalBus;
 use crate::console::{self, ConsoleOptions, Source};
 use crate::engine::Engine;
-use crate::exit::{CliError, EXIT_BAD_INPUT, EXIT_FAILURE};
+use crate::exit::{CliError, EXIT_FAILURE};
 use crate::instance::{Instance, InstanceConfig};
 use crate::model::catalog::Catalog;
-use crate::model::clock::{Clock, ScaledClock, parse_duration, system_now_ms};
+use crate::model::clock::{Clock, ScaledClock, system_now_ms};
 use crate::model::policy::Strategy;
-use crate::settings::GlobalArgs;
+use crate::settings::Settings;
 use crate::traffic::{self, TrafficConfig};
 use crate::warehouse::demo_data::DemoSize;
 use crate::warehouse::etl::{EtlPlan, batch_label};
@@ -62,25 +62,25 @@ pub struct ConsoleArgs {
     pub price_per_query: f64,
 }
 
+/// Whether the demo tells its story as text (asked to, or no terminal) rather than starting the
+/// console.
+pub fn headless(args: &DemoArgs) -> bool {
+    args.headless || !std::io::stdout().is_terminal()
+}
+
+/// How long one clock hour of the demo lasts when `--hour` is not given.
+const DEMO_HOUR: Duration = Duration::from_secs(60);
+
 /// Runs the demo: the console on a terminal, the text story otherwise.
-pub async fn run(g: &GlobalArgs, args: DemoArgs) -> Result<(), CliError> {
-    if args.headless || !std::io::stdout().is_terminal() {
+pub async fn run(g: &Settings, args: DemoArgs) -> Result<(), CliError> {
+    if headless(&args) {
         return run_headless(g.json).await;
     }
-    let hour = parse_duration(g.hour.as_deref().unwrap_or("60s"))
-        .map_err(|e| CliError::new(EXIT_BAD_INPUT, format!("--hour: {e}")))?;
-    if hour.is_zero() {
-        return Err(CliError::new(
-            EXIT_BAD_INPUT,
-            "--hour must be longer than 0s",
-        ));
-    }
-    let speed = 3600.0 / hour.as_secs_f64();
+    let speed = 3600.0 / g.hour.unwrap_or(DEMO_HOUR).as_secs_f64();
     // The whole world runs on the accelerated clock: the seed's 2-5 s warehouse included, so a
     // query is as long against the hour as it would be in real life.
-    let latency = match &g.latency {
-        Some(l) => Latency::parse(l)
-            .map_err(|e| CliError::new(EXIT_BAD_INPUT, format!("--latency: {e}")))?,
+    let latency = match g.warehouse.latency {
+        Some(l) => l,
         None => Latency {
             min: Latency::SEED.min.div_f64(speed),
             max: Latency::SEED.max.div_f64(speed),
@@ -112,8 +112,8 @@ pub async fn run(g: &GlobalArgs, args: DemoArgs) -> Result<(), CliError> {
     .map_err(|e| CliError::new(EXIT_FAILURE, e.to_string()))?;
     let engine = Engine::builder(catalog, Arc::new(warehouse.clone()))
         .clock(clock.clone())
-        .load_timeout(super::world::load_timeout(g)?)
-        .strategy(g.strategy.unwrap_or(Strategy::Freshcache))
+        .load_timeout(g.warehouse.load_timeout)
+        .strategy(g.strategy)
         .build()
         .map_err(|e| CliError::new(EXIT_FAILURE, e.to_string()))?;
     let instance = Instance::new(
@@ -122,9 +122,9 @@ pub async fn run(g: &GlobalArgs, args: DemoArgs) -> Result<(), CliError> {
         Arc::new(warehouse.clone()),
         Some(Arc::new(warehouse)),
         InstanceConfig {
-            env: g.env,
+            env: g.environment,
             read_only: g.read_only,
-            max_unverified: super::world::max_unverified(g)?,
+            max_unverified: g.redis.max_unverified,
             ..InstanceConfig::default()
         },
     );
@@ -168,7 +168,7 @@ pub async fn run(g: &GlobalArgs, args: DemoArgs) -> Result<(), CliError> {
 
 /// `freshcache console`: the console over the configured world (the data directory's embedded
 /// state, or Redis), as one more instance.
-pub async fn console(g: &GlobalArgs, args: ConsoleArgs) -> Result<(), CliError> {
+pub async fn console(g: &Settings, args: ConsoleArgs) -> Result<(), CliError> {
     let world = World::open(g).await?;
     let instance = world.instance(g).await?;
     let _metrics = super::serve_metrics(g, &instance)?;

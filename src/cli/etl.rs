@@ -11,7 +11,7 @@ use super::output::{clean_line, human_duration, print_json};
 use crate::exit::{CliError, EXIT_BAD_INPUT};
 use crate::instance::{EtlCompleteReport, Instance};
 use crate::model::clock::parse_duration;
-use crate::settings::GlobalArgs;
+use crate::settings::Settings;
 use crate::warehouse::etl::{EtlPlan, EtlRun, TableLoad};
 
 /// Options of `etl-complete`.
@@ -45,7 +45,7 @@ pub enum EtlCommand {
     },
 }
 
-pub(super) fn print_report(g: &GlobalArgs, report: &EtlCompleteReport) -> Result<(), CliError> {
+pub(super) fn print_report(g: &Settings, report: &EtlCompleteReport) -> Result<(), CliError> {
     if g.json {
         return print_json(report);
     }
@@ -85,7 +85,7 @@ pub(super) fn print_report(g: &GlobalArgs, report: &EtlCompleteReport) -> Result
 }
 
 /// `freshcache etl-complete`.
-pub async fn etl_complete(g: &GlobalArgs, args: EtlCompleteArgs) -> Result<(), CliError> {
+pub async fn etl_complete(g: &Settings, args: EtlCompleteArgs) -> Result<(), CliError> {
     let world = World::open(g).await?;
     let instance = world.instance(g).await?;
     let tables = instance.table_ids(&args.tables)?;
@@ -94,7 +94,7 @@ pub async fn etl_complete(g: &GlobalArgs, args: EtlCompleteArgs) -> Result<(), C
 }
 
 pub(super) fn print_run(
-    g: &GlobalArgs,
+    g: &Settings,
     run: &EtlRun,
     report: &EtlCompleteReport,
 ) -> Result<(), CliError> {
@@ -118,7 +118,7 @@ pub(super) fn print_run(
 }
 
 /// `freshcache etl ...`.
-pub async fn etl(g: &GlobalArgs, cmd: EtlCommand) -> Result<(), CliError> {
+pub async fn etl(g: &Settings, cmd: EtlCommand) -> Result<(), CliError> {
     match cmd {
         EtlCommand::Run { batch, fail, late } => {
             let world = World::open(g).await?;

@@ -10,7 +10,7 @@ use super::output::{clean_line, print_json};
 use crate::exit::CliError;
 use crate::model::clock::format_rfc3339;
 use crate::model::events::{Event, EventKind};
-use crate::settings::GlobalArgs;
+use crate::settings::Settings;
 
 /// Options of `events`.
 #[derive(Debug, Args)]
@@ -140,7 +140,7 @@ pub fn event_line(e: &Event) -> String {
 }
 
 /// `freshcache events`.
-pub async fn events(g: &GlobalArgs, args: EventsArgs) -> Result<(), CliError> {
+pub async fn events(g: &Settings, args: EventsArgs) -> Result<(), CliError> {
     let mut interrupt = args.follow.then(watch_interrupt).transpose()?;
     let world = World::open(g).await?;
     let bus = world.bus.clone();

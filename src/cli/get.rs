@@ -9,7 +9,7 @@ use super::output::{clean_line, human_duration, print_json, rows_table};
 use crate::engine::{Answer, Freshness};
 use crate::exit::{CliError, EXIT_BAD_INPUT};
 use crate::model::clock::format_rfc3339;
-use crate::settings::GlobalArgs;
+use crate::settings::Settings;
 use crate::warehouse::Rows;
 
 /// Options of `get`.
@@ -67,7 +67,7 @@ fn describe_freshness(a: &Answer) -> String {
 }
 
 /// `freshcache get`.
-pub async fn get(g: &GlobalArgs, args: GetArgs) -> Result<(), CliError> {
+pub async fn get(g: &Settings, args: GetArgs) -> Result<(), CliError> {
     let params = parse_params(&args.params)?;
     let world = World::open(g).await?;
     // Checked before anything touches the warehouse.

@@ -7,7 +7,7 @@ use super::confirm::confirm_action;
 use super::etl::print_report;
 use crate::exit::CliError;
 use crate::model::ops::Action;
-use crate::settings::GlobalArgs;
+use crate::settings::Settings;
 
 /// Options of `invalidate`.
 #[derive(Debug, Args)]
@@ -25,7 +25,7 @@ pub struct InvalidateArgs {
 }
 
 /// `freshcache invalidate`.
-pub async fn invalidate(g: &GlobalArgs, args: InvalidateArgs) -> Result<(), CliError> {
+pub async fn invalidate(g: &Settings, args: InvalidateArgs) -> Result<(), CliError> {
     let world = World::open(g).await?;
     let instance = world.instance(g).await?;
     let ids = if args.all {

@@ -25,6 +25,7 @@ mod events;
 mod get;
 mod interrupt;
 mod invalidate;
+mod options;
 mod output;
 mod simulate_partial;
 pub mod stampede;
@@ -43,8 +44,9 @@ use crate::exit::{
     EXIT_USAGE,
 };
 use crate::instance::InstanceError;
+use crate::settings::config::Report;
 use crate::model::catalog::CatalogError;
-use crate::settings::GlobalArgs;
+use crate::settings::{GlobalArgs, Settings};
 use crate::warehouse::WarehouseError;
 
 pub use world::{MetricsGuard, World, serve_metrics};
@@ -211,43 +213,58 @@ impl From<anyhow::Error> for CliError {
     }
 }
 
-/// Parses the command line and runs it; the binary's whole `main`.
-pub fn main() -> ExitCode {
+/// The command line as parsed and shown in help: each subcommand's help lists its own options
+/// first, then the shared ones it reads under "Global options" (those that do nothing for it are
+/// hidden, and refused when given).
+pub fn command() -> clap::Command {
+    let mut c = Cli::command();
+    c.build();
+    options::hide_unread(&mut c);
+    c
+}
+
+/// Parses `args` (the program name first) and reads the settings: the command, its typed
+/// settings and the `config check` report; or the exit code and what to print.
+pub fn parse<I, T>(args: I) -> Result<(Cli, Settings, Report), ExitCode>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
     let usage = |e: clap::Error| {
         let code = if e.use_stderr() { EXIT_USAGE } else { EXIT_OK };
         let _ = e.print();
         ExitCode::from(code)
     };
-    let matches = match Cli::command().try_get_matches() {
-        Ok(m) => m,
-        Err(e) => return usage(e),
-    };
-    let mut cli = match Cli::from_arg_matches(&matches) {
-        Ok(cli) => cli,
-        Err(e) => return usage(e),
-    };
-    let config = match crate::settings::config::resolve(&mut cli.global, &matches) {
-        Ok(report) => report,
-        Err(e) => {
-            eprintln!("freshcache: {}", output::clean_line(&e.0));
-            return ExitCode::from(EXIT_CONFIG);
+    let matches = command().try_get_matches_from(args).map_err(usage)?;
+    let cli = Cli::from_arg_matches(&matches).map_err(usage)?;
+    let (settings, report) = crate::settings::config::resolve(&matches).map_err(|e| {
+        for problem in &e.problems {
+            eprintln!("freshcache: {}", output::clean_line(problem));
         }
-    };
-    if let Some(Command::Bench(b)) = &cli.command
-        && let Some(message) = bench::ignored(b, &cli.global, &matches)
-    {
+        ExitCode::from(EXIT_CONFIG)
+    })?;
+    if let Some(message) = options::ignored(&cli.command, &settings, &matches) {
         eprintln!("freshcache: {message}");
-        return ExitCode::from(EXIT_USAGE);
+        return Err(ExitCode::from(EXIT_USAGE));
     }
+    Ok((cli, settings, report))
+}
+
+/// Parses the command line and runs it; the binary's whole `main`.
+pub fn main() -> ExitCode {
+    let (cli, settings, config) = match parse(std::env::args_os()) {
+        Ok(parsed) => parsed,
+        Err(code) => return code,
+    };
     // Commands that only print need no logs.
     let _logs = match &cli.command {
         Some(Command::Completions { .. } | Command::Config(_)) => None,
-        _ => Some(crate::settings::logging::init(&cli.global)),
+        _ => Some(crate::settings::logging::init(&settings)),
     };
     match cli.command {
         Some(Command::Completions { shell }) => {
             let mut script = Vec::new();
-            clap_complete::generate(shell, &mut Cli::command(), "freshcache", &mut script);
+            clap_complete::generate(shell, &mut command(), "freshcache", &mut script);
             return match std::io::Write::write_all(&mut std::io::stdout(), &script) {
                 Ok(()) => ExitCode::from(EXIT_OK),
                 Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::from(EXIT_OK),
@@ -262,7 +279,7 @@ pub fn main() -> ExitCode {
             return ExitCode::from(EXIT_OK);
         }
         Some(Command::Config(ConfigCommand::Check)) => {
-            if cli.global.json {
+            if settings.json {
                 return match output::print_json(&config) {
                     Ok(()) => ExitCode::from(EXIT_OK),
                     Err(e) => ExitCode::from(e.code),
@@ -288,7 +305,7 @@ pub fn main() -> ExitCode {
             return ExitCode::from(EXIT_FAILURE);
         }
     };
-    let result = runtime.block_on(run(cli));
+    let result = runtime.block_on(run(cli.command, settings));
     // Background tasks (sync loops, refreshes) end with the runtime; never wait on them.
     runtime.shutdown_timeout(std::time::Duration::from_millis(200));
     match result {
@@ -341,23 +358,23 @@ fn command_name(c: &Option<Command>) -> &'static str {
     }
 }
 
-async fn run(cli: Cli) -> Result<(), CliError> {
-    let g = cli.global;
-    match cli.command {
-        None => demo::run(&g, demo::DemoArgs::default()).await,
-        Some(Command::Demo(args)) => demo::run(&g, args).await,
-        Some(Command::Console(args)) => demo::console(&g, args).await,
-        Some(Command::Get(args)) => get::get(&g, args).await,
-        Some(Command::EtlComplete(args)) => etl::etl_complete(&g, args).await,
-        Some(Command::SimulatePartial(args)) => simulate_partial::simulate_partial(&g, args).await,
-        Some(Command::Invalidate(args)) => invalidate::invalidate(&g, args).await,
-        Some(Command::Warm(args)) => warm::warm(&g, args).await,
-        Some(Command::Traffic(args)) => traffic::traffic(&g, args).await,
-        Some(Command::Events(args)) => events::events(&g, args).await,
-        Some(Command::Stats(args)) => stats::stats(&g, args).await,
-        Some(Command::Warehouse(c)) => warehouse::warehouse(&g, c).await,
-        Some(Command::Etl(c)) => etl::etl(&g, c).await,
-        Some(Command::Bench(b)) => bench::run(&g, b).await,
+async fn run(command: Option<Command>, settings: Settings) -> Result<(), CliError> {
+    let g = &settings;
+    match command {
+        None => demo::run(g, demo::DemoArgs::default()).await,
+        Some(Command::Demo(args)) => demo::run(g, args).await,
+        Some(Command::Console(args)) => demo::console(g, args).await,
+        Some(Command::Get(args)) => get::get(g, args).await,
+        Some(Command::EtlComplete(args)) => etl::etl_complete(g, args).await,
+        Some(Command::SimulatePartial(args)) => simulate_partial::simulate_partial(g, args).await,
+        Some(Command::Invalidate(args)) => invalidate::invalidate(g, args).await,
+        Some(Command::Warm(args)) => warm::warm(g, args).await,
+        Some(Command::Traffic(args)) => traffic::traffic(g, args).await,
+        Some(Command::Events(args)) => events::events(g, args).await,
+        Some(Command::Stats(args)) => stats::stats(g, args).await,
+        Some(Command::Warehouse(c)) => warehouse::warehouse(g, c).await,
+        Some(Command::Etl(c)) => etl::etl(g, c).await,
+        Some(Command::Bench(b)) => bench::run(g, b).await,
         // Handled before the runtime starts.
         Some(Command::Config(_) | Command::Completions { .. }) => Ok(()),
     }

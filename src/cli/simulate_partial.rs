@@ -7,7 +7,7 @@ use super::confirm::confirm_action;
 use super::etl::print_run;
 use crate::exit::CliError;
 use crate::model::ops::Action;
-use crate::settings::GlobalArgs;
+use crate::settings::Settings;
 
 /// Options of `simulate-partial`.
 #[derive(Debug, Args)]
@@ -26,7 +26,7 @@ pub struct SimulatePartialArgs {
 }
 
 /// `freshcache simulate-partial`.
-pub async fn simulate_partial(g: &GlobalArgs, args: SimulatePartialArgs) -> Result<(), CliError> {
+pub async fn simulate_partial(g: &Settings, args: SimulatePartialArgs) -> Result<(), CliError> {
     let world = World::open(g).await?;
     let instance = world.instance(g).await?;
     let fail = instance.table_ids(&args.fail)?;

@@ -10,7 +10,7 @@ use super::interrupt::watch_interrupt;
 use super::output::print_json;
 use crate::exit::{CliError, EXIT_BAD_INPUT};
 use crate::model::clock::parse_duration;
-use crate::settings::GlobalArgs;
+use crate::settings::Settings;
 
 /// Options of `stats`.
 #[derive(Debug, Args)]
@@ -27,7 +27,7 @@ pub struct StatsArgs {
 }
 
 /// `freshcache stats`: counters summed over live instances, versions, instances.
-pub async fn stats(g: &GlobalArgs, args: StatsArgs) -> Result<(), CliError> {
+pub async fn stats(g: &Settings, args: StatsArgs) -> Result<(), CliError> {
     let live = parse_duration(&args.live)
         .map_err(|e| CliError::new(EXIT_BAD_INPUT, format!("--live: {e}")))?;
     let every = parse_duration(&args.interval)
@@ -121,7 +121,7 @@ async fn stats_doc(world: &World, live: Duration) -> Result<serde_json::Value, C
 }
 
 fn print_stats(
-    g: &GlobalArgs,
+    g: &Settings,
     world: &World,
     doc: &serde_json::Value,
     watching: bool,

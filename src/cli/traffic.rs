@@ -8,7 +8,7 @@ use super::World;
 use super::output::{human_duration, print_json};
 use crate::exit::{CliError, EXIT_BAD_INPUT};
 use crate::model::clock::parse_duration;
-use crate::settings::GlobalArgs;
+use crate::settings::Settings;
 use crate::traffic::{self, TrafficConfig};
 use crate::warehouse::etl::EtlPlan;
 
@@ -33,7 +33,7 @@ pub struct TrafficArgs {
 }
 
 /// `freshcache traffic`.
-pub async fn traffic(g: &GlobalArgs, args: TrafficArgs) -> Result<(), CliError> {
+pub async fn traffic(g: &Settings, args: TrafficArgs) -> Result<(), CliError> {
     let world = World::open(g).await?;
     let instance = world.instance(g).await?;
     let _metrics = super::serve_metrics(g, &instance)?;

@@ -6,7 +6,7 @@ use serde_json::json;
 use super::World;
 use super::output::print_json;
 use crate::exit::CliError;
-use crate::settings::GlobalArgs;
+use crate::settings::Settings;
 use crate::warehouse::demo_data::DemoSize;
 
 /// `warehouse` subcommands.
@@ -32,13 +32,13 @@ pub enum WarehouseCommand {
 }
 
 /// `freshcache warehouse ...`.
-pub async fn warehouse(g: &GlobalArgs, cmd: WarehouseCommand) -> Result<(), CliError> {
+pub async fn warehouse(g: &Settings, cmd: WarehouseCommand) -> Result<(), CliError> {
     match cmd {
         WarehouseCommand::Init { sales, customers } => {
             // Checked before anything is opened: opening the embedded warehouse creates it.
             if let Some(e) = crate::instance::refusal(
                 crate::model::ops::Action::InitWarehouse,
-                g.env,
+                g.environment,
                 g.read_only,
             ) {
                 tracing::warn!("refused: warehouse init: {e}");

@@ -5,7 +5,7 @@ use clap::Args;
 use super::World;
 use super::output::print_json;
 use crate::exit::CliError;
-use crate::settings::GlobalArgs;
+use crate::settings::Settings;
 use crate::traffic::{self, TrafficConfig};
 
 /// Options of `warm`.
@@ -17,7 +17,7 @@ pub struct WarmArgs {
 }
 
 /// `freshcache warm`.
-pub async fn warm(g: &GlobalArgs, args: WarmArgs) -> Result<(), CliError> {
+pub async fn warm(g: &Settings, args: WarmArgs) -> Result<(), CliError> {
     let world = World::open(g).await?;
     let instance = world.instance(g).await?;
     let hot = instance.engine().hot_requests(&[], args.top);

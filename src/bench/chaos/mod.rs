@@ -37,7 +37,7 @@ use clap::Args;
 
 use crate::exit::{CliError, EXIT_BAD_INPUT, EXIT_FAILURE, EXIT_UNAVAILABLE};
 use crate::model::clock::system_now_ms;
-use crate::settings::GlobalArgs;
+use crate::settings::{Settings, WarehouseUrl};
 use crate::warehouse::demo_data::DemoSize;
 use crate::warehouse::{EtlTarget, Latency, PostgresWarehouse, SqliteWarehouse, Warehouse};
 use record::{ALL_KINDS, Line};
@@ -132,9 +132,9 @@ struct Worker {
 }
 
 /// Runs `bench chaos`.
-pub async fn run(g: &GlobalArgs, args: ChaosArgs) -> Result<(), CliError> {
+pub async fn run(g: &Settings, args: ChaosArgs) -> Result<(), CliError> {
     let duration = parse_duration_arg(&args.duration)?;
-    if g.env == crate::model::environment::Environment::Production {
+    if g.environment == crate::model::environment::Environment::Production {
         // It loads made-up ETL batches (into a given PostgreSQL database too) and kills servers.
         return Err(CliError::new(
             crate::exit::EXIT_REFUSED,
@@ -196,7 +196,7 @@ pub async fn run(g: &GlobalArgs, args: ChaosArgs) -> Result<(), CliError> {
 }
 
 async fn run_in(
-    g: &GlobalArgs,
+    g: &Settings,
     args: &ChaosArgs,
     duration: Duration,
     dir: &Path,
@@ -207,8 +207,8 @@ async fn run_in(
     let redis_addr = redis.addr();
     let redis = Arc::new(Mutex::new(redis));
     // The warehouse: the run's own SQLite file, or the given PostgreSQL database.
-    let spec = match g.warehouse.as_deref() {
-        Some(w) if is_postgres(w) => w.to_string(),
+    let spec = match &g.warehouse.url {
+        Some(WarehouseUrl::Postgres(w)) => w.expose().to_string(),
         Some(_) => {
             return Err(CliError::new(
                 EXIT_BAD_INPUT,

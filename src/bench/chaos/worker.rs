@@ -372,18 +372,21 @@ pub async fn traffic(
 }
 
 /// The worker process: builds its instance, runs the traffic, stops.
-pub async fn run(g: &crate::settings::GlobalArgs, args: WorkerArgs) -> anyhow::Result<()> {
+pub async fn run(g: &crate::settings::Settings, args: WorkerArgs) -> anyhow::Result<()> {
     let redis = g
         .redis
-        .clone()
+        .url
+        .as_ref()
+        .map(|u| u.expose().to_string())
         .ok_or_else(|| anyhow::anyhow!("chaos-worker needs --redis"))?;
     let spec = g
         .warehouse
-        .clone()
+        .url
+        .as_ref()
+        .map(|w| w.expose())
         .ok_or_else(|| anyhow::anyhow!("chaos-worker needs --warehouse"))?;
-    let latency = crate::warehouse::Latency::parse(g.latency.as_deref().unwrap_or("0s"))
-        .map_err(anyhow::Error::msg)?;
-    let lease = crate::model::clock::parse_duration(&g.lease).map_err(anyhow::Error::msg)?;
+    let latency = g.warehouse.latency.unwrap_or(crate::warehouse::Latency::NONE);
+    let lease = g.redis.lease;
     let (warehouse, _) = super::open_warehouse(&spec, latency)?;
     let recorder = Recorder::create(&args.out)?;
     let instance = build(Setup {

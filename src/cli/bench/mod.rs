@@ -3,7 +3,6 @@
 
 mod day;
 mod lag;
-mod options;
 mod stampede;
 
 use clap::{Args, Subcommand};
@@ -12,7 +11,6 @@ use crate::model::policy::Strategy;
 use day::print_day;
 pub use day::{DayPlan, DayReport, DayResult, LoadCauses, day};
 pub use lag::{LagReport, lag};
-pub use options::ignored;
 use stampede::print_stampede;
 pub use stampede::stampede;
 
@@ -135,11 +133,11 @@ pub struct StampedeArgs {
 
 /// Runs a benchmark command.
 pub async fn run(
-    g: &crate::settings::GlobalArgs,
+    g: &crate::settings::Settings,
     cmd: BenchCommand,
 ) -> Result<(), crate::exit::CliError> {
     match cmd {
-        BenchCommand::Stampede(args) if g.redis.is_some() => {
+        BenchCommand::Stampede(args) if g.redis.url.is_some() => {
             super::bench_redis::stampede(
                 g,
                 args.processes,

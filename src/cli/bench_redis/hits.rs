@@ -13,7 +13,7 @@ use crate::engine::{Engine, Source};
 use crate::exit::CliError;
 use crate::model::policy::Policy;
 use crate::redis::RedisStore;
-use crate::settings::GlobalArgs;
+use crate::settings::Settings;
 use crate::store::Store;
 use crate::warehouse::MemoryWarehouse;
 
@@ -96,7 +96,7 @@ async fn redis_benchmark(url: &str) -> anyhow::Result<f64> {
 }
 
 /// Hits through Redis, tier off and on, beside redis-benchmark.
-pub async fn hits(g: &GlobalArgs, keys: u32, seconds: u64) -> Result<(), CliError> {
+pub async fn hits(g: &Settings, keys: u32, seconds: u64) -> Result<(), CliError> {
     let url = redis_url(g)?;
     let run = async {
         let catalog = Arc::new(bench_catalog(Policy::default())?);

@@ -15,7 +15,7 @@ use crate::model::entry::{Entry, EntryKey, Stamp};
 use crate::model::policy::Policy;
 use crate::redis::Redis;
 use crate::redis::RedisStore;
-use crate::settings::GlobalArgs;
+use crate::settings::Settings;
 
 /// The `bench redis-invalidation` report.
 #[derive(Debug, Clone, Serialize)]
@@ -184,7 +184,7 @@ async fn require_empty(url: &str) -> Result<(), CliError> {
 }
 
 /// Bump and purge with `keys` entries cached, beside the seed's KEYS + DEL.
-pub async fn invalidation(g: &GlobalArgs, keys: u64) -> Result<(), CliError> {
+pub async fn invalidation(g: &Settings, keys: u64) -> Result<(), CliError> {
     let url = redis_url(g)?;
     require_empty(&url).await?;
     let run = async {

@@ -14,13 +14,13 @@ use super::{open, redis_url};
 use crate::bus::{BumpMode, Bus};
 use crate::cli::stampede::{PhaseResult, StampedeReport, bench_catalog, percentile};
 use crate::engine::Engine;
-use crate::exit::{CliError, EXIT_BAD_INPUT};
+use crate::exit::CliError;
 use crate::instance::{Instance, InstanceConfig};
 use crate::model::clock::{SystemClock, system_now_ms};
 use crate::model::policy::{Policy, Strategy};
 use crate::redis::Redis;
 use crate::redis::RedisBus;
-use crate::settings::GlobalArgs;
+use crate::settings::Settings;
 use crate::store::Store;
 use crate::warehouse::MemoryWarehouse;
 
@@ -55,24 +55,18 @@ pub struct WorkerReport {
 }
 
 /// The worker: one API server's share of the stampede.
-pub async fn worker(g: &GlobalArgs, args: WorkerArgs) -> Result<(), CliError> {
+pub async fn worker(g: &Settings, args: WorkerArgs) -> Result<(), CliError> {
     let url = redis_url(g)?;
-    let lease = lease_of(g)?;
-    let report = run_worker(&url, lease, &args).await?;
+    let report = run_worker(&url, g.redis.lease, &args).await?;
     crate::cli::output::print_json(&report)
 }
 
-/// `--lease`, checked: the workers load under it, as an API server started with it would.
-fn lease_of(g: &GlobalArgs) -> Result<Duration, CliError> {
-    crate::model::clock::parse_duration(&g.lease)
-        .map_err(|e| CliError::new(EXIT_BAD_INPUT, format!("--lease: {e}")))
-}
-
-/// The arguments of one `bench stampede-worker` process: the parent's Redis settings and lease,
-/// then the worker's share of the stampede.
+/// The arguments of one `bench stampede-worker` process: the parent's Redis and lease (the
+/// workers load under it, as an API server started with it would), then the worker's share of
+/// the stampede.
 fn worker_args(
     url: &str,
-    g: &GlobalArgs,
+    g: &Settings,
     requesters: u32,
     keys: u32,
     load_ms: u64,
@@ -81,10 +75,8 @@ fn worker_args(
     [
         "--redis",
         url,
-        "--redis-timeout",
-        &g.redis_timeout,
         "--lease",
-        &g.lease,
+        &format!("{}ms", g.redis.lease.as_millis()),
         "bench",
         "stampede-worker",
         "--requesters",
@@ -175,7 +167,7 @@ async fn run_worker(url: &str, lease: Duration, args: &WorkerArgs) -> anyhow::Re
 
 async fn run_phase(
     url: &str,
-    g: &GlobalArgs,
+    g: &Settings,
     processes: u32,
     requesters: u32,
     keys: u32,
@@ -238,7 +230,7 @@ fn summarize(reports: &[WorkerReport], phase: &'static str, keys: u32) -> (Phase
 
 /// The stampede across processes: cold keys, then the same keys right after a bump.
 pub async fn stampede(
-    g: &GlobalArgs,
+    g: &Settings,
     processes: u32,
     requesters: u32,
     keys: u32,
@@ -293,20 +285,27 @@ pub async fn stampede(
 
 #[cfg(test)]
 mod tests {
-    use clap::Parser;
-
     use super::*;
-    use crate::cli::{Cli, Command};
+    use crate::cli::{Command, parse};
+
+    fn parsed(args: &[&str]) -> (Option<Command>, Settings) {
+        let argv = ["freshcache", "--config", "/dev/null"].iter().chain(args);
+        let (cli, settings, _) = parse(argv.copied()).expect("the arguments parse");
+        (cli.command, settings)
+    }
 
     /// Regression (issue 10, J): the worker processes of `bench stampede --redis` get the
     /// parent's `--lease` and load under it.
     #[test]
     fn stampede_workers_get_the_lease() {
-        let g = GlobalArgs {
-            lease: "750ms".into(),
-            redis_timeout: "300ms".into(),
-            ..GlobalArgs::default()
-        };
+        let (_, g) = parsed(&[
+            "--redis",
+            "redis://127.0.0.1:1/0",
+            "--lease",
+            "750ms",
+            "bench",
+            "stampede",
+        ]);
         let args = worker_args("redis://127.0.0.1:1/0", &g, 50, 5, 100, 42);
         let at = args
             .iter()
@@ -314,19 +313,14 @@ mod tests {
             .expect("--lease is passed");
         assert_eq!(args[at + 1], "750ms");
         // The worker parses what it is given, and takes the lease from it.
-        let cli = Cli::try_parse_from(std::iter::once("freshcache".to_string()).chain(args))
-            .expect("the worker's arguments parse");
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let (command, worker) = parsed(&args);
         assert!(matches!(
-            cli.command,
+            command,
             Some(Command::Bench(
                 crate::cli::bench::BenchCommand::StampedeWorker(_)
             ))
         ));
-        assert_eq!(lease_of(&cli.global).ok(), Some(Duration::from_millis(750)));
-        let bad = GlobalArgs {
-            lease: "soon".into(),
-            ..GlobalArgs::default()
-        };
-        assert!(lease_of(&bad).is_err());
+        assert_eq!(worker.redis.lease, Duration::from_millis(750));
     }
 }
