@@ -44,8 +44,8 @@ use crate::exit::{
     EXIT_USAGE,
 };
 use crate::instance::InstanceError;
-use crate::settings::config::Report;
 use crate::model::catalog::CatalogError;
+use crate::settings::config::Report;
 use crate::settings::{GlobalArgs, Settings};
 use crate::warehouse::WarehouseError;
 

@@ -192,10 +192,7 @@ pub fn hide_unread(c: &mut clap::Command) {
 }
 
 fn hide_in(c: &mut clap::Command, path: String, ids: &[String]) {
-    let hidden: Vec<&String> = ids
-        .iter()
-        .filter(|id| !ever_reads(c, &path, id))
-        .collect();
+    let hidden: Vec<&String> = ids.iter().filter(|id| !ever_reads(c, &path, id)).collect();
     let mut own = std::mem::take(c);
     own = own.mut_args(|a| {
         if hidden.iter().any(|h| *h == a.get_id()) {
@@ -244,7 +241,9 @@ mod tests {
         let unchecked: Vec<&String> = all
             .iter()
             .filter(|p| {
-                *p != "config check" && table(p, true, false).is_none() && table(p, false, false).is_none()
+                *p != "config check"
+                    && table(p, true, false).is_none()
+                    && table(p, false, false).is_none()
             })
             .collect();
         assert!(unchecked.is_empty(), "not in the table: {unchecked:?}");

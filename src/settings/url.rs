@@ -157,7 +157,10 @@ mod tests {
         assert_eq!(r.expose(), "redis://ann:S3NT1NEL@127.0.0.1:1/0");
         let w = WarehouseUrl::parse("postgres://bob:S3NT1NEL@db/sales").unwrap();
         for shown in [w.to_string(), format!("{w:?}")] {
-            assert!(!shown.contains("S3NT1NEL") && shown.contains("bob:***@db"), "{shown}");
+            assert!(
+                !shown.contains("S3NT1NEL") && shown.contains("bob:***@db"),
+                "{shown}"
+            );
         }
         let e = RedisUrl::parse("http://ann:S3NT1NEL@h/0").unwrap_err();
         assert!(!e.contains("S3NT1NEL") && e.contains("redis://"), "{e}");

@@ -385,7 +385,10 @@ pub async fn run(g: &crate::settings::Settings, args: WorkerArgs) -> anyhow::Res
         .as_ref()
         .map(|w| w.expose())
         .ok_or_else(|| anyhow::anyhow!("chaos-worker needs --warehouse"))?;
-    let latency = g.warehouse.latency.unwrap_or(crate::warehouse::Latency::NONE);
+    let latency = g
+        .warehouse
+        .latency
+        .unwrap_or(crate::warehouse::Latency::NONE);
     let lease = g.redis.lease;
     let (warehouse, _) = super::open_warehouse(&spec, latency)?;
     let recorder = Recorder::create(&args.out)?;

@@ -130,9 +130,7 @@ fn walk(text: &str, table: &DeTable<'_>, section: &str, file: &mut FileConfig) {
             file.values.insert(k.key, (v, line));
             continue;
         }
-        let is_section = KEYS
-            .iter()
-            .any(|k| k.key.starts_with(&format!("{path}.")));
+        let is_section = KEYS.iter().any(|k| k.key.starts_with(&format!("{path}.")));
         match value.get_ref() {
             DeValue::Table(inner) if is_section => walk(text, inner, &path, file),
             _ if is_section => file.problems.push((

@@ -151,9 +151,10 @@ pub fn resolve(matches: &ArgMatches) -> Result<(Settings, Report), ConfigError> 
     let mut reader = values::Reader::new(&lookup);
     let settings = values::build(&mut reader, matches.get_flag("json"));
     for (key, why) in reader.errors {
-        let (place, order) = given
-            .get(key)
-            .map_or_else(|| (format!("key `{key}`"), 0), |g| (g.place.clone(), g.order));
+        let (place, order) = given.get(key).map_or_else(
+            || (format!("key `{key}`"), 0),
+            |g| (g.place.clone(), g.order),
+        );
         problems.push((order, format!("{place}: {why}")));
     }
     if !problems.is_empty() {
@@ -203,9 +204,7 @@ fn source(
             Kind::Text => FileValue::Text(text),
             Kind::Bool => FileValue::Bool(text == "true"),
             Kind::NotFlag => FileValue::Bool(text != "true"),
-            Kind::Int => text
-                .parse()
-                .map_or(FileValue::Text(text), FileValue::Int),
+            Kind::Int => text.parse().map_or(FileValue::Text(text), FileValue::Int),
         };
         Some(Given {
             value,
@@ -236,7 +235,10 @@ fn source(
     // as a command-line error (and even when the flag overrides it).
     if let Some(os) = std::env::var_os(k.env).filter(|_| !clap_reads_env) {
         let raw = os.into_string().map_err(|_| {
-            format!("environment variable {} is not valid UTF-8 (fix or unset it)", k.env)
+            format!(
+                "environment variable {} is not valid UTF-8 (fix or unset it)",
+                k.env
+            )
         })?;
         let shown = crate::sanitize::clean_short(&raw, 80);
         let value = env_value(k.kind, &raw).map_err(|why| {

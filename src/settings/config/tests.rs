@@ -88,24 +88,31 @@ fn flags_beat_the_file_and_the_file_beats_defaults() {
 
 #[test]
 fn unknown_keys_and_bad_values_name_the_line_and_what_is_accepted() {
-    let e = resolve_with("[redis]\nurl = \"redis://h\"\ntimout = \"1s\"\n", &[]).unwrap_err().to_string();
+    let e = resolve_with("[redis]\nurl = \"redis://h\"\ntimout = \"1s\"\n", &[])
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("line 3"), "{e}");
     assert!(e.contains("unknown key `timout`"), "{e}");
     assert!(e.contains("timeout"), "{e}");
 
-    let e = resolve_with("\n\n[redis]\ntimeout = \"soon\"\n", &[]).unwrap_err().to_string();
-    assert!(
-        e.contains("line 4") && e.contains("redis.timeout"),
-        "{e}"
-    );
+    let e = resolve_with("\n\n[redis]\ntimeout = \"soon\"\n", &[])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("line 4") && e.contains("redis.timeout"), "{e}");
 
-    let e = resolve_with("strategy = \"fastest\"\n", &[]).unwrap_err().to_string();
+    let e = resolve_with("strategy = \"fastest\"\n", &[])
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("line 1") && e.contains("freshcache"), "{e}");
 
-    let e = resolve_with("read_only = \"yes\"\n", &[]).unwrap_err().to_string();
+    let e = resolve_with("read_only = \"yes\"\n", &[])
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("line 1"), "{e}");
 
-    let e = resolve_with("[log]\nkeep = 0\n", &[]).unwrap_err().to_string();
+    let e = resolve_with("[log]\nkeep = 0\n", &[])
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("line 2") && e.contains("1 to 365"), "{e}");
 }
 
@@ -119,9 +126,13 @@ fn secrets_are_masked_in_errors_and_reports() {
     let text = serde_json::to_string(&report).unwrap();
     assert!(!text.contains("S3NT1NEL"), "{text}");
     assert!(text.contains("redis://ann:***@127.0.0.1:1/0"), "{text}");
-    let e = resolve_with("[redis]\nurl = \"http://ann:S3NT1NEL@h/0\"\n", &[]).unwrap_err().to_string();
+    let e = resolve_with("[redis]\nurl = \"http://ann:S3NT1NEL@h/0\"\n", &[])
+        .unwrap_err()
+        .to_string();
     assert!(!e.contains("S3NT1NEL") && e.contains("line 2"), "{e}");
-    let e = resolve_with("[warehouse]\nurl = \"mysql://ann:S3NT1NEL@h/db\"\n", &[]).unwrap_err().to_string();
+    let e = resolve_with("[warehouse]\nurl = \"mysql://ann:S3NT1NEL@h/db\"\n", &[])
+        .unwrap_err()
+        .to_string();
     assert!(!e.contains("S3NT1NEL"), "{e}");
 }
 
@@ -132,12 +143,16 @@ fn the_load_timeout_comes_from_the_file_or_the_flag_and_is_never_zero() {
     assert_eq!(g.warehouse.load_timeout, Duration::from_millis(750));
     let (g, _) = resolve_with(file, &["--load-timeout", "2s"]).unwrap();
     assert_eq!(g.warehouse.load_timeout, Duration::from_secs(2));
-    let e = resolve_with("[warehouse]\nload_timeout = \"0s\"\n", &[]).unwrap_err().to_string();
+    let e = resolve_with("[warehouse]\nload_timeout = \"0s\"\n", &[])
+        .unwrap_err()
+        .to_string();
     assert!(
         e.contains("line 2") && e.contains("warehouse.load_timeout"),
         "{e}"
     );
-    let e = resolve_with("", &["--load-timeout", "soon"]).unwrap_err().to_string();
+    let e = resolve_with("", &["--load-timeout", "soon"])
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("--load-timeout"), "{e}");
 }
 
@@ -186,8 +201,37 @@ fn settings_never_show_a_password() {
         &[],
     )
     .unwrap();
-    let shown = format!("{s:?} {} {}", s.warehouse_url(), s.redis.url.as_ref().unwrap());
+    let shown = format!(
+        "{s:?} {} {}",
+        s.warehouse_url(),
+        s.redis.url.as_ref().unwrap()
+    );
     assert!(!shown.contains("S3NT1NEL"), "{shown}");
     assert!(shown.contains("redis://ann:***@127.0.0.1:1/0"), "{shown}");
     assert_eq!(s.latency(), crate::warehouse::Latency::NONE);
+}
+
+/// Each row of KEYS names a shared option, by the variable clap reads for it where clap reads
+/// one; and each shared option is a row, except those that are not settings of the file.
+#[test]
+fn the_table_and_the_flags_agree() {
+    let line = Line::command();
+    let args: Vec<&clap::Arg> = line.get_arguments().collect();
+    for k in KEYS {
+        let arg = args
+            .iter()
+            .find(|a| a.get_id() == k.id)
+            .unwrap_or_else(|| panic!("{} has no flag `{}`", k.key, k.id));
+        assert_eq!(arg.get_long(), Some(&k.flag()[2..]), "{}", k.key);
+        if let Some(env) = arg.get_env() {
+            assert_eq!(env, k.env, "{}", k.key);
+        }
+    }
+    for a in args {
+        let id = a.get_id().as_str();
+        assert!(
+            KEYS.iter().any(|k| k.id == id) || ["json", "config", "help"].contains(&id),
+            "--{id} is in no row of KEYS"
+        );
+    }
 }
