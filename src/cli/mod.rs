@@ -2,14 +2,19 @@
 //! action, the simulated traffic, and benchmark scenarios.
 //!
 //! Every command prints human text by default and JSON with `--json`. Errors print one line that
-//! says what happened and what to do, and exit with a code from [`ExitCode`](self#exit-codes).
+//! says what happened and what to do (a configuration, one line per problem), and exit with a code
+//! from [`ExitCode`](self#exit-codes).
+//!
+//! The shared options ([`GlobalArgs`]) are read once into [`Settings`] before a command runs; a
+//! command's help shows its own options first and then, under "Global options", the shared ones
+//! it reads. One it does not read is refused when given on the command line (`options`).
 //!
 //! # Exit codes
 //! | code | meaning |
 //! |---|---|
 //! | 0 | success |
 //! | 1 | the command failed (a warehouse query failed, ...) |
-//! | 2 | the command line is wrong (unknown option, bad value) |
+//! | 2 | the command line is wrong (unknown option, bad value, a shared option the command ignores) |
 //! | 3 | refused by a guard: read-only mode, production, no confirmation |
 //! | 4 | bad input: unknown query, table or parameter, bad batch label, bad file |
 //! | 5 | a backend is unavailable: warehouse or state store unreachable or not initialised |
@@ -54,7 +59,7 @@ pub use world::{MetricsGuard, World, serve_metrics};
 const EXIT_CODES: &str = "Exit codes:
   0  success
   1  the command failed (the message says what happened and what to do)
-  2  the command line is wrong (unknown option, bad value)
+  2  the command line is wrong (unknown option, bad value, a shared option the command ignores)
   3  refused by a guard: read-only mode, production, no confirmation
   4  bad input: unknown query, table or parameter, bad batch label, bad file
   5  a backend is unavailable: warehouse or state store unreachable or not initialised
@@ -389,6 +394,46 @@ mod tests {
         // Clap's own checks (duplicate flags, a subcommand flag shadowing a global one, ...),
         // which otherwise run only in debug builds, at the first parse.
         Cli::command().debug_assert();
+    }
+
+    /// Every example in the help parses and is not refused: an example must not show a shared
+    /// option the command ignores. (The demo's console examples need a terminal, which a test
+    /// has not: without one the demo tells its story and reads only `--json`.)
+    #[test]
+    fn every_example_in_the_help_is_accepted() {
+        fn walk(c: &clap::Command, out: &mut Vec<String>) {
+            if let Some(h) = c.get_after_help() {
+                out.extend(
+                    h.to_string()
+                        .lines()
+                        .map(str::trim)
+                        .filter(|l| l.starts_with("freshcache "))
+                        .map(String::from),
+                );
+            }
+            for s in c.get_subcommands() {
+                walk(s, out);
+            }
+        }
+        let mut examples = Vec::new();
+        walk(&Cli::command(), &mut examples);
+        assert!(examples.len() > 30, "{examples:?}");
+        for e in examples {
+            let words: Vec<&str> = e
+                .split_whitespace()
+                .take_while(|w| !["|", ">"].contains(w))
+                .collect();
+            // A file of the example's own is not there to read.
+            if words.contains(&"--config")
+                || (words.contains(&"demo") && !words.contains(&"--headless"))
+            {
+                continue;
+            }
+            let argv = ["freshcache", "--config", "/dev/null"]
+                .into_iter()
+                .chain(words[1..].iter().copied());
+            assert!(parse(argv).is_ok(), "the example `{e}` is refused");
+        }
     }
 
     #[test]
