@@ -758,30 +758,6 @@ fn json_errors_are_json() {
     assert!(!e["hint"].as_str().unwrap().is_empty());
 }
 
-/// A subcommand's help shows its own options first and the shared ones under their own heading
-/// (they used to be interleaved: `--env` above `--requesters`).
-#[test]
-fn subcommand_help_puts_its_own_options_first() {
-    let s = Sandbox::empty();
-    for (args, own) in [
-        (&["bench", "stampede", "--help"][..], "--requesters"),
-        (&["invalidate", "--help"][..], "--table"),
-        (&["warm", "--help"][..], "--top"),
-    ] {
-        let out = s.fc_bare().args(args).run();
-        out.expect(0);
-        let text = &out.stdout;
-        let own_at = text
-            .find(own)
-            .unwrap_or_else(|| panic!("no {own}: {}", out.dump()));
-        let heading = text
-            .find("Global options:")
-            .unwrap_or_else(|| panic!("no Global options heading: {}", out.dump()));
-        let env_at = text.find("--env").unwrap();
-        assert!(own_at < heading && heading < env_at, "{}", out.dump());
-    }
-}
-
 /// The subcommands listed in the `Commands:` section of a help text (`help` left out).
 fn listed_subcommands(help: &str) -> Vec<String> {
     let mut names = Vec::new();
@@ -836,6 +812,14 @@ fn every_subcommand_help_shows_an_example() {
         }
         if !path.is_empty() && !out.stdout.contains("Example") {
             problems.push(format!("`{name} --help` shows no Example"));
+        }
+        // Its own options first, then the shared ones under their own heading.
+        let own = out.stdout.find("\nOptions:");
+        let global = out.stdout.find("\nGlobal options:");
+        if !path.is_empty() && !matches!((own, global), (Some(o), Some(g)) if o < g) {
+            problems.push(format!(
+                "`{name} --help` does not show its own options before \"Global options\""
+            ));
         }
         for sub in listed_subcommands(&out.stdout) {
             let mut p = path.clone();
@@ -1682,6 +1666,221 @@ fn benches_refuse_shared_options_they_ignore() {
         .args(["--json", "bench", "lag", "--rounds", "2"])
         .run()
         .expect(0);
+}
+
+/// The lines of one heading of a help text (`Options:`, `Global options:`), up to the next one.
+fn help_section<'a>(help: &'a str, heading: &str) -> Vec<&'a str> {
+    help.lines()
+        .skip_while(|l| *l != heading)
+        .skip(1)
+        .take_while(|l| l.is_empty() || l.starts_with(' '))
+        .filter(|l| l.trim_start().starts_with('-'))
+        .collect()
+}
+
+/// A subcommand's help lists its own options first, then under "Global options" only the shared
+/// options it reads: `bench stampede` has `--load-ms`, not `--latency`; `bench day` has
+/// `--hour-real`, not `--hour`; `stats` shows the warehouse and Redis, not the lease.
+#[test]
+fn subcommand_help_shows_its_own_options_first_and_only_the_shared_ones_it_reads() {
+    let s = Sandbox::empty();
+    let flag = |line: &&str| {
+        line.split_whitespace()
+            .find(|w| w.starts_with("--"))
+            .map(|w| w.trim_end_matches(',').to_string())
+            .unwrap_or_default()
+    };
+    // (command, own options, shared options shown, shared options hidden)
+    type Case<'a> = (&'a [&'a str], &'a [&'a str], &'a [&'a str], &'a [&'a str]);
+    let cases: &[Case] = &[
+        (
+            &["bench", "stampede"],
+            &[
+                "--requesters",
+                "--load-ms",
+                "--strategies",
+                "--processes",
+                "--keys",
+            ],
+            &["--redis", "--lease", "--json", "--config", "--log-dir"],
+            &[
+                "--latency",
+                "--hour",
+                "--strategy",
+                "--warehouse",
+                "--redis-timeout",
+                "--env",
+            ],
+        ),
+        (
+            &["bench", "day"],
+            &[
+                "--users",
+                "--hours",
+                "--hour-real",
+                "--warehouse-ms",
+                "--strategies",
+            ],
+            &["--json", "--config"],
+            &["--hour", "--latency", "--strategy", "--redis", "--lease"],
+        ),
+        (
+            &["stats"],
+            &["--live", "--watch", "--interval"],
+            &[
+                "--warehouse",
+                "--data-dir",
+                "--redis",
+                "--redis-timeout",
+                "--json",
+            ],
+            &[
+                "--lease",
+                "--strategy",
+                "--max-unverified",
+                "--metrics-addr",
+                "--read-only",
+            ],
+        ),
+        (
+            &["get"],
+            &[],
+            &[
+                "--redis",
+                "--lease",
+                "--strategy",
+                "--env",
+                "--read-only",
+                "--json",
+            ],
+            &["--metrics-addr"],
+        ),
+    ];
+    for (command, own, shown, hidden) in cases {
+        let out = s.fc_bare().args(*command).args(["--help"]).run();
+        out.expect(0);
+        let help = &out.stdout;
+        let own_at = help.find("\nOptions:").unwrap_or(usize::MAX);
+        let global_at = help.find("\nGlobal options:").unwrap_or(0);
+        assert!(own_at < global_at, "own options first: {help}");
+        let own_flags: Vec<String> = help_section(help, "Options:").iter().map(flag).collect();
+        let global_flags: Vec<String> = help_section(help, "Global options:")
+            .iter()
+            .map(flag)
+            .collect();
+        for f in *own {
+            assert!(
+                own_flags.iter().any(|o| o == f),
+                "{command:?}: {f} not under Options: {help}"
+            );
+        }
+        assert!(
+            !own_flags
+                .iter()
+                .any(|o| shown.contains(&o.as_str()) || hidden.contains(&o.as_str())),
+            "{command:?}: a shared option among its own: {own_flags:?}"
+        );
+        for f in *shown {
+            assert!(
+                global_flags.iter().any(|g| g == f),
+                "{command:?}: {f} not under Global options: {help}"
+            );
+        }
+        for f in *hidden {
+            assert!(
+                !global_flags.iter().any(|g| g == f),
+                "{command:?}: {f} does nothing there but is shown: {help}"
+            );
+        }
+    }
+}
+
+/// A shared option given on the command line to a command that does nothing with it is refused
+/// (exit 2, naming the option and the command), whatever the command; the same setting in the
+/// environment is shared by every command and is not refused.
+#[test]
+fn every_command_refuses_shared_options_it_ignores() {
+    let s = Sandbox::with_data();
+    let cases: &[(&[&str], &[&str])] = &[
+        (
+            &["--lease", "3s", "stats"],
+            &["`--lease` does nothing for `stats`; leave it out"],
+        ),
+        (
+            &["--metrics-addr", "127.0.0.1:9", "get", "sales_by_region"],
+            &["`--metrics-addr` does nothing for `get`"],
+        ),
+        (
+            &["warehouse", "status", "--strategy", "ttl"],
+            &["`--strategy` does nothing for `warehouse status`"],
+        ),
+        (
+            &["--json", "console"],
+            &["`--json` does nothing for `console`"],
+        ),
+        (
+            &["--redis-timeout", "1s", "bench", "lag", "--rounds", "2"],
+            &["`--redis-timeout` does nothing for `bench lag`"],
+        ),
+        (
+            &["--read-only", "completions", "bash"],
+            &["`--read-only` does nothing for `completions`"],
+        ),
+    ];
+    for (args, says) in cases {
+        // Refused before anything is opened: no data directory needed.
+        let out = s.fc_bare().args(*args).run();
+        out.fails(2, says);
+        assert!(out.stdout.is_empty(), "{}", out.dump());
+    }
+    s.fc()
+        .env("FRESHCACHE_LEASE", "3s")
+        .env("FRESHCACHE_METRICS_ADDR", "127.0.0.1:9")
+        .args(["stats"])
+        .run()
+        .expect(0);
+}
+
+/// `config check` on a file with several bad values reports every one of them at once, each with
+/// its file and line and what is accepted, and exits 6.
+#[test]
+fn config_check_reports_every_bad_value_of_a_file_at_once() {
+    let s = Sandbox::empty();
+    let file = s.input(
+        "many.toml",
+        "environment = \"moon\"\nstrategy = \"fastest\"\n\n[redis]\ntimeout = \"soon\"\nlease = \"0s\"\nurl = \"http://ann:S3NT1NEL@h/0\"\n\n[log]\nkeep = 400\nbogus = 1\n",
+    );
+    let out = s
+        .fc_bare()
+        .arg_path("--config", &file)
+        .args(["config", "check"])
+        .run();
+    out.expect(6);
+    let shown = file.display().to_string();
+    let lines: Vec<&str> = out.stderr.lines().collect();
+    let expect = [
+        ("line 1", "`environment`", "development"),
+        ("line 2", "`strategy`", "freshcache"),
+        ("line 5", "`redis.timeout`", "`soon`"),
+        ("line 6", "`redis.lease`", "more than zero"),
+        ("line 7", "`redis.url`", "redis://"),
+        ("line 10", "`log.keep`", "1 to 365"),
+        ("line 11", "unknown key `bogus`", "`keep`"),
+    ];
+    assert_eq!(lines.len(), expect.len(), "{}", out.dump());
+    for (line, (at, key, accepted)) in lines.iter().zip(expect) {
+        assert!(
+            line.starts_with("freshcache: config file ")
+                && line.contains(&shown)
+                && line.contains(&format!("{at}:"))
+                && line.contains(key)
+                && line.contains(accepted),
+            "`{line}` lacks {at} / {key} / {accepted}: {}",
+            out.dump()
+        );
+    }
+    assert!(!out.stderr.contains("S3NT1NEL"), "{}", out.dump());
+    assert!(out.stdout.is_empty(), "{}", out.dump());
 }
 
 // ---------------------------------------------------------------------------------------------

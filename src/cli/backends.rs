@@ -5,21 +5,22 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::exit::{CliError, EXIT_BAD_INPUT, EXIT_UNAVAILABLE};
-use crate::settings::{GlobalArgs, default_data_dir};
 use std::time::Duration;
+
+use crate::exit::{CliError, EXIT_BAD_INPUT, EXIT_UNAVAILABLE};
+use crate::settings::{Settings, WarehouseUrl};
 
 use crate::bus::{Bus, LocalBus};
 use crate::engine::Engine;
 use crate::instance::{Instance, InstanceConfig, Role};
 use crate::model::catalog::Catalog;
-use crate::model::clock::{ScaledClock, SharedClock, SystemClock, parse_duration, system_now_ms};
+use crate::model::clock::{ScaledClock, SharedClock, SystemClock, system_now_ms};
 use crate::redis::Redis;
 use crate::redis::RedisLink;
 use crate::store::Store;
 use crate::warehouse::demo_data::DemoSize;
 use crate::warehouse::etl::batch_label;
-use crate::warehouse::{EtlTarget, Latency, PostgresWarehouse, SqliteWarehouse, Warehouse};
+use crate::warehouse::{EtlTarget, PostgresWarehouse, SqliteWarehouse, Warehouse};
 
 /// Everything a command needs, opened.
 pub struct Backends {
@@ -48,61 +49,17 @@ enum Kind {
 }
 
 /// The clock `--hour` asks for.
-pub fn clock_for(global: &GlobalArgs) -> Result<SharedClock, CliError> {
-    match &global.hour {
-        None => Ok(Arc::new(SystemClock)),
-        Some(h) => {
-            let d = parse_duration(h)
-                .map_err(|e| CliError::new(EXIT_BAD_INPUT, format!("--hour: {e}")))?;
-            if d.is_zero() {
-                return Err(CliError::new(
-                    EXIT_BAD_INPUT,
-                    "--hour must be longer than 0s",
-                ));
-            }
-            Ok(ScaledClock::new(system_now_ms(), 3600.0 / d.as_secs_f64()))
-        }
-    }
-}
-
-/// A duration flag that must be more than zero, or exit 4 naming the flag.
-fn positive_duration(flag: &str, value: &str) -> Result<Duration, CliError> {
-    let d =
-        parse_duration(value).map_err(|e| CliError::new(EXIT_BAD_INPUT, format!("{flag}: {e}")))?;
-    if d.is_zero() {
-        return Err(CliError::new(
-            EXIT_BAD_INPUT,
-            format!("{flag} must be longer than 0s"),
-        ));
-    }
-    Ok(d)
-}
-
-/// How long an instance may go without confirming the version truth (`--max-unverified`).
-pub fn max_unverified(global: &GlobalArgs) -> Result<Duration, CliError> {
-    positive_duration("--max-unverified", &global.max_unverified)
-}
-
-/// The deadline of one warehouse load (`--load-timeout`).
-pub fn load_timeout(global: &GlobalArgs) -> Result<Duration, CliError> {
-    positive_duration("--load-timeout", &global.load_timeout)
-}
-
-fn is_postgres(spec: &str) -> bool {
-    spec.starts_with("postgres://") || spec.starts_with("postgresql://")
-}
-
 /// Where demo data may not be created (production, read-only), a missing embedded warehouse is
 /// an unavailable backend with what to do — never a demo warehouse answering in its place.
-fn refuse_demo_data(global: &GlobalArgs, path: &Path) -> Result<(), CliError> {
+fn refuse_demo_data(s: &Settings, path: &Path) -> Result<(), CliError> {
     match crate::model::ops::refusal(
         crate::model::ops::Action::InitWarehouse,
-        global.env,
-        global.read_only,
+        s.environment,
+        s.read_only,
     ) {
         None => Ok(()),
         Some(why) => Err(CliError::new(
-            EXIT_UNAVAILABLE,
+            crate::exit::EXIT_UNAVAILABLE,
             format!(
                 "no warehouse at {} and demo data is not created here ({why}); give --warehouse \
                  (postgres://… or an existing SQLite file) or FRESHCACHE_WAREHOUSE",
@@ -112,75 +69,60 @@ fn refuse_demo_data(global: &GlobalArgs, path: &Path) -> Result<(), CliError> {
     }
 }
 
+pub fn clock_for(s: &Settings) -> SharedClock {
+    match s.hour {
+        None => Arc::new(SystemClock),
+        Some(hour) => ScaledClock::new(system_now_ms(), 3600.0 / hour.as_secs_f64()),
+    }
+}
+
 impl Backends {
-    /// Opens the backends `g` describes. An embedded warehouse that has no data yet gets the demo data
+    /// Opens the backends `s` describes. An embedded warehouse that has no data yet gets the demo data
     /// (and says so on stderr); a PostgreSQL one must be initialised with `warehouse init`.
-    pub async fn open(global: &GlobalArgs) -> Result<Backends, CliError> {
-        Ok(Self::open_sized(global, DemoSize::default()).await?.0)
+    pub async fn open(s: &Settings) -> Result<Backends, CliError> {
+        Ok(Self::open_sized(s, DemoSize::default()).await?.0)
     }
 
     /// [`Backends::open`], creating demo data of `size` if the embedded warehouse has none; also
     /// returns whether it did.
-    pub async fn open_sized(
-        global: &GlobalArgs,
-        size: DemoSize,
-    ) -> Result<(Backends, bool), CliError> {
-        let data_dir = global.data_dir.clone().unwrap_or_else(default_data_dir);
-        Self::open_with(global, data_dir, size).await
-    }
-
-    async fn open_with(
-        global: &GlobalArgs,
-        data_dir: PathBuf,
-        size: DemoSize,
-    ) -> Result<(Backends, bool), CliError> {
+    pub async fn open_sized(s: &Settings, size: DemoSize) -> Result<(Backends, bool), CliError> {
         let catalog = Arc::new(Catalog::bundled()?);
-        let clock = clock_for(global)?;
-        let spec = global.warehouse.clone();
-        let load_timeout = load_timeout(global)?;
-        let latency = match &global.latency {
-            Some(l) => Latency::parse(l)
-                .map_err(|e| CliError::new(EXIT_BAD_INPUT, format!("--latency: {e}")))?,
-            None if spec.as_deref().is_some_and(is_postgres) => Latency::NONE,
-            None => Latency::BASELINE,
-        };
-        let (warehouse, etl, kind): (Arc<dyn Warehouse>, Arc<dyn EtlTarget>, Kind) = match spec {
-            Some(url) if is_postgres(&url) => {
-                let pg = Arc::new(PostgresWarehouse::with_load_timeout(
-                    &url,
-                    latency,
-                    load_timeout,
-                )?);
-                (pg.clone(), pg.clone(), Kind::Postgres(pg))
-            }
-            other => {
-                let path = other
-                    .map(PathBuf::from)
-                    .unwrap_or_else(|| data_dir.join("warehouse.sqlite"));
-                if !path.exists() {
-                    refuse_demo_data(global, &path)?;
+        let clock = clock_for(s);
+        let data_dir = s.data_dir.clone();
+        let latency = s.latency();
+        let (warehouse, etl, kind): (Arc<dyn Warehouse>, Arc<dyn EtlTarget>, Kind) =
+            match s.warehouse_url() {
+                WarehouseUrl::Postgres(url) => {
+                    let pg = Arc::new(PostgresWarehouse::with_load_timeout(
+                        url.expose(),
+                        latency,
+                        s.warehouse.load_timeout,
+                    )?);
+                    (pg.clone(), pg.clone(), Kind::Postgres(pg))
                 }
-                let sqlite = SqliteWarehouse::open(&path, latency)?;
-                (
-                    Arc::new(sqlite.clone()),
-                    Arc::new(sqlite.clone()),
-                    Kind::Sqlite(sqlite),
-                )
-            }
-        };
+                WarehouseUrl::Sqlite(path) => {
+                    if !path.exists() {
+                        refuse_demo_data(s, &path)?;
+                    }
+                    let sqlite = SqliteWarehouse::open(&path, latency)?;
+                    (
+                        Arc::new(sqlite.clone()),
+                        Arc::new(sqlite.clone()),
+                        Kind::Sqlite(sqlite),
+                    )
+                }
+            };
         // Shared state (event times, heartbeats, bump times) is stamped in wall time, whatever
         // the simulation's clock: other processes read it.
         let wall: crate::model::clock::SharedClock = Arc::new(crate::model::clock::SystemClock);
-        let (bus, shared): (Arc<dyn Bus>, Option<Arc<dyn Store>>) = match &global.redis {
+        let (bus, shared): (Arc<dyn Bus>, Option<Arc<dyn Store>>) = match &s.redis.url {
             Some(url) => {
-                let timeout = parse_duration(&global.redis_timeout)
-                    .map_err(|e| CliError::new(EXIT_BAD_INPUT, format!("--redis-timeout: {e}")))?;
                 let link = Arc::new(
                     RedisLink::open_tls(
-                        url,
-                        global.redis_ca.as_deref(),
+                        url.expose(),
+                        s.redis.ca.as_deref(),
                         Duration::from_secs(1),
-                        timeout.max(Duration::from_millis(10)),
+                        s.redis.timeout.max(Duration::from_millis(10)),
                     )
                     .map_err(|e| CliError::new(EXIT_BAD_INPUT, e.to_string()))?,
                 );
@@ -206,15 +148,15 @@ impl Backends {
             etl,
             bus,
             shared,
-            local_tier: !global.no_local_tier,
+            local_tier: s.redis.local_tier,
             data_dir,
             kind,
         };
         let mut created = false;
-        if let Kind::Sqlite(s) = &backends.kind
-            && !s.is_initialised().await?
+        if let Kind::Sqlite(sqlite) = &backends.kind
+            && !sqlite.is_initialised().await?
         {
-            refuse_demo_data(global, &backends.data_dir.join("warehouse.sqlite"))?;
+            refuse_demo_data(s, &backends.data_dir.join("warehouse.sqlite"))?;
             eprintln!(
                 "freshcache: creating the demo warehouse ({}) — {} sales, once",
                 backends.warehouse.describe(),
@@ -236,14 +178,12 @@ impl Backends {
     }
 
     /// An engine over this backends.
-    pub fn engine(&self, global: &GlobalArgs) -> Result<Engine, CliError> {
-        let lease = parse_duration(&global.lease)
-            .map_err(|e| CliError::new(EXIT_BAD_INPUT, format!("--lease: {e}")))?;
+    pub fn engine(&self, s: &Settings) -> Result<Engine, CliError> {
         let mut b = Engine::builder(self.catalog.clone(), self.warehouse.clone())
             .clock(self.clock.clone())
-            .lease(lease)
-            .load_timeout(load_timeout(global)?)
-            .strategy(global.strategy.unwrap_or_default())
+            .lease(s.redis.lease)
+            .load_timeout(s.warehouse.load_timeout)
+            .strategy(s.strategy)
             .local_tier(self.local_tier || self.shared.is_none());
         if let Some(s) = &self.shared {
             b = b.shared(s.clone());
@@ -252,22 +192,22 @@ impl Backends {
             .map_err(|e| CliError::new(crate::exit::EXIT_FAILURE, e.to_string()))
     }
 
-    /// A started instance over this backends, for a one-shot command.
-    pub async fn instance(&self, global: &GlobalArgs) -> Result<Instance, CliError> {
-        self.instance_as(global, Role::Cli).await
+    /// A started instance over these backends, for a one-shot command.
+    pub async fn instance(&self, s: &Settings) -> Result<Instance, CliError> {
+        self.instance_as(s, Role::Cli).await
     }
 
-    /// A started instance over this backends, listed in the fleet with `role`.
-    pub async fn instance_as(&self, global: &GlobalArgs, role: Role) -> Result<Instance, CliError> {
+    /// A started instance over these backends, listed in the fleet with `role`.
+    pub async fn instance_as(&self, s: &Settings, role: Role) -> Result<Instance, CliError> {
         let instance = Instance::new(
-            self.engine(global)?,
+            self.engine(s)?,
             self.bus.clone(),
             self.warehouse.clone(),
             Some(self.etl.clone()),
             InstanceConfig {
-                env: global.env,
-                read_only: global.read_only,
-                max_unverified: max_unverified(global)?,
+                env: s.environment,
+                read_only: s.read_only,
+                max_unverified: s.redis.max_unverified,
                 role,
                 ..InstanceConfig::default()
             },
@@ -290,12 +230,12 @@ pub struct MetricsGuard {
 
 /// Serves `instance`'s metrics on `--metrics-addr` until the guard is dropped; nothing without the
 /// flag. A bad address or one already in use is the command's error, before anything starts.
-pub fn serve_metrics(global: &GlobalArgs, instance: &Instance) -> Result<MetricsGuard, CliError> {
-    let Some(addr) = global.metrics_addr.as_deref() else {
+pub fn serve_metrics(s: &Settings, instance: &Instance) -> Result<MetricsGuard, CliError> {
+    let Some(addr) = s.metrics_addr else {
         return Ok(MetricsGuard { _stop: None });
     };
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
-    crate::metrics::spawn(Some(addr), instance, stop_rx)
+    crate::metrics::spawn(Some(&addr.to_string()), instance, stop_rx)
         .map_err(|e| CliError::new(crate::exit::EXIT_CONFIG, e.to_string()))?;
     tracing::info!(%addr, "serving metrics at http://{addr}/metrics");
     Ok(MetricsGuard { _stop: Some(stop) })

@@ -5,24 +5,27 @@ use std::io::{BufRead, IsTerminal, Write};
 
 use crate::exit::{CliError, EXIT_REFUSED};
 use crate::model::ops::{self, Action};
-use crate::settings::GlobalArgs;
+use crate::settings::Settings;
 
 /// Asks for the registry's typed confirmation of a dangerous `action` (the phrase the console
 /// asks for), after saying `what` will happen — unless `--yes` was given. An action the guard
 /// refuses anyway is not asked about: the instance refuses it, and audits the refusal.
 pub(super) fn confirm_action(
-    global: &GlobalArgs,
+    settings: &Settings,
     action: Action,
     targets: &[String],
     yes: bool,
     what: &str,
 ) -> Result<(), CliError> {
-    if yes || !action.dangerous() || ops::refusal(action, global.env, global.read_only).is_some() {
+    if yes
+        || !action.dangerous()
+        || ops::refusal(action, settings.environment, settings.read_only).is_some()
+    {
         return Ok(());
     }
     eprintln!("{what}");
     confirm(
-        &ops::confirmation_phrase(action, targets, global.env),
+        &ops::confirmation_phrase(action, targets, settings.environment),
         action.name(),
     )
 }

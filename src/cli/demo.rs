@@ -16,14 +16,12 @@ use crate::bus::LocalBus;
 use crate::console::story::Story;
 use crate::console::{self, Channels, ConsoleOptions};
 use crate::engine::Engine;
-use crate::exit::{CliError, EXIT_BAD_INPUT, EXIT_FAILURE};
+use crate::exit::{CliError, EXIT_FAILURE};
 use crate::instance::{Instance, InstanceConfig, Role};
 use crate::model::catalog::Catalog;
-use crate::model::clock::{
-    Clock, ManualClock, ScaledClock, SystemClock, parse_duration, system_now_ms,
-};
+use crate::model::clock::{Clock, ManualClock, ScaledClock, SystemClock, system_now_ms};
 use crate::model::policy::Strategy;
-use crate::settings::GlobalArgs;
+use crate::settings::Settings;
 use crate::traffic::{self, Shadow, TrafficConfig};
 use crate::warehouse::demo_data::DemoSize;
 use crate::warehouse::etl::{EtlPlan, batch_label};
@@ -70,28 +68,28 @@ pub struct ConsoleArgs {
     pub price_per_query: f64,
 }
 
+/// Whether the demo tells its story as text (asked to, or no terminal) rather than starting the
+/// console.
+pub fn headless(args: &DemoArgs) -> bool {
+    args.headless || !std::io::stdout().is_terminal()
+}
+
+/// How long one clock hour of the demo lasts when `--hour` is not given.
+const DEMO_HOUR: Duration = Duration::from_secs(60);
+
 /// Runs the demo: the console on a terminal, the text story otherwise.
-pub async fn run(global: &GlobalArgs, args: DemoArgs) -> Result<(), CliError> {
-    if args.headless || !std::io::stdout().is_terminal() {
-        return run_headless(global.json).await;
+pub async fn run(settings: &Settings, args: DemoArgs) -> Result<(), CliError> {
+    if headless(&args) {
+        return run_headless(settings.json).await;
     }
     if args.story {
-        return run_story(global, &args).await;
+        return run_story(settings, &args).await;
     }
-    let hour = parse_duration(global.hour.as_deref().unwrap_or("60s"))
-        .map_err(|e| CliError::new(EXIT_BAD_INPUT, format!("--hour: {e}")))?;
-    if hour.is_zero() {
-        return Err(CliError::new(
-            EXIT_BAD_INPUT,
-            "--hour must be longer than 0s",
-        ));
-    }
-    let speed = 3600.0 / hour.as_secs_f64();
-    // The whole backends runs on the accelerated clock: the baseline's 2-5 s warehouse included, so a
+    let speed = 3600.0 / settings.hour.unwrap_or(DEMO_HOUR).as_secs_f64();
+    // The whole demo runs on the accelerated clock: the baseline's 2-5 s warehouse included, so a
     // query is as long against the hour as it would be in real life.
-    let latency = match &global.latency {
-        Some(l) => Latency::parse(l)
-            .map_err(|e| CliError::new(EXIT_BAD_INPUT, format!("--latency: {e}")))?,
+    let latency = match settings.warehouse.latency {
+        Some(l) => l,
         None => Latency {
             min: Latency::BASELINE.min.div_f64(speed),
             max: Latency::BASELINE.max.div_f64(speed),
@@ -107,8 +105,8 @@ pub async fn run(global: &GlobalArgs, args: DemoArgs) -> Result<(), CliError> {
     let bus = demo_bus(&catalog)?;
     let engine = Engine::builder(catalog, Arc::new(warehouse.clone()))
         .clock(clock.clone())
-        .load_timeout(super::backends::load_timeout(global)?)
-        .strategy(global.strategy.unwrap_or(Strategy::Freshcache))
+        .load_timeout(settings.warehouse.load_timeout)
+        .strategy(settings.strategy)
         .build()
         .map_err(|e| CliError::new(EXIT_FAILURE, e.to_string()))?;
     let instance = Instance::new(
@@ -117,15 +115,15 @@ pub async fn run(global: &GlobalArgs, args: DemoArgs) -> Result<(), CliError> {
         Arc::new(warehouse.clone()),
         Some(Arc::new(warehouse)),
         InstanceConfig {
-            env: global.env,
-            read_only: global.read_only,
-            max_unverified: super::backends::max_unverified(global)?,
+            env: settings.environment,
+            read_only: settings.read_only,
+            max_unverified: settings.redis.max_unverified,
             role: Role::Traffic,
             ..InstanceConfig::default()
         },
     );
     instance.start().await?;
-    let _metrics = super::serve_metrics(global, &instance)?;
+    let _metrics = super::serve_metrics(settings, &instance)?;
     // What the hour-TTL baseline would have done with the same questions, for the console's
     // "without freshcache" panel; its warehouse takes the mean query time, in clock time.
     let shadow = Arc::new(Shadow::new(
@@ -195,7 +193,7 @@ fn demo_bus(catalog: &Catalog) -> Result<LocalBus, CliError> {
 
 /// `freshcache demo --story`: the day of the original problem on a clock that only the story
 /// moves, with a small real warehouse latency so that each step takes a moment, not minutes.
-async fn run_story(global: &GlobalArgs, args: &DemoArgs) -> Result<(), CliError> {
+async fn run_story(settings: &Settings, args: &DemoArgs) -> Result<(), CliError> {
     const DAY: u64 = 86_400_000;
     let day_ms = system_now_ms() / DAY * DAY;
     let nine = day_ms + 9 * 3_600_000;
@@ -217,8 +215,8 @@ async fn run_story(global: &GlobalArgs, args: &DemoArgs) -> Result<(), CliError>
         Arc::new(warehouse.clone()),
         Some(Arc::new(warehouse)),
         InstanceConfig {
-            env: global.env,
-            read_only: global.read_only,
+            env: settings.environment,
+            read_only: settings.read_only,
             role: Role::Console,
             ..InstanceConfig::default()
         },
@@ -249,10 +247,10 @@ async fn run_story(global: &GlobalArgs, args: &DemoArgs) -> Result<(), CliError>
 
 /// `freshcache console`: the console over the configured backends (the data directory's embedded
 /// state, or Redis), as one more instance.
-pub async fn console(global: &GlobalArgs, args: ConsoleArgs) -> Result<(), CliError> {
-    let backends = Backends::open(global).await?;
-    let instance = backends.instance_as(global, Role::Console).await?;
-    let _metrics = super::serve_metrics(global, &instance)?;
+pub async fn console(settings: &Settings, args: ConsoleArgs) -> Result<(), CliError> {
+    let backends = Backends::open(settings).await?;
+    let instance = backends.instance_as(settings, Role::Console).await?;
+    let _metrics = super::serve_metrics(settings, &instance)?;
     let source = Channels::attach(instance.clone(), args.price_per_query).await;
     let result =
         tokio::task::spawn_blocking(move || console::run(source, ConsoleOptions::from_env()))

@@ -11,7 +11,7 @@ use super::output::{clean_line, human_duration, print_json};
 use crate::exit::{CliError, EXIT_BAD_INPUT};
 use crate::instance::{EtlCompleteReport, Instance};
 use crate::model::clock::parse_duration;
-use crate::settings::GlobalArgs;
+use crate::settings::Settings;
 use crate::warehouse::etl::{EtlPlan, EtlRun, TableLoad};
 
 /// Options of `etl-complete`.
@@ -46,10 +46,10 @@ pub enum EtlCommand {
 }
 
 pub(super) fn print_report(
-    global: &GlobalArgs,
+    settings: &Settings,
     report: &EtlCompleteReport,
 ) -> Result<(), CliError> {
-    if global.json {
+    if settings.json {
         return print_json(report);
     }
     let list = |v: &[String]| {
@@ -88,20 +88,20 @@ pub(super) fn print_report(
 }
 
 /// `freshcache etl-complete`.
-pub async fn etl_complete(global: &GlobalArgs, args: EtlCompleteArgs) -> Result<(), CliError> {
-    let backends = Backends::open(global).await?;
-    let instance = backends.instance(global).await?;
+pub async fn etl_complete(settings: &Settings, args: EtlCompleteArgs) -> Result<(), CliError> {
+    let backends = Backends::open(settings).await?;
+    let instance = backends.instance(settings).await?;
     let tables = instance.table_ids(&args.tables)?;
     let report = instance.etl_complete(&args.batch, &tables).await?;
-    print_report(global, &report)
+    print_report(settings, &report)
 }
 
 pub(super) fn print_run(
-    global: &GlobalArgs,
+    settings: &Settings,
     run: &EtlRun,
     report: &EtlCompleteReport,
 ) -> Result<(), CliError> {
-    if global.json {
+    if settings.json {
         return print_json(&json!({ "run": run, "etl_complete": report }));
     }
     println!("ETL batch {}", clean_line(&run.batch));
@@ -117,15 +117,15 @@ pub(super) fn print_run(
             ),
         }
     }
-    print_report(global, report)
+    print_report(settings, report)
 }
 
 /// `freshcache etl ...`.
-pub async fn etl(global: &GlobalArgs, cmd: EtlCommand) -> Result<(), CliError> {
+pub async fn etl(settings: &Settings, cmd: EtlCommand) -> Result<(), CliError> {
     match cmd {
         EtlCommand::Run { batch, fail, late } => {
-            let backends = Backends::open(global).await?;
-            let instance = backends.instance(global).await?;
+            let backends = Backends::open(settings).await?;
+            let instance = backends.instance(settings).await?;
             instance.table_ids(&fail)?;
             let mut late_plan = Vec::new();
             for l in &late {
@@ -153,7 +153,7 @@ pub async fn etl(global: &GlobalArgs, cmd: EtlCommand) -> Result<(), CliError> {
                 .tables
                 .iter()
                 .any(|t| matches!(t, TableLoad::Late { .. }));
-            print_run(global, &run, &report)?;
+            print_run(settings, &run, &report)?;
             if waiting {
                 wait_for_late(&instance, &run).await;
             }

@@ -10,7 +10,7 @@ use super::output::{clean_line, print_json};
 use crate::exit::CliError;
 use crate::model::clock::format_rfc3339;
 use crate::model::events::Event;
-use crate::settings::GlobalArgs;
+use crate::settings::Settings;
 
 /// Options of `events`.
 #[derive(Debug, Args)]
@@ -36,9 +36,9 @@ pub fn event_line(e: &Event) -> String {
 }
 
 /// `freshcache events`.
-pub async fn events(global: &GlobalArgs, args: EventsArgs) -> Result<(), CliError> {
+pub async fn events(settings: &Settings, args: EventsArgs) -> Result<(), CliError> {
     let mut interrupt = args.follow.then(watch_interrupt).transpose()?;
-    let backends = Backends::open(global).await?;
+    let backends = Backends::open(settings).await?;
     let bus = backends.bus.clone();
     let mut feed = bus.subscribe();
     let all = bus
@@ -47,7 +47,7 @@ pub async fn events(global: &GlobalArgs, args: EventsArgs) -> Result<(), CliErro
         .map_err(|e| CliError::new(crate::exit::EXIT_UNAVAILABLE, e.to_string()))?;
     let start = all.len().saturating_sub(args.limit);
     let print = |e: &Event| -> Result<(), CliError> {
-        if global.json {
+        if settings.json {
             print_json(e)
         } else {
             println!("{}", event_line(e));

@@ -9,7 +9,7 @@ use super::output::{clean_line, human_duration, print_json, rows_table};
 use crate::engine::{Answer, Freshness};
 use crate::exit::{CliError, EXIT_BAD_INPUT};
 use crate::model::clock::format_rfc3339;
-use crate::settings::GlobalArgs;
+use crate::settings::Settings;
 use crate::warehouse::Rows;
 
 /// Options of `get`.
@@ -67,12 +67,12 @@ fn describe_freshness(a: &Answer) -> String {
 }
 
 /// `freshcache get`.
-pub async fn get(global: &GlobalArgs, args: GetArgs) -> Result<(), CliError> {
+pub async fn get(settings: &Settings, args: GetArgs) -> Result<(), CliError> {
     let params = parse_params(&args.params)?;
-    let backends = Backends::open(global).await?;
+    let backends = Backends::open(settings).await?;
     // Checked before anything touches the warehouse.
     let request = backends.catalog.request(&args.query, &params)?;
-    let instance = backends.instance(global).await?;
+    let instance = backends.instance(settings).await?;
     let answer = instance.engine().get(&request).await.map_err(|e| {
         use crate::engine::{GetError, flight::LoadError};
         use crate::warehouse::WarehouseError;
@@ -106,7 +106,7 @@ pub async fn get(global: &GlobalArgs, args: GetArgs) -> Result<(), CliError> {
     }
     let tables = backends.catalog.tables();
     let rows: Rows = serde_json::from_str(answer.value()).unwrap_or_default();
-    if global.json {
+    if settings.json {
         let versions = answer
             .versions()
             .iter()

@@ -7,7 +7,7 @@ use super::confirm::confirm_action;
 use super::etl::print_report;
 use crate::exit::CliError;
 use crate::model::ops::Action;
-use crate::settings::GlobalArgs;
+use crate::settings::Settings;
 
 /// Options of `invalidate`.
 #[derive(Debug, Args)]
@@ -25,9 +25,9 @@ pub struct InvalidateArgs {
 }
 
 /// `freshcache invalidate`.
-pub async fn invalidate(global: &GlobalArgs, args: InvalidateArgs) -> Result<(), CliError> {
-    let backends = Backends::open(global).await?;
-    let instance = backends.instance(global).await?;
+pub async fn invalidate(settings: &Settings, args: InvalidateArgs) -> Result<(), CliError> {
+    let backends = Backends::open(settings).await?;
+    let instance = backends.instance(settings).await?;
     let ids = if args.all {
         Vec::new()
     } else {
@@ -46,7 +46,7 @@ pub async fn invalidate(global: &GlobalArgs, args: InvalidateArgs) -> Result<(),
     } else {
         names.clone()
     };
-    confirm_action(global, Action::Invalidate, &targets, args.yes, &what)?;
+    confirm_action(settings, Action::Invalidate, &targets, args.yes, &what)?;
     let report = instance.invalidate(&ids).await?;
-    print_report(global, &report)
+    print_report(settings, &report)
 }

@@ -2,14 +2,19 @@
 //! action, the simulated traffic, and benchmark scenarios.
 //!
 //! Every command prints human text by default and JSON with `--json`. Errors print one line that
-//! says what happened and what to do, and exit with a code from [`ExitCode`](self#exit-codes).
+//! says what happened and what to do (a configuration, one line per problem), and exit with a code
+//! from [`ExitCode`](self#exit-codes).
+//!
+//! The shared options ([`GlobalArgs`]) are read once into [`Settings`] before a command runs; a
+//! command's help shows its own options first and then, under "Global options", the shared ones
+//! it reads. One it does not read is refused when given on the command line (`options`).
 //!
 //! # Exit codes
 //! | code | meaning |
 //! |---|---|
 //! | 0 | success |
 //! | 1 | the command failed (a warehouse query failed, ...) |
-//! | 2 | the command line is wrong (unknown option, bad value) |
+//! | 2 | the command line is wrong (unknown option, bad value, a shared option the command ignores) |
 //! | 3 | refused by a guard: read-only mode, production, no confirmation |
 //! | 4 | bad input: unknown query, table or parameter, bad batch label, bad file |
 //! | 5 | a backend is unavailable: warehouse or state store unreachable or not initialised |
@@ -26,6 +31,7 @@ mod events;
 mod get;
 mod interrupt;
 mod invalidate;
+mod options;
 mod output;
 mod simulate_partial;
 pub mod stampede;
@@ -44,7 +50,8 @@ use crate::exit::{
 };
 use crate::instance::InstanceError;
 use crate::model::catalog::CatalogError;
-use crate::settings::GlobalArgs;
+use crate::settings::config::Report;
+use crate::settings::{GlobalArgs, Settings};
 use crate::warehouse::WarehouseError;
 
 pub use backends::{Backends, MetricsGuard, serve_metrics};
@@ -52,7 +59,7 @@ pub use backends::{Backends, MetricsGuard, serve_metrics};
 const EXIT_CODES: &str = "Exit codes:
   0  success
   1  the command failed (the message says what happened and what to do)
-  2  the command line is wrong (unknown option, bad value)
+  2  the command line is wrong (unknown option, bad value, a shared option the command ignores)
   3  refused by a guard: read-only mode, production, no confirmation
   4  bad input: unknown query, table or parameter, bad batch label, bad file
   5  a backend is unavailable: warehouse or state store unreachable or not initialised
@@ -211,6 +218,51 @@ impl From<anyhow::Error> for CliError {
     }
 }
 
+/// The command line as parsed and shown in help: each subcommand's help lists its own options
+/// first, then the shared ones it reads under "Global options" (those that do nothing for it are
+/// hidden, and refused when given).
+pub fn command() -> clap::Command {
+    let mut c = Cli::command();
+    c.build();
+    options::hide_unread(&mut c);
+    c
+}
+
+/// Parses `args` (the program name first) and reads the settings: the command, its typed
+/// settings and the `config check` report; or the exit code and what to print.
+pub fn parse<I, T>(args: I) -> Result<(Cli, Settings, Report), ExitCode>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    let usage = |e: clap::Error| {
+        let code = if e.use_stderr() { EXIT_USAGE } else { EXIT_OK };
+        // Printing usage to a closed stream: the exit code still says what happened.
+        let _ = e.print();
+        ExitCode::from(code)
+    };
+    let matches = command().try_get_matches_from(args).map_err(usage)?;
+    let cli = Cli::from_arg_matches(&matches).map_err(usage)?;
+    // `--json` is a flag only: read it from the command line, for errors before the settings.
+    let json = matches
+        .try_get_one::<bool>("json")
+        .ok()
+        .flatten()
+        .copied()
+        .unwrap_or(false);
+    let (settings, report) = crate::settings::config::resolve(&matches).map_err(|e| {
+        for problem in &e.problems {
+            report_error(json, EXIT_CONFIG, problem);
+        }
+        ExitCode::from(EXIT_CONFIG)
+    })?;
+    if let Some(message) = options::ignored(&cli.command, &settings, &matches) {
+        report_error(json, EXIT_USAGE, &message);
+        return Err(ExitCode::from(EXIT_USAGE));
+    }
+    Ok((cli, settings, report))
+}
+
 /// Parses the command line and runs it; the binary's whole `main`.
 pub fn main() -> ExitCode {
     // Output into a closed pipe (`freshcache events | head`) ends the process quietly, as it
@@ -220,42 +272,19 @@ pub fn main() -> ExitCode {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
-    let usage = |e: clap::Error| {
-        let code = if e.use_stderr() { EXIT_USAGE } else { EXIT_OK };
-        // Printing usage to a closed stream: the exit code still says what happened.
-        let _ = e.print();
-        ExitCode::from(code)
+    let (cli, settings, config) = match parse(std::env::args_os()) {
+        Ok(parsed) => parsed,
+        Err(code) => return code,
     };
-    let matches = match Cli::command().try_get_matches() {
-        Ok(m) => m,
-        Err(e) => return usage(e),
-    };
-    let mut cli = match Cli::from_arg_matches(&matches) {
-        Ok(cli) => cli,
-        Err(e) => return usage(e),
-    };
-    let config = match crate::settings::config::resolve(&mut cli.global, &matches) {
-        Ok(report) => report,
-        Err(e) => {
-            report_error(cli.global.json, EXIT_CONFIG, &e.0);
-            return ExitCode::from(EXIT_CONFIG);
-        }
-    };
-    if let Some(Command::Bench(b)) = &cli.command
-        && let Some(message) = bench::ignored(b, &cli.global, &matches)
-    {
-        report_error(cli.global.json, EXIT_USAGE, &message);
-        return ExitCode::from(EXIT_USAGE);
-    }
     // Commands that only print need no logs.
     let _logs = match &cli.command {
         Some(Command::Completions { .. } | Command::Config(_)) => None,
-        _ => Some(crate::settings::logging::init(&cli.global)),
+        _ => Some(crate::settings::logging::init(&settings)),
     };
     match cli.command {
         Some(Command::Completions { shell }) => {
             let mut script = Vec::new();
-            clap_complete::generate(shell, &mut Cli::command(), "freshcache", &mut script);
+            clap_complete::generate(shell, &mut command(), "freshcache", &mut script);
             return match std::io::Write::write_all(&mut std::io::stdout(), &script) {
                 Ok(()) => ExitCode::from(EXIT_OK),
                 Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::from(EXIT_OK),
@@ -270,7 +299,7 @@ pub fn main() -> ExitCode {
             return ExitCode::from(EXIT_OK);
         }
         Some(Command::Config(ConfigCommand::Check)) => {
-            if cli.global.json {
+            if settings.json {
                 return match output::print_json(&config) {
                     Ok(()) => ExitCode::from(EXIT_OK),
                     Err(e) => ExitCode::from(e.code),
@@ -296,8 +325,8 @@ pub fn main() -> ExitCode {
             return ExitCode::from(EXIT_FAILURE);
         }
     };
-    let json = cli.global.json;
-    let result = runtime.block_on(run(cli));
+    let json = settings.json;
+    let result = runtime.block_on(run(cli.command, settings));
     // Background tasks (sync loops, refreshes) end with the runtime; never wait on them.
     runtime.shutdown_timeout(std::time::Duration::from_millis(200));
     match result {
@@ -372,25 +401,25 @@ fn command_name(c: &Option<Command>) -> &'static str {
     }
 }
 
-async fn run(cli: Cli) -> Result<(), CliError> {
-    let global = cli.global;
-    match cli.command {
-        None => demo::run(&global, demo::DemoArgs::default()).await,
-        Some(Command::Demo(args)) => demo::run(&global, args).await,
-        Some(Command::Console(args)) => demo::console(&global, args).await,
-        Some(Command::Get(args)) => get::get(&global, args).await,
-        Some(Command::EtlComplete(args)) => etl::etl_complete(&global, args).await,
+async fn run(command: Option<Command>, settings: Settings) -> Result<(), CliError> {
+    let settings = &settings;
+    match command {
+        None => demo::run(settings, demo::DemoArgs::default()).await,
+        Some(Command::Demo(args)) => demo::run(settings, args).await,
+        Some(Command::Console(args)) => demo::console(settings, args).await,
+        Some(Command::Get(args)) => get::get(settings, args).await,
+        Some(Command::EtlComplete(args)) => etl::etl_complete(settings, args).await,
         Some(Command::SimulatePartial(args)) => {
-            simulate_partial::simulate_partial(&global, args).await
+            simulate_partial::simulate_partial(settings, args).await
         }
-        Some(Command::Invalidate(args)) => invalidate::invalidate(&global, args).await,
-        Some(Command::Warm(args)) => warm::warm(&global, args).await,
-        Some(Command::Traffic(args)) => traffic::traffic(&global, args).await,
-        Some(Command::Events(args)) => events::events(&global, args).await,
-        Some(Command::Stats(args)) => stats::stats(&global, args).await,
-        Some(Command::Warehouse(c)) => warehouse::warehouse(&global, c).await,
-        Some(Command::Etl(c)) => etl::etl(&global, c).await,
-        Some(Command::Bench(b)) => bench::run(&global, b).await,
+        Some(Command::Invalidate(args)) => invalidate::invalidate(settings, args).await,
+        Some(Command::Warm(args)) => warm::warm(settings, args).await,
+        Some(Command::Traffic(args)) => traffic::traffic(settings, args).await,
+        Some(Command::Events(args)) => events::events(settings, args).await,
+        Some(Command::Stats(args)) => stats::stats(settings, args).await,
+        Some(Command::Warehouse(c)) => warehouse::warehouse(settings, c).await,
+        Some(Command::Etl(c)) => etl::etl(settings, c).await,
+        Some(Command::Bench(b)) => bench::run(settings, b).await,
         // Handled before the runtime starts.
         Some(Command::Config(_) | Command::Completions { .. }) => Ok(()),
     }
@@ -402,9 +431,49 @@ mod tests {
 
     #[test]
     fn the_command_line_definition_is_consistent() {
-        // Clap's own checks (duplicate flags, a subcommand flag shadowing a global one, ...),
+        // Clap's own checks (duplicate flags, a subcommand flag shadowing a settings one, ...),
         // which otherwise run only in debug builds, at the first parse.
         Cli::command().debug_assert();
+    }
+
+    /// Every example in the help parses and is not refused: an example must not show a shared
+    /// option the command ignores. (The demo's console examples need a terminal, which a test
+    /// has not: without one the demo tells its story and reads only `--json`.)
+    #[test]
+    fn every_example_in_the_help_is_accepted() {
+        fn walk(c: &clap::Command, out: &mut Vec<String>) {
+            if let Some(h) = c.get_after_help() {
+                out.extend(
+                    h.to_string()
+                        .lines()
+                        .map(str::trim)
+                        .filter(|l| l.starts_with("freshcache "))
+                        .map(String::from),
+                );
+            }
+            for s in c.get_subcommands() {
+                walk(s, out);
+            }
+        }
+        let mut examples = Vec::new();
+        walk(&Cli::command(), &mut examples);
+        assert!(examples.len() > 30, "{examples:?}");
+        for e in examples {
+            let words: Vec<&str> = e
+                .split_whitespace()
+                .take_while(|w| !["|", ">"].contains(w))
+                .collect();
+            // A file of the example's own is not there to read.
+            if words.contains(&"--config")
+                || (words.contains(&"demo") && !words.contains(&"--headless"))
+            {
+                continue;
+            }
+            let argv = ["freshcache", "--config", "/dev/null"]
+                .into_iter()
+                .chain(words[1..].iter().copied());
+            assert!(parse(argv).is_ok(), "the example `{e}` is refused");
+        }
     }
 
     #[test]

@@ -7,7 +7,7 @@ use super::confirm::confirm_action;
 use super::etl::print_run;
 use crate::exit::CliError;
 use crate::model::ops::Action;
-use crate::settings::GlobalArgs;
+use crate::settings::Settings;
 
 /// Options of `simulate-partial`.
 #[derive(Debug, Args)]
@@ -27,17 +27,23 @@ pub struct SimulatePartialArgs {
 
 /// `freshcache simulate-partial`.
 pub async fn simulate_partial(
-    global: &GlobalArgs,
+    settings: &Settings,
     args: SimulatePartialArgs,
 ) -> Result<(), CliError> {
-    let backends = Backends::open(global).await?;
-    let instance = backends.instance(global).await?;
+    let backends = Backends::open(settings).await?;
+    let instance = backends.instance(settings).await?;
     let fail = instance.table_ids(&args.fail)?;
     let what = format!(
         "simulate-partial: an ETL batch runs now; {} will fail and stay behind, the other tables are bumped.",
         args.fail.join(", ")
     );
-    confirm_action(global, Action::SimulatePartial, &args.fail, args.yes, &what)?;
+    confirm_action(
+        settings,
+        Action::SimulatePartial,
+        &args.fail,
+        args.yes,
+        &what,
+    )?;
     let (run, report) = instance.simulate_partial(&fail).await?;
-    print_run(global, &run, &report)
+    print_run(settings, &run, &report)
 }

@@ -10,7 +10,7 @@ use super::interrupt::watch_interrupt;
 use super::output::print_json;
 use crate::exit::{CliError, EXIT_BAD_INPUT};
 use crate::model::clock::parse_duration;
-use crate::settings::GlobalArgs;
+use crate::settings::Settings;
 
 /// Options of `stats`.
 #[derive(Debug, Args)]
@@ -27,7 +27,7 @@ pub struct StatsArgs {
 }
 
 /// `freshcache stats`: counters summed over live instances, versions, instances.
-pub async fn stats(global: &GlobalArgs, args: StatsArgs) -> Result<(), CliError> {
+pub async fn stats(settings: &Settings, args: StatsArgs) -> Result<(), CliError> {
     let live = parse_duration(&args.live)
         .map_err(|e| CliError::new(EXIT_BAD_INPUT, format!("--live: {e}")))?;
     let every = parse_duration(&args.interval)
@@ -43,10 +43,10 @@ pub async fn stats(global: &GlobalArgs, args: StatsArgs) -> Result<(), CliError>
             )
         })?;
     let mut interrupt = args.watch.then(watch_interrupt).transpose()?;
-    let backends = Backends::open(global).await?;
+    let backends = Backends::open(settings).await?;
     let Some(interrupt) = interrupt.as_mut() else {
         let doc = stats_doc(&backends, live).await?;
-        return print_stats(global, &backends, &doc, false);
+        return print_stats(settings, &backends, &doc, false);
     };
     // One document (a JSON line, or a block of text) per interval until interrupted; a Redis
     // that stops answering is reported on stderr and retried, not fatal.
@@ -56,7 +56,7 @@ pub async fn stats(global: &GlobalArgs, args: StatsArgs) -> Result<(), CliError>
         tokio::select! {
             _ = interrupt.recv() => return Ok(()),
             _ = tick.tick() => match stats_doc(&backends, live).await {
-                Ok(doc) => print_stats(global, &backends, &doc, true)?,
+                Ok(doc) => print_stats(settings, &backends, &doc, true)?,
                 Err(e) => eprintln!("freshcache: {}", crate::sanitize::clean_line(&e.message)),
             },
         }
@@ -125,12 +125,12 @@ async fn stats_doc(backends: &Backends, live: Duration) -> Result<serde_json::Va
 }
 
 fn print_stats(
-    global: &GlobalArgs,
+    settings: &Settings,
     backends: &Backends,
     doc: &serde_json::Value,
     watching: bool,
 ) -> Result<(), CliError> {
-    if global.json {
+    if settings.json {
         return print_json(doc);
     }
     let n = |k: &str| doc[k].as_u64().unwrap_or(0);

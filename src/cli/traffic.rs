@@ -8,7 +8,7 @@ use super::Backends;
 use super::output::{human_duration, print_json};
 use crate::exit::{CliError, EXIT_BAD_INPUT};
 use crate::model::clock::parse_duration;
-use crate::settings::GlobalArgs;
+use crate::settings::Settings;
 use crate::traffic::{self, TrafficConfig};
 use crate::warehouse::etl::EtlPlan;
 
@@ -33,12 +33,12 @@ pub struct TrafficArgs {
 }
 
 /// `freshcache traffic`.
-pub async fn traffic(global: &GlobalArgs, args: TrafficArgs) -> Result<(), CliError> {
-    let backends = Backends::open(global).await?;
+pub async fn traffic(settings: &Settings, args: TrafficArgs) -> Result<(), CliError> {
+    let backends = Backends::open(settings).await?;
     let instance = backends
-        .instance_as(global, crate::instance::Role::Traffic)
+        .instance_as(settings, crate::instance::Role::Traffic)
         .await?;
-    let _metrics = super::serve_metrics(global, &instance)?;
+    let _metrics = super::serve_metrics(settings, &instance)?;
     let duration = args
         .duration
         .as_deref()
@@ -69,7 +69,7 @@ pub async fn traffic(global: &GlobalArgs, args: TrafficArgs) -> Result<(), CliEr
         let _ = tokio::signal::ctrl_c().await;
         stop_on_signal.send_replace(true);
     });
-    if !global.json {
+    if !settings.json {
         eprintln!(
             "{} users asking; {} (Ctrl-C prints the summary)",
             args.users,
@@ -93,7 +93,7 @@ pub async fn traffic(global: &GlobalArgs, args: TrafficArgs) -> Result<(), CliEr
     .await;
     stop.send_replace(true);
     instance.shutdown();
-    if global.json {
+    if settings.json {
         return print_json(&report);
     }
     println!(

@@ -6,7 +6,7 @@ use serde_json::json;
 use super::Backends;
 use super::output::print_json;
 use crate::exit::CliError;
-use crate::settings::GlobalArgs;
+use crate::settings::Settings;
 use crate::warehouse::demo_data::DemoSize;
 
 /// `warehouse` subcommands.
@@ -32,22 +32,22 @@ pub enum WarehouseCommand {
 }
 
 /// `freshcache warehouse ...`.
-pub async fn warehouse(global: &GlobalArgs, cmd: WarehouseCommand) -> Result<(), CliError> {
+pub async fn warehouse(settings: &Settings, cmd: WarehouseCommand) -> Result<(), CliError> {
     match cmd {
         WarehouseCommand::Init { sales, customers } => {
             // Checked before anything is opened: opening the embedded warehouse creates it.
             if let Some(e) = crate::instance::refusal(
                 crate::model::ops::Action::InitWarehouse,
-                global.env,
-                global.read_only,
+                settings.environment,
+                settings.read_only,
             ) {
                 tracing::warn!("refused: warehouse init: {e}");
                 return Err(e.into());
             }
             let size = DemoSize { customers, sales };
-            let (backends, created) = Backends::open_sized(global, size).await?;
+            let (backends, created) = Backends::open_sized(settings, size).await?;
             let loaded = created || backends.init_demo(size).await?;
-            if global.json {
+            if settings.json {
                 return print_json(&json!({
                     "warehouse": backends.warehouse.describe(),
                     "loaded": loaded,
@@ -67,7 +67,7 @@ pub async fn warehouse(global: &GlobalArgs, cmd: WarehouseCommand) -> Result<(),
             Ok(())
         }
         WarehouseCommand::Status => {
-            let backends = Backends::open(global).await?;
+            let backends = Backends::open(settings).await?;
             let log = backends.warehouse.update_log().await?;
             let versions = backends
                 .bus
@@ -75,7 +75,7 @@ pub async fn warehouse(global: &GlobalArgs, cmd: WarehouseCommand) -> Result<(),
                 .await
                 .map_err(|e| CliError::new(crate::exit::EXIT_UNAVAILABLE, e.to_string()))?;
             let tables = backends.catalog.tables();
-            if global.json {
+            if settings.json {
                 return print_json(&json!({
                     "warehouse": backends.warehouse.describe(),
                     "update_log": log,

@@ -5,7 +5,7 @@ use clap::Args;
 use super::Backends;
 use super::output::print_json;
 use crate::exit::CliError;
-use crate::settings::GlobalArgs;
+use crate::settings::Settings;
 use crate::traffic::{self, TrafficConfig};
 
 /// Options of `warm`.
@@ -17,9 +17,9 @@ pub struct WarmArgs {
 }
 
 /// `freshcache warm`.
-pub async fn warm(global: &GlobalArgs, args: WarmArgs) -> Result<(), CliError> {
-    let backends = Backends::open(global).await?;
-    let instance = backends.instance(global).await?;
+pub async fn warm(settings: &Settings, args: WarmArgs) -> Result<(), CliError> {
+    let backends = Backends::open(settings).await?;
+    let instance = backends.instance(settings).await?;
     let hot = instance.engine().hot_requests(&[], args.top);
     let mut progress = if hot.is_empty() {
         // A fresh process has no hit history: warm the catalog's most asked questions instead.
@@ -33,7 +33,7 @@ pub async fn warm(global: &GlobalArgs, args: WarmArgs) -> Result<(), CliError> {
     };
     loop {
         let p = *progress.borrow_and_update();
-        if !global.json {
+        if !settings.json {
             eprint!(
                 "\rwarming: {}/{} loaded, {} failed, {} already fresh   ",
                 p.done, p.total, p.failed, p.skipped
@@ -42,7 +42,7 @@ pub async fn warm(global: &GlobalArgs, args: WarmArgs) -> Result<(), CliError> {
         if p.finished() {
             // Without a shared tier the answers live in this process's memory and end with it.
             let shared = backends.shared.is_some();
-            if global.json {
+            if settings.json {
                 let mut doc = serde_json::to_value(p).unwrap_or_default();
                 doc["shared"] = serde_json::Value::Bool(shared);
                 print_json(&doc)?;

@@ -10,8 +10,9 @@ use clap::Args;
 use crate::model::environment::Environment;
 use crate::model::policy::Strategy;
 
-/// Options every command shares. In every command's help they come after its own options,
-/// under their own heading.
+/// Options every command shares: their flags, help, variables and defaults. What they become
+/// is [`Settings`](super::Settings); a subcommand's help shows them under their own heading, after
+/// its own options, and only those it reads.
 #[derive(Debug, Args, Clone, Default)]
 #[command(next_help_heading = "Global options")]
 pub struct GlobalArgs {

@@ -12,7 +12,7 @@ use tracing_appender::rolling::{Builder, Rotation};
 use tracing_subscriber::EnvFilter;
 
 use crate::secret::redact;
-use crate::settings::GlobalArgs;
+use crate::settings::Settings;
 
 /// Keeps the log writer flushing until dropped (at the end of `main`).
 #[must_use = "logs stop when the guard is dropped"]
@@ -37,8 +37,8 @@ pub fn default_dir() -> Option<PathBuf> {
 
 /// Starts logging to files for this process. A log directory that cannot be created costs the
 /// logs, not the command: it says so once on stderr.
-pub fn init(global: &GlobalArgs) -> LogGuard {
-    let Some(dir) = global.log_dir.clone().or_else(default_dir) else {
+pub fn init(s: &Settings) -> LogGuard {
+    let Some(dir) = s.log.dir.clone().or_else(default_dir) else {
         return LogGuard { _worker: None };
     };
     let filter = std::env::var("RUST_LOG")
@@ -46,8 +46,8 @@ pub fn init(global: &GlobalArgs) -> LogGuard {
         .filter(|v| !v.trim().is_empty())
         .and_then(|v| EnvFilter::try_new(v).ok())
         .or_else(|| {
-            global
-                .log_level
+            s.log
+                .level
                 .as_deref()
                 .and_then(|l| EnvFilter::try_new(l).ok())
         })
@@ -59,7 +59,7 @@ pub fn init(global: &GlobalArgs) -> LogGuard {
                 .rotation(Rotation::DAILY)
                 .filename_prefix("freshcache")
                 .filename_suffix("log")
-                .max_log_files(global.log_keep.max(1) as usize)
+                .max_log_files(s.log.keep.max(1) as usize)
                 .build(&dir)
                 .map_err(|e| e.to_string())
         });

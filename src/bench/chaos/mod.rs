@@ -39,7 +39,7 @@ use clap::Args;
 
 use crate::exit::{CliError, EXIT_BAD_INPUT, EXIT_FAILURE, EXIT_UNAVAILABLE};
 use crate::model::clock::system_now_ms;
-use crate::settings::GlobalArgs;
+use crate::settings::{Settings, WarehouseUrl};
 use crate::warehouse::demo_data::DemoSize;
 use crate::warehouse::{EtlTarget, Latency, PostgresWarehouse, SqliteWarehouse, Warehouse};
 use record::{ALL_KINDS, Line};
@@ -135,9 +135,9 @@ struct Worker {
 }
 
 /// Runs `bench chaos`.
-pub async fn run(global: &GlobalArgs, args: ChaosArgs) -> Result<(), CliError> {
+pub async fn run(settings: &Settings, args: ChaosArgs) -> Result<(), CliError> {
     let duration = parse_duration_arg(&args.duration)?;
-    if global.env == crate::model::environment::Environment::Production {
+    if settings.environment == crate::model::environment::Environment::Production {
         // It loads made-up ETL batches (into a given PostgreSQL database too) and kills servers.
         return Err(CliError::new(
             crate::exit::EXIT_REFUSED,
@@ -167,12 +167,12 @@ pub async fn run(global: &GlobalArgs, args: ChaosArgs) -> Result<(), CliError> {
     })?;
     // Interrupted, the run still stops its server and processes (their handles are dropped).
     let (report, findings, failed) = tokio::select! {
-        r = run_in(global, &args, duration, &dir.path) => r?,
+        r = run_in(settings, &args, duration, &dir.path) => r?,
         _ = tokio::signal::ctrl_c() => {
             return Err(CliError::new(EXIT_FAILURE, "interrupted; the run's Redis and instances were stopped"));
         }
     };
-    if global.json {
+    if settings.json {
         let text = serde_json::to_string(&report)
             .map_err(|e| CliError::new(EXIT_FAILURE, e.to_string()))?;
         println!("{text}");
@@ -199,7 +199,7 @@ pub async fn run(global: &GlobalArgs, args: ChaosArgs) -> Result<(), CliError> {
 }
 
 async fn run_in(
-    global: &GlobalArgs,
+    settings: &Settings,
     args: &ChaosArgs,
     duration: Duration,
     dir: &Path,
@@ -210,8 +210,8 @@ async fn run_in(
     let redis_addr = redis.addr();
     let redis = Arc::new(Mutex::new(redis));
     // The warehouse: the run's own SQLite file, or the given PostgreSQL database.
-    let spec = match global.warehouse.as_deref() {
-        Some(w) if is_postgres(w) => w.to_string(),
+    let spec = match &settings.warehouse.url {
+        Some(WarehouseUrl::Postgres(w)) => w.expose().to_string(),
         Some(_) => {
             return Err(CliError::new(
                 EXIT_BAD_INPUT,

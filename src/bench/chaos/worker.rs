@@ -42,7 +42,7 @@ pub const HOT: &[(&str, &[(&str, &str)])] = &[
 ];
 
 /// Options of the hidden `bench chaos-worker` (Redis, warehouse, latency and lease come from the
-/// global `--redis`, `--warehouse`, `--latency` and `--lease`).
+/// settings `--redis`, `--warehouse`, `--latency` and `--lease`).
 #[derive(Debug, Args)]
 pub struct WorkerArgs {
     /// This instance's number.
@@ -372,18 +372,24 @@ pub async fn traffic(
 }
 
 /// The worker process: builds its instance, runs the traffic, stops.
-pub async fn run(global: &crate::settings::GlobalArgs, args: WorkerArgs) -> anyhow::Result<()> {
-    let redis = global
+pub async fn run(settings: &crate::settings::Settings, args: WorkerArgs) -> anyhow::Result<()> {
+    let redis = settings
         .redis
-        .clone()
+        .url
+        .as_ref()
+        .map(|u| u.expose().to_string())
         .ok_or_else(|| anyhow::anyhow!("chaos-worker needs --redis"))?;
-    let spec = global
+    let spec = settings
         .warehouse
-        .clone()
+        .url
+        .as_ref()
+        .map(|w| w.expose())
         .ok_or_else(|| anyhow::anyhow!("chaos-worker needs --warehouse"))?;
-    let latency = crate::warehouse::Latency::parse(global.latency.as_deref().unwrap_or("0s"))
-        .map_err(anyhow::Error::msg)?;
-    let lease = crate::model::clock::parse_duration(&global.lease).map_err(anyhow::Error::msg)?;
+    let latency = settings
+        .warehouse
+        .latency
+        .unwrap_or(crate::warehouse::Latency::NONE);
+    let lease = settings.redis.lease;
     let (warehouse, _) = super::open_warehouse(&spec, latency)?;
     let recorder = Recorder::create(&args.out)?;
     let instance = build(Setup {

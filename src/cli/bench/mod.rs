@@ -3,7 +3,6 @@
 
 mod day;
 mod lag;
-mod options;
 mod stampede;
 
 use clap::{Args, Subcommand};
@@ -12,7 +11,6 @@ use crate::model::policy::Strategy;
 use day::print_day;
 pub use day::{DayPlan, DayReport, DayResult, LoadCauses, day};
 pub use lag::{LagReport, lag};
-pub use options::ignored;
 use stampede::print_stampede;
 pub use stampede::stampede;
 
@@ -135,13 +133,13 @@ pub struct StampedeArgs {
 
 /// Runs a benchmark command.
 pub async fn run(
-    global: &crate::settings::GlobalArgs,
+    settings: &crate::settings::Settings,
     cmd: BenchCommand,
 ) -> Result<(), crate::exit::CliError> {
     match cmd {
-        BenchCommand::Stampede(args) if global.redis.is_some() => {
+        BenchCommand::Stampede(args) if settings.redis.url.is_some() => {
             super::bench_redis::stampede(
-                global,
+                settings,
                 args.processes,
                 args.requesters,
                 args.keys,
@@ -149,16 +147,16 @@ pub async fn run(
             )
             .await
         }
-        BenchCommand::StampedeWorker(args) => super::bench_redis::worker(global, args).await,
-        BenchCommand::Chaos(args) => crate::bench::chaos::run(global, args).await,
+        BenchCommand::StampedeWorker(args) => super::bench_redis::worker(settings, args).await,
+        BenchCommand::Chaos(args) => crate::bench::chaos::run(settings, args).await,
         BenchCommand::ChaosWorker(args) => {
-            Ok(crate::bench::chaos::worker::run(global, args).await?)
+            Ok(crate::bench::chaos::worker::run(settings, args).await?)
         }
         BenchCommand::RedisHits(args) => {
-            super::bench_redis::hits(global, args.keys, args.seconds).await
+            super::bench_redis::hits(settings, args.keys, args.seconds).await
         }
         BenchCommand::RedisInvalidation(args) => {
-            super::bench_redis::invalidation(global, args.keys).await
+            super::bench_redis::invalidation(settings, args.keys).await
         }
         BenchCommand::Stampede(args) => {
             let strategies = if args.strategies.is_empty() {
@@ -167,7 +165,7 @@ pub async fn run(
                 args.strategies.clone()
             };
             let report = stampede(args.requesters, args.load_ms, &strategies).await?;
-            if global.json {
+            if settings.json {
                 crate::cli::output::print_json(&report)?;
             } else {
                 print_stampede(&report);
@@ -176,7 +174,7 @@ pub async fn run(
         }
         BenchCommand::Lag(args) => {
             let report = lag(args.rounds).await?;
-            if global.json {
+            if settings.json {
                 crate::cli::output::print_json(&report)?;
             } else {
                 println!(
@@ -205,10 +203,10 @@ pub async fn run(
                 warehouse_ms: args.warehouse_ms,
                 think,
                 strategies,
-                progress: !global.json,
+                progress: !settings.json,
             })
             .await?;
-            if global.json {
+            if settings.json {
                 crate::cli::output::print_json(&report)?;
             } else {
                 print_day(&report);

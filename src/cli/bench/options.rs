@@ -37,7 +37,7 @@ fn reads(cmd: &BenchCommand, global: &GlobalArgs) -> Option<Reads> {
     Some(match cmd {
         // With a Redis, the fleet's workers get the Redis settings and the lease; without one
         // it runs in this process on a simulated warehouse of its own.
-        BenchCommand::Stampede(_) if global.redis.is_some() => Reads {
+        BenchCommand::Stampede(_) if settings.redis.is_some() => Reads {
             name: "bench stampede",
             reads: &["redis", "redis_timeout", "lease"],
             instead: &[("latency", "--load-ms"), ("strategy", "--strategies")],
@@ -61,12 +61,12 @@ fn reads(cmd: &BenchCommand, global: &GlobalArgs) -> Option<Reads> {
                 ("strategy", "--strategies"),
             ],
         },
-        BenchCommand::RedisHits(_) if global.redis.is_some() => Reads {
+        BenchCommand::RedisHits(_) if settings.redis.is_some() => Reads {
             name: "bench redis-hits",
             reads: &["redis"],
             instead: &[],
         },
-        BenchCommand::RedisInvalidation(_) if global.redis.is_some() => Reads {
+        BenchCommand::RedisInvalidation(_) if settings.redis.is_some() => Reads {
             name: "bench redis-invalidation",
             reads: &["redis"],
             instead: &[],
@@ -84,7 +84,7 @@ fn reads(cmd: &BenchCommand, global: &GlobalArgs) -> Option<Reads> {
 /// that refuses it. Values from the environment or the configuration file are shared by every
 /// command and are not refused.
 pub fn ignored(cmd: &BenchCommand, global: &GlobalArgs, matches: &ArgMatches) -> Option<String> {
-    let r = reads(cmd, global)?;
+    let r = reads(cmd, settings)?;
     let id = SHAPING.iter().find(|id| {
         !r.reads.contains(id) && matches.value_source(id) == Some(ValueSource::CommandLine)
     })?;

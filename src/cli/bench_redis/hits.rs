@@ -13,7 +13,7 @@ use crate::engine::{Engine, Source};
 use crate::exit::CliError;
 use crate::model::policy::Policy;
 use crate::redis::RedisStore;
-use crate::settings::GlobalArgs;
+use crate::settings::Settings;
 use crate::store::Store;
 use crate::warehouse::MemoryWarehouse;
 
@@ -96,8 +96,8 @@ async fn redis_benchmark(url: &str) -> anyhow::Result<f64> {
 }
 
 /// Hits through Redis, tier off and on, beside redis-benchmark.
-pub async fn hits(global: &GlobalArgs, keys: u32, seconds: u64) -> Result<(), CliError> {
-    let url = redis_url(global)?;
+pub async fn hits(settings: &Settings, keys: u32, seconds: u64) -> Result<(), CliError> {
+    let url = redis_url(settings)?;
     let run = async {
         let catalog = Arc::new(bench_catalog(Policy::default())?);
         let tables = catalog.tables().clone();
@@ -135,7 +135,7 @@ pub async fn hits(global: &GlobalArgs, keys: u32, seconds: u64) -> Result<(), Cl
         })
     };
     let report = run.await?;
-    if global.json {
+    if settings.json {
         return crate::cli::output::print_json(&report);
     }
     println!(

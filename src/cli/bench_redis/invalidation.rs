@@ -15,7 +15,7 @@ use crate::model::entry::{Entry, EntryKey, Stamp};
 use crate::model::policy::Policy;
 use crate::redis::Redis;
 use crate::redis::RedisStore;
-use crate::settings::GlobalArgs;
+use crate::settings::Settings;
 
 /// The `bench redis-invalidation` report.
 #[derive(Debug, Clone, Serialize)]
@@ -185,8 +185,8 @@ async fn require_empty(url: &str) -> Result<(), CliError> {
 }
 
 /// Bump and purge with `keys` entries cached, beside the baseline's KEYS + DEL.
-pub async fn invalidation(global: &GlobalArgs, keys: u64) -> Result<(), CliError> {
-    let url = redis_url(global)?;
+pub async fn invalidation(settings: &Settings, keys: u64) -> Result<(), CliError> {
+    let url = redis_url(settings)?;
     require_empty(&url).await?;
     let run = async {
         let catalog = bench_catalog(Policy::default())?;
@@ -272,7 +272,7 @@ pub async fn invalidation(global: &GlobalArgs, keys: u64) -> Result<(), CliError
         })
     };
     let r = run.await?;
-    if global.json {
+    if settings.json {
         return crate::cli::output::print_json(&r);
     }
     println!("{} entries cached", r.keys);

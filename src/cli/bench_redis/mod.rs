@@ -19,16 +19,18 @@ use std::time::Duration;
 
 use crate::exit::{CliError, EXIT_BAD_INPUT};
 use crate::redis::RedisLink;
-use crate::settings::GlobalArgs;
+use crate::settings::Settings;
 
 pub use hits::{HitsReport, hits};
 pub use invalidation::{InvalidationReport, Probe, invalidation};
 pub use stampede::{WorkerArgs, WorkerReport, stampede, worker};
 
-fn redis_url(global: &GlobalArgs) -> Result<String, CliError> {
-    global
+fn redis_url(settings: &Settings) -> Result<String, CliError> {
+    settings
         .redis
-        .clone()
+        .url
+        .as_ref()
+        .map(|u| u.expose().to_string())
         .ok_or_else(|| CliError::new(EXIT_BAD_INPUT, "this benchmark needs --redis URL"))
 }
 

@@ -14,13 +14,13 @@ use super::{open, redis_url};
 use crate::bus::{BumpMode, Bus};
 use crate::cli::stampede::{PhaseResult, StampedeReport, bench_catalog, percentile};
 use crate::engine::Engine;
-use crate::exit::{CliError, EXIT_BAD_INPUT};
+use crate::exit::CliError;
 use crate::instance::{Instance, InstanceConfig};
 use crate::model::clock::{SystemClock, system_now_ms};
 use crate::model::policy::{Policy, Strategy};
 use crate::redis::Redis;
 use crate::redis::RedisBus;
-use crate::settings::GlobalArgs;
+use crate::settings::Settings;
 use crate::store::Store;
 use crate::warehouse::MemoryWarehouse;
 
@@ -55,24 +55,18 @@ pub struct WorkerReport {
 }
 
 /// The worker: one API server's share of the stampede.
-pub async fn worker(global: &GlobalArgs, args: WorkerArgs) -> Result<(), CliError> {
-    let url = redis_url(global)?;
-    let lease = lease_of(global)?;
-    let report = run_worker(&url, lease, &args).await?;
+pub async fn worker(settings: &Settings, args: WorkerArgs) -> Result<(), CliError> {
+    let url = redis_url(settings)?;
+    let report = run_worker(&url, settings.redis.lease, &args).await?;
     crate::cli::output::print_json(&report)
 }
 
-/// `--lease`, checked: the workers load under it, as an API server started with it would.
-fn lease_of(global: &GlobalArgs) -> Result<Duration, CliError> {
-    crate::model::clock::parse_duration(&global.lease)
-        .map_err(|e| CliError::new(EXIT_BAD_INPUT, format!("--lease: {e}")))
-}
-
-/// The arguments of one `bench stampede-worker` process: the parent's Redis settings and lease,
-/// then the worker's share of the stampede.
+/// The arguments of one `bench stampede-worker` process: the parent's Redis and lease (the
+/// workers load under it, as an API server started with it would), then the worker's share of
+/// the stampede.
 fn worker_args(
     url: &str,
-    global: &GlobalArgs,
+    settings: &Settings,
     requesters: u32,
     keys: u32,
     load_ms: u64,
@@ -81,10 +75,8 @@ fn worker_args(
     [
         "--redis",
         url,
-        "--redis-timeout",
-        &global.redis_timeout,
         "--lease",
-        &global.lease,
+        &format!("{}ms", settings.redis.lease.as_millis()),
         "bench",
         "stampede-worker",
         "--requesters",
@@ -178,7 +170,7 @@ async fn run_worker(url: &str, lease: Duration, args: &WorkerArgs) -> anyhow::Re
 
 async fn run_phase(
     url: &str,
-    global: &GlobalArgs,
+    settings: &Settings,
     processes: u32,
     requesters: u32,
     keys: u32,
@@ -190,7 +182,7 @@ async fn run_phase(
     let mut children = Vec::new();
     for _ in 0..processes {
         let mut cmd = tokio::process::Command::new(&exe);
-        cmd.args(worker_args(url, global, per, keys, load_ms, start_ms))
+        cmd.args(worker_args(url, settings, per, keys, load_ms, start_ms))
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .kill_on_drop(true);
@@ -241,20 +233,20 @@ fn summarize(reports: &[WorkerReport], phase: &'static str, keys: u32) -> (Phase
 
 /// The stampede across processes: cold keys, then the same keys right after a bump.
 pub async fn stampede(
-    global: &GlobalArgs,
+    settings: &Settings,
     processes: u32,
     requesters: u32,
     keys: u32,
     load_ms: u64,
 ) -> Result<(), CliError> {
-    let url = redis_url(global)?;
+    let url = redis_url(settings)?;
     let run = async {
-        let (cold, total) = run_phase(&url, global, processes, requesters, keys, load_ms).await?;
+        let (cold, total) = run_phase(&url, settings, processes, requesters, keys, load_ms).await?;
         let catalog = bench_catalog(Policy::default())?;
         let bus = RedisBus::start(open(&url)?, catalog.tables().clone(), Arc::new(SystemClock));
         let sales = catalog.tables().id("sales")?;
         bus.bump(&[sales], "bench", BumpMode::Force, false).await?;
-        let (after, _) = run_phase(&url, global, processes, requesters, keys, load_ms).await?;
+        let (after, _) = run_phase(&url, settings, processes, requesters, keys, load_ms).await?;
         let (cold, cold_worst) = summarize(&cold, "cold", keys);
         let (after, after_worst) = summarize(&after, "after_bump", keys);
         anyhow::Ok((total, cold, cold_worst, after, after_worst))
@@ -265,7 +257,7 @@ pub async fn stampede(
         load_ms,
         results: vec![cold, after],
     };
-    if global.json {
+    if settings.json {
         let mut v = serde_json::to_value(&report)
             .map_err(|e| CliError::new(crate::exit::EXIT_FAILURE, e.to_string()))?;
         if let Some(o) = v.as_object_mut() {
@@ -296,40 +288,42 @@ pub async fn stampede(
 
 #[cfg(test)]
 mod tests {
-    use clap::Parser;
-
     use super::*;
-    use crate::cli::{Cli, Command};
+    use crate::cli::{Command, parse};
+
+    fn parsed(args: &[&str]) -> (Option<Command>, Settings) {
+        let argv = ["freshcache", "--config", "/dev/null"].iter().chain(args);
+        let (cli, settings, _) = parse(argv.copied()).expect("the arguments parse");
+        (cli.command, settings)
+    }
 
     /// Regression (issue 10, J): the worker processes of `bench stampede --redis` get the
     /// parent's `--lease` and load under it.
     #[test]
     fn stampede_workers_get_the_lease() {
-        let g = GlobalArgs {
-            lease: "750ms".into(),
-            redis_timeout: "300ms".into(),
-            ..GlobalArgs::default()
-        };
-        let args = worker_args("redis://127.0.0.1:1/0", &g, 50, 5, 100, 42);
+        let (_, settings) = parsed(&[
+            "--redis",
+            "redis://127.0.0.1:1/0",
+            "--lease",
+            "750ms",
+            "bench",
+            "stampede",
+        ]);
+        let args = worker_args("redis://127.0.0.1:1/0", &settings, 50, 5, 100, 42);
         let at = args
             .iter()
             .position(|a| a == "--lease")
             .expect("--lease is passed");
         assert_eq!(args[at + 1], "750ms");
         // The worker parses what it is given, and takes the lease from it.
-        let cli = Cli::try_parse_from(std::iter::once("freshcache".to_string()).chain(args))
-            .expect("the worker's arguments parse");
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let (command, worker) = parsed(&args);
         assert!(matches!(
-            cli.command,
+            command,
             Some(Command::Bench(
                 crate::cli::bench::BenchCommand::StampedeWorker(_)
             ))
         ));
-        assert_eq!(lease_of(&cli.global).ok(), Some(Duration::from_millis(750)));
-        let bad = GlobalArgs {
-            lease: "soon".into(),
-            ..GlobalArgs::default()
-        };
-        assert!(lease_of(&bad).is_err());
+        assert_eq!(worker.redis.lease, Duration::from_millis(750));
     }
 }

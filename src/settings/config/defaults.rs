@@ -1,26 +1,17 @@
-//! What a setting is when nothing sets it: the default value `config check` shows, computed the
-//! way the commands compute it (the data directory decides where the embedded warehouse is).
+//! What a setting is when nothing sets it: the default value `config check` shows, taken from the
+//! typed settings the commands use (the data directory decides where the embedded warehouse is).
 
-use crate::settings::{GlobalArgs, default_data_dir, logging};
-use crate::warehouse::Latency;
+use crate::settings::{Settings, logging};
 
 /// The default value of `key` given the other effective settings, or `None` where the default is
 /// that the feature is off (then [`absent`] says what that means).
-pub(super) fn value(global: &GlobalArgs, key: &str) -> Option<String> {
-    let data_dir = || global.data_dir.clone().unwrap_or_else(default_data_dir);
+pub(super) fn value(s: &Settings, key: &str) -> Option<String> {
     match key {
-        "data_dir" => Some(data_dir().display().to_string()),
-        "warehouse.url" => Some(data_dir().join("warehouse.sqlite").display().to_string()),
+        "data_dir" => Some(s.data_dir.display().to_string()),
+        "strategy" => Some(s.strategy.to_string()),
+        "warehouse.url" => Some(s.warehouse_url().expose()),
         "warehouse.latency" => {
-            let postgres = global
-                .warehouse
-                .as_deref()
-                .is_some_and(|w| w.starts_with("postgres://") || w.starts_with("postgresql://"));
-            let l = if postgres {
-                Latency::NONE
-            } else {
-                Latency::BASELINE
-            };
+            let l = s.latency();
             // Written as the flag takes it: 2s-5s, 0s.
             let text = |d: std::time::Duration| match d.as_millis() {
                 ms if ms % 1000 == 0 => format!("{}s", ms / 1000),

@@ -1,11 +1,12 @@
 //! Configuration: command-line flags > `FRESHCACHE_*` environment variables > the configuration
 //! file > defaults.
 //!
-//! One table, [`KEYS`], names every setting once: its key in the file, its flag, its environment
-//! variable. [`resolve`] fills what the command line and environment left unset from the file,
-//! validates every effective value (whatever its origin), and returns where each came from, which
-//! `freshcache config check` prints with secrets masked. The documented default file is
-//! `assets/freshcache.toml`.
+//! One table, [`KEYS`], names every setting once: its key in the file, the clap argument that
+//! carries its flag (with its help and default), its environment variable. [`resolve`] takes each
+//! setting from the first source that has it, turns every effective value into the typed
+//! [`Settings`] (whatever its origin), reports every bad value at once, and returns where each
+//! came from, which `freshcache config check` prints with secrets masked. The documented default
+//! file is `assets/freshcache.toml`.
 
 mod check;
 mod defaults;
@@ -13,30 +14,41 @@ mod file;
 mod keys;
 mod values;
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use clap::ArgMatches;
 use clap::parser::ValueSource;
 use serde::Serialize;
 
-use crate::model::policy::Strategy;
 use crate::secret::mask_url;
-use crate::settings::GlobalArgs;
+use crate::settings::Settings;
 
 pub use check::print;
 pub use file::default_path;
-use file::{FileValue, line_of, read_file};
-pub use keys::{KEYS, Key};
-pub use values::parse_addr;
-use values::validate;
+use file::{FileConfig, FileValue, read_file};
+pub use keys::{KEYS, Key, Kind};
+pub use values::{parse_addr, positive_duration};
 
 /// The documented default configuration file.
 pub const DEFAULT_FILE: &str = include_str!("../../../assets/freshcache.toml");
 
-/// A configuration that cannot be used: says where and what is accepted.
+/// A configuration that cannot be used: every problem found, each saying where and what is
+/// accepted, one per line.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct ConfigError(pub String);
+#[error("{}", .problems.join("\n"))]
+pub struct ConfigError {
+    /// One line per problem.
+    pub problems: Vec<String>,
+}
+
+impl ConfigError {
+    fn one(problem: String) -> Self {
+        Self {
+            problems: vec![problem],
+        }
+    }
+}
 
 /// Where an effective value came from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -95,99 +107,169 @@ pub struct Report {
     pub settings: Vec<Effective>,
 }
 
-fn user_set(matches: &ArgMatches, id: &str) -> Option<ValueSource> {
-    match matches.value_source(id) {
-        Some(ValueSource::DefaultValue) | None => None,
-        Some(s) => Some(s),
-    }
+/// One effective value before it is typed: what it is and where it came from.
+struct Given {
+    value: FileValue,
+    origin: Origin,
+    /// Where a problem with it is reported, and how problems are ordered (file lines last).
+    place: String,
+    order: usize,
 }
 
-/// Fills `global` from the configuration file where the command line and environment left a setting
-/// unset, then validates every effective value. Returns where each value came from.
-pub fn resolve(global: &mut GlobalArgs, matches: &ArgMatches) -> Result<Report, ConfigError> {
-    let (path, explicit) = match &global.config {
+/// Reads the settings: each from the command line, else its `FRESHCACHE_*` variable, else the
+/// configuration file (`--config`, else the default path if that file exists), else its default.
+/// Every bad value and unknown key is reported at once.
+pub fn resolve(matches: &ArgMatches) -> Result<(Settings, Report), ConfigError> {
+    let (path, explicit) = match matches.get_one::<PathBuf>("config") {
         Some(p) => (Some(p.clone()), true),
         None => (default_path(), false),
     };
-    let loaded = match &path {
-        Some(p) if explicit || p.exists() => Some((p.clone(), read_file(p)?)),
+    let file = match &path {
+        Some(p) if explicit || p.exists() => Some(read_file(p)?),
         _ => None,
     };
-    let mut settings = Vec::with_capacity(KEYS.len());
-    // Every problem is collected and reported together: one run shows all that needs fixing.
-    let mut problems: Vec<String> = Vec::new();
+    let mut problems: Vec<(usize, String)> = Vec::new();
+    if let Some(f) = &file {
+        problems.extend(f.problems.iter().cloned());
+    }
+    // The flags clap reads a variable for; the others' variables are read here.
+    let flags = <crate::settings::GlobalArgs as clap::Args>::augment_args(clap::Command::new("x"));
+    let mut given: BTreeMap<&'static str, Given> = BTreeMap::new();
     for k in KEYS {
-        let origin = match user_set(matches, k.id) {
-            Some(ValueSource::EnvVariable) => Origin::Env {
-                var: k.env.to_string(),
-            },
-            Some(_) => Origin::Flag {
-                flag: k.flag.to_string(),
-            },
-            None if TYPED_FROM_ENV.contains(&k.key) && std::env::var_os(k.env).is_some() => {
-                let raw = std::env::var(k.env).map_err(|_| {
-                    ConfigError(format!("environment variable {} is not valid UTF-8", k.env))
-                })?;
-                let shown = crate::sanitize::clean_short(&raw, 80);
-                if let Err(why) = env_value(k.key, &raw).and_then(|v| set(global, k.key, v)) {
-                    problems.push(format!(
-                        "environment variable {}=`{shown}`: {why} (fix or unset it)",
-                        k.env
-                    ));
-                }
-                Origin::Env {
-                    var: k.env.to_string(),
-                }
+        let clap_reads_env = flags
+            .get_arguments()
+            .any(|a| a.get_id() == k.id && a.get_env().is_some());
+        match source(k, matches, clap_reads_env, file.as_ref()) {
+            Ok(Some(g)) => {
+                given.insert(k.key, g);
             }
-            None => match loaded
-                .as_ref()
-                .and_then(|(p, (text, file))| file.value(k.key).map(|v| (p, text, v)))
-            {
-                Some((p, text, (value, span))) => {
-                    let line = line_of(text, span.start);
-                    let shown = crate::sanitize::clean_line(&p.display().to_string());
-                    if let Err(why) = set(global, k.key, value) {
-                        problems.push(format!(
-                            "config file {shown}: line {line}: key `{}`: {why}",
-                            k.key
-                        ));
-                    }
-                    Origin::File { path: shown, line }
-                }
-                None => Origin::Default,
-            },
-        };
-        let value = get(global, k.key);
-        if let Some(v) = &value
-            && let Err(why) = validate(k.key, v)
-        {
-            let place = match &origin {
-                Origin::File { path, line } => {
-                    format!("config file {path}: line {line}: key `{}`", k.key)
-                }
-                other => other.to_string(),
-            };
-            problems.push(format!("{place}: {why}"));
+            Ok(None) => {}
+            Err(problem) => problems.push((0, problem)),
         }
-        settings.push(Effective {
-            key: k.key,
-            value: value.map(|v| mask(k.key, &v)),
-            origin,
-        });
+    }
+    let lookup = |key: &str| given.get(key).map(|g| g.value.clone());
+    let mut reader = values::Reader::new(&lookup);
+    let settings = values::build(&mut reader, matches.get_flag("json"));
+    for (key, why) in reader.errors {
+        let (place, order) = given.get(key).map_or_else(
+            || (format!("key `{key}`"), 0),
+            |g| (g.place.clone(), g.order),
+        );
+        problems.push((order, format!("{place}: {why}")));
     }
     if !problems.is_empty() {
-        return Err(ConfigError(problems.join("\n")));
+        // Flags and variables first, then the file from top to bottom.
+        problems.sort_by_key(|(order, _)| *order);
+        return Err(ConfigError {
+            problems: problems.into_iter().map(|(_, p)| p).collect(),
+        });
     }
-    // Defaults last, once every setting they depend on (the data directory, the warehouse) is known.
-    for s in settings.iter_mut() {
-        if s.value.is_none() && s.origin == Origin::Default {
-            s.value = defaults::value(global, s.key).map(|v| mask(s.key, &v));
+    let report = Report {
+        file: file.map(|f| f.shown),
+        settings: KEYS
+            .iter()
+            .map(|k| match given.remove(k.key) {
+                Some(g) => Effective {
+                    key: k.key,
+                    value: Some(mask(k.key, &g.value.text())),
+                    origin: g.origin,
+                },
+                None => Effective {
+                    key: k.key,
+                    value: defaults::value(&settings, k.key).map(|v| mask(k.key, &v)),
+                    origin: Origin::Default,
+                },
+            })
+            .collect(),
+    };
+    Ok((settings, report))
+}
+
+/// Where `k`'s value comes from, and the value: `Err` for a variable that cannot be read.
+fn source(
+    k: &Key,
+    matches: &ArgMatches,
+    clap_reads_env: bool,
+    file: Option<&FileConfig>,
+) -> Result<Option<Given>, String> {
+    let raw = || {
+        matches
+            .get_raw(k.id)
+            .and_then(|mut v| v.next())
+            .map(|v| v.to_string_lossy().into_owned())
+    };
+    let from_line = |origin: Origin, place: String| -> Option<Given> {
+        let text = raw()?;
+        let value = match k.kind {
+            Kind::Text => FileValue::Text(text),
+            Kind::Bool => FileValue::Bool(text == "true"),
+            Kind::NotFlag => FileValue::Bool(text != "true"),
+            Kind::Int => text.parse().map_or(FileValue::Text(text), FileValue::Int),
+        };
+        Some(Given {
+            value,
+            origin,
+            place,
+            order: 0,
+        })
+    };
+    match matches.value_source(k.id) {
+        Some(ValueSource::CommandLine) => {
+            let flag = k.flag();
+            return Ok(from_line(
+                Origin::Flag { flag: flag.clone() },
+                format!("flag {flag}"),
+            ));
         }
+        Some(ValueSource::EnvVariable) => {
+            return Ok(from_line(
+                Origin::Env {
+                    var: k.env.to_string(),
+                },
+                format!("environment {}", k.env),
+            ));
+        }
+        _ => {}
     }
-    Ok(Report {
-        file: loaded.map(|(p, _)| crate::sanitize::clean_line(&p.display().to_string())),
-        settings,
-    })
+    // Variables of typed flags are read here rather than by clap, which would reject a bad value
+    // as a command-line error (and even when the flag overrides it).
+    if let Some(os) = std::env::var_os(k.env).filter(|_| !clap_reads_env) {
+        let raw = os.into_string().map_err(|_| {
+            format!(
+                "environment variable {} is not valid UTF-8 (fix or unset it)",
+                k.env
+            )
+        })?;
+        let shown = crate::sanitize::clean_short(&raw, 80);
+        let value = env_value(k.kind, &raw).map_err(|why| {
+            format!(
+                "environment variable {}=`{shown}`: {why} (fix or unset it)",
+                k.env
+            )
+        })?;
+        return Ok(Some(Given {
+            value,
+            origin: Origin::Env {
+                var: k.env.to_string(),
+            },
+            place: format!("environment variable {}=`{shown}`", k.env),
+            order: 0,
+        }));
+    }
+    if let Some(f) = file
+        && let Some((value, line)) = f.values.get(k.key)
+    {
+        return Ok(Some(Given {
+            value: value.clone(),
+            origin: Origin::File {
+                path: f.shown.clone(),
+                line: *line,
+            },
+            place: format!("config file {}: line {line}: key `{}`", f.shown, k.key),
+            order: *line,
+        }));
+    }
+    Ok(from_line(Origin::Default, "default".into()))
 }
 
 fn mask(key: &str, value: &str) -> String {
@@ -198,97 +280,23 @@ fn mask(key: &str, value: &str) -> String {
     }
 }
 
-/// Settings whose flag has a typed value: their variables are read here rather than by clap, which
-/// would reject a bad value as a command-line error (and even when the flag overrides it).
-const TYPED_FROM_ENV: [&str; 5] = [
-    "environment",
-    "read_only",
-    "strategy",
-    "redis.local_tier",
-    "log.keep",
-];
-
-/// The value of `key`'s environment variable, as the file would give it.
-fn env_value(key: &str, raw: &str) -> Result<FileValue, String> {
+/// The value of a variable, as the file would give it.
+fn env_value(kind: Kind, raw: &str) -> Result<FileValue, String> {
     let boolean = || match raw.trim().to_ascii_lowercase().as_str() {
         "1" | "true" | "yes" | "on" => Ok(true),
         "0" | "false" | "no" | "off" | "" => Ok(false),
         _ => Err("expected true or false (also 1/0, yes/no, on/off)".to_string()),
     };
-    match key {
-        "read_only" => boolean().map(FileValue::Bool),
-        // The variable is FRESHCACHE_NO_LOCAL_TIER: true turns the tier off.
-        "redis.local_tier" => boolean().map(|b| FileValue::Bool(!b)),
-        "log.keep" => raw
+    match kind {
+        Kind::Text => Ok(FileValue::Text(raw.to_string())),
+        Kind::Bool => boolean().map(FileValue::Bool),
+        // FRESHCACHE_NO_LOCAL_TIER=true turns the tier off.
+        Kind::NotFlag => boolean().map(|b| FileValue::Bool(!b)),
+        Kind::Int => raw
             .trim()
             .parse()
             .map(FileValue::Int)
-            .map_err(|_| "expected a whole number from 1 to 365".to_string()),
-        _ => Ok(FileValue::Text(raw.to_string())),
-    }
-}
-
-fn text(v: FileValue) -> Result<String, String> {
-    match v {
-        FileValue::Text(t) => Ok(t),
-        FileValue::Bool(_) | FileValue::Int(_) => Err("expected a string".into()),
-    }
-}
-
-fn set(global: &mut GlobalArgs, key: &str, v: FileValue) -> Result<(), String> {
-    match (key, v) {
-        ("environment", v) => global.env = text(v)?.parse()?,
-        ("read_only", FileValue::Bool(b)) => global.read_only = b,
-        ("strategy", v) => {
-            global.strategy = Some(text(v)?.parse()?);
-        }
-        ("data_dir", v) => global.data_dir = Some(PathBuf::from(text(v)?)),
-        ("hour", v) => global.hour = Some(text(v)?),
-        ("warehouse.url", v) => global.warehouse = Some(text(v)?),
-        ("warehouse.latency", v) => global.latency = Some(text(v)?),
-        ("warehouse.load_timeout", v) => global.load_timeout = text(v)?,
-        ("redis.url", v) => global.redis = Some(text(v)?),
-        ("redis.ca", v) => global.redis_ca = Some(PathBuf::from(text(v)?)),
-        ("redis.timeout", v) => global.redis_timeout = text(v)?,
-        ("redis.lease", v) => global.lease = text(v)?,
-        ("redis.max_unverified", v) => global.max_unverified = text(v)?,
-        ("redis.local_tier", FileValue::Bool(b)) => global.no_local_tier = !b,
-        ("log.level", v) => global.log_level = Some(text(v)?),
-        ("log.dir", v) => global.log_dir = Some(PathBuf::from(text(v)?)),
-        ("log.keep", FileValue::Int(n)) => {
-            global.log_keep = u32::try_from(n)
-                .ok()
-                .filter(|n| (1..=365).contains(n))
-                .ok_or_else(|| format!("{n} is out of range; expected 1 to 365"))?;
-        }
-        ("metrics.addr", v) => global.metrics_addr = Some(text(v)?),
-        (k, _) => return Err(format!("`{k}` has the wrong type")),
-    }
-    Ok(())
-}
-
-fn get(global: &GlobalArgs, key: &str) -> Option<String> {
-    let path = |p: &Option<PathBuf>| p.as_ref().map(|p| p.display().to_string());
-    match key {
-        "environment" => Some(global.env.to_string()),
-        "read_only" => Some(global.read_only.to_string()),
-        "strategy" => Some(global.strategy.unwrap_or(Strategy::Freshcache).to_string()),
-        "data_dir" => path(&global.data_dir),
-        "hour" => global.hour.clone(),
-        "warehouse.url" => global.warehouse.clone(),
-        "warehouse.latency" => global.latency.clone(),
-        "warehouse.load_timeout" => Some(global.load_timeout.clone()),
-        "redis.url" => global.redis.clone(),
-        "redis.ca" => path(&global.redis_ca),
-        "redis.timeout" => Some(global.redis_timeout.clone()),
-        "redis.lease" => Some(global.lease.clone()),
-        "redis.max_unverified" => Some(global.max_unverified.clone()),
-        "redis.local_tier" => Some((!global.no_local_tier).to_string()),
-        "log.level" => global.log_level.clone(),
-        "log.dir" => path(&global.log_dir),
-        "log.keep" => Some(global.log_keep.to_string()),
-        "metrics.addr" => global.metrics_addr.clone(),
-        _ => None,
+            .map_err(|_| "expected a whole number".to_string()),
     }
 }
 
