@@ -154,7 +154,11 @@ fn draw_strategy(frame: &mut Frame, area: Rect, cursor: usize, snap: &Snapshot, 
         .iter()
         .enumerate()
         .map(|(i, s)| {
-            let line = Line::from(format!(" {:<11} {}", s.name(), s.describe()));
+            let line = Line::from(format!(
+                " {:<11} {}",
+                s.name(),
+                clean_short(s.describe(), 62)
+            ));
             if i == cursor {
                 line.style(theme.selected())
             } else {
