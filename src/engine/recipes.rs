@@ -34,20 +34,6 @@ fn salted(fingerprint: u128, strategy: Strategy) -> u128 {
     xxhash_rust::xxh3::xxh3_128_with_seed(&fingerprint.to_le_bytes(), strategy.index() as u64 + 1)
 }
 
-/// How long the recipe caches a freshly loaded answer, in ms; `None` when it does not cache it.
-fn recipe_ttl_ms(strategy: Strategy, now: u64) -> Option<u64> {
-    match strategy {
-        // `int((next_hour - now).total_seconds())`: whole seconds, 0 in the hour's last second,
-        // which Redis rejects (`SETEX` with 0), so the answer is not cached at all.
-        Strategy::Ttl => {
-            let secs = (HOUR_MS - now % HOUR_MS) / 1000;
-            (secs > 0).then_some(secs * 1000)
-        }
-        Strategy::Swr => Some(2 * HOUR_MS),
-        _ => Some(HOUR_MS),
-    }
-}
-
 pub(super) async fn get(
     engine: &Engine,
     request: &Request,
@@ -202,7 +188,7 @@ async fn load(
         }
     };
     let now = inner.clock.now_ms();
-    let ttl = recipe_ttl_ms(strategy, now);
+    let ttl = strategy.baseline_ttl_ms(now);
     let fresh_until = now + ttl.unwrap_or(0);
     let entry = Arc::new(Entry {
         value: Arc::from(rows.to_json()),
@@ -225,13 +211,13 @@ mod tests {
     #[test]
     fn ttl_recipe_caches_for_zero_seconds_in_the_last_second() {
         let last_second = 10 * HOUR_MS - 400;
-        assert_eq!(recipe_ttl_ms(Strategy::Ttl, last_second), None);
+        assert_eq!(Strategy::Ttl.baseline_ttl_ms(last_second), None);
         assert_eq!(
-            recipe_ttl_ms(Strategy::Ttl, 10 * HOUR_MS - 1_500),
+            Strategy::Ttl.baseline_ttl_ms(10 * HOUR_MS - 1_500),
             Some(1_000)
         );
         assert_eq!(
-            recipe_ttl_ms(Strategy::Ttl, 9 * HOUR_MS + 5 * 60_000),
+            Strategy::Ttl.baseline_ttl_ms(9 * HOUR_MS + 5 * 60_000),
             Some(55 * 60_000)
         );
     }
