@@ -109,20 +109,7 @@ pub async fn run(settings: &Settings, args: DemoArgs) -> Result<(), CliError> {
         .strategy(settings.strategy)
         .build()
         .map_err(|e| CliError::new(EXIT_FAILURE, e.to_string()))?;
-    let instance = Instance::new(
-        engine.clone(),
-        Arc::new(bus),
-        Arc::new(warehouse.clone()),
-        Some(Arc::new(warehouse)),
-        InstanceConfig {
-            env: settings.environment,
-            read_only: settings.read_only,
-            max_unverified: settings.redis.max_unverified,
-            role: Role::Traffic,
-            ..InstanceConfig::default()
-        },
-    );
-    instance.start().await?;
+    let instance = demo_instance(settings, engine.clone(), bus, warehouse, Role::Traffic).await?;
     let _metrics = super::serve_metrics(settings, &instance)?;
     // What the hour-TTL baseline would have done with the same questions, for the console's
     // "without freshcache" panel; its warehouse takes the mean query time, in clock time.
@@ -184,6 +171,32 @@ async fn demo_warehouse(
     Ok(warehouse)
 }
 
+/// The demo's one instance over `engine`, its bus and its warehouse (which is also the ETL's
+/// target), started.
+async fn demo_instance(
+    settings: &Settings,
+    engine: Engine,
+    bus: LocalBus,
+    warehouse: SqliteWarehouse,
+    role: Role,
+) -> Result<Instance, CliError> {
+    let instance = Instance::new(
+        engine,
+        Arc::new(bus),
+        Arc::new(warehouse.clone()),
+        Some(Arc::new(warehouse)),
+        InstanceConfig {
+            env: settings.environment,
+            read_only: settings.read_only,
+            max_unverified: settings.redis.max_unverified,
+            role,
+            ..InstanceConfig::default()
+        },
+    );
+    instance.start().await?;
+    Ok(instance)
+}
+
 /// The demo's in-memory bus. Shared state is stamped in wall time; an accelerated or manual
 /// clock stays inside the simulation.
 fn demo_bus(catalog: &Catalog) -> Result<LocalBus, CliError> {
@@ -209,19 +222,7 @@ async fn run_story(settings: &Settings, args: &DemoArgs) -> Result<(), CliError>
         .clock(clock.clone())
         .build()
         .map_err(|e| CliError::new(EXIT_FAILURE, e.to_string()))?;
-    let instance = Instance::new(
-        engine,
-        Arc::new(bus),
-        Arc::new(warehouse.clone()),
-        Some(Arc::new(warehouse)),
-        InstanceConfig {
-            env: settings.environment,
-            read_only: settings.read_only,
-            role: Role::Console,
-            ..InstanceConfig::default()
-        },
-    );
-    instance.start().await?;
+    let instance = demo_instance(settings, engine, bus, warehouse, Role::Console).await?;
     // The original recipe's warehouse takes 2-5 s: 3.5 s on the story's clock.
     let shadow = Arc::new(Shadow::new(Duration::from_millis(3_500)));
     let question = catalog.request("sales_by_region", &[("quarter", "Q1"), ("year", "2026")])?;

@@ -28,15 +28,8 @@ fn cell_text(v: &serde_json::Value) -> String {
 pub fn money_of_cents(cents: i64) -> String {
     let sign = if cents < 0 { "-" } else { "" };
     let cents = cents.unsigned_abs();
-    let dollars = (cents / 100).to_string();
-    let mut grouped = String::with_capacity(dollars.len() + dollars.len() / 3);
-    for (i, c) in dollars.chars().enumerate() {
-        if i > 0 && (dollars.len() - i) % 3 == 0 {
-            grouped.push(',');
-        }
-        grouped.push(c);
-    }
-    format!("{sign}${grouped}.{:02}", cents % 100)
+    let dollars = crate::model::num::grouped(cents / 100, ',');
+    format!("{sign}${dollars}.{:02}", cents % 100)
 }
 
 /// Rows as an aligned text table (numbers right-aligned), at most `max_rows` rows. A column of

@@ -41,6 +41,8 @@ pub(super) struct Collector {
     pub(super) shadow: Option<Arc<Shadow>>,
     /// The instances one by one (rates need the previous report of each).
     fleet: FleetTracker,
+    /// The tables each catalog query reads: fixed for the catalog, worked out once.
+    query_tables: Vec<Vec<String>>,
     /// The other instances' reports as last read, and when (wall clock): kept through an outage
     /// so the figures do not drop to this process's own.
     last_reports: Option<(Millis, Vec<InstanceReport>)>,
@@ -49,6 +51,7 @@ pub(super) struct Collector {
 impl Collector {
     pub(super) fn new(instance: Instance, price: f64, history: &[Event]) -> Self {
         let feed = instance.bus().subscribe();
+        let query_tables = query_tables(instance.engine().catalog());
         let mut c = Self {
             instance,
             price,
@@ -61,6 +64,7 @@ impl Collector {
             shadow: None,
             last_reports: None,
             fleet: FleetTracker::default(),
+            query_tables,
         };
         for e in history {
             c.note(e);
@@ -287,7 +291,7 @@ impl Collector {
             last_update_ms: versions.last_updated_ms,
             tables: rows,
             queries: catalog.queries().len(),
-            query_tables: query_tables(&catalog),
+            query_tables: self.query_tables.clone(),
             stats,
             instances: 1 + others.len(),
             bad_events,

@@ -61,6 +61,19 @@ pub fn f64_to_u64(v: f64) -> u64 {
     v as u64
 }
 
+/// `n` with its digits in groups of three: `grouped(1234567, ',')` is `1,234,567`.
+pub fn grouped(n: u64, separator: char) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(separator);
+        }
+        out.push(c);
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -75,5 +88,7 @@ mod tests {
         assert_eq!(f64_to_u64(-1.0), 0);
         assert_eq!(f64_to_u64(f64::NAN), 0);
         assert_eq!(f64_to_u64(2.9), 2);
+        assert_eq!(grouped(1_234_567, ','), "1,234,567");
+        assert_eq!(grouped(999, ' '), "999");
     }
 }

@@ -286,13 +286,5 @@ pub(super) fn draw_compare(
 
 /// A count with thin grouping: `12 345`.
 fn count(n: u64) -> String {
-    let digits = n.to_string();
-    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
-            out.push(' ');
-        }
-        out.push(c);
-    }
-    out
+    crate::model::num::grouped(n, ' ')
 }
