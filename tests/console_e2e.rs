@@ -4,7 +4,10 @@
 //!
 //! * staging: the dashboard comes up, `sales` is invalidated through its typed confirmation, its
 //!   version goes up and the action appears in the feed; `q` quits and the terminal is restored;
-//! * production: the partial-update action is absent and pressing its key says why.
+//! * production: the partial-update action is absent and pressing its key says why;
+//! * on Redis: the instances view with two traffic instances, one behind a partitioned
+//!   connection; then Redis killed, and the figures kept with their age;
+//! * an event opened in full; the blast radius; a wrong phrase; the story's captions.
 //!
 //! tmux runs on a private socket, so no user session is touched. Without tmux the tests say so
 //! and pass, unless `FRESHCACHE_REQUIRE_TMUX=1` (set by CI), where that is a failure.
@@ -17,8 +20,13 @@
     clippy::cast_possible_wrap
 )]
 
+mod common;
+
 use std::process::Command;
 use std::time::{Duration, Instant};
+
+use common::{Proc, RedisServer, TempDir, init_warehouse, read_log, spawn_logged};
+use freshcache::bench::chaos::proxy::{FaultProxy, Mode};
 
 struct Tmux {
     socket: String,
@@ -33,6 +41,10 @@ impl Tmux {
     }
 
     fn start(name: &str, command: &str) -> Tmux {
+        Self::start_sized(name, command, (160, 48))
+    }
+
+    fn start_sized(name: &str, command: &str, (width, height): (u16, u16)) -> Tmux {
         let t = Tmux {
             socket: format!("freshcache-test-{}-{name}", std::process::id()),
         };
@@ -47,7 +59,7 @@ impl Tmux {
                 "-s",
                 "t",
             ])
-            .args(["-x", "160", "-y", "48"])
+            .args(["-x", &width.to_string(), "-y", &height.to_string()])
             .arg(command)
             .env("TERM", "xterm-256color")
             .status()
@@ -174,6 +186,22 @@ fn staging_invalidate_sales_then_quit_restores_the_terminal() {
         sales_version(s).is_some_and(|v| v > before) && s.contains("invalidate sales by")
     });
     assert!(screen.contains("operator_action"), "{screen}");
+
+    // Enter opens the newest event in full: its sentence and every field of its JSON.
+    t.keys(&["Enter"]);
+    let detail = t.wait_for("the event in full", STEP, |s| {
+        s.contains("Enter or Esc closes") && s.contains("event #")
+    });
+    for field in ["seq:", "at_ms:", "origin:"] {
+        assert!(
+            detail.contains(field),
+            "no `{field}` in the detail:\n{detail}"
+        );
+    }
+    t.keys(&["Escape"]);
+    t.wait_for("the detail to close", STEP, |s| {
+        !s.contains("Enter or Esc closes")
+    });
 
     t.keys(&["q"]);
     t.wait_for("the demo to exit", STEP, |s| s.contains("EXIT=0"));
@@ -366,4 +394,171 @@ fn the_story_steps_through_its_captions() {
     t.wait_for("the end", STEP, |s| s.contains("The end."));
     t.keys(&["q"]);
     t.wait_for("the story to exit", STEP, |s| s.contains("EXIT=0"));
+}
+
+/// The rows of the instances panel (the right-most panel of its lines) that name `role`.
+fn instance_rows<'a>(screen: &'a str, role: &str) -> Vec<&'a str> {
+    screen
+        .lines()
+        .filter(|l| l.contains("││"))
+        .filter_map(|l| l.rsplit("││").next())
+        .filter(|l| l.split_whitespace().nth(1) == Some(role))
+        .collect()
+}
+
+/// Issue 12: two traffic instances on one Redis, one of them behind a partitioned connection:
+/// the instances view names it (unverified, then lost) while the other stays ok; then Redis is
+/// killed and the console keeps the last figures it read, with their age.
+#[test]
+fn the_instances_view_names_the_partitioned_instance_and_an_outage_keeps_the_figures() {
+    if skip_without_tmux() {
+        return;
+    }
+    let _serial = common::serial();
+    let Some(server) = RedisServer::start("instances_view_e2e") else {
+        return;
+    };
+    let data = TempDir::new("console-fleet");
+    init_warehouse(data.path());
+    let dir = data.path().to_str().expect("a UTF-8 path").to_string();
+    let url = server.url();
+    let runtime = common::runtime();
+    let upstream = url
+        .trim_start_matches("redis://")
+        .trim_end_matches("/0")
+        .parse()
+        .expect("the server's address");
+    let proxy = runtime
+        .block_on(FaultProxy::start(upstream))
+        .expect("the proxy");
+    let proxied = format!("redis://{}/0", proxy.addr());
+    let traffic = |redis: &str, name: &str| -> Proc {
+        spawn_logged(
+            data.path(),
+            name,
+            &[
+                "--redis",
+                redis,
+                "--data-dir",
+                &dir,
+                "--latency",
+                "10ms",
+                "traffic",
+                "--users",
+                "5",
+                "--duration",
+                "300s",
+                "--think",
+                "200ms",
+            ],
+        )
+    };
+    let mut direct = traffic(&url, "direct");
+    let mut cut = traffic(&proxied, "cut");
+    let cut_pid = cut.child.id();
+
+    let bin = env!("CARGO_BIN_EXE_freshcache");
+    let t = Tmux::start_sized(
+        "fleet",
+        &format!(
+            "sh -c '{bin} --redis {url} --data-dir {dir} --log-dir {dir}/logs console; \
+             echo EXIT=$?; exec sh'"
+        ),
+        (200, 60),
+    );
+    let logs = || {
+        format!(
+            "{:?} {:?}",
+            read_log(data.path(), "direct"),
+            read_log(data.path(), "cut")
+        )
+    };
+    let screen = t.wait_for("two traffic instances, both ok", BOOT, |s| {
+        let rows = instance_rows(s, "traffic");
+        rows.len() == 2 && rows.iter().all(|r| r.split_whitespace().any(|w| w == "ok"))
+    });
+    assert!(
+        screen.contains("instances ·"),
+        "the panel is shown at 200 columns:\n{screen}"
+    );
+    assert!(
+        direct.exited().is_none() && cut.exited().is_none(),
+        "{}",
+        logs()
+    );
+
+    // The partition: the cut instance's reports stop reaching Redis; an update goes on without it.
+    proxy.set(Mode::Blackhole);
+    let out = common::freshcache(&[
+        "--redis",
+        &url,
+        "--data-dir",
+        &dir,
+        "invalidate",
+        "--table",
+        "sales",
+        "--yes",
+    ])
+    .output()
+    .expect("freshcache runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let screen = t.wait_for("the cut instance named, the other ok", STEP, |s| {
+        let rows = instance_rows(s, "traffic");
+        let named = |r: &&str| {
+            r.split_whitespace()
+                .any(|w| matches!(w, "UNVERIFIED" | "LOST" | "BEHIND"))
+        };
+        rows.len() == 2
+            && rows.iter().filter(|r| named(r)).count() == 1
+            && rows.iter().any(|r| r.split_whitespace().any(|w| w == "ok"))
+    });
+    let flagged = instance_rows(&screen, "traffic")
+        .into_iter()
+        .find(|r| !r.split_whitespace().any(|w| w == "ok"))
+        .expect("a flagged row");
+    if let Some(host_end) = flagged.find(':') {
+        // Ids are `host:pid#n`; with a short host name the pid is shown whole.
+        if host_end < 12 {
+            assert!(
+                flagged.contains(&format!(":{cut_pid}#")),
+                "the flagged row is not the cut instance ({cut_pid}): {flagged}\n{screen}"
+            );
+        }
+    }
+
+    // The outage: Redis killed; the console keeps the last figures, marked with their age.
+    let questions_before = questions(&screen).expect("a question count");
+    assert!(questions_before > 0, "{screen}");
+    proxy.set(Mode::Pass);
+    server.kill9();
+    let screen = t.wait_for("the figures kept with their age", STEP, |s| {
+        s.contains("AS OF")
+    });
+    assert!(
+        questions(&screen).is_some_and(|q| q >= questions_before),
+        "the figures are gone in the outage:\n{screen}"
+    );
+    t.keys(&["q"]);
+    t.wait_for("the console to exit", STEP, |s| s.contains("EXIT="));
+    drop(direct);
+    drop(cut);
+}
+
+/// The number of questions in the money panel (`questions  182 340`).
+fn questions(screen: &str) -> Option<u64> {
+    screen.lines().find_map(|l| {
+        l.match_indices("questions").find_map(|(at, word)| {
+            let digits: String = l[at + word.len()..]
+                .trim_start()
+                .chars()
+                .take_while(|c| c.is_ascii_digit() || *c == ' ')
+                .filter(char::is_ascii_digit)
+                .collect();
+            digits.parse().ok()
+        })
+    })
 }

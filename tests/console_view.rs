@@ -1,6 +1,8 @@
-//! Snapshots of the console screen (ratatui's TestBackend, text only) at 80×24 and 160×48: the
-//! dashboard, help, every dialog, the read-only and production variants, and a too-small terminal.
+//! Snapshots of the console screen (ratatui's TestBackend, text only) at 80×24, 120×40 and 200×60:
+//! the dashboard, help, every view and dialog (instances, plain words, an event in full, the
+//! outage view, a story caption), the read-only and production variants, and a too-small terminal.
 //! The state is built from fixed data, so the screens do not depend on the clock or the machine.
+//! Every screen is also scanned for text cut at a border without an ellipsis.
 
 // Tests may unwrap, panic and cast freely: a failure is the report.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -11,7 +13,7 @@
 )]
 
 use freshcache::console::source::{Sample, sample_snapshot};
-use freshcache::console::state::{Msg, State, update};
+use freshcache::console::state::{Msg, State, StoryBar, update};
 use freshcache::console::view::view;
 use freshcache::model::environment::Environment;
 use freshcache::model::events::{Behind, Event, EventKind};
@@ -19,7 +21,7 @@ use ratatui::Terminal;
 use ratatui::backend::TestBackend;
 use ratatui::crossterm::event::{Event as TermEvent, KeyCode, KeyEvent, KeyModifiers};
 
-const SIZES: [(u16, u16); 2] = [(80, 24), (160, 48)];
+const SIZES: [(u16, u16); 3] = [(80, 24), (120, 40), (200, 60)];
 
 fn event(seq: u64, kind: EventKind) -> Event {
     Event {
@@ -145,10 +147,48 @@ fn screen(s: &State) -> String {
     terminal.backend().to_string()
 }
 
+/// Places where a word runs into a panel's right border or the screen's edge: a word character
+/// right before it, with no ellipsis. Text that fits leaves at least one blank column before the
+/// border (every panel pads), so a word touching it was cut.
+fn cut_words(screen: &str) -> Vec<String> {
+    const RIGHT_EDGES: &[char] = &['│', '┤', '┐', '┘', '║'];
+    const BOX: &[char] = &['│', '┌', '└', '├', '┤', '┐', '┘', '─', '║'];
+    let word = |c: char| c.is_alphanumeric();
+    let mut cuts = Vec::new();
+    for (n, line) in screen.lines().enumerate() {
+        // TestBackend's text quotes each row: `"...",`.
+        let line = line.trim_end_matches(',').trim_matches('"');
+        let chars: Vec<char> = line.chars().collect();
+        for x in 1..=chars.len() {
+            // A panel's right border is followed by the next panel's border or ends the row
+            // (a `│` followed by text separates the header's fields).
+            let border = RIGHT_EDGES.contains(&chars[x.min(chars.len() - 1)])
+                && chars.get(x + 1).is_none_or(|c| BOX.contains(c));
+            let at_edge = x == chars.len() || border;
+            if at_edge && word(chars[x - 1]) {
+                let from = x.saturating_sub(24);
+                cuts.push(format!(
+                    "row {n}: …{}",
+                    chars[from..x].iter().collect::<String>()
+                ));
+            }
+        }
+    }
+    cuts
+}
+
 fn check(name: &str, build: impl Fn((u16, u16)) -> State) {
     for size in SIZES {
         let s = build(size);
-        insta::assert_snapshot!(format!("{name}_{}x{}", size.0, size.1), screen(&s));
+        let text = screen(&s);
+        let cuts = cut_words(&text);
+        assert!(
+            cuts.is_empty(),
+            "{name} at {}x{}: text cut at a border without an ellipsis: {cuts:?}\n{text}",
+            size.0,
+            size.1
+        );
+        insta::assert_snapshot!(format!("{name}_{}x{}", size.0, size.1), text);
     }
 }
 
@@ -244,6 +284,48 @@ fn dialogs() {
     check("frozen", |size| {
         let mut s = state(Environment::Staging, false, size);
         keys(&mut s, &[KeyCode::Char('f')]);
+        s
+    });
+}
+
+/// Issue 12: the views an SRE, a tester and a presenter open.
+#[test]
+fn views() {
+    check("instances", |size| {
+        let mut s = state(Environment::Staging, false, size);
+        keys(&mut s, &[KeyCode::Char('n')]);
+        s
+    });
+    check("plain_words", |size| {
+        let mut s = state(Environment::Staging, false, size);
+        keys(&mut s, &[KeyCode::Char('e')]);
+        s
+    });
+    check("event_detail", |size| {
+        let mut s = state(Environment::Staging, false, size);
+        keys(&mut s, &[KeyCode::Enter]);
+        s
+    });
+    check("outage", |size| {
+        let mut s = state(Environment::Staging, false, size);
+        let mut snap = sample_snapshot(Environment::Staging, false);
+        snap.backend = "redis://127.0.0.1:6379/0".into();
+        snap.degraded = Some("redis unreachable: connection refused".into());
+        snap.figures_as_of = Some((
+            snap.shared_now_ms - 12_000,
+            "the other instances' reports cannot be read".into(),
+        ));
+        update(&mut s, Msg::Snapshot(Box::new(snap)));
+        s
+    });
+    check("story_caption", |size| {
+        let mut s = state(Environment::Staging, false, size);
+        s.story = Some(StoryBar {
+            caption: "3/6 10:00:01 — a thousand users ask the same question at once. \
+                      freshcache sent 1 query to the warehouse; the others waited for it."
+                .into(),
+            busy: false,
+        });
         s
     });
 }

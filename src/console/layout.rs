@@ -45,11 +45,11 @@ pub struct Wanted {
     /// The instances view was asked for (it takes the feed's place when it does not fit beside
     /// it).
     pub instances: bool,
-    /// A story is being told.
-    pub story: bool,
+    /// A story is being told: its caption's width in columns (on one line).
+    pub story: Option<usize>,
 }
 
-/// Rows of the story's caption panel.
+/// Fewest rows of the story's caption panel (borders included).
 const STORY_HEIGHT: u16 = 5;
 
 /// Width of the "without freshcache" panel.
@@ -102,9 +102,15 @@ pub fn regions(area: Rect, tables: usize, wanted: Wanted) -> Option<Regions> {
         height: r.height.saturating_sub(2),
     };
     let t = inner(tables_area);
-    let (feed, story) = if story {
+    let (feed, story) = if let Some(caption) = story {
+        // As many rows as the caption needs wrapped at the panel's width (one more for the words
+        // wrapping leaves short), up to half the feed.
+        let width = usize::from(feed.width.saturating_sub(3)).max(1);
+        let rows = crate::model::num::to_u16(caption.div_ceil(width) + 1)
+            .saturating_add(2)
+            .clamp(STORY_HEIGHT, (feed.height / 2).max(STORY_HEIGHT));
         let [feed, caption] =
-            Layout::vertical([Constraint::Fill(1), Constraint::Length(STORY_HEIGHT)]).areas(feed);
+            Layout::vertical([Constraint::Fill(1), Constraint::Length(rows)]).areas(feed);
         (feed, Some(caption))
     } else {
         (feed, None)

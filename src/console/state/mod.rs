@@ -287,7 +287,10 @@ impl State {
         crate::console::layout::Wanted {
             compare: self.shown().shadow.is_some(),
             instances: self.show_instances,
-            story: self.story.is_some(),
+            story: self
+                .story
+                .as_ref()
+                .map(|s| ratatui::text::Span::raw(s.caption.as_str()).width()),
         }
     }
 

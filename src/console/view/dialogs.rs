@@ -77,8 +77,8 @@ fn draw_detail(frame: &mut Frame, area: Rect, event: &Event, theme: &Theme) {
     lines.push(Line::from(""));
     lines.push(Line::from(Span::styled("Enter or Esc closes", theme.dim())));
     let width = area.width.saturating_sub(4).min(110);
-    // Wrapped lines need more rows than there are lines: count them at the inner width.
-    let inner_width = usize::from(width.saturating_sub(2)).max(1);
+    // Wrapped lines need more rows than there are lines: count them at the width they wrap at.
+    let inner_width = usize::from(width.saturating_sub(3)).max(1);
     let rows: usize = lines
         .iter()
         .map(|l| l.width().div_ceil(inner_width).max(1))
@@ -86,7 +86,10 @@ fn draw_detail(frame: &mut Frame, area: Rect, event: &Event, theme: &Theme) {
     let height = to_u16(rows).saturating_add(2);
     let title = format!(" event #{} · {} ", event.seq, event.kind.name());
     let inner = open_popup(frame, area, width, height, theme.block(title));
-    frame.render_widget(Paragraph::new(lines).wrap(Wrap { trim: false }), inner);
+    frame.render_widget(
+        Paragraph::new(lines).wrap(Wrap { trim: false }),
+        super::wrap_area(inner),
+    );
 }
 
 /// Ticking tables: which to invalidate, or which fail in a simulated partial update.
@@ -223,7 +226,7 @@ fn draw_confirm(
     .areas(inner);
     frame.render_widget(
         Paragraph::new(clean_short(blast, 200)).wrap(Wrap { trim: true }),
-        what,
+        super::wrap_area(what),
     );
     frame.render_widget(
         Paragraph::new(Line::from(vec![
@@ -300,7 +303,7 @@ fn draw_outcome(
     let [text, gauge] = Layout::vertical([Constraint::Fill(1), Constraint::Length(1)]).areas(inner);
     frame.render_widget(
         Paragraph::new(clean_short(message, 300)).wrap(Wrap { trim: true }),
-        text,
+        super::wrap_area(text),
     );
     if ok && id == ActionId::Warm && snap.warm.total > 0 {
         draw_progress(frame, gauge, snap, theme);

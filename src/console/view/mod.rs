@@ -65,11 +65,11 @@ pub fn view(state: &State, frame: &mut Frame) {
         } else {
             " the story · space or → next · q quits "
         };
+        frame.render_widget(theme.block(title), rect);
+        let inner = rect.inner(ratatui::layout::Margin::new(1, 1));
         frame.render_widget(
-            Paragraph::new(crate::sanitize::clean_line(&story.caption))
-                .wrap(Wrap { trim: true })
-                .block(theme.block(title)),
-            rect,
+            Paragraph::new(crate::sanitize::clean_line(&story.caption)).wrap(Wrap { trim: true }),
+            wrap_area(inner),
         );
     }
     keys::draw_footer(frame, r.footer, state, &theme);
@@ -128,6 +128,15 @@ fn open_popup(
 }
 
 /// A popup `width` wide holding just `lines` inside `block`, as tall as they are.
+/// Where wrapped text goes inside a panel: one column short of its right border, so that a word
+/// that touches the border is always one that was cut (what the snapshot tests look for).
+fn wrap_area(inner: Rect) -> Rect {
+    Rect {
+        width: inner.width.saturating_sub(1),
+        ..inner
+    }
+}
+
 fn popup_of_lines(
     frame: &mut Frame,
     area: Rect,
