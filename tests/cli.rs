@@ -2133,6 +2133,32 @@ fn unreachable_redis_exits_5() {
         .fails(5, &["redis unavailable"]);
 }
 
+/// Issue 12: `get` with Redis unreachable answers from the warehouse and says the versions are
+/// unknown, instead of printing this process's zeros as the versions (`inventory=0`).
+#[test]
+fn a_degraded_get_does_not_invent_versions() {
+    let s = Sandbox::with_data();
+    let url = format!("redis://127.0.0.1:{}/0", closed_port());
+    let out = s.fc().args(["--redis", &url, "get", "stock_outs"]).run();
+    out.expect(0);
+    assert!(
+        out.stdout
+            .contains("versions unknown (the shared cache did not answer)"),
+        "{}",
+        out.dump()
+    );
+    assert!(!out.stdout.contains("inventory=0"), "{}", out.dump());
+    assert!(out.stderr.contains("running degraded"), "{}", out.dump());
+    let out = s
+        .fc()
+        .args(["--redis", &url, "--json", "get", "stock_outs"])
+        .run();
+    out.expect(0);
+    let doc = out.json();
+    assert_eq!(doc["versions"], Value::Null, "{doc}");
+    assert!(doc["value"]["rows"].is_array(), "{doc}");
+}
+
 /// "Errors print one line that says what happened and what to do": an unreachable Redis should
 /// be named (masked), or the operator cannot tell which setting to fix.
 #[test]

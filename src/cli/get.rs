@@ -49,7 +49,8 @@ struct AnswerJson<'a> {
     reason: Option<String>,
     source: String,
     computed_at: String,
-    versions: serde_json::Map<String, serde_json::Value>,
+    /// `null` when the version truth could not be read (the shared cache did not answer).
+    versions: Option<serde_json::Map<String, serde_json::Value>>,
     value: serde_json::Value,
 }
 
@@ -95,6 +96,9 @@ pub async fn get(settings: &Settings, args: GetArgs) -> Result<(), CliError> {
         };
         CliError::new(code, e.to_string())
     })?;
+    // The shared cache holds the version truth: when it never answered, the versions this
+    // process holds are its own zeros, not the truth, and are not shown as if they were.
+    let versions_known = instance.start_error().is_none();
     if let Some(why) = instance
         .start_error()
         .or_else(|| instance.engine().degraded())
@@ -107,11 +111,13 @@ pub async fn get(settings: &Settings, args: GetArgs) -> Result<(), CliError> {
     let tables = backends.catalog.tables();
     let rows: Rows = serde_json::from_str(answer.value()).unwrap_or_default();
     if settings.json {
-        let versions = answer
-            .versions()
-            .iter()
-            .map(|(t, v)| (tables.name(t).to_string(), json!(v)))
-            .collect();
+        let versions = versions_known.then(|| {
+            answer
+                .versions()
+                .iter()
+                .map(|(t, v)| (tables.name(t).to_string(), json!(v)))
+                .collect()
+        });
         let (age_ms, reason) = match &answer.freshness {
             Freshness::Fresh => (None, None),
             Freshness::Stale { age, reason } => {
@@ -143,7 +149,11 @@ pub async fn get(settings: &Settings, args: GetArgs) -> Result<(), CliError> {
         describe_freshness(&answer),
         format_rfc3339(answer.computed_at_ms()),
         answer.source,
-        answer.versions().describe(tables)
+        if versions_known {
+            answer.versions().describe(tables)
+        } else {
+            "unknown (the shared cache did not answer)".to_string()
+        }
     );
     println!("{}", rows_table(&rows, 50));
     Ok(())
