@@ -136,6 +136,8 @@ async fn warm_engine() -> (Engine, Vec<Request>) {
 }
 
 /// Polls a future once; a hit never waits, so anything but `Ready` is a bug in the benchmark.
+/// Inlined, as an `.await` is into its caller's state machine.
+#[inline(always)]
 fn poll_ready<F: Future>(f: F) -> F::Output {
     let mut f = pin!(f);
     let mut cx = Context::from_waker(Waker::noop());

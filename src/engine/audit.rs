@@ -2,7 +2,7 @@
 //!
 //! Checking every answer against the truth would cost a round trip per request; checking none
 //! leaves operators to trust. The engine keeps a handful of the fresh answers it served (about
-//! one hit in [`HIT_ODDS`] × 16, one slower answer in [`SLOW_ODDS`]), and the instance checks
+//! one hit in [`HIT_ODDS`] × [`HIT_SAMPLE`](super::stats::HIT_SAMPLE), one slower answer in [`SLOW_ODDS`]), and the instance checks
 //! them against the version truth and the warehouse's `update_log` about once a second —
 //! metadata only, never re-running a query (the idea of Meta's Polaris, made cheap). The hot
 //! path pays one random draw on the hits it already samples for timing, and never waits: a
@@ -15,8 +15,9 @@ use parking_lot::Mutex;
 use crate::model::clock::{Millis, coarse_now_ms};
 use crate::model::entry::Entry;
 
-/// Of the hits already sampled for timing (1 in 16), one in this many is audited.
-pub const HIT_ODDS: u32 = 64;
+/// Of the hits already sampled for timing (1 in [`HIT_SAMPLE`](super::stats::HIT_SAMPLE)), one in
+/// this many is audited.
+pub const HIT_ODDS: u32 = 16;
 /// Of the fresh answers that took the slow path (shared-tier hits, loads), one in this many.
 pub const SLOW_ODDS: u32 = 16;
 /// Samples kept between two audits, at most.

@@ -75,8 +75,9 @@ use stats::{Counter, HIT_SAMPLE, Stats, StatsSnapshot};
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum GetError {
     /// The request itself is wrong (unknown query, missing parameter, ...).
+    /// (Boxed: the error is rare and large, and every `get` moves its result by value.)
     #[error(transparent)]
-    Catalog(#[from] CatalogError),
+    Catalog(Box<CatalogError>),
     /// The warehouse failed and no answer within the stale limit is held.
     #[error(
         "`{query}` could not be answered: {error}; no earlier answer within the stale limit is held"
@@ -98,6 +99,12 @@ pub enum GetError {
         /// How long the request waited.
         waited: Duration,
     },
+}
+
+impl From<CatalogError> for GetError {
+    fn from(e: CatalogError) -> Self {
+        GetError::Catalog(Box::new(e))
+    }
 }
 
 pub(crate) struct Inner {
