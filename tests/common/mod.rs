@@ -57,6 +57,29 @@ pub fn blocking<T>(f: impl FnOnce() -> T) -> T {
     tokio::task::block_in_place(f)
 }
 
+/// Runs `body` against a `redis-server` of the running test's own (see [`RedisServer::start`]),
+/// one test at a time (see [`serial`]); when Redis is not installed it reports the skip instead
+/// (see [`skip`]). The server is killed, and its directory removed, when `body` ends or fails.
+pub fn with_redis_sync(body: impl FnOnce(&RedisServer)) {
+    let _serial = serial();
+    if let Some(server) = RedisServer::start(&test_name()) {
+        body(&server);
+    }
+}
+
+/// [`with_redis_sync`] with `body` run on a fresh [`runtime`].
+pub fn with_redis(body: impl AsyncFnOnce(&RedisServer)) {
+    with_redis_sync(|server| runtime().block_on(body(server)));
+}
+
+/// The name of the running test (the test harness runs each test on a thread named after it).
+pub fn test_name() -> String {
+    std::thread::current()
+        .name()
+        .unwrap_or("unnamed test")
+        .to_string()
+}
+
 /// A fresh directory under the system's temporary directory.
 pub struct TempDir(PathBuf);
 
