@@ -74,29 +74,6 @@ use common::*;
 /// A password the tests look for in every output.
 const SENTINEL: &str = "S3ntinel-pw-XYZ";
 
-/// The `i`-th of up to 5 500 distinct requests on sales.
-fn request_n(engine: &Engine, i: usize) -> Request {
-    const REGIONS: [&str; 5] = [
-        "North America",
-        "Europe",
-        "Asia Pacific",
-        "Latin America",
-        "Middle East & Africa",
-    ];
-    let year = (2020 + (i / 5) % 11).to_string();
-    let limit = (1 + (i / 55) % 100).to_string();
-    engine
-        .request(
-            "top_products_in_region",
-            &[
-                ("region", REGIONS[i % 5]),
-                ("year", year.as_str()),
-                ("limit", limit.as_str()),
-            ],
-        )
-        .expect("a request")
-}
-
 fn q1_2026(engine: &Engine) -> Request {
     engine
         .request("sales_by_region", &[("quarter", "Q1"), ("year", "2026")])
@@ -122,28 +99,6 @@ fn existing(server: &RedisServer, names: &[String]) -> i64 {
             server.cli_int(&args)
         })
         .sum()
-}
-
-/// Waits for `condition`, checking every few milliseconds, for at most `limit`; panics with
-/// `what` (and the last state `describe` gives) otherwise.
-async fn wait_until(
-    limit: Duration,
-    what: &str,
-    mut condition: impl AsyncFnMut() -> bool,
-    describe: impl Fn() -> String,
-) -> Duration {
-    let started = Instant::now();
-    loop {
-        if condition().await {
-            return started.elapsed();
-        }
-        assert!(
-            started.elapsed() < limit,
-            "waited {limit:?} for {what}; {}",
-            describe()
-        );
-        tokio::time::sleep(POLL).await;
-    }
 }
 
 /// What one run of the binary gave.
@@ -761,7 +716,7 @@ fn no_keys_command_and_old_versions_are_counted_and_purged() {
             let a = Node::start(server, &wh, true, InstanceConfig::default()).await;
             let b = Node::start(server, &wh, false, InstanceConfig::default()).await;
             let sales = sales();
-            let requests: Vec<Request> = (0..N).map(|i| request_n(a.engine(), i)).collect();
+            let requests: Vec<Request> = (0..N).map(|i| distinct_request(a.engine(), i)).collect();
             let ask_all = async |node: &Node| {
                 for r in &requests {
                     let answer = node.engine().get(r).await.expect("a get");
@@ -937,7 +892,7 @@ fn running_instances_purge_old_versions_by_themselves() {
         let a = Node::start(server, &wh, true, InstanceConfig::default()).await;
         let _b = Node::start(server, &wh, true, InstanceConfig::default()).await;
         let sales = sales();
-        let requests: Vec<Request> = (0..N).map(|i| request_n(a.engine(), i)).collect();
+        let requests: Vec<Request> = (0..N).map(|i| distinct_request(a.engine(), i)).collect();
         for r in &requests {
             a.engine().get(r).await.expect("a get");
         }
@@ -1340,7 +1295,10 @@ fn a_running_instance_reports_itself_degraded() {
         let wh = warehouse(Duration::from_millis(5));
         let node = Node::start_split(&cache, &bus, &wh, true, InstanceConfig::default()).await;
         let engine = node.engine().clone();
-        let first = engine.get(&request_n(&engine, 0)).await.expect("a get");
+        let first = engine
+            .get(&distinct_request(&engine, 0))
+            .await
+            .expect("a get");
         assert_eq!(first.source, Source::Warehouse);
         assert!(engine.degraded().is_none());
         let started = Instant::now();
@@ -1363,7 +1321,7 @@ fn a_running_instance_reports_itself_degraded() {
         let mut answers = BTreeMap::new();
         while engine.degraded().is_none() {
             let answer = engine
-                .get(&request_n(&engine, i))
+                .get(&distinct_request(&engine, i))
                 .await
                 .expect("a get while the cache is down");
             assert!(answer.freshness.is_fresh());
@@ -1377,7 +1335,7 @@ fn a_running_instance_reports_itself_degraded() {
         let degraded_after = down.elapsed();
         let reason = engine.degraded().unwrap_or_default();
         let answer = engine
-            .get(&request_n(&engine, i))
+            .get(&distinct_request(&engine, i))
             .await
             .expect("a get while degraded");
         assert_eq!(answer.source, Source::Warehouse);

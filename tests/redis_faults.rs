@@ -209,32 +209,42 @@ fn malformed_payloads_published_with_redis_cli() {
         let seed = br#"{"timestamp": "2026-11-26T10:00:03.123456", "tables": ["sales"]}"#;
         assert_eq!(blocking(|| server.publish(CHANNEL, seed)), 2);
         let sales = sales();
-        let started = Instant::now();
-        loop {
-            let truth = a.bus.versions().await.expect("the version truth");
-            if truth.version(sales) >= 1
-                && a.engine().versions().version(sales) >= 1
-                && b.engine().versions().version(sales) >= 1
-            {
-                break;
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(10),
-                "waited 10 s for the plain payload to bump sales"
-            );
-            tokio::time::sleep(POLL).await;
-        }
+        let at = |node: &Node| node.engine().versions().version(sales);
+        let truth_at = std::cell::Cell::new(0);
+        wait_until(
+            Duration::from_secs(10),
+            "the plain payload to bump sales",
+            async || {
+                truth_at.set(
+                    a.bus
+                        .versions()
+                        .await
+                        .expect("the version truth")
+                        .version(sales),
+                );
+                truth_at.get() >= 1 && at(&a) >= 1 && at(&b) >= 1
+            },
+            || {
+                format!(
+                    "sales: truth {}, A {}, B {}",
+                    truth_at.get(),
+                    at(&a),
+                    at(&b)
+                )
+            },
+        )
+        .await;
         // The same message again, then a sentinel each instance handles after it.
         assert_eq!(blocking(|| server.publish(CHANNEL, seed)), 2);
         assert_eq!(blocking(|| server.publish(CHANNEL, b"sentinel")), 2);
-        let started = Instant::now();
-        while a.instance.counters().bad_events < 21 || b.instance.counters().bad_events < 1 {
-            assert!(
-                started.elapsed() < Duration::from_secs(10),
-                "waited 10 s for the sentinel"
-            );
-            tokio::time::sleep(POLL).await;
-        }
+        let bad = |node: &Node| node.instance.counters().bad_events;
+        wait_until(
+            Duration::from_secs(10),
+            "the sentinel",
+            async || bad(&a) >= 21 && bad(&b) >= 1,
+            || format!("bad events: A {}, B {}", bad(&a), bad(&b)),
+        )
+        .await;
         let truth = a.bus.versions().await.expect("the version truth");
         let history = a.bus.history(0, 1000).await.expect("the event log");
         let updates = history
@@ -528,30 +538,6 @@ fn redis_killed_and_restarted_under_load() {
     });
 }
 
-/// The `i`-th request of a sequence of distinct requests (5 500 of them), none ever cached.
-fn distinct_request(engine: &Engine, i: usize) -> Request {
-    const REGIONS: [&str; 5] = [
-        "North America",
-        "Europe",
-        "Asia Pacific",
-        "Latin America",
-        "Middle East & Africa",
-    ];
-    let region = REGIONS[i % 5];
-    let year = (2020 + (i / 5) % 11).to_string();
-    let limit = (1 + (i / 55) % 100).to_string();
-    engine
-        .request(
-            "top_products_in_region",
-            &[
-                ("region", region),
-                ("year", year.as_str()),
-                ("limit", limit.as_str()),
-            ],
-        )
-        .expect("a request")
-}
-
 #[test]
 fn frozen_redis_costs_at_most_one_timeout() {
     with_redis(async |server| {
@@ -602,14 +588,7 @@ fn frozen_redis_costs_at_most_one_timeout() {
 
         // After SIGCONT the shared tier is used again: the breaker closes and a new answer is
         // stored in Redis.
-        let started = Instant::now();
-        while engine.degraded().is_some() {
-            assert!(
-                started.elapsed() < Duration::from_secs(5),
-                "still degraded 5 s after SIGCONT"
-            );
-            tokio::time::sleep(POLL).await;
-        }
+        healthy_again(&engine).await;
         let recovered = resumed.elapsed();
         let request = distinct_request(&engine, next.fetch_add(1, Ordering::Relaxed));
         let answer = engine.get(&request).await.expect("a get after SIGCONT");
@@ -690,14 +669,7 @@ fn a_freeze_during_a_load_costs_at_most_one_timeout() {
         let engine = node.engine().clone();
         let mut rounds = Vec::new();
         for round in 0..ROUNDS {
-            let started = Instant::now();
-            while engine.degraded().is_some() {
-                assert!(
-                    started.elapsed() < Duration::from_secs(5),
-                    "still degraded 5 s after SIGCONT"
-                );
-                tokio::time::sleep(POLL).await;
-            }
+            healthy_again(&engine).await;
             let request = distinct_request(&engine, round);
             let fingerprint = format!("{:032x}", request.fingerprint());
             let queries = wh.queries();
@@ -1687,16 +1659,15 @@ fn a_late_old_version_never_becomes_the_shared_previous() {
     });
 }
 
-/// Polls `done` every 5 ms until it holds, for at most `limit`; returns whether it did.
-async fn eventually(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
-    let began = Instant::now();
-    while began.elapsed() < limit {
-        if done() {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    done()
+/// Waits (at most 5 s) until `engine` no longer reports itself degraded, as after a `SIGCONT`.
+async fn healthy_again(engine: &Engine) {
+    wait_until(
+        Duration::from_secs(5),
+        "the engine to be healthy after SIGCONT",
+        async || engine.degraded().is_none(),
+        || format!("still degraded: {:?}", engine.degraded()),
+    )
+    .await;
 }
 
 /// Regression (issue 10 A and B), with three instances on a real server and `redis-cli PUBLISH`:
@@ -1725,7 +1696,20 @@ fn forged_and_repeated_messages_follow_the_truth() {
                 .iter()
                 .all(|n| n.engine().versions().version(inventory) == v)
         };
-        assert!(eventually(Duration::from_secs(5), || all_at(1)).await);
+        let versions = || {
+            let v: Vec<u64> = nodes
+                .iter()
+                .map(|n| n.engine().versions().version(inventory))
+                .collect();
+            format!("the instances have inventory={v:?}")
+        };
+        wait_until(
+            Duration::from_secs(5),
+            "every instance at inventory=1",
+            async || all_at(1),
+            versions,
+        )
+        .await;
         tokio::time::sleep(Duration::from_millis(300)).await;
         assert_eq!(
             truth(&nodes).await.version(inventory),
@@ -1748,7 +1732,13 @@ fn forged_and_repeated_messages_follow_the_truth() {
         blocking(|| server.cli_int(&["PEXPIRE", &marks[0], "1"]));
         tokio::time::sleep(Duration::from_millis(20)).await;
         blocking(|| server.publish(CHANNEL, seed));
-        assert!(eventually(Duration::from_secs(5), || all_at(2)).await);
+        wait_until(
+            Duration::from_secs(5),
+            "every instance at inventory=2",
+            async || all_at(2),
+            versions,
+        )
+        .await;
         tokio::time::sleep(Duration::from_millis(300)).await;
         assert_eq!(truth(&nodes).await.version(inventory), 2);
 
@@ -1773,11 +1763,13 @@ fn forged_and_repeated_messages_follow_the_truth() {
                 .sum::<u64>()
                 - bad_before
         };
-        assert!(
-            eventually(Duration::from_secs(5), || counted() >= 6).await,
-            "each of 3 instances refuses both: {} counted",
-            counted()
-        );
+        wait_until(
+            Duration::from_secs(5),
+            "each of 3 instances to refuse both",
+            async || counted() >= 6,
+            || format!("{} counted", counted()),
+        )
+        .await;
         let t = truth(&nodes).await;
         assert_eq!(t.version(sales()), 0, "the truth is untouched");
         for n in &nodes {
@@ -1789,14 +1781,26 @@ fn forged_and_repeated_messages_follow_the_truth() {
             .bump(&[sales()], "manual", BumpMode::Force, false)
             .await
             .expect("the bump");
-        assert!(
-            eventually(Duration::from_secs(5), || nodes.iter().all(|n| n
-                .engine()
-                .versions()
-                .version(sales())
-                == 1))
-            .await
-        );
+        let sales_at = |v: u64| {
+            nodes
+                .iter()
+                .all(|n| n.engine().versions().version(sales()) == v)
+        };
+        wait_until(
+            Duration::from_secs(5),
+            "every instance at sales=1",
+            async || sales_at(1),
+            || {
+                format!(
+                    "{:?}",
+                    nodes
+                        .iter()
+                        .map(|n| n.engine().versions().version(sales()))
+                        .collect::<Vec<_>>()
+                )
+            },
+        )
+        .await;
     });
 }
 
@@ -1821,15 +1825,14 @@ fn a_plain_message_during_a_freeze_is_applied_once_the_server_is_back() {
             };
             let (result, ()) = tokio::join!(ingest, thaw);
             let want: u64 = applied;
-            let reached = eventually(Duration::from_secs(10), || {
-                node.engine().versions().version(inventory) >= want
-            })
+            let inventory_at = || node.engine().versions().version(inventory);
+            wait_until(
+                Duration::from_secs(10),
+                &format!("round {round} ({result:?}) to be applied"),
+                async || inventory_at() >= want,
+                || format!("update lost; inventory at {}", inventory_at()),
+            )
             .await;
-            assert!(
-                reached,
-                "round {round} ({result:?}): update lost; inventory at {}",
-                node.engine().versions().version(inventory)
-            );
         }
         tokio::time::sleep(Duration::from_millis(1_500)).await;
         let v = node
@@ -1916,14 +1919,14 @@ fn a_partitioned_instance_stops_presenting_old_answers_as_fresh() {
         );
         // Healed: it converges and answers fresh at the new version again.
         proxy.set(Mode::Pass);
-        assert!(
-            eventually(Duration::from_secs(10), || cut
-                .engine()
-                .versions()
-                .version(sales())
-                >= new)
-            .await
-        );
+        let cut_at = || cut.engine().versions().version(sales());
+        wait_until(
+            Duration::from_secs(10),
+            &format!("the healed instance to reach sales={new}"),
+            async || cut_at() >= new,
+            || format!("it has sales={}", cut_at()),
+        )
+        .await;
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             let a = cut.engine().get(&request).await.expect("an answer");

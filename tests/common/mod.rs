@@ -17,7 +17,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use freshcache::engine::{Answer, Engine};
 use freshcache::instance::{Instance, InstanceConfig};
-use freshcache::model::catalog::Catalog;
+use freshcache::model::catalog::{Catalog, Request};
 use freshcache::model::clock::{SharedClock, SystemClock};
 use freshcache::model::versions::TableId;
 use freshcache::redis::Redis;
@@ -641,6 +641,53 @@ pub fn sales_version(answer: &Answer) -> u64 {
         .find(|(t, _)| *t == sales())
         .map(|(_, v)| v)
         .expect("the answer reads sales")
+}
+
+/// The `i`-th request of a sequence of distinct requests (5 500 of them, all on sales), none ever
+/// cached.
+pub fn distinct_request(engine: &Engine, i: usize) -> Request {
+    const REGIONS: [&str; 5] = [
+        "North America",
+        "Europe",
+        "Asia Pacific",
+        "Latin America",
+        "Middle East & Africa",
+    ];
+    let region = REGIONS[i % 5];
+    let year = (2020 + (i / 5) % 11).to_string();
+    let limit = (1 + (i / 55) % 100).to_string();
+    engine
+        .request(
+            "top_products_in_region",
+            &[
+                ("region", region),
+                ("year", year.as_str()),
+                ("limit", limit.as_str()),
+            ],
+        )
+        .expect("a request")
+}
+
+/// Waits for `condition`, checking every few milliseconds, for at most `limit`; panics with
+/// `what` (and the last state `describe` gives) otherwise.
+pub async fn wait_until(
+    limit: Duration,
+    what: &str,
+    mut condition: impl AsyncFnMut() -> bool,
+    describe: impl Fn() -> String,
+) -> Duration {
+    let started = Instant::now();
+    loop {
+        if condition().await {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < limit,
+            "waited {limit:?} for {what}; {}",
+            describe()
+        );
+        tokio::time::sleep(POLL).await;
+    }
 }
 
 pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
