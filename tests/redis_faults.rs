@@ -445,13 +445,7 @@ fn redis_killed_and_restarted_under_load() {
         };
         tokio::time::sleep_until((start + Duration::from_secs(8)).into()).await;
         stop.store(true, Ordering::Relaxed);
-        let mut samples = Vec::new();
-        let mut failures = Vec::new();
-        for w in workers {
-            let (s, f) = w.await.expect("a worker");
-            samples.extend(s);
-            failures.extend(f);
-        }
+        let (mut samples, failures) = gather(workers).await;
         let (degraded, shared_hits) = monitor.await.expect("the monitor");
         samples.sort_by_key(|s| s.at);
 
@@ -501,12 +495,7 @@ fn redis_killed_and_restarted_under_load() {
             counters.reseeds,
             node.store.link().breaker().times_opened()
         );
-        assert!(
-            failures.is_empty(),
-            "{} gets failed, e.g. {:?}",
-            failures.len(),
-            &failures[..failures.len().min(5)]
-        );
+        assert_no_failed_gets(&failures);
         assert!(
             backwards.is_empty(),
             "versions went backwards:\n{}",
@@ -574,13 +563,7 @@ fn frozen_redis_costs_at_most_one_timeout() {
         let resumed = Instant::now();
         tokio::time::sleep_until((resumed + Duration::from_millis(500)).into()).await;
         stop.store(true, Ordering::Relaxed);
-        let mut took = Vec::new();
-        let mut failures = Vec::new();
-        for w in workers {
-            let (t, f) = w.await.expect("a worker");
-            took.extend(t);
-            failures.extend(f);
-        }
+        let (took, failures) = gather(workers).await;
         assert!(
             next.load(Ordering::Relaxed) < 5_500,
             "ran out of distinct requests"
@@ -632,12 +615,7 @@ fn frozen_redis_costs_at_most_one_timeout() {
             node.store.link().breaker().times_opened(),
             ms(recovered)
         );
-        assert!(
-            failures.is_empty(),
-            "{} gets failed, e.g. {:?}",
-            failures.len(),
-            &failures[..failures.len().min(5)]
-        );
+        assert_no_failed_gets(&failures);
         assert!(
             during.len() >= 20,
             "only {} gets ran during the freeze",
@@ -1185,6 +1163,30 @@ fn as_refs(args: &[String]) -> Vec<&str> {
     args.iter().map(String::as_str).collect()
 }
 
+/// Waits for every worker of a load and puts together what they gave: their samples and the
+/// errors of their failed gets.
+async fn gather<T>(
+    workers: Vec<tokio::task::JoinHandle<(Vec<T>, Vec<String>)>>,
+) -> (Vec<T>, Vec<String>) {
+    let mut samples = Vec::new();
+    let mut failures = Vec::new();
+    for w in workers {
+        let (s, f) = w.await.expect("a worker");
+        samples.extend(s);
+        failures.extend(f);
+    }
+    (samples, failures)
+}
+
+fn assert_no_failed_gets(failures: &[String]) {
+    assert!(
+        failures.is_empty(),
+        "{} gets failed, e.g. {:?}",
+        failures.len(),
+        &failures[..failures.len().min(5)]
+    );
+}
+
 /// The key `request` has at `engine`'s current versions.
 fn current_key(engine: &Engine, request: &Request) -> EntryKey {
     let versions = engine.versions();
@@ -1622,40 +1624,37 @@ fn a_late_old_version_never_becomes_the_shared_previous() {
             .expect("an engine");
         let request = distinct_request(&engine, 3);
         let at = |v: u64| EntryKey::new(request.fingerprint(), [v, 0, 0, 0]);
-        store
-            .put(&request, at(2), entry_of(&request, &at(2), r#"{"v":2}"#))
-            .await
-            .expect("version 2 stored");
+        // Stores the answer `{"v":v}` at sales version `v`.
+        let put = async |v: u64| {
+            let value = format!(r#"{{"v":{v}}}"#);
+            store
+                .put(&request, at(v), entry_of(&request, &at(v), &value))
+                .await
+                .unwrap_or_else(|e| panic!("version {v} not stored: {e}"));
+        };
+        // The previous answer's value for a request at sales version `v`.
+        let previous_at = async |v: u64| {
+            store
+                .previous(&request, &at(v))
+                .await
+                .expect("Redis answers")
+                .expect("a previous answer")
+                .value
+                .to_string()
+        };
+        put(2).await;
         tokio::time::sleep(Duration::from_millis(5)).await;
         // The slow loader of version 1 finishes later.
-        store
-            .put(&request, at(1), entry_of(&request, &at(1), r#"{"v":1}"#))
-            .await
-            .expect("version 1 stored");
-        let previous = store
-            .previous(&request, &at(3))
-            .await
-            .expect("Redis answers")
-            .expect("a previous answer");
+        put(1).await;
         assert_eq!(
-            &*previous.value, r#"{"v":2}"#,
+            previous_at(3).await,
+            r#"{"v":2}"#,
             "the newest version is the previous answer"
         );
         // Versions compare as numbers, not as text: 10 is newer than 9.
-        store
-            .put(&request, at(10), entry_of(&request, &at(10), r#"{"v":10}"#))
-            .await
-            .expect("version 10 stored");
-        store
-            .put(&request, at(9), entry_of(&request, &at(9), r#"{"v":9}"#))
-            .await
-            .expect("version 9 stored");
-        let previous = store
-            .previous(&request, &at(11))
-            .await
-            .expect("Redis answers")
-            .expect("a previous answer");
-        assert_eq!(&*previous.value, r#"{"v":10}"#);
+        put(10).await;
+        put(9).await;
+        assert_eq!(previous_at(11).await, r#"{"v":10}"#);
     });
 }
 
