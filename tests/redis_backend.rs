@@ -603,11 +603,7 @@ fn a_foreign_publish_bumps_once_for_all_instances() {
     const PAYLOAD: &str = r#"{"timestamp":"2024-11-02T10:00:00Z","tables":["sales"]}"#;
     with_redis(async |server| {
         let wh = warehouse(Duration::from_millis(5));
-        let mut nodes = Vec::new();
-        for _ in 0..3 {
-            nodes.push(Node::start(server, &wh, true, InstanceConfig::default()).await);
-        }
-        blocking(|| server.wait_for_subscribers(CHANNEL, 3));
+        let nodes = Node::start_n(server, &wh, 3, &InstanceConfig::default()).await;
         let sales = sales();
         let before = nodes[0].bus.versions().await.expect("the truth");
         let v0 = before.version(sales);
@@ -616,20 +612,8 @@ fn a_foreign_publish_bumps_once_for_all_instances() {
         let took = wait_until(
             Duration::from_secs(5),
             "every instance to apply the publish",
-            async || {
-                nodes
-                    .iter()
-                    .all(|n| n.engine().versions().version(sales) > v0)
-            },
-            || {
-                format!(
-                    "instances have sales={:?}",
-                    nodes
-                        .iter()
-                        .map(|n| n.engine().versions().version(sales))
-                        .collect::<Vec<_>>()
-                )
-            },
+            async || versions_of(&nodes, sales).iter().all(|v| *v > v0),
+            || format!("instances have sales={:?}", versions_of(&nodes, sales)),
         )
         .await;
         // Each instance handles its messages in order: once each has counted this malformed
@@ -649,10 +633,7 @@ fn a_foreign_publish_bumps_once_for_all_instances() {
         )
         .await;
         let truth = nodes[0].bus.versions().await.expect("the truth");
-        let engines: Vec<u64> = nodes
-            .iter()
-            .map(|n| n.engine().versions().version(sales))
-            .collect();
+        let engines = versions_of(&nodes, sales);
         let updates: Vec<_> = nodes[0]
             .bus
             .history(0, 1000)
@@ -1301,18 +1282,25 @@ fn a_running_instance_reports_itself_degraded() {
             .expect("a get");
         assert_eq!(first.source, Source::Warehouse);
         assert!(engine.degraded().is_none());
-        let started = Instant::now();
-        let healthy = loop {
-            let doc = blocking(&mut stats);
-            if doc["instances"] == 1 {
-                break doc;
+        // Runs `stats` every 100 ms until its document is `done`, for at most `limit`; gives the
+        // document and how long that took.
+        let mut stats_until = async |limit: Duration, done: fn(&Value) -> bool, never: &str| {
+            let started = Instant::now();
+            loop {
+                let doc = blocking(&mut stats);
+                if done(&doc) {
+                    return (doc, started.elapsed());
+                }
+                assert!(started.elapsed() < limit, "{never}: {doc}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
             }
-            assert!(
-                started.elapsed() < Duration::from_secs(10),
-                "stats never saw the instance: {doc}"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
         };
+        let (healthy, _) = stats_until(
+            Duration::from_secs(10),
+            |doc| doc["instances"] == 1,
+            "stats never saw the instance",
+        )
+        .await;
         assert_eq!(healthy["degraded_instances"], 0, "{healthy}");
 
         blocking(|| cache.shutdown_nosave());
@@ -1343,25 +1331,19 @@ fn a_running_instance_reports_itself_degraded() {
         let report = serde_json::to_value(node.instance.report(Default::default()))
             .expect("the report as JSON");
         assert_eq!(report["degraded"], true, "{report}");
-        let started = Instant::now();
-        let seen = loop {
-            let doc = blocking(&mut stats);
-            if doc["degraded_instances"] == 1 {
-                break doc;
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(5),
-                "stats does not count the instance as degraded: {doc}"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        };
+        let (seen, seen_after) = stats_until(
+            Duration::from_secs(5),
+            |doc| doc["degraded_instances"] == 1,
+            "stats does not count the instance as degraded",
+        )
+        .await;
         eprintln!(
             "degraded: the cache server shut down; the engine said so after {} and {} gets \
              ({answers:?}): {reason:?}; stats --json saw degraded_instances={} after another {}",
             ms(degraded_after),
             i,
             seen["degraded_instances"],
-            ms(started.elapsed())
+            ms(seen_after)
         );
         assert!(
             reason.contains("unreachable") && reason.contains(&format!("127.0.0.1:{}", cache.port)),

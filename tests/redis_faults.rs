@@ -275,10 +275,7 @@ fn lost_message_caught_within_the_poll_interval() {
         let wh = warehouse(Duration::from_millis(5));
         let config = InstanceConfig::default();
         let limit = config.poll_interval + Duration::from_millis(100);
-        let mut nodes = Vec::new();
-        for _ in 0..3 {
-            nodes.push(Node::start(server, &wh, true, config.clone()).await);
-        }
+        let nodes = Node::start_n(server, &wh, 3, &config).await;
         let catalog = catalog();
         let etl = RedisBus::start(link(server), catalog.tables().clone(), clock());
         let sales = sales();
@@ -1677,11 +1674,7 @@ async fn healthy_again(engine: &Engine) {
 fn forged_and_repeated_messages_follow_the_truth() {
     with_redis(async |server| {
         let wh = warehouse(Duration::from_millis(5));
-        let mut nodes = Vec::new();
-        for _ in 0..3 {
-            nodes.push(Node::start(server, &wh, true, InstanceConfig::default()).await);
-        }
-        blocking(|| server.wait_for_subscribers(CHANNEL, 3));
+        let nodes = Node::start_n(server, &wh, 3, &InstanceConfig::default()).await;
         let inventory = catalog().tables().id("inventory").expect("inventory");
         let truth = |nodes: &[Node]| {
             let bus = nodes[0].bus.clone();
@@ -1690,17 +1683,12 @@ fn forged_and_repeated_messages_follow_the_truth() {
         let seed = br#"{"timestamp": "2026-11-30T01:00:00.123456", "tables": ["inventory"]}"#;
 
         blocking(|| server.publish(CHANNEL, seed));
-        let all_at = |v: u64| {
-            nodes
-                .iter()
-                .all(|n| n.engine().versions().version(inventory) == v)
-        };
+        let all_at = |v: u64| versions_of(&nodes, inventory).iter().all(|n| *n == v);
         let versions = || {
-            let v: Vec<u64> = nodes
-                .iter()
-                .map(|n| n.engine().versions().version(inventory))
-                .collect();
-            format!("the instances have inventory={v:?}")
+            format!(
+                "the instances have inventory={:?}",
+                versions_of(&nodes, inventory)
+            )
         };
         wait_until(
             Duration::from_secs(5),
@@ -1780,22 +1768,14 @@ fn forged_and_repeated_messages_follow_the_truth() {
             .bump(&[sales()], "manual", BumpMode::Force, false)
             .await
             .expect("the bump");
-        let sales_at = |v: u64| {
-            nodes
-                .iter()
-                .all(|n| n.engine().versions().version(sales()) == v)
-        };
         wait_until(
             Duration::from_secs(5),
             "every instance at sales=1",
-            async || sales_at(1),
+            async || versions_of(&nodes, sales()) == [1; 3],
             || {
                 format!(
-                    "{:?}",
-                    nodes
-                        .iter()
-                        .map(|n| n.engine().versions().version(sales()))
-                        .collect::<Vec<_>>()
+                    "the instances have sales={:?}",
+                    versions_of(&nodes, sales())
                 )
             },
         )

@@ -15,6 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use freshcache::bus::CHANNEL;
 use freshcache::engine::{Answer, Engine};
 use freshcache::instance::{Instance, InstanceConfig};
 use freshcache::model::catalog::{Catalog, Request};
@@ -628,6 +629,30 @@ impl Node {
     pub fn engine(&self) -> &Engine {
         self.instance.engine()
     }
+
+    /// `n` nodes on `server`, each with an in-process tier, returned once all of them listen on
+    /// the update channel.
+    pub async fn start_n(
+        server: &RedisServer,
+        warehouse: &Arc<MemoryWarehouse>,
+        n: usize,
+        config: &InstanceConfig,
+    ) -> Vec<Node> {
+        let mut nodes = Vec::new();
+        for _ in 0..n {
+            nodes.push(Node::start(server, warehouse, true, config.clone()).await);
+        }
+        blocking(|| server.wait_for_subscribers(CHANNEL, n as i64));
+        nodes
+    }
+}
+
+/// The version of `table` in each of `nodes`' engines.
+pub fn versions_of(nodes: &[Node], table: TableId) -> Vec<u64> {
+    nodes
+        .iter()
+        .map(|n| n.engine().versions().version(table))
+        .collect()
 }
 
 pub fn sales() -> TableId {
