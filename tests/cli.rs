@@ -129,15 +129,7 @@ fn template_data() -> PathBuf {
             let sandbox = Sandbox::at(None, root.clone());
             let out = sandbox
                 .fc()
-                .args([
-                    "--json",
-                    "warehouse",
-                    "init",
-                    "--sales",
-                    "2000",
-                    "--customers",
-                    "200",
-                ])
+                .words("--json warehouse init --sales 2000 --customers 200")
                 .run();
             out.expect(0);
             assert_eq!(out.json()["loaded"], Value::Bool(true), "{}", out.dump());
@@ -259,10 +251,14 @@ impl Sandbox {
     }
 
     /// The versions and update_log of the sandbox's warehouse (`--json warehouse status`).
+    /// Runs the command line `line` (see [`Fc::words`]) in this sandbox, asserts it succeeded and
+    /// returns its stdout as one JSON document.
+    fn ok_json(&self, line: &str) -> Value {
+        self.fc().words(line).run().expect(0).json()
+    }
+
     fn status(&self) -> Value {
-        let out = self.fc().args(["--json", "warehouse", "status"]).run();
-        out.expect(0);
-        out.json()
+        self.ok_json("--json warehouse status")
     }
 }
 
@@ -299,6 +295,11 @@ impl Fc {
             self.shown.push(a.as_ref().escape_debug().to_string());
         }
         self
+    }
+
+    /// The words of `line` (split at white space) as arguments: a command line as typed.
+    fn words(self, line: &str) -> Fc {
+        self.args(line.split_whitespace())
     }
 
     fn arg_path(mut self, flag: &str, path: &Path) -> Fc {
@@ -906,15 +907,7 @@ fn warehouse_init_then_status() {
     let s = Sandbox::empty();
     let out = s
         .fc()
-        .args([
-            "--json",
-            "warehouse",
-            "init",
-            "--sales",
-            "300",
-            "--customers",
-            "30",
-        ])
+        .words("--json warehouse init --sales 300 --customers 30")
         .run();
     out.expect(0);
     let doc = out.json();
@@ -959,13 +952,7 @@ fn get_answers_with_its_freshness() {
     let s = Sandbox::with_data();
     let out = s
         .fc()
-        .args([
-            "--json",
-            "get",
-            "sales_by_region",
-            "quarter=Q2",
-            "year=2026",
-        ])
+        .words("--json get sales_by_region quarter=Q2 year=2026")
         .run();
     out.expect(0);
     let a = out.json();
@@ -998,9 +985,7 @@ fn get_answers_with_its_freshness() {
 #[test]
 fn etl_run_then_etl_complete_is_idempotent_and_reports_tables_behind() {
     let s = Sandbox::with_data();
-    let out = s.fc().args(["--json", "etl", "run"]).run();
-    out.expect(0);
-    let doc = out.json();
+    let doc = s.ok_json("--json etl run");
     let batch = doc["run"]["batch"].as_str().expect("a batch").to_string();
     for t in doc["run"]["tables"].as_array().expect("tables") {
         assert_eq!(t["outcome"], "loaded", "{doc}");
@@ -1107,12 +1092,7 @@ fn simulate_partial_in_development_and_staging() {
 #[test]
 fn invalidate_with_yes_bumps_versions_and_is_logged() {
     let s = Sandbox::with_data();
-    let out = s
-        .fc()
-        .args(["--json", "invalidate", "--table", "sales", "--yes"])
-        .run();
-    out.expect(0);
-    let r = out.json();
+    let r = s.ok_json("--json invalidate --table sales --yes");
     assert_eq!(strings(&r["bumped"]), ["sales"], "{r}");
     let status = s.status();
     assert_eq!(version(&status, "sales"), 1);
@@ -1143,9 +1123,7 @@ fn invalidate_with_yes_bumps_versions_and_is_logged() {
 #[test]
 fn warm_loads_the_top_keys() {
     let s = Sandbox::with_data();
-    let out = s.fc().args(["--json", "warm", "--top", "5"]).run();
-    out.expect(0);
-    let p = out.json();
+    let p = s.ok_json("--json warm --top 5");
     assert_eq!(p["total"], 5, "{p}");
     assert_eq!(p["done"], 5, "{p}");
     assert_eq!(p["failed"], 0, "{p}");
@@ -1159,21 +1137,7 @@ fn warm_loads_the_top_keys() {
 #[test]
 fn traffic_asks_questions_and_prints_a_summary() {
     let s = Sandbox::with_data();
-    let out = s
-        .fc()
-        .args([
-            "--json",
-            "traffic",
-            "--users",
-            "20",
-            "--duration",
-            "2s",
-            "--think",
-            "100ms",
-        ])
-        .run();
-    out.expect(0);
-    let r = out.json();
+    let r = s.ok_json("--json traffic --users 20 --duration 2s --think 100ms");
     assert_eq!(r["users"], 20, "{r}");
     assert!(
         r["requests"].as_u64().unwrap() > 0,
@@ -1186,15 +1150,7 @@ fn traffic_asks_questions_and_prints_a_summary() {
 
     let out = s
         .fc()
-        .args([
-            "traffic",
-            "--users",
-            "5",
-            "--duration",
-            "300ms",
-            "--think",
-            "50ms",
-        ])
+        .words("traffic --users 5 --duration 300ms --think 50ms")
         .run();
     out.expect(0);
     assert!(
@@ -1270,9 +1226,7 @@ fn stats_once_and_watching() {
         .args(["invalidate", "--table", "sales", "--yes"])
         .run()
         .expect(0);
-    let out = s.fc().args(["--json", "stats"]).run();
-    out.expect(0);
-    let doc = out.json();
+    let doc = s.ok_json("--json stats");
     assert_eq!(doc["versions"]["sales"], 1, "{doc}");
     // The console's per-instance rows, the same list (empty: no instance runs here).
     assert!(doc["fleet"].is_array(), "{doc}");
@@ -1366,12 +1320,7 @@ fn config_check_prints_the_defaults_it_applies() {
     // A PostgreSQL warehouse has no simulated latency by default.
     let out = s
         .fc_bare()
-        .args([
-            "--warehouse",
-            "postgres://analyst@127.0.0.1/sales",
-            "config",
-            "check",
-        ])
+        .words("--warehouse postgres://analyst@127.0.0.1/sales config check")
         .run();
     out.expect(0);
     assert_eq!(
@@ -1421,9 +1370,7 @@ fn config_check_and_default() {
         out.dump()
     );
 
-    let out = s.fc().args(["--json", "config", "check"]).run();
-    out.expect(0);
-    let doc = out.json();
+    let doc = s.ok_json("--json config check");
     assert_eq!(doc["file"], Value::Null);
     let settings = doc["settings"].as_array().expect("settings");
     let setting = |key: &str| {
@@ -1594,15 +1541,7 @@ fn bench_stampede_runs() {
     let s = Sandbox::empty();
     let out = s
         .fc_bare()
-        .args([
-            "--json",
-            "bench",
-            "stampede",
-            "--requesters",
-            "20",
-            "--load-ms",
-            "5",
-        ])
+        .words("--json bench stampede --requesters 20 --load-ms 5")
         .run();
     out.expect(0);
     out.json();
@@ -1972,13 +1911,7 @@ fn guards_refuse_with_exit_3_and_change_nothing() {
     let s = Sandbox::with_data();
     let before = s.status();
     s.fc()
-        .args([
-            "--env",
-            "production",
-            "simulate-partial",
-            "--fail",
-            "inventory",
-        ])
+        .words("--env production simulate-partial --fail inventory")
         .run()
         .fails(3, &["refused", "production"]);
     s.fc()

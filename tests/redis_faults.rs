@@ -143,13 +143,9 @@ fn malformed_payloads() -> Vec<(Vec<u8>, &'static str)> {
 
 #[test]
 fn malformed_payloads_published_with_redis_cli() {
-    let _serial = serial();
-    let Some(server) = RedisServer::start("malformed_payloads_published_with_redis_cli") else {
-        return;
-    };
-    runtime().block_on(async {
+    with_redis(async |server| {
         let wh = warehouse(Duration::from_millis(5));
-        let a = Node::start(&server, &wh, true, InstanceConfig::default()).await;
+        let a = Node::start(server, &wh, true, InstanceConfig::default()).await;
         blocking(|| server.wait_for_subscribers(CHANNEL, 1));
 
         let payloads = malformed_payloads();
@@ -208,37 +204,47 @@ fn malformed_payloads_published_with_redis_cli() {
         );
 
         // A valid seed-style payload, received by two instances, bumps sales once.
-        let b = Node::start(&server, &wh, true, InstanceConfig::default()).await;
+        let b = Node::start(server, &wh, true, InstanceConfig::default()).await;
         blocking(|| server.wait_for_subscribers(CHANNEL, 2));
         let seed = br#"{"timestamp": "2026-11-26T10:00:03.123456", "tables": ["sales"]}"#;
         assert_eq!(blocking(|| server.publish(CHANNEL, seed)), 2);
         let sales = sales();
-        let started = Instant::now();
-        loop {
-            let truth = a.bus.versions().await.expect("the version truth");
-            if truth.version(sales) >= 1
-                && a.engine().versions().version(sales) >= 1
-                && b.engine().versions().version(sales) >= 1
-            {
-                break;
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(10),
-                "waited 10 s for the plain payload to bump sales"
-            );
-            tokio::time::sleep(POLL).await;
-        }
+        let at = |node: &Node| node.engine().versions().version(sales);
+        let truth_at = std::cell::Cell::new(0);
+        wait_until(
+            Duration::from_secs(10),
+            "the plain payload to bump sales",
+            async || {
+                truth_at.set(
+                    a.bus
+                        .versions()
+                        .await
+                        .expect("the version truth")
+                        .version(sales),
+                );
+                truth_at.get() >= 1 && at(&a) >= 1 && at(&b) >= 1
+            },
+            || {
+                format!(
+                    "sales: truth {}, A {}, B {}",
+                    truth_at.get(),
+                    at(&a),
+                    at(&b)
+                )
+            },
+        )
+        .await;
         // The same message again, then a sentinel each instance handles after it.
         assert_eq!(blocking(|| server.publish(CHANNEL, seed)), 2);
         assert_eq!(blocking(|| server.publish(CHANNEL, b"sentinel")), 2);
-        let started = Instant::now();
-        while a.instance.counters().bad_events < 21 || b.instance.counters().bad_events < 1 {
-            assert!(
-                started.elapsed() < Duration::from_secs(10),
-                "waited 10 s for the sentinel"
-            );
-            tokio::time::sleep(POLL).await;
-        }
+        let bad = |node: &Node| node.instance.counters().bad_events;
+        wait_until(
+            Duration::from_secs(10),
+            "the sentinel",
+            async || bad(&a) >= 21 && bad(&b) >= 1,
+            || format!("bad events: A {}, B {}", bad(&a), bad(&b)),
+        )
+        .await;
         let truth = a.bus.versions().await.expect("the version truth");
         let history = a.bus.history(0, 1000).await.expect("the event log");
         let updates = history
@@ -265,20 +271,13 @@ fn malformed_payloads_published_with_redis_cli() {
 #[test]
 fn lost_message_caught_within_the_poll_interval() {
     const ROUNDS: usize = 20;
-    let _serial = serial();
-    let Some(server) = RedisServer::start("lost_message_caught_within_the_poll_interval") else {
-        return;
-    };
-    runtime().block_on(async {
+    with_redis(async |server| {
         let wh = warehouse(Duration::from_millis(5));
         let config = InstanceConfig::default();
         let limit = config.poll_interval + Duration::from_millis(100);
-        let mut nodes = Vec::new();
-        for _ in 0..3 {
-            nodes.push(Node::start(&server, &wh, true, config.clone()).await);
-        }
+        let nodes = Node::start_n(server, &wh, 3, &config).await;
         let catalog = catalog();
-        let etl = RedisBus::start(link(&server), catalog.tables().clone(), clock());
+        let etl = RedisBus::start(link(server), catalog.tables().clone(), clock());
         let sales = sales();
         let mut latencies = Vec::new();
         let mut late = Vec::new();
@@ -344,13 +343,9 @@ struct Sample {
 
 #[test]
 fn redis_killed_and_restarted_under_load() {
-    let _serial = serial();
-    let Some(server) = RedisServer::start("redis_killed_and_restarted_under_load") else {
-        return;
-    };
-    runtime().block_on(async {
+    with_redis(async |server| {
         let wh = warehouse(Duration::from_millis(5));
-        let node = Node::start(&server, &wh, false, InstanceConfig::default()).await;
+        let node = Node::start(server, &wh, false, InstanceConfig::default()).await;
         let sales = sales();
         for _ in 0..2 {
             node.instance
@@ -447,13 +442,7 @@ fn redis_killed_and_restarted_under_load() {
         };
         tokio::time::sleep_until((start + Duration::from_secs(8)).into()).await;
         stop.store(true, Ordering::Relaxed);
-        let mut samples = Vec::new();
-        let mut failures = Vec::new();
-        for w in workers {
-            let (s, f) = w.await.expect("a worker");
-            samples.extend(s);
-            failures.extend(f);
-        }
+        let (mut samples, failures) = gather(workers).await;
         let (degraded, shared_hits) = monitor.await.expect("the monitor");
         samples.sort_by_key(|s| s.at);
 
@@ -503,12 +492,7 @@ fn redis_killed_and_restarted_under_load() {
             counters.reseeds,
             node.store.link().breaker().times_opened()
         );
-        assert!(
-            failures.is_empty(),
-            "{} gets failed, e.g. {:?}",
-            failures.len(),
-            &failures[..failures.len().min(5)]
-        );
+        assert_no_failed_gets(&failures);
         assert!(
             backwards.is_empty(),
             "versions went backwards:\n{}",
@@ -540,41 +524,13 @@ fn redis_killed_and_restarted_under_load() {
     });
 }
 
-/// The `i`-th request of a sequence of distinct requests (5 500 of them), none ever cached.
-fn distinct_request(engine: &Engine, i: usize) -> Request {
-    const REGIONS: [&str; 5] = [
-        "North America",
-        "Europe",
-        "Asia Pacific",
-        "Latin America",
-        "Middle East & Africa",
-    ];
-    let region = REGIONS[i % 5];
-    let year = (2020 + (i / 5) % 11).to_string();
-    let limit = (1 + (i / 55) % 100).to_string();
-    engine
-        .request(
-            "top_products_in_region",
-            &[
-                ("region", region),
-                ("year", year.as_str()),
-                ("limit", limit.as_str()),
-            ],
-        )
-        .expect("a request")
-}
-
 #[test]
 fn frozen_redis_costs_at_most_one_timeout() {
-    let _serial = serial();
-    let Some(server) = RedisServer::start("frozen_redis_costs_at_most_one_timeout") else {
-        return;
-    };
-    runtime().block_on(async {
+    with_redis(async |server| {
         let latency = Duration::from_millis(50);
         let limit = RESPONSE_TIMEOUT + latency + Duration::from_millis(250);
         let wh = warehouse(latency);
-        let node = Node::start(&server, &wh, true, InstanceConfig::default()).await;
+        let node = Node::start(server, &wh, true, InstanceConfig::default()).await;
         let engine = node.engine().clone();
         let next = Arc::new(AtomicUsize::new(0));
         let stop = Arc::new(AtomicBool::new(false));
@@ -604,13 +560,7 @@ fn frozen_redis_costs_at_most_one_timeout() {
         let resumed = Instant::now();
         tokio::time::sleep_until((resumed + Duration::from_millis(500)).into()).await;
         stop.store(true, Ordering::Relaxed);
-        let mut took = Vec::new();
-        let mut failures = Vec::new();
-        for w in workers {
-            let (t, f) = w.await.expect("a worker");
-            took.extend(t);
-            failures.extend(f);
-        }
+        let (took, failures) = gather(workers).await;
         assert!(
             next.load(Ordering::Relaxed) < 5_500,
             "ran out of distinct requests"
@@ -618,14 +568,7 @@ fn frozen_redis_costs_at_most_one_timeout() {
 
         // After SIGCONT the shared tier is used again: the breaker closes and a new answer is
         // stored in Redis.
-        let started = Instant::now();
-        while engine.degraded().is_some() {
-            assert!(
-                started.elapsed() < Duration::from_secs(5),
-                "still degraded 5 s after SIGCONT"
-            );
-            tokio::time::sleep(POLL).await;
-        }
+        healthy_again(&engine).await;
         let recovered = resumed.elapsed();
         let request = distinct_request(&engine, next.fetch_add(1, Ordering::Relaxed));
         let answer = engine.get(&request).await.expect("a get after SIGCONT");
@@ -669,12 +612,7 @@ fn frozen_redis_costs_at_most_one_timeout() {
             node.store.link().breaker().times_opened(),
             ms(recovered)
         );
-        assert!(
-            failures.is_empty(),
-            "{} gets failed, e.g. {:?}",
-            failures.len(),
-            &failures[..failures.len().min(5)]
-        );
+        assert_no_failed_gets(&failures);
         assert!(
             during.len() >= 20,
             "only {} gets ran during the freeze",
@@ -698,27 +636,15 @@ fn frozen_redis_costs_at_most_one_timeout() {
 #[test]
 fn a_freeze_during_a_load_costs_at_most_one_timeout() {
     const ROUNDS: usize = 3;
-    let _serial = serial();
-    let Some(server) = RedisServer::start("a_freeze_during_a_load_costs_at_most_one_timeout")
-    else {
-        return;
-    };
-    runtime().block_on(async {
+    with_redis(async |server| {
         let latency = Duration::from_millis(100);
         let limit = RESPONSE_TIMEOUT + latency + Duration::from_millis(250);
         let wh = warehouse(latency);
-        let node = Node::start(&server, &wh, true, InstanceConfig::default()).await;
+        let node = Node::start(server, &wh, true, InstanceConfig::default()).await;
         let engine = node.engine().clone();
         let mut rounds = Vec::new();
         for round in 0..ROUNDS {
-            let started = Instant::now();
-            while engine.degraded().is_some() {
-                assert!(
-                    started.elapsed() < Duration::from_secs(5),
-                    "still degraded 5 s after SIGCONT"
-                );
-                tokio::time::sleep(POLL).await;
-            }
+            healthy_again(&engine).await;
             let request = distinct_request(&engine, round);
             let fingerprint = format!("{:032x}", request.fingerprint());
             let queries = wh.queries();
@@ -793,279 +719,271 @@ fn a_freeze_during_a_load_costs_at_most_one_timeout() {
 #[test]
 fn lease_holder_killed_mid_load() {
     const LEASE: Duration = Duration::from_secs(2);
-    let _serial = serial();
-    let Some(server) = RedisServer::start("lease_holder_killed_mid_load") else {
-        return;
-    };
-    let data = TempDir::new("data");
-    let dir = data.path().to_str().expect("a UTF-8 path").to_string();
-    init_warehouse(data.path());
-    let url = server.url();
+    with_redis_sync(|server| {
+        let data = TempDir::new("data");
+        let dir = data.path().to_str().expect("a UTF-8 path").to_string();
+        init_warehouse(data.path());
+        let url = server.url();
 
-    // Every fill notification (one per load stored under a lease), as a user would watch them.
-    let watcher = Subscriber::start(&server, FILLS_CHANNEL);
-    let fills = || watcher.messages(FILLS_CHANNEL);
+        // Every fill notification (one per load stored under a lease), as a user would watch them.
+        let watcher = Subscriber::start(server, FILLS_CHANNEL);
+        let fills = || watcher.messages(FILLS_CHANNEL);
 
-    let query = ["get", "sales_by_region", "quarter=Q1", "year=2026"];
-    let args = |latency: &str| -> Vec<String> {
-        let mut a: Vec<String> = [
+        let query = ["get", "sales_by_region", "quarter=Q1", "year=2026"];
+        let args = |latency: &str| -> Vec<String> {
+            let mut a: Vec<String> = [
+                "--redis",
+                &url,
+                "--data-dir",
+                &dir,
+                "--latency",
+                latency,
+                "--lease",
+                "2s",
+                "--json",
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+            a.extend(query.iter().map(|s| s.to_string()));
+            a
+        };
+        let holder_args = args("20s");
+        let mut holder = spawn_logged(data.path(), "holder", &as_refs(&holder_args));
+        let started = Instant::now();
+        let lease_key = loop {
+            if let Some(k) = server.scan("fc:*:l:*").into_iter().next() {
+                break k;
+            }
+            if let Some(status) = holder.exited() {
+                let (out, err) = read_log(data.path(), "holder");
+                panic!("the holder exited ({status}) before taking the lease: {out} {err}");
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "the holder took no lease within 20 s"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        holder.child.kill().expect("kill -9 the holder");
+        let killed = Instant::now();
+        let _ = holder.child.wait();
+        let pttl = server.cli_int(&["PTTL", &lease_key]);
+
+        let waiter_args = args("300ms");
+        let mut waiters: Vec<Proc> = (0..3)
+            .map(|i| spawn_logged(data.path(), &format!("waiter{i}"), &as_refs(&waiter_args)))
+            .collect();
+        let limit = LEASE + Duration::from_secs(3);
+        let mut statuses = vec![None; waiters.len()];
+        while statuses.iter().any(Option::is_none)
+            && killed.elapsed() < limit + Duration::from_secs(10)
+        {
+            for (i, w) in waiters.iter_mut().enumerate() {
+                if statuses[i].is_none()
+                    && let Some(status) = w.exited()
+                {
+                    statuses[i] = Some((status, killed.elapsed()));
+                }
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let all_done = killed.elapsed();
+        // Everything published before this sentinel has been read once the sentinel is.
+        assert_eq!(server.cli_int(&["PUBLISH", FILLS_CHANNEL, "sentinel"]), 1);
+        let started = Instant::now();
+        while !fills().iter().any(|f| f == "sentinel") {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "the sentinel never arrived"
+            );
+            std::thread::sleep(POLL);
+        }
+        let loads: Vec<String> = fills().into_iter().filter(|f| f != "sentinel").collect();
+
+        let mut sources = Vec::new();
+        let mut report = Vec::new();
+        for (i, status) in statuses.iter().enumerate() {
+            let (out, err) = read_log(data.path(), &format!("waiter{i}"));
+            let (status, took) = status.unwrap_or_else(|| {
+                panic!(
+                    "waiter {i} did not finish within {:?}: {out} {err}",
+                    limit + Duration::from_secs(10)
+                )
+            });
+            assert!(
+                status.success(),
+                "waiter {i} failed ({status}): {out} {err}"
+            );
+            let answer: Value = serde_json::from_str(out.trim())
+                .unwrap_or_else(|e| panic!("waiter {i} printed no JSON ({e}): {out} {err}"));
+            assert_eq!(answer["freshness"], "fresh", "waiter {i}: {answer}");
+            let source = answer["source"].as_str().unwrap_or("?").to_string();
+            report.push(format!("waiter {i}: {source} after {}", ms(took)));
+            sources.push(source);
+        }
+        eprintln!(
+            "lease holder killed: its lease had {pttl} ms left; 3 waiters done {} after the kill \
+         (limit {}); {} takeover load(s) stored; {}",
+            ms(all_done),
+            ms(limit),
+            loads.len(),
+            report.join(", ")
+        );
+        assert_eq!(
+            loads.len(),
+            1,
+            "expected exactly one takeover load after the lease expired; fills: {loads:?}"
+        );
+        assert!(
+            all_done >= Duration::from_millis(pttl.max(0) as u64),
+            "a waiter finished {} after the kill, before the dead holder's lease ({pttl} ms left) \
+         expired",
+            ms(all_done)
+        );
+        assert!(
+            all_done <= limit,
+            "the waiters took {} (limit {})",
+            ms(all_done),
+            ms(limit)
+        );
+        let from_warehouse = sources.iter().filter(|s| *s == "warehouse").count();
+        assert!(
+            from_warehouse == 1
+                && sources
+                    .iter()
+                    .all(|s| s == "warehouse" || s == "cache" || s == "coalesced"),
+            "exactly one waiter loaded from the warehouse (one fill was stored), but {from_warehouse} \
+         of 3 report \"source\":\"warehouse\": {sources:?}. An answer another process loaded under \
+         its lease while this one waited is labelled as this request's own warehouse query"
+        );
+    });
+}
+
+#[test]
+fn stats_sums_live_instances() {
+    with_redis_sync(|server| {
+        let data = TempDir::new("data");
+        let dir = data.path().to_str().expect("a UTF-8 path").to_string();
+        init_warehouse(data.path());
+        let url = server.url();
+        let traffic = [
             "--redis",
             &url,
             "--data-dir",
             &dir,
             "--latency",
-            latency,
-            "--lease",
-            "2s",
+            "10ms",
             "--json",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        a.extend(query.iter().map(|s| s.to_string()));
-        a
-    };
-    let holder_args = args("20s");
-    let mut holder = spawn_logged(data.path(), "holder", &as_refs(&holder_args));
-    let started = Instant::now();
-    let lease_key = loop {
-        if let Some(k) = server.scan("fc:*:l:*").into_iter().next() {
-            break k;
-        }
-        if let Some(status) = holder.exited() {
-            let (out, err) = read_log(data.path(), "holder");
-            panic!("the holder exited ({status}) before taking the lease: {out} {err}");
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "the holder took no lease within 20 s"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    };
-    holder.child.kill().expect("kill -9 the holder");
-    let killed = Instant::now();
-    let _ = holder.child.wait();
-    let pttl = server.cli_int(&["PTTL", &lease_key]);
-
-    let waiter_args = args("300ms");
-    let mut waiters: Vec<Proc> = (0..3)
-        .map(|i| spawn_logged(data.path(), &format!("waiter{i}"), &as_refs(&waiter_args)))
-        .collect();
-    let limit = LEASE + Duration::from_secs(3);
-    let mut statuses = vec![None; waiters.len()];
-    while statuses.iter().any(Option::is_none) && killed.elapsed() < limit + Duration::from_secs(10)
-    {
-        for (i, w) in waiters.iter_mut().enumerate() {
-            if statuses[i].is_none()
-                && let Some(status) = w.exited()
-            {
-                statuses[i] = Some((status, killed.elapsed()));
-            }
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    let all_done = killed.elapsed();
-    // Everything published before this sentinel has been read once the sentinel is.
-    assert_eq!(server.cli_int(&["PUBLISH", FILLS_CHANNEL, "sentinel"]), 1);
-    let started = Instant::now();
-    while !fills().iter().any(|f| f == "sentinel") {
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "the sentinel never arrived"
-        );
-        std::thread::sleep(POLL);
-    }
-    let loads: Vec<String> = fills().into_iter().filter(|f| f != "sentinel").collect();
-
-    let mut sources = Vec::new();
-    let mut report = Vec::new();
-    for (i, status) in statuses.iter().enumerate() {
-        let (out, err) = read_log(data.path(), &format!("waiter{i}"));
-        let (status, took) = status.unwrap_or_else(|| {
-            panic!(
-                "waiter {i} did not finish within {:?}: {out} {err}",
-                limit + Duration::from_secs(10)
-            )
-        });
-        assert!(
-            status.success(),
-            "waiter {i} failed ({status}): {out} {err}"
-        );
-        let answer: Value = serde_json::from_str(out.trim())
-            .unwrap_or_else(|e| panic!("waiter {i} printed no JSON ({e}): {out} {err}"));
-        assert_eq!(answer["freshness"], "fresh", "waiter {i}: {answer}");
-        let source = answer["source"].as_str().unwrap_or("?").to_string();
-        report.push(format!("waiter {i}: {source} after {}", ms(took)));
-        sources.push(source);
-    }
-    eprintln!(
-        "lease holder killed: its lease had {pttl} ms left; 3 waiters done {} after the kill \
-         (limit {}); {} takeover load(s) stored; {}",
-        ms(all_done),
-        ms(limit),
-        loads.len(),
-        report.join(", ")
-    );
-    assert_eq!(
-        loads.len(),
-        1,
-        "expected exactly one takeover load after the lease expired; fills: {loads:?}"
-    );
-    assert!(
-        all_done >= Duration::from_millis(pttl.max(0) as u64),
-        "a waiter finished {} after the kill, before the dead holder's lease ({pttl} ms left) \
-         expired",
-        ms(all_done)
-    );
-    assert!(
-        all_done <= limit,
-        "the waiters took {} (limit {})",
-        ms(all_done),
-        ms(limit)
-    );
-    let from_warehouse = sources.iter().filter(|s| *s == "warehouse").count();
-    assert!(
-        from_warehouse == 1
-            && sources
-                .iter()
-                .all(|s| s == "warehouse" || s == "cache" || s == "coalesced"),
-        "exactly one waiter loaded from the warehouse (one fill was stored), but {from_warehouse} \
-         of 3 report \"source\":\"warehouse\": {sources:?}. An answer another process loaded under \
-         its lease while this one waited is labelled as this request's own warehouse query"
-    );
-}
-
-#[test]
-fn stats_sums_live_instances() {
-    let _serial = serial();
-    let Some(server) = RedisServer::start("stats_sums_live_instances") else {
-        return;
-    };
-    let data = TempDir::new("data");
-    let dir = data.path().to_str().expect("a UTF-8 path").to_string();
-    init_warehouse(data.path());
-    let url = server.url();
-    let traffic = [
-        "--redis",
-        &url,
-        "--data-dir",
-        &dir,
-        "--latency",
-        "10ms",
-        "--json",
-        "traffic",
-        "--users",
-        "5",
-        "--duration",
-        "4s",
-        "--think",
-        "1s",
-    ];
-    let mut runs: Vec<Proc> = (0..2)
-        .map(|i| spawn_logged(data.path(), &format!("traffic{i}"), &traffic))
-        .collect();
-    let started = Instant::now();
-    let stats = loop {
-        let out = freshcache(&["--redis", &url, "--data-dir", &dir, "--json", "stats"])
-            .output()
-            .expect("freshcache runs");
-        assert!(
-            out.status.success(),
-            "stats failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let doc: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-            panic!(
-                "stats printed no JSON ({e}): {}",
-                String::from_utf8_lossy(&out.stdout)
-            )
-        });
-        let running = runs.iter_mut().all(|r| r.exited().is_none());
-        assert!(
-            running,
-            "a traffic process ended before stats saw both: {:?}",
-            (0..2)
-                .map(|i| read_log(data.path(), &format!("traffic{i}")))
-                .collect::<Vec<_>>()
-        );
-        let both = doc["instances"].as_u64().is_some_and(|n| n >= 2);
-        let asked = doc["hits"].as_u64().unwrap_or(0) + doc["misses"].as_u64().unwrap_or(0) > 0;
-        if both && asked {
-            break doc;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(4),
-            "stats never saw 2 live instances with traffic: {doc}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    let versions = stats["versions"]
-        .as_object()
-        .unwrap_or_else(|| panic!("`versions` is not an object: {stats}"));
-    let names: Vec<&str> = versions.keys().map(String::as_str).collect();
-    assert_eq!(names, ["customers", "inventory", "sales"], "{stats}");
-    assert!(versions.values().all(Value::is_u64), "{stats}");
-    for key in [
-        "instances",
-        "hits",
-        "stale",
-        "misses",
-        "warehouse_queries",
-        "bad_events",
-    ] {
-        assert!(
-            stats[key].is_u64(),
-            "`{key}` is missing or not a number: {stats}"
-        );
-    }
-    assert!(stats["instances"].as_u64() >= Some(2), "{stats}");
-
-    let started = Instant::now();
-    let mut summaries = BTreeMap::new();
-    for (i, r) in runs.iter_mut().enumerate() {
-        let status = loop {
-            if let Some(s) = r.exited() {
-                break s;
+            "traffic",
+            "--users",
+            "5",
+            "--duration",
+            "4s",
+            "--think",
+            "1s",
+        ];
+        let mut runs: Vec<Proc> = (0..2)
+            .map(|i| spawn_logged(data.path(), &format!("traffic{i}"), &traffic))
+            .collect();
+        let started = Instant::now();
+        let stats = loop {
+            let out = freshcache(&["--redis", &url, "--data-dir", &dir, "--json", "stats"])
+                .output()
+                .expect("freshcache runs");
+            assert!(
+                out.status.success(),
+                "stats failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let doc: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+                panic!(
+                    "stats printed no JSON ({e}): {}",
+                    String::from_utf8_lossy(&out.stdout)
+                )
+            });
+            let running = runs.iter_mut().all(|r| r.exited().is_none());
+            assert!(
+                running,
+                "a traffic process ended before stats saw both: {:?}",
+                (0..2)
+                    .map(|i| read_log(data.path(), &format!("traffic{i}")))
+                    .collect::<Vec<_>>()
+            );
+            let both = doc["instances"].as_u64().is_some_and(|n| n >= 2);
+            let asked = doc["hits"].as_u64().unwrap_or(0) + doc["misses"].as_u64().unwrap_or(0) > 0;
+            if both && asked {
+                break doc;
             }
             assert!(
-                started.elapsed() < Duration::from_secs(15),
-                "traffic {i} did not end"
+                started.elapsed() < Duration::from_secs(4),
+                "stats never saw 2 live instances with traffic: {doc}"
             );
-            std::thread::sleep(Duration::from_millis(20));
+            std::thread::sleep(Duration::from_millis(100));
         };
-        let (out, err) = read_log(data.path(), &format!("traffic{i}"));
-        assert!(status.success(), "traffic {i} failed ({status}): {err}");
-        let summary: Value = serde_json::from_str(out.trim())
-            .unwrap_or_else(|e| panic!("traffic {i} printed no JSON ({e}): {out}"));
-        assert_eq!(summary["errors"], 0, "traffic {i}: {summary}");
-        summaries.insert(i, summary["requests"].clone());
-    }
-    eprintln!(
-        "stats over 2 traffic processes: instances {}, hits {}, misses {}, warehouse queries {}, \
+        let versions = stats["versions"]
+            .as_object()
+            .unwrap_or_else(|| panic!("`versions` is not an object: {stats}"));
+        let names: Vec<&str> = versions.keys().map(String::as_str).collect();
+        assert_eq!(names, ["customers", "inventory", "sales"], "{stats}");
+        assert!(versions.values().all(Value::is_u64), "{stats}");
+        for key in [
+            "instances",
+            "hits",
+            "stale",
+            "misses",
+            "warehouse_queries",
+            "bad_events",
+        ] {
+            assert!(
+                stats[key].is_u64(),
+                "`{key}` is missing or not a number: {stats}"
+            );
+        }
+        assert!(stats["instances"].as_u64() >= Some(2), "{stats}");
+
+        let started = Instant::now();
+        let mut summaries = BTreeMap::new();
+        for (i, r) in runs.iter_mut().enumerate() {
+            let status = loop {
+                if let Some(s) = r.exited() {
+                    break s;
+                }
+                assert!(
+                    started.elapsed() < Duration::from_secs(15),
+                    "traffic {i} did not end"
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            };
+            let (out, err) = read_log(data.path(), &format!("traffic{i}"));
+            assert!(status.success(), "traffic {i} failed ({status}): {err}");
+            let summary: Value = serde_json::from_str(out.trim())
+                .unwrap_or_else(|e| panic!("traffic {i} printed no JSON ({e}): {out}"));
+            assert_eq!(summary["errors"], 0, "traffic {i}: {summary}");
+            summaries.insert(i, summary["requests"].clone());
+        }
+        eprintln!(
+            "stats over 2 traffic processes: instances {}, hits {}, misses {}, warehouse queries {}, \
          versions {}; the processes asked {:?} questions",
-        stats["instances"],
-        stats["hits"],
-        stats["misses"],
-        stats["warehouse_queries"],
-        stats["versions"],
-        summaries.values().collect::<Vec<_>>()
-    );
+            stats["instances"],
+            stats["hits"],
+            stats["misses"],
+            stats["warehouse_queries"],
+            stats["versions"],
+            summaries.values().collect::<Vec<_>>()
+        );
+    });
 }
 
 #[test]
 fn a_bump_right_after_an_empty_restart_is_not_swallowed() {
     const BATCH: &str = "20261126-11:00";
-    let _serial = serial();
-    let Some(server) = RedisServer::start("a_bump_right_after_an_empty_restart_is_not_swallowed")
-    else {
-        return;
-    };
-    runtime().block_on(async {
+    with_redis(async |server| {
         let wh = warehouse(Duration::from_millis(5));
         // A polls the truth only when the test says so: the ETL's bump below lands before A's
         // next poll, as it does whenever an ETL completes within one poll interval of a restart.
         let a = Node::start(
-            &server,
+            server,
             &wh,
             true,
             InstanceConfig {
@@ -1099,7 +1017,7 @@ fn a_bump_right_after_an_empty_restart_is_not_swallowed() {
         });
         // The ETL process starts on the restarted server, new data lands, and it completes the
         // batch, as `freshcache etl-complete --batch B` does.
-        let etl = Node::start(&server, &wh, true, InstanceConfig::default()).await;
+        let etl = Node::start(server, &wh, true, InstanceConfig::default()).await;
         blocking(|| server.wait_for_subscribers(CHANNEL, 2));
         let mut feed = a.bus.subscribe();
         let now = clock().now_ms();
@@ -1182,19 +1100,13 @@ fn a_bump_right_after_an_empty_restart_is_not_swallowed() {
 /// must still reach its feed.
 #[test]
 fn events_after_the_counter_went_back_still_reach_the_feed() {
-    let _serial = serial();
-    let Some(server) =
-        RedisServer::start("events_after_the_counter_went_back_still_reach_the_feed")
-    else {
-        return;
-    };
-    runtime().block_on(async {
+    with_redis(async |server| {
         let wh = warehouse(Duration::from_millis(5));
         let quiet = InstanceConfig {
             poll_interval: Duration::from_secs(3600),
             ..InstanceConfig::default()
         };
-        let a = Node::start(&server, &wh, true, quiet.clone()).await;
+        let a = Node::start(server, &wh, true, quiet.clone()).await;
         let sales = sales();
         for _ in 0..5 {
             a.instance.invalidate(&[sales]).await.expect("invalidate");
@@ -1204,7 +1116,7 @@ fn events_after_the_counter_went_back_still_reach_the_feed() {
         // The restore: the counter is back at 2, the epoch and the log are as they were.
         blocking(|| server.cli(&["SET", "{freshcache}:seq", "2"]));
         let mut feed = a.bus.subscribe();
-        let b = Node::start(&server, &wh, true, quiet).await;
+        let b = Node::start(server, &wh, true, quiet).await;
         let wanted = a.engine().versions().version(sales) + 1;
         b.instance
             .invalidate(&[sales])
@@ -1246,6 +1158,30 @@ async fn first_event(
 
 fn as_refs(args: &[String]) -> Vec<&str> {
     args.iter().map(String::as_str).collect()
+}
+
+/// Waits for every worker of a load and puts together what they gave: their samples and the
+/// errors of their failed gets.
+async fn gather<T>(
+    workers: Vec<tokio::task::JoinHandle<(Vec<T>, Vec<String>)>>,
+) -> (Vec<T>, Vec<String>) {
+    let mut samples = Vec::new();
+    let mut failures = Vec::new();
+    for w in workers {
+        let (s, f) = w.await.expect("a worker");
+        samples.extend(s);
+        failures.extend(f);
+    }
+    (samples, failures)
+}
+
+fn assert_no_failed_gets(failures: &[String]) {
+    assert!(
+        failures.is_empty(),
+        "{} gets failed, e.g. {:?}",
+        failures.len(),
+        &failures[..failures.len().min(5)]
+    );
 }
 
 /// The key `request` has at `engine`'s current versions.
@@ -1339,15 +1275,10 @@ fn corrupt_entry(
 #[test]
 fn corrupt_shared_entries_are_misses_and_never_panic() {
     const CASES: usize = 140;
-    let _serial = serial();
-    let Some(server) = RedisServer::start("corrupt_shared_entries_are_misses_and_never_panic")
-    else {
-        return;
-    };
-    runtime().block_on(async {
+    with_redis(async |server| {
         let wh = warehouse(Duration::from_millis(1));
-        let with_tier = Node::start(&server, &wh, true, InstanceConfig::default()).await;
-        let without_tier = Node::start(&server, &wh, false, InstanceConfig::default()).await;
+        let with_tier = Node::start(server, &wh, true, InstanceConfig::default()).await;
+        let without_tier = Node::start(server, &wh, false, InstanceConfig::default()).await;
         let seed = fastrand::u64(..);
         eprintln!("corrupt entries: seed {seed}");
         let mut rng = fastrand::Rng::with_seed(seed);
@@ -1577,18 +1508,12 @@ impl Store for FilledBeforeTheLease {
 /// loading: another process may have stored the answer between this one's probe and its lease.
 #[test]
 fn the_lease_holder_rechecks_the_shared_tier_before_loading() {
-    let _serial = serial();
-    let Some(server) =
-        RedisServer::start("the_lease_holder_rechecks_the_shared_tier_before_loading")
-    else {
-        return;
-    };
-    runtime().block_on(async {
+    with_redis(async |server| {
         let wh = warehouse(Duration::from_millis(20));
         let catalog = catalog();
         let tables = catalog.tables().clone();
-        let store = Arc::new(RedisStore::new(link(&server), tables.clone()));
-        let other = Arc::new(RedisStore::new(link(&server), tables));
+        let store = Arc::new(RedisStore::new(link(server), tables.clone()));
+        let other = Arc::new(RedisStore::new(link(server), tables));
         let racing = Arc::new(FilledBeforeTheLease {
             store,
             other,
@@ -1632,15 +1557,10 @@ fn the_lease_holder_rechecks_the_shared_tier_before_loading() {
 /// the lease, and the refusal is counted.
 #[test]
 fn a_lost_lease_never_overwrites_the_new_holders_entry() {
-    let _serial = serial();
-    let Some(server) = RedisServer::start("a_lost_lease_never_overwrites_the_new_holders_entry")
-    else {
-        return;
-    };
-    runtime().block_on(async {
+    with_redis(async |server| {
         let slow = warehouse(Duration::from_millis(600));
-        let a = Node::start(&server, &slow, true, InstanceConfig::default()).await;
-        let b = Node::start(&server, &slow, true, InstanceConfig::default()).await;
+        let a = Node::start(server, &slow, true, InstanceConfig::default()).await;
+        let b = Node::start(server, &slow, true, InstanceConfig::default()).await;
         let request = distinct_request(a.engine(), 2);
         let key = current_key(a.engine(), &request);
         let get = tokio::spawn({
@@ -1694,65 +1614,56 @@ fn a_lost_lease_never_overwrites_the_new_holders_entry() {
 /// was stored does not become the stale fallback.
 #[test]
 fn a_late_old_version_never_becomes_the_shared_previous() {
-    let _serial = serial();
-    let Some(server) = RedisServer::start("a_late_old_version_never_becomes_the_shared_previous")
-    else {
-        return;
-    };
-    runtime().block_on(async {
-        let store = RedisStore::new(link(&server), catalog().tables().clone());
+    with_redis(async |server| {
+        let store = RedisStore::new(link(server), catalog().tables().clone());
         let engine = Engine::builder(catalog(), warehouse(Duration::from_millis(1)))
             .build()
             .expect("an engine");
         let request = distinct_request(&engine, 3);
         let at = |v: u64| EntryKey::new(request.fingerprint(), [v, 0, 0, 0]);
-        store
-            .put(&request, at(2), entry_of(&request, &at(2), r#"{"v":2}"#))
-            .await
-            .expect("version 2 stored");
+        // Stores the answer `{"v":v}` at sales version `v`.
+        let put = async |v: u64| {
+            let value = format!(r#"{{"v":{v}}}"#);
+            store
+                .put(&request, at(v), entry_of(&request, &at(v), &value))
+                .await
+                .unwrap_or_else(|e| panic!("version {v} not stored: {e}"));
+        };
+        // The previous answer's value for a request at sales version `v`.
+        let previous_at = async |v: u64| {
+            store
+                .previous(&request, &at(v))
+                .await
+                .expect("Redis answers")
+                .expect("a previous answer")
+                .value
+                .to_string()
+        };
+        put(2).await;
         tokio::time::sleep(Duration::from_millis(5)).await;
         // The slow loader of version 1 finishes later.
-        store
-            .put(&request, at(1), entry_of(&request, &at(1), r#"{"v":1}"#))
-            .await
-            .expect("version 1 stored");
-        let previous = store
-            .previous(&request, &at(3))
-            .await
-            .expect("Redis answers")
-            .expect("a previous answer");
+        put(1).await;
         assert_eq!(
-            &*previous.value, r#"{"v":2}"#,
+            previous_at(3).await,
+            r#"{"v":2}"#,
             "the newest version is the previous answer"
         );
         // Versions compare as numbers, not as text: 10 is newer than 9.
-        store
-            .put(&request, at(10), entry_of(&request, &at(10), r#"{"v":10}"#))
-            .await
-            .expect("version 10 stored");
-        store
-            .put(&request, at(9), entry_of(&request, &at(9), r#"{"v":9}"#))
-            .await
-            .expect("version 9 stored");
-        let previous = store
-            .previous(&request, &at(11))
-            .await
-            .expect("Redis answers")
-            .expect("a previous answer");
-        assert_eq!(&*previous.value, r#"{"v":10}"#);
+        put(10).await;
+        put(9).await;
+        assert_eq!(previous_at(11).await, r#"{"v":10}"#);
     });
 }
 
-/// Polls `done` every 5 ms until it holds, for at most `limit`; returns whether it did.
-async fn eventually(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
-    let began = Instant::now();
-    while began.elapsed() < limit {
-        if done() {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    done()
+/// Waits (at most 5 s) until `engine` no longer reports itself degraded, as after a `SIGCONT`.
+async fn healthy_again(engine: &Engine) {
+    wait_until(
+        Duration::from_secs(5),
+        "the engine to be healthy after SIGCONT",
+        async || engine.degraded().is_none(),
+        || format!("still degraded: {:?}", engine.degraded()),
+    )
+    .await;
 }
 
 /// Regression (issue 10 A and B), with three instances on a real server and `redis-cli PUBLISH`:
@@ -1761,17 +1672,9 @@ async fn eventually(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
 /// instance, counted, and leaves every instance at the truth — and the next real update applies.
 #[test]
 fn forged_and_repeated_messages_follow_the_truth() {
-    let _serial = serial();
-    let Some(server) = RedisServer::start("forged_and_repeated_messages_follow_the_truth") else {
-        return;
-    };
-    runtime().block_on(async {
+    with_redis(async |server| {
         let wh = warehouse(Duration::from_millis(5));
-        let mut nodes = Vec::new();
-        for _ in 0..3 {
-            nodes.push(Node::start(&server, &wh, true, InstanceConfig::default()).await);
-        }
-        blocking(|| server.wait_for_subscribers(CHANNEL, 3));
+        let nodes = Node::start_n(server, &wh, 3, &InstanceConfig::default()).await;
         let inventory = catalog().tables().id("inventory").expect("inventory");
         let truth = |nodes: &[Node]| {
             let bus = nodes[0].bus.clone();
@@ -1780,14 +1683,26 @@ fn forged_and_repeated_messages_follow_the_truth() {
         let seed = br#"{"timestamp": "2026-11-30T01:00:00.123456", "tables": ["inventory"]}"#;
 
         blocking(|| server.publish(CHANNEL, seed));
-        let all_at = |v: u64| {
-            nodes
-                .iter()
-                .all(|n| n.engine().versions().version(inventory) == v)
+        let all_at = |v: u64| versions_of(&nodes, inventory).iter().all(|n| *n == v);
+        let versions = || {
+            format!(
+                "the instances have inventory={:?}",
+                versions_of(&nodes, inventory)
+            )
         };
-        assert!(eventually(Duration::from_secs(5), || all_at(1)).await);
+        wait_until(
+            Duration::from_secs(5),
+            "every instance at inventory=1",
+            async || all_at(1),
+            versions,
+        )
+        .await;
         tokio::time::sleep(Duration::from_millis(300)).await;
-        assert_eq!(truth(&nodes).await.version(inventory), 1, "one message, one bump");
+        assert_eq!(
+            truth(&nodes).await.version(inventory),
+            1,
+            "one message, one bump"
+        );
 
         // The same payload again inside the window: the same message, delivered twice.
         blocking(|| server.publish(CHANNEL, seed));
@@ -1804,7 +1719,13 @@ fn forged_and_repeated_messages_follow_the_truth() {
         blocking(|| server.cli_int(&["PEXPIRE", &marks[0], "1"]));
         tokio::time::sleep(Duration::from_millis(20)).await;
         blocking(|| server.publish(CHANNEL, seed));
-        assert!(eventually(Duration::from_secs(5), || all_at(2)).await);
+        wait_until(
+            Duration::from_secs(5),
+            "every instance at inventory=2",
+            async || all_at(2),
+            versions,
+        )
+        .await;
         tokio::time::sleep(Duration::from_millis(300)).await;
         assert_eq!(truth(&nodes).await.version(inventory), 2);
 
@@ -1829,11 +1750,13 @@ fn forged_and_repeated_messages_follow_the_truth() {
                 .sum::<u64>()
                 - bad_before
         };
-        assert!(
-            eventually(Duration::from_secs(5), || counted() >= 6).await,
-            "each of 3 instances refuses both: {} counted",
-            counted()
-        );
+        wait_until(
+            Duration::from_secs(5),
+            "each of 3 instances to refuse both",
+            async || counted() >= 6,
+            || format!("{} counted", counted()),
+        )
+        .await;
         let t = truth(&nodes).await;
         assert_eq!(t.version(sales()), 0, "the truth is untouched");
         for n in &nodes {
@@ -1845,12 +1768,18 @@ fn forged_and_repeated_messages_follow_the_truth() {
             .bump(&[sales()], "manual", BumpMode::Force, false)
             .await
             .expect("the bump");
-        assert!(
-            eventually(Duration::from_secs(5), || nodes
-                .iter()
-                .all(|n| n.engine().versions().version(sales()) == 1))
-            .await
-        );
+        wait_until(
+            Duration::from_secs(5),
+            "every instance at sales=1",
+            async || versions_of(&nodes, sales()) == [1; 3],
+            || {
+                format!(
+                    "the instances have sales={:?}",
+                    versions_of(&nodes, sales())
+                )
+            },
+        )
+        .await;
     });
 }
 
@@ -1858,15 +1787,9 @@ fn forged_and_repeated_messages_follow_the_truth() {
 /// dedupe mark and the bump are one step, and the bump is retried until it lands.
 #[test]
 fn a_plain_message_during_a_freeze_is_applied_once_the_server_is_back() {
-    let _serial = serial();
-    let Some(server) =
-        RedisServer::start("a_plain_message_during_a_freeze_is_applied_once_the_server_is_back")
-    else {
-        return;
-    };
-    runtime().block_on(async {
+    with_redis(async |server| {
         let wh = warehouse(Duration::from_millis(5));
-        let node = Node::start(&server, &wh, true, InstanceConfig::default()).await;
+        let node = Node::start(server, &wh, true, InstanceConfig::default()).await;
         let inventory = catalog().tables().id("inventory").expect("inventory");
         for (applied, round) in (1..).zip(0..3u8) {
             blocking(|| server.signal(libc::SIGSTOP));
@@ -1881,15 +1804,14 @@ fn a_plain_message_during_a_freeze_is_applied_once_the_server_is_back() {
             };
             let (result, ()) = tokio::join!(ingest, thaw);
             let want: u64 = applied;
-            let reached = eventually(Duration::from_secs(10), || {
-                node.engine().versions().version(inventory) >= want
-            })
+            let inventory_at = || node.engine().versions().version(inventory);
+            wait_until(
+                Duration::from_secs(10),
+                &format!("round {round} ({result:?}) to be applied"),
+                async || inventory_at() >= want,
+                || format!("update lost; inventory at {}", inventory_at()),
+            )
             .await;
-            assert!(
-                reached,
-                "round {round} ({result:?}): update lost; inventory at {}",
-                node.engine().versions().version(inventory)
-            );
         }
         tokio::time::sleep(Duration::from_millis(1_500)).await;
         let v = node
@@ -1908,13 +1830,7 @@ fn a_plain_message_during_a_freeze_is_applied_once_the_server_is_back() {
 #[test]
 fn a_partitioned_instance_stops_presenting_old_answers_as_fresh() {
     use freshcache::bench::chaos::proxy::{FaultProxy, Mode};
-    let _serial = serial();
-    let Some(server) =
-        RedisServer::start("a_partitioned_instance_stops_presenting_old_answers_as_fresh")
-    else {
-        return;
-    };
-    runtime().block_on(async {
+    with_redis(async |server| {
         let wh = warehouse(Duration::from_millis(5));
         let config = InstanceConfig::default();
         let upstream = server
@@ -1924,7 +1840,7 @@ fn a_partitioned_instance_stops_presenting_old_answers_as_fresh() {
             .parse()
             .expect("the server's address");
         let proxy = FaultProxy::start(upstream).await.expect("the proxy");
-        let other = Node::start(&server, &wh, true, config.clone()).await;
+        let other = Node::start(server, &wh, true, config.clone()).await;
         let cut = Node::start_at(&format!("redis://{}/0", proxy.addr()), &wh, config.clone()).await;
         let request = cut
             .engine()
@@ -1982,14 +1898,14 @@ fn a_partitioned_instance_stops_presenting_old_answers_as_fresh() {
         );
         // Healed: it converges and answers fresh at the new version again.
         proxy.set(Mode::Pass);
-        assert!(
-            eventually(Duration::from_secs(10), || cut
-                .engine()
-                .versions()
-                .version(sales())
-                >= new)
-            .await
-        );
+        let cut_at = || cut.engine().versions().version(sales());
+        wait_until(
+            Duration::from_secs(10),
+            &format!("the healed instance to reach sales={new}"),
+            async || cut_at() >= new,
+            || format!("it has sales={}", cut_at()),
+        )
+        .await;
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             let a = cut.engine().get(&request).await.expect("an answer");

@@ -420,20 +420,13 @@ async fn a_failed_load_on_postgres_leaves_no_trace() {
         "a_failed_load_on_postgres_leaves_no_trace",
         |db| async move {
             let postgres = PostgresWarehouse::new(&db.url, Latency::NONE).unwrap();
-            let small = DemoSize {
-                customers: 50,
-                sales: 1_000,
-            };
             assert!(
                 postgres
-                    .init_demo(small, INITIAL_BATCH, INITIAL_AT_MS)
+                    .init_demo(SMALL, INITIAL_BATCH, INITIAL_AT_MS)
                     .await
                     .unwrap()
             );
-            let (client, connection) = tokio_postgres::connect(&db.url, NoTls).await.unwrap();
-            tokio::spawn(async move {
-                let _ = connection.await;
-            });
+            let client = session(&db.url).await;
             let log_before = postgres.update_log().await.unwrap();
             let totals_before = totals(&client).await;
 
@@ -612,6 +605,30 @@ const SMALL: DemoSize = DemoSize {
     sales: 1_000,
 };
 
+/// Fills the test database with the small demo warehouse.
+async fn init_small(postgres: &PostgresWarehouse) {
+    postgres
+        .init_demo(SMALL, INITIAL_BATCH, INITIAL_AT_MS)
+        .await
+        .unwrap();
+}
+
+/// Two sessions on the test database: one to watch its backends, and one that has locked `tables`
+/// (`ACCESS EXCLUSIVE`) in a transaction it keeps open until its `ROLLBACK`.
+async fn watcher_and_locker(url: &str, tables: &[&str]) -> (Client, Client) {
+    let watcher = session(url).await;
+    let locker = session(url).await;
+    let locks: String = tables
+        .iter()
+        .map(|t| format!("; LOCK TABLE {t} IN ACCESS EXCLUSIVE MODE"))
+        .collect();
+    locker
+        .batch_execute(&format!("BEGIN{locks}"))
+        .await
+        .unwrap();
+    (watcher, locker)
+}
+
 /// Every load ends (issue 10, D). With `sales` locked by another session: a query on another
 /// table answers in under a second meanwhile (one connection per process used to queue it behind
 /// the hung one for good), and at the load timeout the hung query ends — its waiter gets the
@@ -628,10 +645,7 @@ async fn with_a_table_locked_other_queries_answer_and_the_hung_one_ends_at_its_d
             let postgres = std::sync::Arc::new(
                 PostgresWarehouse::with_load_timeout(&db.url, Latency::NONE, timeout).unwrap(),
             );
-            postgres
-                .init_demo(SMALL, INITIAL_BATCH, INITIAL_AT_MS)
-                .await
-                .unwrap();
+            init_small(&postgres).await;
             let engine = Engine::builder(
                 std::sync::Arc::new(Catalog::bundled().unwrap()),
                 postgres.clone(),
@@ -639,12 +653,7 @@ async fn with_a_table_locked_other_queries_answer_and_the_hung_one_ends_at_its_d
             .load_timeout(timeout)
             .build()
             .unwrap();
-            let watcher = session(&db.url).await;
-            let locker = session(&db.url).await;
-            locker
-                .batch_execute("BEGIN; LOCK TABLE sales IN ACCESS EXCLUSIVE MODE")
-                .await
-                .unwrap();
+            let (watcher, locker) = watcher_and_locker(&db.url, &["sales"]).await;
 
             let hung = {
                 let engine = engine.clone();
@@ -705,16 +714,8 @@ async fn a_dropped_query_is_cancelled_at_the_server() {
                 )
                 .unwrap(),
             );
-            postgres
-                .init_demo(SMALL, INITIAL_BATCH, INITIAL_AT_MS)
-                .await
-                .unwrap();
-            let watcher = session(&db.url).await;
-            let locker = session(&db.url).await;
-            locker
-                .batch_execute("BEGIN; LOCK TABLE sales IN ACCESS EXCLUSIVE MODE")
-                .await
-                .unwrap();
+            init_small(&postgres).await;
+            let (watcher, locker) = watcher_and_locker(&db.url, &["sales"]).await;
             let catalog = Catalog::bundled().unwrap();
             let request = catalog
                 .request::<&str, &str>("revenue_by_product", &[])
@@ -746,19 +747,8 @@ async fn etl_writes_and_update_log_reads_end_at_the_deadline() {
             let timeout = Duration::from_millis(800);
             let postgres =
                 PostgresWarehouse::with_load_timeout(&db.url, Latency::NONE, timeout).unwrap();
-            postgres
-                .init_demo(SMALL, INITIAL_BATCH, INITIAL_AT_MS)
-                .await
-                .unwrap();
-            let watcher = session(&db.url).await;
-            let locker = session(&db.url).await;
-            locker
-                .batch_execute(
-                    "BEGIN; LOCK TABLE sales IN ACCESS EXCLUSIVE MODE; \
-                     LOCK TABLE update_log IN ACCESS EXCLUSIVE MODE",
-                )
-                .await
-                .unwrap();
+            init_small(&postgres).await;
+            let (watcher, locker) = watcher_and_locker(&db.url, &["sales", "update_log"]).await;
             let started = std::time::Instant::now();
             let e = tokio::time::timeout(Duration::from_secs(20), postgres.update_log())
                 .await
@@ -844,16 +834,8 @@ async fn get_on_a_locked_table_exits_5_at_the_deadline_and_leaves_nothing_waitin
         "get_on_a_locked_table_exits_5_at_the_deadline_and_leaves_nothing_waiting",
         |db| async move {
             let postgres = PostgresWarehouse::new(&db.url, Latency::NONE).unwrap();
-            postgres
-                .init_demo(SMALL, INITIAL_BATCH, INITIAL_AT_MS)
-                .await
-                .unwrap();
-            let watcher = session(&db.url).await;
-            let locker = session(&db.url).await;
-            locker
-                .batch_execute("BEGIN; LOCK TABLE sales IN ACCESS EXCLUSIVE MODE")
-                .await
-                .unwrap();
+            init_small(&postgres).await;
+            let (watcher, locker) = watcher_and_locker(&db.url, &["sales"]).await;
             // A sandbox of its own: data, configuration, state and logs in a temporary directory.
             let home = std::env::temp_dir().join(format!("{}-home", db.name));
             std::fs::create_dir_all(&home).unwrap();

@@ -15,9 +15,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use freshcache::bus::CHANNEL;
 use freshcache::engine::{Answer, Engine};
 use freshcache::instance::{Instance, InstanceConfig};
-use freshcache::model::catalog::Catalog;
+use freshcache::model::catalog::{Catalog, Request};
 use freshcache::model::clock::{SharedClock, SystemClock};
 use freshcache::model::versions::TableId;
 use freshcache::redis::Redis;
@@ -55,6 +56,29 @@ pub fn runtime() -> tokio::runtime::Runtime {
 /// runtime's other tasks.
 pub fn blocking<T>(f: impl FnOnce() -> T) -> T {
     tokio::task::block_in_place(f)
+}
+
+/// Runs `body` against a `redis-server` of the running test's own (see [`RedisServer::start`]),
+/// one test at a time (see [`serial`]); when Redis is not installed it reports the skip instead
+/// (see [`skip`]). The server is killed, and its directory removed, when `body` ends or fails.
+pub fn with_redis_sync(body: impl FnOnce(&RedisServer)) {
+    let _serial = serial();
+    if let Some(server) = RedisServer::start(&test_name()) {
+        body(&server);
+    }
+}
+
+/// [`with_redis_sync`] with `body` run on a fresh [`runtime`].
+pub fn with_redis(body: impl AsyncFnOnce(&RedisServer)) {
+    with_redis_sync(|server| runtime().block_on(body(server)));
+}
+
+/// The name of the running test (the test harness runs each test on a thread named after it).
+pub fn test_name() -> String {
+    std::thread::current()
+        .name()
+        .unwrap_or("unnamed test")
+        .to_string()
 }
 
 /// A fresh directory under the system's temporary directory.
@@ -605,6 +629,30 @@ impl Node {
     pub fn engine(&self) -> &Engine {
         self.instance.engine()
     }
+
+    /// `n` nodes on `server`, each with an in-process tier, returned once all of them listen on
+    /// the update channel.
+    pub async fn start_n(
+        server: &RedisServer,
+        warehouse: &Arc<MemoryWarehouse>,
+        n: usize,
+        config: &InstanceConfig,
+    ) -> Vec<Node> {
+        let mut nodes = Vec::new();
+        for _ in 0..n {
+            nodes.push(Node::start(server, warehouse, true, config.clone()).await);
+        }
+        blocking(|| server.wait_for_subscribers(CHANNEL, n as i64));
+        nodes
+    }
+}
+
+/// The version of `table` in each of `nodes`' engines.
+pub fn versions_of(nodes: &[Node], table: TableId) -> Vec<u64> {
+    nodes
+        .iter()
+        .map(|n| n.engine().versions().version(table))
+        .collect()
 }
 
 pub fn sales() -> TableId {
@@ -618,6 +666,53 @@ pub fn sales_version(answer: &Answer) -> u64 {
         .find(|(t, _)| *t == sales())
         .map(|(_, v)| v)
         .expect("the answer reads sales")
+}
+
+/// The `i`-th request of a sequence of distinct requests (5 500 of them, all on sales), none ever
+/// cached.
+pub fn distinct_request(engine: &Engine, i: usize) -> Request {
+    const REGIONS: [&str; 5] = [
+        "North America",
+        "Europe",
+        "Asia Pacific",
+        "Latin America",
+        "Middle East & Africa",
+    ];
+    let region = REGIONS[i % 5];
+    let year = (2020 + (i / 5) % 11).to_string();
+    let limit = (1 + (i / 55) % 100).to_string();
+    engine
+        .request(
+            "top_products_in_region",
+            &[
+                ("region", region),
+                ("year", year.as_str()),
+                ("limit", limit.as_str()),
+            ],
+        )
+        .expect("a request")
+}
+
+/// Waits for `condition`, checking every few milliseconds, for at most `limit`; panics with
+/// `what` (and the last state `describe` gives) otherwise.
+pub async fn wait_until(
+    limit: Duration,
+    what: &str,
+    mut condition: impl AsyncFnMut() -> bool,
+    describe: impl Fn() -> String,
+) -> Duration {
+    let started = Instant::now();
+    loop {
+        if condition().await {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < limit,
+            "waited {limit:?} for {what}; {}",
+            describe()
+        );
+        tokio::time::sleep(POLL).await;
+    }
 }
 
 pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
