@@ -26,8 +26,12 @@ const ORDER: &[&[&str]] = &[
     &["main", "cli"],
     // Benchmark scenarios that run fleets of processes (the chaos checker).
     &["bench"],
+    // The HTTP sidecar: answers and operator endpoints for API servers in any language.
+    &["serve"],
     // The operator's edges: the console, the Prometheus endpoint, settings and logs.
     &["console", "metrics", "settings"],
+    // The one HTTP server (limits, keep-alive, draining) the endpoints above run on.
+    &["http"],
     // An engine wired to its bus and warehouse; the simulated users.
     &["instance", "traffic"],
     // Everything Redis: link, store, bus, fills, opened together.

@@ -224,6 +224,11 @@ impl Bus for LocalBus {
         })
     }
 
+    fn leave<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<(), BusError>> {
+        let id = id.to_string();
+        Box::pin(self.blocking(move |_, conn| state::leave(conn, &id)))
+    }
+
     fn reports(&self, live_ms: u64) -> BoxFuture<'_, Result<Vec<InstanceReport>, BusError>> {
         Box::pin(self.blocking(move |inner, conn| state::reports(inner, conn, live_ms)))
     }

@@ -235,6 +235,10 @@ pub trait Bus: Send + Sync + 'static {
     /// Records an instance's latest report; doubles as its heartbeat.
     fn report<'a>(&'a self, report: &'a InstanceReport) -> BoxFuture<'a, Result<(), BusError>>;
 
+    /// Forgets instance `id`'s report: it left (a graceful shutdown), so it is not listed as
+    /// lost.
+    fn leave<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<(), BusError>>;
+
     /// The latest report of every instance heard from within `live_ms` of the bus's clock.
     fn reports(&self, live_ms: u64) -> BoxFuture<'_, Result<Vec<InstanceReport>, BusError>>;
 

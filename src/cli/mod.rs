@@ -33,6 +33,7 @@ mod interrupt;
 mod invalidate;
 mod options;
 mod output;
+mod serve;
 mod simulate_partial;
 pub mod stampede;
 mod stats;
@@ -123,6 +124,12 @@ pub enum Command {
         after_help = "Example:\n  freshcache traffic --users 200 --duration 30s --with-etl --hour 60s"
     )]
     Traffic(traffic::TrafficArgs),
+    /// Serves answers over HTTP to API servers in any language (a sidecar on loopback):
+    /// GET /v1/answers/QUERY?NAME=VALUE; operator endpoints with --admin-token-file.
+    #[command(
+        after_help = "Examples:\n  freshcache serve --listen 127.0.0.1:8080\n  freshcache --redis redis://127.0.0.1:6379 serve --admin-token-file /etc/freshcache/token\n  curl 'http://127.0.0.1:8080/v1/answers/sales_by_region?quarter=Q4&year=2026'"
+    )]
+    Serve(serve::ServeArgs),
     /// Lists the event log (with --json: JSON Lines); --follow keeps printing new events.
     #[command(
         after_help = "Examples:\n  freshcache events --limit 20\n  freshcache --redis redis://127.0.0.1:6379 --json events --follow | jq .type"
@@ -391,6 +398,7 @@ fn command_name(c: &Option<Command>) -> &'static str {
         Some(Command::Invalidate(_)) => "invalidate",
         Some(Command::Warm(_)) => "warm",
         Some(Command::Traffic(_)) => "traffic",
+        Some(Command::Serve(_)) => "serve",
         Some(Command::Events(_)) => "events",
         Some(Command::Stats(_)) => "stats",
         Some(Command::Warehouse(_)) => "warehouse",
@@ -415,6 +423,7 @@ async fn run(command: Option<Command>, settings: Settings) -> Result<(), CliErro
         Some(Command::Invalidate(args)) => invalidate::invalidate(settings, args).await,
         Some(Command::Warm(args)) => warm::warm(settings, args).await,
         Some(Command::Traffic(args)) => traffic::traffic(settings, args).await,
+        Some(Command::Serve(args)) => serve::serve(settings, args).await,
         Some(Command::Events(args)) => events::events(settings, args).await,
         Some(Command::Stats(args)) => stats::stats(settings, args).await,
         Some(Command::Warehouse(c)) => warehouse::warehouse(settings, c).await,

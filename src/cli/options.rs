@@ -67,7 +67,7 @@ fn table(path: &str, redis: bool, headless: bool) -> Option<Reads> {
             METRICS,
         ]),
         "console" => reads(&[WORLD, ENGINE, INSTANCE, METRICS]),
-        "traffic" => reads(&[WORLD, ENGINE, INSTANCE, METRICS, JSON]),
+        "traffic" | "serve" => reads(&[WORLD, ENGINE, INSTANCE, METRICS, JSON]),
         "get" | "etl-complete" | "simulate-partial" | "invalidate" | "warm" | "etl run" => {
             reads(&[WORLD, ENGINE, INSTANCE, JSON])
         }

@@ -14,9 +14,11 @@ use crate::model::versions::TableId;
 use crate::warehouse::etl::{EtlPlan, EtlRun};
 
 impl Instance {
-    /// Writes an operator action to the event log.
-    async fn audit(&self, action: Action, targets: Vec<String>, result: &str) {
-        let op = &self.inner.operator;
+    /// Writes an operator action to the event log, naming the operator acting now (see
+    /// [`super::acting_as`]). The guarded methods write their own; a caller that completes an
+    /// action of its own (the sidecar's `etl-complete`) writes one with this.
+    pub async fn audit(&self, action: Action, targets: Vec<String>, result: &str) {
+        let op = &guard::actor_or(&self.inner.operator);
         let logged = self
             .inner
             .bus

@@ -45,6 +45,25 @@ impl Operator {
     }
 }
 
+tokio::task_local! {
+    /// Who is acting in the task running an operator action on someone's behalf (the sidecar's
+    /// operator endpoints); the instance's own operator otherwise.
+    static ACTOR: Operator;
+}
+
+/// Runs `action` with its audit records naming `actor` instead of this process's user: for an
+/// instance acting on a request (an HTTP call), whose caller is not the process's user.
+pub async fn acting_as<F: std::future::Future>(actor: Operator, action: F) -> F::Output {
+    ACTOR.scope(actor, action).await
+}
+
+/// The operator acting now: the task's [`acting_as`] actor, or `own`.
+pub(super) fn actor_or(own: &Operator) -> Operator {
+    ACTOR
+        .try_with(Operator::clone)
+        .unwrap_or_else(|_| own.clone())
+}
+
 /// The login name of the process's user, from the password database.
 fn user_from_passwd() -> Option<String> {
     let mut buf = vec![0 as libc::c_char; 4096];

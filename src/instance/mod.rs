@@ -77,7 +77,7 @@ use crate::model::environment::Environment;
 use crate::warehouse::{EtlTarget, Warehouse, WarehouseError};
 
 pub use batch_label::{BATCH_LABEL_TOLERANCE, check_batch_label};
-pub use guard::{Operator, refusal};
+pub use guard::{Operator, acting_as, refusal};
 pub use protocol::EtlCompleteReport;
 
 /// How an instance behaves.
@@ -372,6 +372,17 @@ impl Instance {
     /// Stops the background work.
     pub fn shutdown(&self) {
         self.inner.shutdown.send_replace(true);
+    }
+
+    /// Stops, as [`Instance::shutdown`] does, and leaves the fleet: its report is removed, so
+    /// `stats` and the console stop listing it instead of showing it lost.
+    pub async fn leave(&self) {
+        self.shutdown();
+        if let Err(e) = self.inner.bus.leave(&self.inner.id).await {
+            tracing::warn!(
+                "could not leave the fleet (it will be listed as lost for a while): {e}"
+            );
+        }
     }
 }
 

@@ -436,6 +436,23 @@ impl Bus for RedisBus {
         })
     }
 
+    fn leave<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<(), BusError>> {
+        Box::pin(async move {
+            let id = id.to_string();
+            self.inner
+                .link
+                .call(|mut c| async move {
+                    redis::cmd("HDEL")
+                        .arg(INSTANCES)
+                        .arg(id)
+                        .exec_async(&mut c)
+                        .await
+                })
+                .await
+                .map_err(bus_err)
+        })
+    }
+
     fn reports(&self, live_ms: u64) -> BoxFuture<'_, Result<Vec<InstanceReport>, BusError>> {
         Box::pin(async move {
             let all = hgetall(&self.inner, INSTANCES).await?;

@@ -400,6 +400,13 @@ pub(super) fn report(conn: &Connection, id: String, at: i64, body: String) -> Re
     Ok(())
 }
 
+/// Forgets instance `id`'s report.
+pub(super) fn leave(conn: &Connection, id: &str) -> Result<(), BusError> {
+    conn.execute("DELETE FROM instances WHERE id = ?1", [id])
+        .map_err(err)?;
+    Ok(())
+}
+
 /// The latest report of every instance heard from within `live_ms`.
 pub(super) fn reports(
     inner: &Inner,

@@ -118,6 +118,9 @@ impl Bus for FaultyBus {
     ) -> crate::model::BoxFuture<'a, Result<(), BusError>> {
         self.bus.report(report)
     }
+    fn leave<'a>(&'a self, id: &'a str) -> crate::model::BoxFuture<'a, Result<(), BusError>> {
+        self.bus.leave(id)
+    }
     fn reports(
         &self,
         live_ms: u64,

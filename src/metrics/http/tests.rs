@@ -12,6 +12,7 @@ use crate::instance::InstanceConfig;
 use crate::model::catalog::Catalog;
 use crate::model::clock::ManualClock;
 use crate::warehouse::MemoryWarehouse;
+use std::io;
 
 /// An instance with an in-memory bus and warehouse.
 async fn embedded_instance() -> Instance {
@@ -145,7 +146,7 @@ async fn the_metrics_route_merges_into_another_router() {
     let listener = bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr();
     let (stop, shutdown) = watch::channel(false);
-    let server = tokio::spawn(serve_app(listener.listener, app, LIMITS, shutdown));
+    let server = tokio::spawn(listener.listener.serve(app, LIMITS, shutdown));
 
     let ping = exchange(addr, b"GET /v1/ping HTTP/1.1\r\n\r\n").await;
     assert!(ping.ends_with("\r\n\r\npong"), "{ping}");
@@ -165,7 +166,7 @@ async fn limited_endpoint(limits: Limits) -> (SocketAddr, watch::Sender<bool>, J
     let addr = listener.local_addr();
     let app = endpoint(Arc::new(Exporter::new(embedded_instance().await)));
     let (stop, shutdown) = watch::channel(false);
-    let server = tokio::spawn(serve_app(listener.listener, app, limits, shutdown));
+    let server = tokio::spawn(listener.listener.serve(app, limits, shutdown));
     (addr, stop, server)
 }
 
@@ -198,7 +199,7 @@ async fn a_client_that_does_not_take_the_answer_is_given_up_on() {
     // A pipe that holds 16 bytes and is never read: writing more waits for the reader.
     let (_reader, writer) = tokio::io::duplex(16);
     let limit = Duration::from_millis(100);
-    let mut io = WriteDeadline::new(writer, limit);
+    let mut io = crate::http::WriteDeadline::new(writer, limit);
     let started = std::time::Instant::now();
     let error = io.write_all(&[b'x'; 64]).await.unwrap_err();
     assert_eq!(error.kind(), io::ErrorKind::TimedOut);

@@ -1,0 +1,344 @@
+//! The read side of the sidecar: an answer (`GET /v1/answers/{query}?NAME=VALUE…`), the catalog
+//! (`/v1/queries`), the versions (`/v1/versions`) and readiness (`/readyz`).
+//!
+//! An answer carries what a chatbot needs to say how current it is — fresh or stale, its age and
+//! why, the versions and the batch its data is of, where it came from — in its JSON and in the
+//! HTTP headers a cache would use: `Cache-Status` as RFC 9211 writes it, `Age`, and a weak `ETag`
+//! derived from the query and the versions, so `If-None-Match` gets `304` until the data changes.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use super::{ApiError, Shared};
+use crate::engine::flight::LoadError;
+use crate::engine::{Answer, Freshness, GetError, Source};
+use crate::model::catalog::{CatalogError, Request};
+use crate::warehouse::WarehouseError;
+
+/// How long a client should wait before asking again when the warehouse is unavailable.
+const RETRY_AFTER_S: u64 = 5;
+
+/// `GET /v1/answers/{query}?NAME=VALUE…`.
+pub(super) async fn answer(
+    State(shared): State<Arc<Shared>>,
+    path: Result<Path<String>, PathRejection>,
+    params: Result<Query<Vec<(String, String)>>, QueryRejection>,
+    headers: HeaderMap,
+) -> Response {
+    match answer_of(&shared, path, params, &headers).await {
+        Ok(r) | Err(r) => r,
+    }
+}
+
+async fn answer_of(
+    shared: &Shared,
+    path: Result<Path<String>, PathRejection>,
+    params: Result<Query<Vec<(String, String)>>, QueryRejection>,
+    headers: &HeaderMap,
+) -> Result<Response, Response> {
+    let Path(name) = path.map_err(|e| {
+        bad_request(
+            format!("bad query name in the path: {e}"),
+            "GET /v1/queries lists the queries",
+        )
+    })?;
+    let Query(params) = params.map_err(|e| {
+        bad_request(
+            format!("bad parameters: {e}"),
+            "write ?NAME=VALUE&NAME=VALUE, percent-encoded",
+        )
+    })?;
+    if let Some(dup) = params
+        .iter()
+        .enumerate()
+        .find(|(i, (k, _))| params[..*i].iter().any(|(seen, _)| seen == k))
+    {
+        return Err(bad_request(
+            format!("parameter `{}` given twice", dup.1.0),
+            "give each parameter once",
+        ));
+    }
+    let engine = shared.instance.engine();
+    let request = engine
+        .request(&name, &params)
+        .map_err(|e| catalog_error(shared, &e))?;
+    let answer = engine
+        .get(&request)
+        .await
+        .map_err(|e| get_error(shared, e))?;
+    Ok(respond(shared, &request, &answer, headers))
+}
+
+fn bad_request(error: String, hint: &str) -> Response {
+    ApiError::new(StatusCode::BAD_REQUEST, error, hint).into_response()
+}
+
+/// `404` naming the known queries for an unknown one; `400` naming the parameter otherwise.
+fn catalog_error(shared: &Shared, e: &CatalogError) -> Response {
+    match e {
+        CatalogError::UnknownQuery { .. } => {
+            let known: Vec<&str> = shared
+                .instance
+                .engine()
+                .catalog()
+                .queries()
+                .iter()
+                .map(|q| q.name.as_str())
+                .collect();
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                e.to_string(),
+                "GET /v1/queries lists the queries with their parameters",
+            )
+            .with("known", json!(known))
+            .into_response()
+        }
+        _ => bad_request(
+            e.to_string(),
+            "GET /v1/queries lists each query's parameters",
+        ),
+    }
+}
+
+/// `503` (with `Retry-After`) when the warehouse is unavailable and nothing can be served, `504`
+/// when it did not answer in time, `502` when it answered with an error.
+fn get_error(shared: &Shared, e: GetError) -> Response {
+    match &e {
+        GetError::Catalog(c) => catalog_error(shared, c),
+        GetError::Warehouse {
+            error:
+                LoadError::Warehouse(WarehouseError::Unavailable(_) | WarehouseError::NotInitialised(_)),
+            ..
+        } => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            e.to_string(),
+            "the warehouse is unavailable and no earlier answer is held; ask again later",
+        )
+        .retry_after(RETRY_AFTER_S)
+        .into_response(),
+        GetError::Timeout { .. }
+        | GetError::Warehouse {
+            error: LoadError::Deadline(_),
+            ..
+        } => ApiError::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            e.to_string(),
+            "the warehouse was too slow; the load goes on and fills the cache when it finishes",
+        )
+        .into_response(),
+        GetError::Warehouse { .. } => ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            e.to_string(),
+            "the warehouse failed this query; its logs say why",
+        )
+        .into_response(),
+    }
+}
+
+/// The answer's weak entity tag: the request's fingerprint and the versions its data is of.
+fn etag(request: &Request, answer: &Answer) -> String {
+    let mut tag = format!("W/\"{:032x}", request.fingerprint());
+    for v in answer.versions().versions() {
+        let _ = write!(tag, "-{v}");
+    }
+    tag.push('"');
+    tag
+}
+
+/// Whether `If-None-Match` names `tag` (or is `*`); weak comparison, as RFC 9110 asks for it.
+fn none_match(headers: &HeaderMap, tag: &str) -> bool {
+    let weak = |t: &str| t.trim().trim_start_matches("W/").to_string();
+    let ours = weak(tag);
+    headers
+        .get_all(header::IF_NONE_MATCH)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim() == "*" || weak(t) == ours)
+}
+
+/// `Cache-Status` (RFC 9211): a hit; a miss forwarded to the warehouse (and stored); a miss that
+/// joined another caller's load (collapsed); a stale hit with its negative TTL and why.
+fn cache_status(answer: &Answer) -> String {
+    match (&answer.freshness, answer.source) {
+        (Freshness::Fresh, Source::Cache) => "freshcache; hit".to_string(),
+        (Freshness::Fresh, Source::Warehouse) => "freshcache; fwd=miss; stored".to_string(),
+        (Freshness::Fresh, Source::Coalesced) => "freshcache; fwd=miss; collapsed".to_string(),
+        (Freshness::Stale { age, reason }, _) => format!(
+            "freshcache; hit; ttl=-{}; detail={}",
+            age.as_secs(),
+            serde_json::to_string(&reason.to_string()).unwrap_or_default()
+        ),
+    }
+}
+
+/// The batch the answer's data is of: for a fresh answer the newest batch of the tables it reads
+/// as the versions have them; for a stale one, the batches its value says it was read at.
+fn batch(shared: &Shared, request: &Request, answer: &Answer) -> Option<String> {
+    if answer.freshness.is_fresh() {
+        let versions = shared.instance.engine().versions();
+        return request
+            .query()
+            .tables
+            .iter()
+            .map(|&t| versions.table_batch(t))
+            .max()
+            .filter(|b| !b.is_empty())
+            .map(str::to_string);
+    }
+    let value: serde_json::Value = serde_json::from_str(answer.value()).ok()?;
+    value["batches"]
+        .as_object()?
+        .values()
+        .filter_map(serde_json::Value::as_str)
+        .max()
+        .map(str::to_string)
+}
+
+fn respond(shared: &Shared, request: &Request, answer: &Answer, headers: &HeaderMap) -> Response {
+    let engine = shared.instance.engine();
+    let now = engine.clock().now_ms();
+    let age_ms = now.saturating_sub(answer.computed_at_ms());
+    let tag = etag(request, answer);
+    let mut response = if none_match(headers, &tag) {
+        StatusCode::NOT_MODIFIED.into_response()
+    } else {
+        body(shared, request, answer, age_ms).into_response()
+    };
+    let h = response.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&tag) {
+        h.insert(header::ETAG, v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&cache_status(answer)) {
+        h.insert("cache-status", v);
+    }
+    h.insert(header::AGE, HeaderValue::from(age_ms / 1000));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    response
+}
+
+/// The JSON answer, written around the stored value (already JSON) rather than re-encoding it.
+fn body(shared: &Shared, request: &Request, answer: &Answer, age_ms: u64) -> impl IntoResponse {
+    let tables = shared.instance.engine().catalog().tables();
+    let params: serde_json::Map<String, serde_json::Value> = request
+        .params()
+        .map(|(k, v)| (k.to_string(), json!(v)))
+        .collect();
+    let versions: serde_json::Map<String, serde_json::Value> = answer
+        .versions()
+        .iter()
+        .map(|(t, v)| (tables.name(t).to_string(), json!(v)))
+        .collect();
+    let (freshness, reason) = match &answer.freshness {
+        Freshness::Fresh => ("fresh", None),
+        Freshness::Stale { reason, .. } => ("stale", Some(reason.to_string())),
+    };
+    let head = json!({
+        "query": request.query().name,
+        "params": params,
+        "freshness": freshness,
+        "age_ms": age_ms,
+        "reason": reason,
+        "computed_at": crate::model::clock::format_rfc3339(answer.computed_at_ms()),
+        "versions": versions,
+        "batch": batch(shared, request, answer),
+        "source": answer.source.to_string(),
+    })
+    .to_string();
+    // `head` is a JSON object: its closing brace gives way to the value.
+    let mut text = String::with_capacity(head.len() + answer.value().len() + 12);
+    text.push_str(head.strip_suffix('}').unwrap_or(&head));
+    text.push_str(",\"value\":");
+    text.push_str(answer.value());
+    text.push('}');
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        text,
+    )
+}
+
+/// `GET /v1/queries`: every query, its title, parameters and tables.
+pub(super) async fn queries(State(shared): State<Arc<Shared>>) -> Response {
+    let catalog = shared.instance.engine().catalog();
+    let tables = catalog.tables();
+    let list: Vec<serde_json::Value> = catalog
+        .queries()
+        .iter()
+        .map(|q| {
+            json!({
+                "name": q.name,
+                "title": q.title,
+                "tables": q.tables.iter().map(|&t| tables.name(t)).collect::<Vec<_>>(),
+                "params": q.params.iter().map(|p| json!({
+                    "name": p.name,
+                    "required": p.default.is_none(),
+                    "default": p.default,
+                    "choices": p.choices,
+                })).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    axum::Json(json!({ "queries": list })).into_response()
+}
+
+/// `GET /v1/versions`: the versions this instance holds, each table's batch, and whether they
+/// are confirmed by the truth.
+pub(super) async fn versions(State(shared): State<Arc<Shared>>) -> Response {
+    let engine = shared.instance.engine();
+    let v = engine.versions();
+    let tables = engine.catalog().tables();
+    let by_table: serde_json::Map<String, serde_json::Value> = tables
+        .ids()
+        .map(|t| {
+            (
+                tables.name(t).to_string(),
+                json!({ "version": v.version(t), "batch": v.table_batch(t) }),
+            )
+        })
+        .collect();
+    axum::Json(json!({
+        "tables": by_table,
+        "batch": v.batch.to_string(),
+        "verified": engine.unverified_since().is_none(),
+        "degraded": engine.degraded(),
+    }))
+    .into_response()
+}
+
+/// `GET /readyz`: `200` when the versions are confirmed by the truth and the cache is not
+/// degraded; `503` saying which otherwise.
+pub(super) async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
+    let engine = shared.instance.engine();
+    let why = shared
+        .instance
+        .start_error()
+        .or_else(|| engine.degraded())
+        .map(|d| format!("degraded: {d}"))
+        .or_else(|| {
+            engine.unverified_since().map(|since| {
+                format!(
+                    "the versions are unverified since {}",
+                    crate::model::clock::format_rfc3339(since)
+                )
+            })
+        });
+    match why {
+        None => axum::Json(json!({ "status": "ready" })).into_response(),
+        Some(why) => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            why,
+            "answers are still served (stale ones labelled); readiness returns with the shared cache",
+        )
+        .retry_after(1)
+        .into_response(),
+    }
+}

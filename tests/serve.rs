@@ -1,0 +1,601 @@
+//! `freshcache serve`, the real binary on a loopback port, spoken to over raw HTTP/1.1:
+//!
+//! * the Python example (`examples/chatbot.py`) answers through it (skipped loudly without
+//!   python3, a failure then with `FRESHCACHE_REQUIRE_PYTHON=1`);
+//! * the original stampede through it: 1000 concurrent clients ask one cold question → one
+//!   warehouse query; after an invalidation, the same again;
+//! * thousands of random paths, parameters, headers and bodies get 4xx answers, never a 5xx and
+//!   never a dead process; a client trickling one byte a second does not delay the others;
+//! * the operator endpoints: no token or a wrong one → 401; read-only → 403; a simulation in
+//!   production → 403; an accepted call is in `freshcache events` with its actor;
+//! * SIGTERM: the process drains, exits 0 and leaves the fleet.
+
+// Tests may unwrap, panic and cast freely: a failure is the report.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss,
+    clippy::cast_possible_wrap
+)]
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{Proc, TempDir, free_port, freshcache_in, init_warehouse, read_log};
+use serde_json::Value;
+
+const TOKEN: &str = "test-token-0123456789abcdef";
+
+/// A sidecar process over an embedded warehouse of its own.
+struct Sidecar {
+    proc: Proc,
+    addr: SocketAddr,
+    dir: TempDir,
+}
+
+impl Sidecar {
+    /// Starts `freshcache [global…] serve --listen 127.0.0.1:PORT --admin-token-file …` with a
+    /// warehouse load taking `latency`, and waits for `/healthz`.
+    fn start(name: &str, latency: &str, global: &[&str]) -> Sidecar {
+        let dir = TempDir::new(name);
+        let data = dir.path().join("data");
+        init_warehouse(&data);
+        std::fs::write(dir.path().join("token"), format!("{TOKEN}\n")).unwrap();
+        for _ in 0..5 {
+            let port = free_port();
+            let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+            let mut args: Vec<String> = vec![
+                "--data-dir".into(),
+                data.display().to_string(),
+                "--latency".into(),
+                latency.into(),
+            ];
+            args.extend(global.iter().map(|s| s.to_string()));
+            args.extend([
+                "serve".into(),
+                "--listen".into(),
+                addr.to_string(),
+                "--admin-token-file".into(),
+                dir.path().join("token").display().to_string(),
+            ]);
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let out = std::fs::File::create(dir.path().join("serve.out")).unwrap();
+            let err = std::fs::File::create(dir.path().join("serve.err")).unwrap();
+            let child = freshcache_in(dir.path(), &args)
+                .stdout(out)
+                .stderr(err)
+                .spawn()
+                .expect("freshcache runs");
+            let mut proc = Proc { child };
+            let started = Instant::now();
+            while started.elapsed() < Duration::from_secs(60) {
+                if let Some(status) = proc.exited() {
+                    let (_, err) = read_log(dir.path(), "serve");
+                    if err.contains("Address already in use") {
+                        break;
+                    }
+                    panic!("serve exited with {status}: {err}");
+                }
+                if TcpStream::connect(addr).is_ok() && get(addr, "/healthz").0 == 200 {
+                    return Sidecar { proc, addr, dir };
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        panic!("serve did not come up");
+    }
+
+    fn data(&self) -> std::path::PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// Runs the CLI against the same data directory.
+    fn cli(&self, args: &[&str]) -> std::process::Output {
+        let data = self.data().display().to_string();
+        let mut all = vec!["--data-dir", data.as_str()];
+        all.extend_from_slice(args);
+        freshcache_in(self.dir.path(), &all).output().unwrap()
+    }
+
+    /// The sidecar's `freshcache_warehouse_queries_total`.
+    fn warehouse_queries(&self) -> u64 {
+        let (status, _, body) = get(self.addr, "/metrics");
+        assert_eq!(status, 200, "{body}");
+        body.lines()
+            .filter(|l| l.starts_with("freshcache_warehouse_queries_total"))
+            .filter_map(|l| l.split_whitespace().last()?.parse::<f64>().ok())
+            .sum::<f64>() as u64
+    }
+}
+
+/// One request on a new connection; the status, the head and the body.
+fn exchange(addr: SocketAddr, request: &[u8]) -> (u16, String, String) {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    stream.write_all(request).unwrap();
+    let mut raw = Vec::new();
+    let _ = stream.read_to_end(&mut raw);
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, head.to_string(), body.to_string())
+}
+
+fn get(addr: SocketAddr, path: &str) -> (u16, String, String) {
+    exchange(
+        addr,
+        format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+}
+
+fn post(addr: SocketAddr, path: &str, headers: &[&str], body: &str) -> (u16, String, String) {
+    let mut request = format!("POST {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n");
+    for h in headers {
+        request.push_str(h);
+        request.push_str("\r\n");
+    }
+    request.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
+    exchange(addr, request.as_bytes())
+}
+
+fn json(body: &str) -> Value {
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"))
+}
+
+/// An error answer is one JSON object `{"error","code","hint"}` with `code` the status.
+fn assert_error(status: u16, body: &str) {
+    let doc = json(body);
+    assert_eq!(doc["code"], status, "{body}");
+    assert!(
+        doc["error"].as_str().is_some_and(|s| !s.is_empty()),
+        "{body}"
+    );
+    assert!(doc["hint"].is_string(), "{body}");
+}
+
+const QUESTION: &str = "/v1/answers/sales_by_region?quarter=Q4&year=2026";
+
+#[test]
+fn answers_say_how_fresh_they_are_and_errors_are_json() {
+    let s = Sidecar::start("serve-answers", "50ms", &[]);
+    let (status, head, body) = get(s.addr, QUESTION);
+    assert_eq!(status, 200, "{head}\n{body}");
+    let doc = json(&body);
+    assert_eq!(doc["freshness"], "fresh");
+    assert_eq!(doc["source"], "warehouse");
+    assert!(doc["versions"]["sales"].is_u64(), "{doc}");
+    assert!(doc["value"]["rows"].is_array(), "{doc}");
+    assert!(doc["batch"].is_string(), "{doc}");
+    assert!(
+        head.contains("Cache-Status: freshcache; fwd=miss; stored"),
+        "{head}"
+    );
+    let etag = head
+        .lines()
+        .find_map(|l| l.strip_prefix("Etag: "))
+        .expect("an ETag")
+        .to_string();
+    let (status, head, _) = get(s.addr, QUESTION);
+    assert_eq!(status, 200);
+    assert!(head.contains("Cache-Status: freshcache; hit"), "{head}");
+    assert!(head.contains("\r\nAge: "), "{head}");
+    // Unchanged data: 304 with the same tag.
+    let (status, head, body) = exchange(
+        s.addr,
+        format!(
+            "GET {QUESTION} HTTP/1.1\r\nHost: t\r\nIf-None-Match: {etag}\r\nConnection: close\r\n\r\n"
+        )
+        .as_bytes(),
+    );
+    assert_eq!(status, 304, "{head}");
+    assert!(body.is_empty());
+
+    let (status, _, body) = get(s.addr, "/v1/answers/no_such_query");
+    assert_eq!(status, 404);
+    assert_error(404, &body);
+    assert!(
+        json(&body)["known"]
+            .as_array()
+            .is_some_and(|k| k.iter().any(|q| q == "sales_by_region")),
+        "{body}"
+    );
+    for (path, names) in [
+        ("/v1/answers/sales_by_region?year=1999", "year"),
+        (
+            "/v1/answers/sales_by_region?quarter=Q9&year=2026",
+            "quarter",
+        ),
+        (
+            "/v1/answers/sales_by_region?quarter=Q1&year=2026&colour=red",
+            "colour",
+        ),
+    ] {
+        let (status, _, body) = get(s.addr, path);
+        assert_eq!(status, 400, "{path}: {body}");
+        assert_error(400, &body);
+        assert!(body.contains(names), "{path}: {body}");
+    }
+    let (status, _, body) = get(s.addr, "/v1/queries");
+    assert_eq!(status, 200);
+    assert!(
+        json(&body)["queries"]
+            .as_array()
+            .is_some_and(|q| q.len() > 3)
+    );
+    let (status, _, body) = get(s.addr, "/readyz");
+    assert_eq!(status, 200, "{body}");
+    let (status, _, body) = get(s.addr, "/v1/versions");
+    assert_eq!(status, 200, "{body}");
+}
+
+/// The original stampede, through HTTP: 1000 clients at once on one cold question cost one
+/// warehouse query, and after an invalidation one more.
+#[test]
+fn a_thousand_clients_on_one_cold_question_cost_one_warehouse_query() {
+    let s = Sidecar::start("serve-stampede", "300ms", &[]);
+    let ask_all = |n: usize| {
+        let barrier = std::sync::Barrier::new(n);
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..n)
+                .map(|_| {
+                    scope.spawn(|| {
+                        let mut stream = TcpStream::connect(s.addr).unwrap();
+                        barrier.wait();
+                        stream
+                            .write_all(
+                                format!(
+                                    "GET {QUESTION} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+                                )
+                                .as_bytes(),
+                            )
+                            .unwrap();
+                        let mut raw = Vec::new();
+                        stream.read_to_end(&mut raw).unwrap();
+                        String::from_utf8_lossy(&raw).starts_with("HTTP/1.1 200 ")
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap())
+                .filter(|ok| *ok)
+                .count()
+        })
+    };
+    let before = s.warehouse_queries();
+    assert_eq!(ask_all(1000), 1000, "every client got its answer");
+    assert_eq!(
+        s.warehouse_queries() - before,
+        1,
+        "one warehouse query for 1000 clients"
+    );
+
+    let (status, _, body) = post(
+        s.addr,
+        "/v1/invalidate",
+        &[&format!("Authorization: Bearer {TOKEN}")],
+        r#"{"tables": ["sales"]}"#,
+    );
+    assert_eq!(status, 200, "{body}");
+    // The invalidation's refresh-ahead may load the hot question itself: either way, the 1000
+    // clients after it add at most one query.
+    std::thread::sleep(Duration::from_millis(500));
+    let before = s.warehouse_queries();
+    assert_eq!(ask_all(1000), 1000);
+    assert!(
+        s.warehouse_queries() - before <= 1,
+        "at most one warehouse query for 1000 clients after the bump"
+    );
+}
+
+/// A seeded generator of junk requests.
+fn junk(rng: &mut fastrand::Rng) -> Vec<u8> {
+    const PIECES: &[&str] = &[
+        "/v1/answers/",
+        "sales_by_region",
+        "?",
+        "&",
+        "=",
+        "%",
+        "%ff",
+        "%00",
+        "..",
+        "/",
+        "quarter",
+        "Q4",
+        "year",
+        "2026",
+        "\u{1b}[31m",
+        "é",
+        "'",
+        "\"",
+        "<",
+        "{",
+        "}",
+        "healthz",
+        "v1",
+        "metrics",
+        "readyz",
+        "queries",
+        "etl-complete",
+        "invalidate",
+        "#",
+        " ",
+        "\t",
+    ];
+    let methods = [
+        "GET", "POST", "PUT", "DELETE", "HEAD", "OPTIONS", "PATCH", "G\u{0}T",
+    ];
+    let mut path = String::from("/");
+    for _ in 0..rng.usize(0..12) {
+        path.push_str(PIECES[rng.usize(..PIECES.len())]);
+    }
+    let method = methods[rng.usize(..methods.len())];
+    let mut request = format!("{method} {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n");
+    for _ in 0..rng.usize(0..4) {
+        let name = [
+            "Authorization",
+            "If-None-Match",
+            "X-Freshcache-Actor",
+            "Content-Type",
+            "X",
+        ][rng.usize(..5)];
+        let value: String = (0..rng.usize(0..40))
+            .map(|_| char::from(rng.u8(0x20..0x7f)))
+            .collect();
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    let body: Vec<u8> = (0..rng.usize(0..200)).map(|_| rng.u8(..)).collect();
+    request.push_str(&format!("Content-Length: {}\r\n\r\n", body.len()));
+    let mut bytes = request.into_bytes();
+    bytes.extend_from_slice(&body);
+    bytes
+}
+
+#[test]
+fn junk_gets_4xx_never_5xx_and_a_trickling_client_delays_nobody() {
+    let s = Sidecar::start("serve-junk", "0s", &[]);
+    // A client that sends one byte a second, held open throughout.
+    let slow_addr = s.addr;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop_slow = stop.clone();
+    let slow = std::thread::spawn(move || {
+        let mut stream = TcpStream::connect(slow_addr).unwrap();
+        for b in b"GET /v1/answers/sales_by_region?quarter=Q4&year=2026 HTTP/1.1\r\n" {
+            if stop_slow.load(std::sync::atomic::Ordering::SeqCst)
+                || stream.write_all(&[*b]).is_err()
+            {
+                break;
+            }
+            std::thread::sleep(Duration::from_secs(1));
+        }
+    });
+    let mut rng = fastrand::Rng::with_seed(12);
+    let mut by_status = std::collections::BTreeMap::new();
+    let mut slowest = Duration::ZERO;
+    for i in 0..3000 {
+        let request = junk(&mut rng);
+        let (status, head, body) = exchange(s.addr, &request);
+        assert!(
+            status == 0 || (200..500).contains(&status),
+            "request {i} got {status}:\n{}\n{head}\n{body}",
+            String::from_utf8_lossy(&request)
+        );
+        if status >= 400 && !body.is_empty() && head.contains("application/json") {
+            assert_error(status, &body);
+        }
+        *by_status.entry(status).or_insert(0u32) += 1;
+        if i % 100 == 0 {
+            // A well-formed question is answered at once, the trickling client notwithstanding.
+            let started = Instant::now();
+            let (status, _, _) = get(s.addr, QUESTION);
+            assert_eq!(status, 200);
+            slowest = slowest.max(started.elapsed());
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    slow.join().unwrap();
+    assert!(
+        slowest < Duration::from_secs(2),
+        "a question took {slowest:?} beside a trickling client"
+    );
+    assert!(
+        by_status.keys().any(|s| (400..500).contains(s)),
+        "{by_status:?}"
+    );
+    let mut s = s;
+    assert!(s.proc.exited().is_none(), "the sidecar is still running");
+    assert_eq!(get(s.addr, "/healthz").0, 200);
+}
+
+#[test]
+fn operator_endpoints_need_the_token_obey_the_guards_and_are_audited() {
+    let s = Sidecar::start("serve-admin", "0s", &["--env", "staging"]);
+    let invalidate =
+        |headers: &[&str]| post(s.addr, "/v1/invalidate", headers, r#"{"tables":["sales"]}"#);
+    let (status, head, body) = invalidate(&[]);
+    assert_eq!(status, 401, "{body}");
+    assert_error(401, &body);
+    assert!(head.contains("Www-Authenticate: Bearer"), "{head}");
+    let (status, _, body) = invalidate(&["Authorization: Bearer wrong-token-0123456789"]);
+    assert_eq!(status, 401, "{body}");
+    assert!(!body.contains(TOKEN), "the token is never echoed");
+    let (status, _, body) = invalidate(&[
+        &format!("Authorization: Bearer {TOKEN}"),
+        "X-Freshcache-Actor: nightly-etl",
+    ]);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(json(&body)["bumped"], serde_json::json!(["sales"]));
+    let events = s.cli(&["--json", "events", "--limit", "20"]);
+    let events = String::from_utf8_lossy(&events.stdout);
+    assert!(
+        events.lines().any(|l| l.contains("operator_action")
+            && l.contains("nightly-etl (HTTP)")
+            && l.contains("invalidate")),
+        "no audited call with its actor:\n{events}"
+    );
+    let (status, _, body) = post(
+        s.addr,
+        "/v1/invalidate",
+        &[&format!("Authorization: Bearer {TOKEN}")],
+        "{not json",
+    );
+    assert_eq!(status, 400, "{body}");
+    assert_error(400, &body);
+    drop(s);
+
+    let read_only = Sidecar::start("serve-read-only", "0s", &["--read-only"]);
+    let (status, _, body) = post(
+        read_only.addr,
+        "/v1/invalidate",
+        &[&format!("Authorization: Bearer {TOKEN}")],
+        r#"{"all":true}"#,
+    );
+    assert_eq!(status, 403, "{body}");
+    assert_error(403, &body);
+    drop(read_only);
+
+    let production = Sidecar::start("serve-production", "0s", &["--env", "production"]);
+    let (status, _, body) = post(
+        production.addr,
+        "/v1/simulate-partial",
+        &[&format!("Authorization: Bearer {TOKEN}")],
+        r#"{"fail":["inventory"]}"#,
+    );
+    assert_eq!(status, 403, "{body}");
+    assert_error(403, &body);
+}
+
+#[test]
+fn sigterm_drains_exits_0_and_leaves_the_fleet() {
+    let mut s = Sidecar::start("serve-sigterm", "0s", &[]);
+    assert_eq!(get(s.addr, QUESTION).0, 200);
+    let listed = |s: &Sidecar| {
+        let out = s.cli(&["--json", "stats"]);
+        let doc = json(&String::from_utf8_lossy(&out.stdout));
+        doc["fleet"]
+            .as_array()
+            .is_some_and(|f| f.iter().any(|i| i["role"] == "serve"))
+    };
+    let started = Instant::now();
+    while !listed(&s) {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "serve never listed in the fleet"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let pid = s.proc.child.id();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = s.proc.exited() {
+            break status;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "serve did not stop on SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(
+        status.success(),
+        "{status}: {:?}",
+        read_log(s.dir.path(), "serve")
+    );
+    assert!(!listed(&s), "serve left the fleet");
+}
+
+/// `python3` if it runs; otherwise a loud skip (a failure with `FRESHCACHE_REQUIRE_PYTHON=1`).
+fn python() -> Option<&'static str> {
+    if Command::new("python3")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+    {
+        return Some("python3");
+    }
+    let message = "python3 not found: the sidecar's Python example test is SKIPPED";
+    if std::env::var("FRESHCACHE_REQUIRE_PYTHON").as_deref() == Ok("1") {
+        panic!("{message} (FRESHCACHE_REQUIRE_PYTHON=1)");
+    }
+    eprintln!("\n==== {message} ====\n");
+    None
+}
+
+#[test]
+fn the_python_chatbot_asks_the_sidecar() {
+    let Some(python) = python() else {
+        return;
+    };
+    let s = Sidecar::start("serve-python", "0s", &[]);
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/chatbot.py");
+    let url = format!("http://{}", s.addr);
+    let out = Command::new(python)
+        .arg(&example)
+        .args(["--url", &url, "sales_by_region", "quarter=Q4", "year=2026"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("sales_by_region — current figures"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("region\trevenue_cents\torders"), "{stdout}");
+    let out = Command::new(python)
+        .arg(&example)
+        .args(["--url", &url, "no_such_question"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("404") && stderr.contains("unknown query"),
+        "{stderr}"
+    );
+
+    // The ETL job's end, through the operator endpoint.
+    let etl = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/etl_job.py");
+    let versions = json(&get(s.addr, "/v1/versions").2);
+    let batch = versions["batch"].as_str().unwrap().to_string();
+    let out = Command::new(python)
+        .arg(&etl)
+        .args(["--url", &url, "--token-file"])
+        .arg(s.dir.path().join("token"))
+        .args(["--batch", &batch])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains(&format!("batch {batch}: verified")),
+        "{stdout}"
+    );
+}
