@@ -45,6 +45,9 @@ pub struct Limits {
     pub keep_alive: bool,
     /// How long connections may take to finish after shutdown begins.
     pub drain: Duration,
+    /// Header names written in title case (`Content-Type`) rather than as stored (lowercase):
+    /// for old clients that compare them exactly; it costs a pass over every name.
+    pub title_case: bool,
 }
 
 /// Why a server could not start.
@@ -142,7 +145,7 @@ impl Listener {
             .header_read_timeout(limits.read_timeout)
             .max_buf_size(MAX_HEAD)
             .keep_alive(limits.keep_alive)
-            .title_case_headers(true);
+            .title_case_headers(limits.title_case);
         let mut connections = JoinSet::new();
         loop {
             if *shutdown.borrow_and_update() {
@@ -218,8 +221,10 @@ impl Listener {
 pub struct WriteDeadline<T> {
     io: T,
     limit: Duration,
-    /// Set by the first write after a read.
+    /// The deadline's timer, made once per connection and reset for each answer.
     deadline: Option<Pin<Box<Sleep>>>,
+    /// Whether the clock runs (from the first write after a read).
+    armed: bool,
 }
 
 impl<T> WriteDeadline<T> {
@@ -229,16 +234,21 @@ impl<T> WriteDeadline<T> {
             io,
             limit,
             deadline: None,
+            armed: false,
         }
     }
 
     /// Starts the clock at the first write; an error once it has run out. Polling the deadline
     /// registers the waker, so a write that waits on the client also wakes when time is up.
     fn check(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
-        let limit = self.limit;
+        let at = tokio::time::Instant::now() + self.limit;
         let deadline = self
             .deadline
-            .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(at)));
+        if !self.armed {
+            deadline.as_mut().reset(at);
+            self.armed = true;
+        }
         match deadline.as_mut().poll(cx) {
             Poll::Ready(()) => Err(io::Error::new(
                 io::ErrorKind::TimedOut,
@@ -260,7 +270,7 @@ impl<T: AsyncRead + Unpin> AsyncRead for WriteDeadline<T> {
         let read = Pin::new(&mut this.io).poll_read(cx, buf);
         if matches!(read, Poll::Ready(Ok(()))) && buf.filled().len() > before {
             // The client is sending (a new request): the next answer gets its own time.
-            this.deadline = None;
+            this.armed = false;
         }
         read
     }

@@ -34,6 +34,7 @@ const LIMITS: Limits = Limits {
     connections: MAX_CONNECTIONS,
     keep_alive: false,
     drain: Duration::from_secs(1),
+    title_case: true,
 };
 
 /// The content type of every answer but the scrape and the index page.

@@ -7,6 +7,7 @@
 //! derived from the query and the versions, so `If-None-Match` gets `304` until the data changes.
 
 use std::fmt::Write as _;
+use std::io::Write as _;
 use std::sync::Arc;
 
 use axum::extract::rejection::{PathRejection, QueryRejection};
@@ -165,17 +166,27 @@ fn none_match(headers: &HeaderMap, tag: &str) -> bool {
 
 /// `Cache-Status` (RFC 9211): a hit; a miss forwarded to the warehouse (and stored); a miss that
 /// joined another caller's load (collapsed); a stale hit with its negative TTL and why.
-fn cache_status(answer: &Answer) -> String {
+fn cache_status(answer: &Answer) -> HeaderValue {
     match (&answer.freshness, answer.source) {
-        (Freshness::Fresh, Source::Cache) => "freshcache; hit".to_string(),
-        (Freshness::Fresh, Source::Warehouse) => "freshcache; fwd=miss; stored".to_string(),
-        (Freshness::Fresh, Source::Coalesced) => "freshcache; fwd=miss; collapsed".to_string(),
-        (Freshness::Stale { age, reason }, _) => format!(
+        (Freshness::Fresh, Source::Cache) => HeaderValue::from_static("freshcache; hit"),
+        (Freshness::Fresh, Source::Warehouse) => {
+            HeaderValue::from_static("freshcache; fwd=miss; stored")
+        }
+        (Freshness::Fresh, Source::Coalesced) => {
+            HeaderValue::from_static("freshcache; fwd=miss; collapsed")
+        }
+        (Freshness::Stale { age, reason }, _) => header_value(format!(
             "freshcache; hit; ttl=-{}; detail={}",
             age.as_secs(),
             serde_json::to_string(&reason.to_string()).unwrap_or_default()
-        ),
+        )),
     }
+}
+
+/// A header value from text this module wrote (never a control character); empty if it were.
+fn header_value(text: String) -> HeaderValue {
+    HeaderValue::from_maybe_shared(axum::body::Bytes::from(text))
+        .unwrap_or_else(|_| HeaderValue::from_static(""))
 }
 
 /// The batch the answer's data is of: for a fresh answer the newest batch of the tables it reads
@@ -209,61 +220,80 @@ fn respond(shared: &Shared, request: &Request, answer: &Answer, headers: &Header
     let mut response = if none_match(headers, &tag) {
         StatusCode::NOT_MODIFIED.into_response()
     } else {
-        body(shared, request, answer, age_ms).into_response()
+        (
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            )],
+            body(shared, request, answer, age_ms),
+        )
+            .into_response()
     };
     let h = response.headers_mut();
-    if let Ok(v) = HeaderValue::from_str(&tag) {
-        h.insert(header::ETAG, v);
-    }
-    if let Ok(v) = HeaderValue::from_str(&cache_status(answer)) {
-        h.insert("cache-status", v);
-    }
+    h.insert(header::ETAG, header_value(tag));
+    h.insert("cache-status", cache_status(answer));
     h.insert(header::AGE, HeaderValue::from(age_ms / 1000));
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     response
 }
 
-/// The JSON answer, written around the stored value (already JSON) rather than re-encoding it.
-fn body(shared: &Shared, request: &Request, answer: &Answer, age_ms: u64) -> impl IntoResponse {
+/// Appends `text` as a JSON string.
+fn push_str(out: &mut Vec<u8>, text: &str) {
+    // Writing into a Vec cannot fail, and a &str always serialises.
+    let _ = serde_json::to_writer(&mut *out, text);
+}
+
+/// The JSON answer, written field by field around the stored value (already JSON) rather than
+/// built as a document and re-encoded: this is the sidecar's hot path.
+fn body(shared: &Shared, request: &Request, answer: &Answer, age_ms: u64) -> Vec<u8> {
     let tables = shared.instance.engine().catalog().tables();
-    let params: serde_json::Map<String, serde_json::Value> = request
-        .params()
-        .map(|(k, v)| (k.to_string(), json!(v)))
-        .collect();
-    let versions: serde_json::Map<String, serde_json::Value> = answer
-        .versions()
-        .iter()
-        .map(|(t, v)| (tables.name(t).to_string(), json!(v)))
-        .collect();
+    let value = answer.value();
+    let mut out = Vec::with_capacity(value.len() + 384);
+    out.extend_from_slice(b"{\"query\":");
+    push_str(&mut out, &request.query().name);
+    out.extend_from_slice(b",\"params\":{");
+    for (i, (k, v)) in request.params().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        push_str(&mut out, k);
+        out.push(b':');
+        push_str(&mut out, v);
+    }
     let (freshness, reason) = match &answer.freshness {
         Freshness::Fresh => ("fresh", None),
         Freshness::Stale { reason, .. } => ("stale", Some(reason.to_string())),
     };
-    let head = json!({
-        "query": request.query().name,
-        "params": params,
-        "freshness": freshness,
-        "age_ms": age_ms,
-        "reason": reason,
-        "computed_at": crate::model::clock::format_rfc3339(answer.computed_at_ms()),
-        "versions": versions,
-        "batch": batch(shared, request, answer),
-        "source": answer.source.to_string(),
-    })
-    .to_string();
-    // `head` is a JSON object: its closing brace gives way to the value.
-    let mut text = String::with_capacity(head.len() + answer.value().len() + 12);
-    text.push_str(head.strip_suffix('}').unwrap_or(&head));
-    text.push_str(",\"value\":");
-    text.push_str(answer.value());
-    text.push('}');
-    (
-        [(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        )],
-        text,
-    )
+    let _ = write!(
+        out,
+        "}},\"freshness\":\"{freshness}\",\"age_ms\":{age_ms},\"reason\":"
+    );
+    match reason {
+        Some(r) => push_str(&mut out, &r),
+        None => out.extend_from_slice(b"null"),
+    }
+    out.extend_from_slice(b",\"computed_at\":");
+    push_str(
+        &mut out,
+        &crate::model::clock::format_rfc3339(answer.computed_at_ms()),
+    );
+    out.extend_from_slice(b",\"versions\":{");
+    for (i, (t, v)) in answer.versions().iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        push_str(&mut out, tables.name(t));
+        let _ = write!(out, ":{v}");
+    }
+    out.extend_from_slice(b"},\"batch\":");
+    match batch(shared, request, answer) {
+        Some(b) => push_str(&mut out, &b),
+        None => out.extend_from_slice(b"null"),
+    }
+    let _ = write!(out, ",\"source\":\"{}\",\"value\":", answer.source);
+    out.extend_from_slice(value.as_bytes());
+    out.push(b'}');
+    out
 }
 
 /// `GET /v1/queries`: every query, its title, parameters and tables.

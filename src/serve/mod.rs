@@ -38,6 +38,7 @@ pub const LIMITS: Limits = Limits {
     connections: 4096,
     keep_alive: true,
     drain: Duration::from_secs(10),
+    title_case: false,
 };
 
 /// The largest request body read (the operator endpoints' JSON), in bytes.
