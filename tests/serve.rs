@@ -561,53 +561,47 @@ fn the_python_chatbot_asks_the_sidecar() {
         return;
     };
     let s = Sidecar::start("serve-python", "0s", &[]);
-    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/chatbot.py");
     let url = format!("http://{}", s.addr);
-    let out = Command::new(python)
-        .arg(&example)
-        .args(["--url", &url, "sales_by_region", "quarter=Q4", "year=2026"])
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
+    let run = |script: &str, args: &[&str]| {
+        let out = Command::new(python)
+            .arg(
+                Path::new(env!("CARGO_MANIFEST_DIR"))
+                    .join("examples")
+                    .join(script),
+            )
+            .args(["--url", &url])
+            .args(args)
+            .output()
+            .unwrap();
+        let (stdout, stderr) = (
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        );
+        (out.status.code(), stdout, stderr)
+    };
+    let (code, stdout, stderr) = run(
+        "chatbot.py",
+        &["sales_by_region", "quarter=Q4", "year=2026"],
     );
+    assert_eq!(code, Some(0), "{stdout}\n{stderr}");
     assert!(
         stdout.contains("sales_by_region — current figures"),
         "{stdout}"
     );
     assert!(stdout.contains("region\trevenue_cents\torders"), "{stdout}");
-    let out = Command::new(python)
-        .arg(&example)
-        .args(["--url", &url, "no_such_question"])
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let (code, _, stderr) = run("chatbot.py", &["no_such_question"]);
+    assert_eq!(code, Some(1), "{stderr}");
     assert!(
         stderr.contains("404") && stderr.contains("unknown query"),
         "{stderr}"
     );
 
     // The ETL job's end, through the operator endpoint.
-    let etl = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/etl_job.py");
     let versions = json(&get(s.addr, "/v1/versions").2);
     let batch = versions["batch"].as_str().unwrap().to_string();
-    let out = Command::new(python)
-        .arg(&etl)
-        .args(["--url", &url, "--token-file"])
-        .arg(s.dir.path().join("token"))
-        .args(["--batch", &batch])
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let token = s.dir.path().join("token").display().to_string();
+    let (code, stdout, stderr) = run("etl_job.py", &["--token-file", &token, "--batch", &batch]);
+    assert_eq!(code, Some(0), "{stdout}\n{stderr}");
     assert!(
         stdout.contains(&format!("batch {batch}: verified")),
         "{stdout}"
