@@ -18,7 +18,8 @@ pub enum StaleReason {
     /// A newer version of a table it reads exists and is loading (`on_update = serve-stale`).
     Updating,
     /// The warehouse failed; this is the last good answer within the stale-if-error limit.
-    WarehouseError(String),
+    /// (A boxed `str`: every `get` moves an `Answer`, and this keeps it small.)
+    WarehouseError(Box<str>),
     /// The warehouse did not answer within the maximum wait.
     WarehouseSlow,
     /// This instance has not confirmed the version truth for longer than its `max-unverified`

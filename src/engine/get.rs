@@ -21,7 +21,7 @@ impl Future for Get<'_> {
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         if self.slow.is_none() {
             match self.engine.start(self.request) {
-                Ok(done) => return Poll::Ready(done),
+                Ok(answer) => return Poll::Ready(Ok(answer)),
                 Err(slow) => self.slow = Some(slow),
             }
         }
@@ -129,15 +129,13 @@ impl Engine {
         }
     }
 
-    /// The first step of a `get`: the answer, or the future that will produce it.
+    /// The first step of a `get`: the answer, or the future that will produce it (an error only
+    /// ever comes from that future: what is answered at once is an answer).
     ///
     /// This is the hit path, kept to the bare minimum: one seqlock read of the versions, one probe
     /// of the store, one clock read, one counter. Anything unusual goes to [`Engine::lookup_slow`].
     #[inline]
-    pub(super) fn start<'a>(
-        &'a self,
-        request: &'a Request,
-    ) -> Result<Result<Answer, GetError>, SlowGet<'a>> {
+    pub(super) fn start<'a>(&'a self, request: &'a Request) -> Result<Answer, SlowGet<'a>> {
         let inner = &*self.inner;
         let strategy = self.strategy();
         if strategy != Strategy::Freshcache {
@@ -169,7 +167,7 @@ impl Engine {
                     inner.hot.touch(request, HIT_SAMPLE as f64, now);
                     inner.audit.offer(&entry, audit::HIT_ODDS);
                 }
-                return Ok(Ok(Answer::new(entry, Freshness::Fresh, Source::Cache)));
+                return Ok(Answer::new(entry, Freshness::Fresh, Source::Cache));
             }
             return self.continue_slow(request, key, Some(entry), timer);
         }
@@ -182,9 +180,9 @@ impl Engine {
         key: EntryKey,
         found: Option<Arc<Entry>>,
         timer: Option<Instant>,
-    ) -> Result<Result<Answer, GetError>, SlowGet<'a>> {
+    ) -> Result<Answer, SlowGet<'a>> {
         match self.lookup_slow(request, key, found, timer) {
-            Lookup::Answered(answer) => Ok(Ok(answer)),
+            Lookup::Answered(answer) => Ok(answer),
             Lookup::Miss { fallback, started } => Err(Box::pin(
                 self.wait_for_load(request, key, fallback, started),
             )),
@@ -416,7 +414,7 @@ impl Engine {
                     Ok(self.stale(
                         e,
                         now,
-                        StaleReason::WarehouseError(error.to_string()),
+                        StaleReason::WarehouseError(error.to_string().into()),
                         started,
                     ))
                 }

@@ -98,7 +98,8 @@ struct Histograms {
 
 /// The engine's counters and histograms.
 pub struct Stats {
-    stripes: Box<[Stripe]>,
+    /// A fixed-size array: an index bounded by `SHARED_STRIPE` needs no bounds check.
+    stripes: Box<[Stripe; STRIPES]>,
     hist: Box<[Mutex<Histograms>]>,
 }
 
@@ -164,7 +165,7 @@ impl Stats {
     /// Zeroed statistics.
     pub fn new() -> Self {
         Self {
-            stripes: (0..STRIPES).map(|_| Stripe::default()).collect(),
+            stripes: Box::new(std::array::from_fn(|_| Stripe::default())),
             hist: (0..HISTOGRAM_STRIPES)
                 .map(|_| {
                     Mutex::new(Histograms {

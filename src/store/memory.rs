@@ -278,7 +278,8 @@ impl Shard {
 
 /// The in-process store. See the module documentation for layout and eviction.
 pub struct MemoryStore {
-    shards: Box<[RwLock<Shard>]>,
+    /// A fixed-size array: an index reduced modulo `SHARDS` needs no bounds check.
+    shards: Box<[RwLock<Shard>; SHARDS]>,
     per_shard_entries: usize,
     per_shard_bytes: usize,
     evictions: AtomicU64,
@@ -299,7 +300,7 @@ impl MemoryStore {
     /// A store with the given bounds (each at least one entry per shard).
     pub fn new(config: MemoryStoreConfig) -> Self {
         Self {
-            shards: (0..SHARDS).map(|_| RwLock::new(Shard::default())).collect(),
+            shards: Box::new(std::array::from_fn(|_| RwLock::new(Shard::default()))),
             per_shard_entries: config.max_entries.div_ceil(SHARDS).max(1),
             per_shard_bytes: config.max_bytes.div_ceil(SHARDS).max(1),
             evictions: AtomicU64::new(0),
