@@ -149,6 +149,16 @@ fn post(addr: SocketAddr, path: &str, headers: &[&str], body: &str) -> (u16, Str
     exchange(addr, request.as_bytes())
 }
 
+/// A POST carrying the sidecar's token.
+fn admin_post(addr: SocketAddr, path: &str, body: &str) -> (u16, String, String) {
+    post(
+        addr,
+        path,
+        &[&format!("Authorization: Bearer {TOKEN}")],
+        body,
+    )
+}
+
 fn json(body: &str) -> Value {
     serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"))
 }
@@ -295,12 +305,7 @@ fn a_thousand_clients_on_one_cold_question_cost_one_warehouse_query() {
         "one warehouse query for 1000 clients"
     );
 
-    let (status, _, body) = post(
-        s.addr,
-        "/v1/invalidate",
-        &[&format!("Authorization: Bearer {TOKEN}")],
-        r#"{"tables": ["sales"]}"#,
-    );
+    let (status, _, body) = admin_post(s.addr, "/v1/invalidate", r#"{"tables": ["sales"]}"#);
     assert_eq!(status, 200, "{body}");
     // The invalidation's refresh-ahead may load the hot question itself: either way, the 1000
     // clients after it add at most one query.
@@ -459,32 +464,21 @@ fn operator_endpoints_need_the_token_obey_the_guards_and_are_audited() {
             && l.contains("invalidate")),
         "no audited call with its actor:\n{events}"
     );
-    let (status, _, body) = post(
-        s.addr,
-        "/v1/invalidate",
-        &[&format!("Authorization: Bearer {TOKEN}")],
-        "{not json",
-    );
+    let (status, _, body) = admin_post(s.addr, "/v1/invalidate", "{not json");
     assert_eq!(status, 400, "{body}");
     assert_error(400, &body);
     drop(s);
 
     let read_only = Sidecar::start("serve-read-only", "0s", &["--read-only"]);
-    let (status, _, body) = post(
-        read_only.addr,
-        "/v1/invalidate",
-        &[&format!("Authorization: Bearer {TOKEN}")],
-        r#"{"all":true}"#,
-    );
+    let (status, _, body) = admin_post(read_only.addr, "/v1/invalidate", r#"{"all":true}"#);
     assert_eq!(status, 403, "{body}");
     assert_error(403, &body);
     drop(read_only);
 
     let production = Sidecar::start("serve-production", "0s", &["--env", "production"]);
-    let (status, _, body) = post(
+    let (status, _, body) = admin_post(
         production.addr,
         "/v1/simulate-partial",
-        &[&format!("Authorization: Bearer {TOKEN}")],
         r#"{"fail":["inventory"]}"#,
     );
     assert_eq!(status, 403, "{body}");
