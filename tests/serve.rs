@@ -8,7 +8,9 @@
 //!   never a dead process; a client trickling one byte a second does not delay the others;
 //! * the operator endpoints: no token or a wrong one → 401; read-only → 403; a simulation in
 //!   production → 403; an accepted call is in `freshcache events` with its actor;
-//! * SIGTERM: the process drains, exits 0 and leaves the fleet.
+//! * SIGTERM: the process drains, exits 0 and leaves the fleet;
+//! * two sidecars on one Redis: one warehouse query for a question asked of both, and an
+//!   invalidation posted to one is what the other answers at next.
 
 // Tests may unwrap, panic and cast freely: a failure is the report.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -600,4 +602,49 @@ fn the_python_chatbot_asks_the_sidecar() {
         stdout.contains(&format!("batch {batch}: verified")),
         "{stdout}"
     );
+}
+
+/// Two sidecars on one Redis and one warehouse, as two API servers would run them: a question
+/// asked of both costs one warehouse query (the lease across processes), and an invalidation
+/// posted to one is what the other answers at next.
+#[test]
+fn two_sidecars_on_one_redis_share_answers_and_updates() {
+    common::with_redis_sync(|server| {
+        let shared = TempDir::new("serve-shared-warehouse");
+        init_warehouse(shared.path());
+        let warehouse = shared.path().join("warehouse.sqlite").display().to_string();
+        let url = server.url();
+        let global = ["--redis", url.as_str(), "--warehouse", warehouse.as_str()];
+        let a = Sidecar::start("serve-redis-a", "200ms", &global);
+        let b = Sidecar::start("serve-redis-b", "200ms", &global);
+        let before = a.warehouse_queries() + b.warehouse_queries();
+        let (first, second) = std::thread::scope(|scope| {
+            let one = scope.spawn(|| get(a.addr, QUESTION));
+            let two = scope.spawn(|| get(b.addr, QUESTION));
+            (one.join().unwrap(), two.join().unwrap())
+        });
+        assert_eq!((first.0, second.0), (200, 200), "{first:?}\n{second:?}");
+        assert_eq!(
+            a.warehouse_queries() + b.warehouse_queries() - before,
+            1,
+            "one warehouse query for the question asked of both"
+        );
+        let old = json(&get(b.addr, QUESTION).2)["versions"]["sales"]
+            .as_u64()
+            .unwrap();
+        let (status, _, body) = admin_post(a.addr, "/v1/invalidate", r#"{"tables":["sales"]}"#);
+        assert_eq!(status, 200, "{body}");
+        let started = Instant::now();
+        loop {
+            let doc = json(&get(b.addr, QUESTION).2);
+            if doc["freshness"] == "fresh" && doc["versions"]["sales"].as_u64() > Some(old) {
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "the other sidecar never answered at the new version: {doc}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    });
 }
