@@ -241,14 +241,18 @@ impl<T> WriteDeadline<T> {
     /// Starts the clock at the first write; an error once it has run out. Polling the deadline
     /// registers the waker, so a write that waits on the client also wakes when time is up.
     fn check(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
-        let at = tokio::time::Instant::now() + self.limit;
-        let deadline = self
-            .deadline
-            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(at)));
         if !self.armed {
-            deadline.as_mut().reset(at);
+            // Only the answer's first write reads the clock.
+            let at = tokio::time::Instant::now() + self.limit;
+            match &mut self.deadline {
+                Some(d) => d.as_mut().reset(at),
+                None => self.deadline = Some(Box::pin(tokio::time::sleep_until(at))),
+            }
             self.armed = true;
         }
+        let Some(deadline) = self.deadline.as_mut() else {
+            return Ok(());
+        };
         match deadline.as_mut().poll(cx) {
             Poll::Ready(()) => Err(io::Error::new(
                 io::ErrorKind::TimedOut,

@@ -154,7 +154,9 @@ fn etag(request: &Request, answer: &Answer) -> String {
 
 /// Whether `If-None-Match` names `tag` (or is `*`); weak comparison, as RFC 9110 asks for it.
 fn none_match(headers: &HeaderMap, tag: &str) -> bool {
-    let weak = |t: &str| t.trim().trim_start_matches("W/").to_string();
+    fn weak(t: &str) -> &str {
+        t.trim().trim_start_matches("W/")
+    }
     let ours = weak(tag);
     headers
         .get_all(header::IF_NONE_MATCH)
