@@ -1,6 +1,6 @@
 //! One HTTP/1.1 server for everything this process serves over HTTP — the metrics endpoint and
-//! the `serve` sidecar: hyper's HTTP/1 connection driving an axum [`Router`] on our tokio, with
-//! the limits a server on a shared host needs.
+//! the `serve` sidecar: hyper's HTTP/1 connection driving an axum [`Router`](axum::Router) (or a service in
+//! front of one) on our tokio, with the limits a server on a shared host needs.
 //!
 //! * The request head (request line and headers) is bounded ([`MAX_HEAD`]) and must arrive
 //!   within [`Limits::read_timeout`]; with keep-alive the same timeout bounds how long an idle
@@ -17,12 +17,15 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use axum::Router;
+use std::convert::Infallible;
+
+use axum::response::Response;
+use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio::time::Sleep;
@@ -119,15 +122,51 @@ pub fn bind(addr: &str, example_port: u16) -> Result<Listener, BindError> {
         addr: shown.clone(),
         error,
     };
-    // Tries each address in turn (`localhost` may be ::1 and 127.0.0.1).
-    let std_listener = std::net::TcpListener::bind(&candidates[..]).map_err(failed)?;
-    std_listener.set_nonblocking(true).map_err(failed)?;
-    let listener = TcpListener::from_std(std_listener).map_err(failed)?;
+    // Tries each address in turn (`localhost` may be ::1 and 127.0.0.1); the first error is the
+    // one told.
+    let mut first_error = None;
+    let mut bound = None;
+    for candidate in &candidates {
+        match listen(*candidate) {
+            Ok(listener) => {
+                bound = Some(listener);
+                break;
+            }
+            Err(e) => {
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    let listener = match bound {
+        Some(listener) => listener,
+        None => {
+            return Err(failed(first_error.unwrap_or_else(|| {
+                io::Error::new(io::ErrorKind::AddrNotAvailable, "no address to listen on")
+            })));
+        }
+    };
     let local = listener.local_addr().map_err(failed)?;
     Ok(Listener {
         listener,
         addr: local,
     })
+}
+
+/// Connections the kernel holds for us before we accept them (capped by `net.core.somaxconn`).
+/// A burst of clients connecting at once — a thousand threads of an API server after a deploy —
+/// must not overflow it: a dropped handshake is retried by the client a whole second later.
+pub const BACKLOG: u32 = 4096;
+
+/// A listening socket on `addr` with [`BACKLOG`], the address reusable at once after a restart.
+fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(BACKLOG)
 }
 
 impl Listener {
@@ -136,10 +175,20 @@ impl Listener {
         self.addr
     }
 
-    /// Serves `app` within `limits` until `shutdown` turns true (or its sender is dropped), then
-    /// drains: no new connection, each open one finishes its request, and what is still open
-    /// after [`Limits::drain`] is dropped.
-    pub async fn serve(self, app: Router, limits: Limits, mut shutdown: watch::Receiver<bool>) {
+    /// Serves `app` (an axum `Router`, or a service in front of one) within `limits` until
+    /// `shutdown` turns true (or its sender is dropped), then drains: no new connection, each
+    /// open one finishes its request, and what is still open after [`Limits::drain`] is dropped.
+    pub async fn serve<S>(self, app: S, limits: Limits, mut shutdown: watch::Receiver<bool>)
+    where
+        S: tower_service::Service<
+                hyper::Request<Incoming>,
+                Response = Response,
+                Error = Infallible,
+                Future: Send + 'static,
+            > + Clone
+            + Send
+            + 'static,
+    {
         let mut http = http1::Builder::new();
         http.timer(TokioTimer::new())
             .header_read_timeout(limits.read_timeout)
@@ -315,5 +364,50 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for WriteDeadline<T> {
         let this = self.get_mut();
         this.check(cx)?;
         Pin::new(&mut this.io).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use super::*;
+
+    /// A burst of clients connecting at once all complete their handshake while the server has
+    /// yet to accept them: the listen backlog holds them. With the standard library's backlog
+    /// (128) the rest of the burst was dropped, each client retrying a second later — long enough
+    /// for the first ones to reach the head-read timeout before the last one was through.
+    #[tokio::test]
+    async fn a_burst_of_connections_waits_in_the_backlog() {
+        let listener = bind("127.0.0.1:0", 8080).unwrap();
+        let addr = listener.local_addr();
+        let somaxconn: usize = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(4096);
+        let burst = 1000.min(somaxconn);
+        let mut connects = JoinSet::new();
+        for _ in 0..burst {
+            connects.spawn(async move {
+                tokio::time::timeout(
+                    Duration::from_millis(800),
+                    tokio::net::TcpStream::connect(addr),
+                )
+                .await
+            });
+        }
+        let mut connected = Vec::new();
+        while let Some(done) = connects.join_next().await {
+            if let Ok(Ok(stream)) = done.unwrap() {
+                connected.push(stream);
+            }
+        }
+        // Nothing was accepted yet: every handshake was completed by the kernel on our behalf.
+        assert_eq!(
+            connected.len(),
+            burst,
+            "connections completed while none was accepted"
+        );
+        drop(listener);
     }
 }
