@@ -322,10 +322,11 @@ pub fn main() -> ExitCode {
         command = command_name(&cli.command),
         "start"
     );
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(Command::Serve(args)) = &cli.command {
+        builder.worker_threads(usize::from(args.workers));
+    }
+    let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("freshcache: cannot start the async runtime: {e}");

@@ -24,6 +24,10 @@ pub struct ServeArgs {
     /// Requests handled at once; more are answered 503 at once.
     #[arg(long, default_value_t = 1024, value_name = "N")]
     pub max_in_flight: usize,
+    /// Threads that serve requests and run the cache's own work. One, like Redis, leaves the
+    /// host's other cores to the API servers beside it; more pay only where cores are spare.
+    #[arg(long, default_value_t = 1, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub workers: u16,
 }
 
 /// The token in `path`: its first line, trimmed; at least 16 characters.

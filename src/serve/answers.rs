@@ -6,12 +6,12 @@
 //! HTTP headers a cache would use: `Cache-Status` as RFC 9211 writes it, `Age`, and a weak `ETag`
 //! derived from the query and the versions, so `If-None-Match` gets `304` until the data changes.
 
+use std::borrow::Cow;
 use std::fmt::Write as _;
 use std::io::Write as _;
 use std::sync::Arc;
 
-use axum::extract::rejection::{PathRejection, QueryRejection};
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
@@ -25,36 +25,50 @@ use crate::warehouse::WarehouseError;
 /// How long a client should wait before asking again when the warehouse is unavailable.
 const RETRY_AFTER_S: u64 = 5;
 
-/// `GET /v1/answers/{query}?NAME=VALUE…`.
+/// Where answers are: `/v1/answers/{query}`.
+const ANSWERS: &str = "/v1/answers/";
+
+/// Whether `path` names an answer (one segment after [`ANSWERS`]); anything else is the
+/// router's (its `404` for `/v1/answers/` alone or with more segments).
+pub(super) fn is_answer_path(path: &str) -> bool {
+    path.strip_prefix(ANSWERS)
+        .is_some_and(|name| !name.is_empty() && !name.contains('/'))
+}
+
+/// `GET /v1/answers/{query}?NAME=VALUE…` as routed by axum (`HEAD` and the like; a `GET` comes
+/// straight to [`answer_to`]).
 pub(super) async fn answer(
     State(shared): State<Arc<Shared>>,
-    path: Result<Path<String>, PathRejection>,
-    params: Result<Query<Vec<(String, String)>>, QueryRejection>,
-    headers: HeaderMap,
+    request: axum::extract::Request,
 ) -> Response {
-    match answer_of(&shared, path, params, &headers).await {
+    answer_to(&shared, request.into_parts().0).await
+}
+
+/// The answer to a request with `head` (its body, if any, is not read), or the error saying why
+/// there is none.
+pub(super) async fn answer_to(shared: &Shared, head: axum::http::request::Parts) -> Response {
+    match answer_of(shared, &head.uri, &head.headers).await {
         Ok(r) | Err(r) => r,
     }
 }
 
 async fn answer_of(
     shared: &Shared,
-    path: Result<Path<String>, PathRejection>,
-    params: Result<Query<Vec<(String, String)>>, QueryRejection>,
+    uri: &axum::http::Uri,
     headers: &HeaderMap,
 ) -> Result<Response, Response> {
-    let Path(name) = path.map_err(|e| {
-        bad_request(
-            format!("bad query name in the path: {e}"),
-            "GET /v1/queries lists the queries",
-        )
-    })?;
-    let Query(params) = params.map_err(|e| {
-        bad_request(
-            format!("bad parameters: {e}"),
-            "write ?NAME=VALUE&NAME=VALUE, percent-encoded",
-        )
-    })?;
+    let encoded = uri.path().strip_prefix(ANSWERS).unwrap_or_default();
+    let name = percent_encoding::percent_decode_str(encoded)
+        .decode_utf8()
+        .map_err(|e| {
+            bad_request(
+                format!("bad query name in the path: {e}"),
+                "GET /v1/queries lists the queries",
+            )
+        })?;
+    // Decoded in place: owned only where a name or value was percent-encoded.
+    let params: Vec<(Cow<'_, str>, Cow<'_, str>)> =
+        form_urlencoded::parse(uri.query().unwrap_or_default().as_bytes()).collect();
     if let Some(dup) = params
         .iter()
         .enumerate()
@@ -144,7 +158,16 @@ fn get_error(shared: &Shared, e: GetError) -> Response {
 
 /// The answer's weak entity tag: the request's fingerprint and the versions its data is of.
 fn etag(request: &Request, answer: &Answer) -> String {
-    let mut tag = format!("W/\"{:032x}", request.fingerprint());
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let fingerprint = request.fingerprint();
+    let mut tag = String::with_capacity(64);
+    tag.push_str("W/\"");
+    // 32 hex digits, most significant first, as `{:032x}` writes them (without its formatter).
+    tag.extend(
+        (0..32)
+            .rev()
+            .map(|i| char::from(HEX[((fingerprint >> (4 * i)) & 0xf) as usize])),
+    );
     for v in answer.versions().versions() {
         let _ = write!(tag, "-{v}");
     }

@@ -2,25 +2,29 @@
 //! guarantees — versioned freshness, one warehouse query per (query, version), stale answers
 //! labelled with their age — by asking `GET /v1/answers/{query}?NAME=VALUE…` on loopback.
 //!
-//! * [`app`] is the whole HTTP application (axum): answers ([`answers`]), the catalog, the
-//!   versions, liveness and readiness, `/metrics` (the same route the metrics endpoint serves),
-//!   and the operator endpoints ([`admin`]), which are off unless a token is configured.
+//! * [`app`] is the whole HTTP application: answers ([`answers`]), the catalog, the versions,
+//!   liveness and readiness, `/metrics` (the same route the metrics endpoint serves), and the
+//!   operator endpoints ([`admin`]), which are off unless a token is configured. An answer's
+//!   `GET` goes straight to its handler ([`Front`]); the rest is routed by axum.
 //! * Every answer that is not a success is one JSON object `{"error","code","hint"}`, `code` being
 //!   the HTTP status.
 //! * [`Sidecar::serve`] runs it on [`crate::http`]'s server with keep-alive, within [`LIMITS`],
-//!   behind a cap on requests in flight ([`ServeConfig::max_in_flight`], `503` beyond it), and
+//!   with a cap on requests in flight ([`ServeConfig::max_in_flight`], `503` beyond it), and
 //!   drains on shutdown.
 
 pub mod admin;
 pub mod answers;
 
+use std::convert::Infallible;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, Request, State};
-use axum::http::{HeaderValue, Method, StatusCode, header};
-use axum::middleware::{self, Next};
+use axum::body::Body;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{HeaderValue, Method, Request, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use tokio::sync::{Semaphore, watch};
@@ -134,15 +138,16 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// The sidecar's application for `instance`, configured by `config`.
-pub fn app(instance: Instance, config: ServeConfig) -> Router {
+/// The sidecar's application for `instance`, configured by `config`: every endpoint, each
+/// request counted against [`ServeConfig::max_in_flight`].
+pub fn app(instance: Instance, config: ServeConfig) -> Front {
     let exporter = Arc::new(Exporter::new(instance.clone()));
     let shared = Arc::new(Shared {
         in_flight: Arc::new(Semaphore::new(config.max_in_flight.max(1))),
         instance,
         config,
     });
-    Router::new()
+    let router = Router::new()
         .route("/v1/answers/{query}", get(answers::answer))
         .route("/v1/queries", get(answers::queries))
         .route("/v1/versions", get(answers::versions))
@@ -156,22 +161,68 @@ pub fn app(instance: Instance, config: ServeConfig) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY))
-        .layer(middleware::from_fn_with_state(shared.clone(), in_flight))
-        .with_state(shared)
+        .with_state(shared.clone());
+    Front { shared, router }
 }
 
-/// Refuses a request at once with `503` when [`ServeConfig::max_in_flight`] are being handled.
-async fn in_flight(State(shared): State<Arc<Shared>>, request: Request, next: Next) -> Response {
-    let Ok(_permit) = shared.in_flight.clone().try_acquire_owned() else {
-        return ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "too many requests in flight",
-            "ask again in a moment; the limit is --max-in-flight",
-        )
-        .retry_after(1)
-        .into_response();
-    };
-    next.run(request).await
+/// The sidecar's service: takes a place among the requests in flight (or answers `503` at once),
+/// then serves a `GET` of an answer — the hot path — straight from the engine, and everything
+/// else (the other endpoints, `HEAD`, wrong methods, unknown paths) through the router. Both
+/// ways end in the same handler, [`answers::answer_to`].
+#[derive(Clone)]
+pub struct Front {
+    shared: Arc<Shared>,
+    router: Router,
+}
+
+impl std::fmt::Debug for Front {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Front").finish_non_exhaustive()
+    }
+}
+
+type Served = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+
+impl<B> tower_service::Service<Request<B>> for Front
+where
+    B: axum::body::HttpBody<Data = axum::body::Bytes> + Send + 'static,
+    B::Error: Into<axum::BoxError>,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Served;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request<B>) -> Served {
+        let Ok(permit) = self.shared.in_flight.clone().try_acquire_owned() else {
+            let busy = ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "too many requests in flight",
+                "ask again in a moment; the limit is --max-in-flight",
+            )
+            .retry_after(1)
+            .into_response();
+            return Box::pin(std::future::ready(Ok(busy)));
+        };
+        if request.method() == Method::GET && answers::is_answer_path(request.uri().path()) {
+            let shared = self.shared.clone();
+            let (head, _body) = request.into_parts();
+            return Box::pin(async move {
+                let response = answers::answer_to(&shared, head).await;
+                drop(permit);
+                Ok(response)
+            });
+        }
+        let routed = tower_service::Service::call(&mut self.router, request.map(Body::new));
+        Box::pin(async move {
+            let response = routed.await;
+            drop(permit);
+            response
+        })
+    }
 }
 
 async fn healthz() -> Response {
