@@ -204,6 +204,31 @@ pub fn format_rfc3339(ms: Millis) -> String {
     )
 }
 
+/// [`format_rfc3339`] into a fixed buffer, without an allocation or a formatter: for the
+/// sidecar's answers, which carry one each. `None` past the year 9999 (the string form then has
+/// more digits).
+pub fn rfc3339_bytes(ms: Millis) -> Option<[u8; 24]> {
+    fn put(slot: &mut [u8], mut value: u64) {
+        for digit in slot.iter_mut().rev() {
+            *digit = b'0' + u8::try_from(value % 10).unwrap_or(0);
+            value /= 10;
+        }
+    }
+    let secs = ms / 1000;
+    let (y, mo, d) = civil_from_days(super::num::to_i64(secs / 86_400));
+    let year = u64::try_from(y).ok().filter(|y| *y <= 9999)?;
+    let rem = secs % 86_400;
+    let mut out = *b"0000-00-00T00:00:00.000Z";
+    put(&mut out[0..4], year);
+    put(&mut out[5..7], u64::from(mo));
+    put(&mut out[8..10], u64::from(d));
+    put(&mut out[11..13], rem / 3600);
+    put(&mut out[14..16], (rem / 60) % 60);
+    put(&mut out[17..19], rem % 60);
+    put(&mut out[20..23], ms % 1000);
+    Some(out)
+}
+
 /// Formats a batch label the way the baseline's ETL does: `YYYYMMDD-HH:MM` (UTC).
 pub fn format_batch_label(ms: Millis) -> String {
     let secs = ms / 1000;
@@ -247,6 +272,24 @@ mod tests {
         assert_eq!(format_rfc3339(ms), "2024-11-02T10:00:00.000Z");
         assert_eq!(format_batch_label(ms + 59_999), "20241102-10:00");
         assert_eq!(format_rfc3339(0), "1970-01-01T00:00:00.000Z");
+    }
+
+    #[test]
+    fn the_fixed_buffer_form_is_the_string_form() {
+        let mut rng = fastrand::Rng::with_seed(3339);
+        let year_9999_end = 253_402_300_799_999;
+        let samples = [0, 999, 1000, 86_399_999, 951_782_400_000, year_9999_end]
+            .into_iter()
+            .chain((0..10_000).map(|_| rng.u64(0..=year_9999_end)));
+        for ms in samples {
+            let bytes = rfc3339_bytes(ms).expect("within the year 9999");
+            assert_eq!(
+                std::str::from_utf8(&bytes).unwrap(),
+                format_rfc3339(ms),
+                "{ms}"
+            );
+        }
+        assert_eq!(rfc3339_bytes(year_9999_end + 1), None);
         // A leap day.
         assert_eq!(format_batch_label(951_782_400_000), "20000229-00:00");
     }

@@ -298,10 +298,17 @@ fn body(shared: &Shared, request: &Request, answer: &Answer, age_ms: u64) -> Vec
         None => out.extend_from_slice(b"null"),
     }
     out.extend_from_slice(b",\"computed_at\":");
-    push_str(
-        &mut out,
-        &crate::model::clock::format_rfc3339(answer.computed_at_ms()),
-    );
+    match crate::model::clock::rfc3339_bytes(answer.computed_at_ms()) {
+        Some(at) => {
+            out.push(b'"');
+            out.extend_from_slice(&at);
+            out.push(b'"');
+        }
+        None => push_str(
+            &mut out,
+            &crate::model::clock::format_rfc3339(answer.computed_at_ms()),
+        ),
+    }
     out.extend_from_slice(b",\"versions\":{");
     for (i, (t, v)) in answer.versions().iter().enumerate() {
         if i > 0 {
