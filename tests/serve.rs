@@ -44,6 +44,11 @@ impl Sidecar {
     /// Starts `freshcache [global…] serve --listen 127.0.0.1:PORT --admin-token-file …` with a
     /// warehouse load taking `latency`, and waits for `/healthz`.
     fn start(name: &str, latency: &str, global: &[&str]) -> Sidecar {
+        Self::start_with(name, latency, global, &[])
+    }
+
+    /// [`Sidecar::start`] with more options of `serve` itself.
+    fn start_with(name: &str, latency: &str, global: &[&str], serve: &[&str]) -> Sidecar {
         let dir = TempDir::new(name);
         let data = dir.path().join("data");
         init_warehouse(&data);
@@ -65,6 +70,7 @@ impl Sidecar {
                 "--admin-token-file".into(),
                 dir.path().join("token").display().to_string(),
             ]);
+            args.extend(serve.iter().map(|s| s.to_string()));
             let args: Vec<&str> = args.iter().map(String::as_str).collect();
             let out = std::fs::File::create(dir.path().join("serve.out")).unwrap();
             let err = std::fs::File::create(dir.path().join("serve.err")).unwrap();
@@ -348,6 +354,46 @@ fn ask_at_once(addr: SocketAddr, n: usize) -> Vec<Duration> {
         }
         clients.join_all().await.into_iter().flatten().collect()
     })
+}
+
+/// With `--max-in-flight 1`, a request that comes while another is being answered gets `503`
+/// with `Retry-After` at once (JSON, like every error); once that one is answered, requests are
+/// served again.
+#[test]
+fn a_request_beyond_the_in_flight_cap_gets_503_at_once() {
+    let s = Sidecar::start_with("serve-cap", "3s", &[], &["--max-in-flight", "1"]);
+    let addr = s.addr;
+    // A cold question: its answer takes the warehouse's 3 s, holding the one place meanwhile.
+    let slow = std::thread::spawn(move || get(addr, QUESTION));
+    let started = Instant::now();
+    let refused = loop {
+        let (status, head, body) = get(addr, "/healthz");
+        if status == 503 {
+            break Some((head, body, started.elapsed()));
+        }
+        assert_eq!(status, 200, "{body}");
+        if started.elapsed() > Duration::from_millis(2500) {
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let (head, body, _) = refused.expect("a request beside the slow one was refused");
+    assert_error(503, &body);
+    assert!(
+        json(&body)["error"].as_str().unwrap().contains("in flight"),
+        "{body}"
+    );
+    assert!(
+        head.to_ascii_lowercase().contains("retry-after: 1"),
+        "{head}"
+    );
+    let (status, _, body) = slow.join().unwrap();
+    assert_eq!(status, 200, "the slow request was answered: {body}");
+    assert_eq!(
+        get(addr, "/healthz").0,
+        200,
+        "served again once the place is free"
+    );
 }
 
 /// A seeded generator of junk requests.
