@@ -61,8 +61,13 @@ impl Freshness {
 }
 
 /// Where an answer came from.
+///
+/// A whole word rather than a byte: an [`Answer`] is built in place and then moved, and the move
+/// reads this field's word back at once; a byte stored there cannot be forwarded to that read,
+/// which stalled every hit for about a dozen cycles (perf: a tenth of a hit's samples).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "kebab-case")]
+#[repr(u64)]
 pub enum Source {
     /// The cache.
     Cache,
