@@ -43,6 +43,24 @@ pub(super) enum Outcome {
     Unavailable,
 }
 
+/// One look in the shared tier: a fresh entry (counted as a shared hit), the tier unusable, or
+/// nothing to serve yet (`None`).
+async fn look(
+    inner: &Inner,
+    shared: &Arc<dyn Store>,
+    request: &Request,
+    key: &EntryKey,
+) -> Option<Outcome> {
+    match shared.get(request, key).await {
+        Ok(Some(e)) if inner.now_ms() < e.fresh_until => {
+            inner.stats.incr(Counter::SharedHits);
+            Some(Outcome::Found(e))
+        }
+        Ok(_) => None,
+        Err(_) => Some(Outcome::Unavailable),
+    }
+}
+
 pub(super) async fn load(
     inner: &Inner,
     shared: &Arc<dyn Store>,
@@ -53,15 +71,8 @@ pub(super) async fn load(
 ) -> Outcome {
     let fresh = |e: &Arc<Entry>| inner.now_ms() < e.fresh_until;
     // `probed`: the caller just looked and found nothing fresh.
-    if !probed {
-        match shared.get(request, &key).await {
-            Ok(Some(e)) if fresh(&e) => {
-                inner.stats.incr(Counter::SharedHits);
-                return Outcome::Found(e);
-            }
-            Ok(_) => {}
-            Err(_) => return Outcome::Unavailable,
-        }
+    if !probed && let Some(outcome) = look(inner, shared, request, &key).await {
+        return outcome;
     }
     let token = fastrand::u64(1..);
     let started = Instant::now();
@@ -92,13 +103,8 @@ pub(super) async fn load(
                 // Woken by the holder's fill notification; the backoff only covers a lost one.
                 shared.wait_fill(request, &key, backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(1));
-                match shared.get(request, &key).await {
-                    Ok(Some(e)) if fresh(&e) => {
-                        inner.stats.incr(Counter::SharedHits);
-                        return Outcome::Found(e);
-                    }
-                    Ok(_) => {}
-                    Err(_) => return Outcome::Unavailable,
+                if let Some(outcome) = look(inner, shared, request, &key).await {
+                    return outcome;
                 }
                 if started.elapsed() > GIVE_UP {
                     return Outcome::Unavailable;

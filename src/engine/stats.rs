@@ -252,14 +252,7 @@ impl Stats {
                 sums[i] += c.load(Ordering::Relaxed);
             }
         }
-        let mut user = histogram();
-        let mut load = histogram();
-        for h in self.hist.iter() {
-            let h = h.lock();
-            // Histograms of one shape, made by `histogram()`: adding cannot overflow their range.
-            let _ = user.add(&h.user);
-            let _ = load.add(&h.load);
-        }
+        let (user, load) = self.histograms();
         let get = |c: Counter| sums[c as usize];
         StatsSnapshot {
             requests: get(Counter::Requests) + get(Counter::FreshHits),
