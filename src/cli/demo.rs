@@ -122,10 +122,7 @@ pub async fn run(settings: &Settings, args: DemoArgs) -> Result<(), CliError> {
         Duration::from_secs(3600),
         Box::new(|run| {
             if run % 4 == 2 {
-                EtlPlan {
-                    fail: vec!["inventory".into()],
-                    late: Vec::new(),
-                }
+                EtlPlan::failing(["inventory"])
             } else {
                 EtlPlan::default()
             }

@@ -134,10 +134,7 @@ impl Story {
             5 => {
                 self.clock.set(at(11, 5, 0));
                 let batch = format_batch_label(at(11, 0, 0));
-                let plan = EtlPlan {
-                    fail: vec!["inventory".into()],
-                    late: Vec::new(),
-                };
+                let plan = EtlPlan::failing(["inventory"]);
                 let (_, report) = instance
                     .run_etl(&batch, &plan)
                     .await

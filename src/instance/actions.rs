@@ -141,10 +141,7 @@ impl Instance {
             ));
         }
         let batch = self.next_batch_label().await?;
-        let plan = EtlPlan {
-            fail: targets.clone(),
-            late: Vec::new(),
-        };
+        let plan = EtlPlan::failing(targets.iter().cloned());
         let result = self.load_batch(&batch, &plan).await;
         let summary = match &result {
             Ok((_, report)) => format!(

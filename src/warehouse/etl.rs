@@ -21,6 +21,16 @@ pub struct EtlPlan {
     pub late: Vec<(String, Duration)>,
 }
 
+impl EtlPlan {
+    /// A run in which the loads of `tables` fail and the others land: a partial update.
+    pub fn failing<T: Into<String>>(tables: impl IntoIterator<Item = T>) -> Self {
+        Self {
+            fail: tables.into_iter().map(Into::into).collect(),
+            late: Vec::new(),
+        }
+    }
+}
+
 /// What happened to one table in a run.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "outcome", rename_all = "kebab-case")]
@@ -104,16 +114,7 @@ pub async fn run_batch(
             continue;
         }
         let fail = plan.fail.iter().any(|t| t == table);
-        out.push(match target.load_table(table, batch, at_ms, fail).await {
-            Ok(rows) => TableLoad::Loaded {
-                table: table.to_string(),
-                rows,
-            },
-            Err(e) => TableLoad::Failed {
-                table: table.to_string(),
-                reason: e.to_string(),
-            },
-        });
+        out.push(load_one(target, table, batch, at_ms, fail).await);
     }
     EtlRun {
         batch: batch.to_string(),
@@ -129,7 +130,18 @@ pub async fn load_late(
     batch: &str,
     at_ms: Millis,
 ) -> TableLoad {
-    match target.load_table(table, batch, at_ms, false).await {
+    load_one(target, table, batch, at_ms, false).await
+}
+
+/// Loads `table` of batch `batch` at `at_ms` (made to fail when `fail`), and says how it went.
+async fn load_one(
+    target: &dyn EtlTarget,
+    table: &str,
+    batch: &str,
+    at_ms: Millis,
+    fail: bool,
+) -> TableLoad {
+    match target.load_table(table, batch, at_ms, fail).await {
         Ok(rows) => TableLoad::Loaded {
             table: table.to_string(),
             rows,

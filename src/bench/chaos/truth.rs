@@ -37,10 +37,7 @@ pub struct OneShot {
 /// separate process, recorded.
 pub async fn run_batch_one_shot(via: &OneShot, batch: String, fail: Vec<String>) -> EtlRecord {
     let start_ms = system_now_ms();
-    let plan = EtlPlan {
-        fail: fail.clone(),
-        late: Vec::new(),
-    };
+    let plan = EtlPlan::failing(fail.iter().cloned());
     let tables = ["sales", "inventory", "customers"];
     crate::warehouse::etl::run_batch(via.target.as_ref(), &tables, &batch, start_ms, &plan).await;
     let run = tokio::process::Command::new(&via.exe)
@@ -174,10 +171,7 @@ pub fn spawn_sampler(
 /// Runs one ETL batch through `driver` (load, then etl-complete), recorded.
 pub async fn run_batch(driver: &Instance, batch: String, fail: Vec<String>) -> EtlRecord {
     let start_ms = system_now_ms();
-    let plan = EtlPlan {
-        fail: fail.clone(),
-        late: Vec::new(),
-    };
+    let plan = EtlPlan::failing(fail.iter().cloned());
     let result = match driver.run_etl(&batch, &plan).await {
         Ok((_, report)) => Ok(report.bumped),
         Err(e) => Err(e.to_string()),

@@ -165,10 +165,7 @@ pub async fn day(plan: &DayPlan) -> anyhow::Result<DayReport> {
                 Box::new(move |run| {
                     marks.lock().push(engine.stats().loads);
                     if run == partial_run {
-                        EtlPlan {
-                            fail: vec!["inventory".into()],
-                            late: Vec::new(),
-                        }
+                        EtlPlan::failing(["inventory"])
                     } else {
                         EtlPlan::default()
                     }
