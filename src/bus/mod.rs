@@ -50,6 +50,23 @@ pub use wire::{
 #[error("bus: {0}")]
 pub struct BusError(pub String);
 
+/// An event about to be logged — its number (`seq`) is given by the log — and the JSON body the
+/// log keeps. Both buses log exactly this, so an event reads the same whichever wrote it.
+pub(crate) fn draft_event(
+    at_ms: Millis,
+    origin: &str,
+    kind: EventKind,
+) -> Result<(Event, String), BusError> {
+    let event = Event {
+        seq: 0,
+        at_ms,
+        origin: origin.to_string(),
+        kind,
+    };
+    let body = serde_json::to_string(&event).map_err(|e| BusError(e.to_string()))?;
+    Ok((event, body))
+}
+
 /// What a bump did.
 #[derive(Debug, Clone)]
 pub struct BumpOutcome {

@@ -358,13 +358,8 @@ impl Bus for RedisBus {
     fn publish(&self, kind: EventKind) -> BoxFuture<'_, Result<Event, BusError>> {
         Box::pin(async move {
             let inner = &self.inner;
-            let mut event = Event {
-                seq: 0,
-                at_ms: inner.clock.now_ms(),
-                origin: inner.origin.clone(),
-                kind,
-            };
-            let body = serde_json::to_string(&event).map_err(|e| BusError(e.to_string()))?;
+            let (mut event, body) =
+                crate::bus::draft_event(inner.clock.now_ms(), &inner.origin, kind)?;
             let script = &inner.publish;
             let (seq, _): (u64, String) = inner
                 .link

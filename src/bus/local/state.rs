@@ -115,13 +115,7 @@ fn log_event(
     tx: &rusqlite::Transaction<'_>,
     kind: EventKind,
 ) -> Result<Event, BusError> {
-    let mut event = Event {
-        seq: 0,
-        at_ms: inner.clock.now_ms(),
-        origin: inner.origin.clone(),
-        kind,
-    };
-    let body = serde_json::to_string(&event).map_err(|e| BusError(e.to_string()))?;
+    let (mut event, body) = crate::bus::draft_event(inner.clock.now_ms(), &inner.origin, kind)?;
     tx.execute(
         "INSERT INTO events (at_ms, body) VALUES (?1, ?2)",
         rusqlite::params![crate::model::num::to_i64(event.at_ms), body],
