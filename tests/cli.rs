@@ -23,7 +23,7 @@
     clippy::cast_possible_wrap
 )]
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Read};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -2593,19 +2593,7 @@ struct RedisServer {
     _dir: TempDir,
 }
 
-fn answers_ping(port: u16) -> bool {
-    let Ok(mut s) = TcpStream::connect_timeout(
-        &SocketAddr::from(([127, 0, 0, 1], port)),
-        Duration::from_millis(200),
-    ) else {
-        return false;
-    };
-    let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
-    let mut reply = [0u8; 7];
-    s.write_all(b"PING\r\n").is_ok()
-        && s.read_exact(&mut reply).is_ok()
-        && (&reply == b"+PONG\r\n" || &reply == b"-NOAUTH")
-}
+use freshcache::bench::chaos::server::answers_ping;
 
 impl RedisServer {
     /// Starts one, or reports the skip (a failure with FRESHCACHE_REQUIRE_REDIS=1) and returns

@@ -7,8 +7,8 @@
 #![allow(dead_code)]
 
 use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -141,20 +141,7 @@ pub fn free_port() -> u16 {
     listener.local_addr().expect("its address").port()
 }
 
-/// Whether a Redis server answers PING on `port` within 200 ms (a server with a password answers
-/// `-NOAUTH`, which counts: it is up).
-pub fn answers_ping(port: u16) -> bool {
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_millis(200)) else {
-        return false;
-    };
-    let _ = s.set_read_timeout(Some(Duration::from_millis(200)));
-    let _ = s.set_write_timeout(Some(Duration::from_millis(200)));
-    let mut reply = [0u8; 7];
-    s.write_all(b"PING\r\n").is_ok()
-        && s.read_exact(&mut reply).is_ok()
-        && (&reply == b"+PONG\r\n" || &reply == b"-NOAUTH")
-}
+pub use freshcache::bench::chaos::server::answers_ping;
 
 /// A `redis-server` this test started, on its own port and directory; killed on drop.
 pub struct RedisServer {

@@ -94,23 +94,12 @@ pub(super) fn print_summary(r: &ChaosReport, f: &check::Findings) {
         println!("  instance {instance}: {n}, the first: {first}");
     }
     if !f.stale_by_cause.is_empty() {
-        println!(
-            "  by cause: {}",
-            f.stale_by_cause
-                .iter()
-                .map(|(k, n)| format!("{k} {n}"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
+        println!("  by cause: {}", counts(&f.stale_by_cause));
     }
     if !f.stale_after_fault.is_empty() {
         println!(
             "  by the latest fault before the request: {}",
-            f.stale_after_fault
-                .iter()
-                .map(|(k, n)| format!("{k} {n}"))
-                .collect::<Vec<_>>()
-                .join(", ")
+            counts(&f.stale_after_fault)
         );
     }
     println!(
@@ -136,4 +125,14 @@ pub(super) fn print_summary(r: &ChaosReport, f: &check::Findings) {
     for e in &f.examples {
         println!("  e.g. {e}");
     }
+}
+
+/// `name n, name n, …` in the map's order.
+fn counts<K: std::fmt::Display, N: std::fmt::Display>(
+    map: &std::collections::BTreeMap<K, N>,
+) -> String {
+    map.iter()
+        .map(|(k, n)| format!("{k} {n}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
