@@ -29,6 +29,18 @@ fn typed(s: &mut State, text: &str) {
     }
 }
 
+/// Enter on a dialog that asks for a typed confirmation: checks the phrase it asks for, types it,
+/// and returns what Enter then does.
+fn confirm_typed(s: &mut State, expected: &str) -> Option<Effect> {
+    key(s, KeyCode::Enter);
+    let Some(Dialog::Confirm { phrase, .. }) = &s.dialog else {
+        panic!("no confirmation asked for")
+    };
+    assert_eq!(phrase, expected);
+    typed(s, expected);
+    key(s, KeyCode::Enter)
+}
+
 fn event(seq: u64, kind: EventKind) -> Event {
     Event {
         seq,
@@ -93,15 +105,8 @@ fn invalidate_all_and_escape() {
         key(&mut s, KeyCode::Down);
     }
     key(&mut s, KeyCode::Char(' ')); // tick "all tables"
-    key(&mut s, KeyCode::Enter);
-    let Some(Dialog::Confirm { phrase, .. }) = &s.dialog else {
-        panic!()
-    };
-    assert_eq!(phrase, "invalidate all in development");
-    let phrase = phrase.clone();
-    typed(&mut s, &phrase);
     assert_eq!(
-        key(&mut s, KeyCode::Enter),
+        confirm_typed(&mut s, "invalidate all in development"),
         Some(Effect::Execute(
             ActionId::Invalidate,
             Command::Invalidate(vec![])
@@ -149,15 +154,8 @@ fn a_partial_update_in_staging() {
     key(&mut s, KeyCode::Char('p'));
     key(&mut s, KeyCode::Down);
     key(&mut s, KeyCode::Char(' ')); // inventory
-    key(&mut s, KeyCode::Enter);
-    let Some(Dialog::Confirm { phrase, .. }) = &s.dialog else {
-        panic!()
-    };
-    assert_eq!(phrase, "simulate-partial inventory in staging");
-    let phrase = phrase.clone();
-    typed(&mut s, &phrase);
     assert_eq!(
-        key(&mut s, KeyCode::Enter),
+        confirm_typed(&mut s, "simulate-partial inventory in staging"),
         Some(Effect::Execute(
             ActionId::SimulatePartial,
             Command::SimulatePartial(vec!["inventory".into()])
@@ -223,15 +221,8 @@ fn strategy_switch_is_confirmed() {
         "starts at the current one"
     );
     key(&mut s, KeyCode::Up);
-    key(&mut s, KeyCode::Enter);
-    let Some(Dialog::Confirm { phrase, .. }) = &s.dialog else {
-        panic!()
-    };
-    assert_eq!(phrase, "switch-strategy versioned in development");
-    let phrase = phrase.clone();
-    typed(&mut s, &phrase);
     assert_eq!(
-        key(&mut s, KeyCode::Enter),
+        confirm_typed(&mut s, "switch-strategy versioned in development"),
         Some(Effect::Execute(
             ActionId::Strategy,
             Command::SetStrategy(Strategy::Versioned)

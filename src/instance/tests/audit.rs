@@ -13,13 +13,7 @@ async fn the_audit_counts_fresh_answers_served_behind_the_truth() {
     w.instance.shutdown();
     let faulty = FaultyBus::new(w.bus.clone());
     faulty.deaf.store(true, Ordering::SeqCst);
-    let engine = Engine::builder(
-        w.instance.engine().catalog().clone(),
-        w.instance.warehouse().clone(),
-    )
-    .clock(w.clock.clone())
-    .build()
-    .unwrap();
+    let engine = w.second_engine();
     let instance = Instance::new(
         engine.clone(),
         faulty.clone(),

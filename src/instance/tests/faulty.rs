@@ -143,13 +143,7 @@ pub(super) async fn faulty_world(config: InstanceConfig) -> (World, Arc<FaultyBu
     let w = world(Environment::Staging, false).await;
     w.instance.shutdown();
     let faulty = FaultyBus::new(w.bus.clone());
-    let engine = Engine::builder(
-        w.instance.engine().catalog().clone(),
-        w.instance.warehouse().clone(),
-    )
-    .clock(w.clock.clone())
-    .build()
-    .unwrap();
+    let engine = w.second_engine();
     let etl = w.instance.inner.etl.clone();
     let instance = Instance::new(
         engine,

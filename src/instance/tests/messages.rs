@@ -56,13 +56,7 @@ async fn malformed_messages_are_counted_logged_and_change_nothing() {
 async fn a_plain_message_bumps_once_however_many_instances_receive_it() {
     let w = world(Environment::Development, false).await;
     // A second instance on the same bus (another API server).
-    let engine2 = Engine::builder(
-        w.instance.engine().catalog().clone(),
-        w.instance.warehouse().clone(),
-    )
-    .clock(w.clock.clone())
-    .build()
-    .unwrap();
+    let engine2 = w.second_engine();
     let other = Instance::new(
         engine2,
         Arc::new(w.bus.clone()),

@@ -34,6 +34,19 @@ struct World {
     bus: LocalBus,
 }
 
+impl World {
+    /// Another engine on this world's catalog, warehouse and clock (another process's).
+    fn second_engine(&self) -> Engine {
+        Engine::builder(
+            self.instance.engine().catalog().clone(),
+            self.instance.warehouse().clone(),
+        )
+        .clock(self.clock.clone())
+        .build()
+        .unwrap()
+    }
+}
+
 async fn world(env: Environment, read_only: bool) -> World {
     world_with_etl(env, read_only, |w| Arc::new(w)).await
 }

@@ -277,13 +277,7 @@ async fn an_etl_complete_from_elsewhere_prepares_the_running_instances() {
     })
     .await;
     // A one-shot process on the same bus and warehouse: no hot keys.
-    let cli_engine = Engine::builder(
-        server.engine().catalog().clone(),
-        server.warehouse().clone(),
-    )
-    .clock(w.clock.clone())
-    .build()
-    .unwrap();
+    let cli_engine = w.second_engine();
     let cli = Instance::new(
         cli_engine,
         Arc::new(w.bus.clone()),
