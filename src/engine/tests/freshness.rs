@@ -152,18 +152,15 @@ async fn warehouse_error_serves_the_last_good_answer_within_the_limit() {
 
 #[tokio::test]
 async fn serve_stale_on_update_answers_at_once_and_loads_in_the_background() {
-    let w = world_with(
+    let (w, r) = cached_then_bumped_with(
         Policy::builder()
             .beta(0.0)
             .on_update(OnUpdate::ServeStale)
             .build()
             .unwrap(),
         5,
-        Strategy::Freshcache,
-    );
-    let r = req(&w, "sales");
-    w.engine.get(&r).await.unwrap();
-    w.engine.bump(&["sales"], "b1").unwrap();
+    )
+    .await;
     w.clock.advance(Duration::from_secs(10));
     let a = w.engine.get(&r).await.unwrap();
     assert_eq!(

@@ -112,15 +112,20 @@ fn quick_policy() -> Policy {
 /// A world that waits 50 ms at most, with `sales` cached and then bumped: the next request
 /// loads, and what it gets depends on the warehouse.
 async fn cached_then_bumped() -> (World, Request) {
-    let w = world_with(
+    cached_then_bumped_with(
         Policy::builder()
             .beta(0.0)
             .max_wait(Duration::from_millis(50))
             .build()
             .unwrap(),
         1,
-        Strategy::Freshcache,
-    );
+    )
+    .await
+}
+
+/// [`cached_then_bumped`] with `policy` and a warehouse taking `latency_ms`.
+async fn cached_then_bumped_with(policy: Policy, latency_ms: u64) -> (World, Request) {
+    let w = world_with(policy, latency_ms, Strategy::Freshcache);
     let r = req(&w, "sales");
     w.engine.get(&r).await.unwrap();
     w.engine.bump(&["sales"], "b1").unwrap();
