@@ -6,6 +6,8 @@
 //! different modules can import each other, directly or round a longer loop.
 //!
 //! A new top-level module fails the test until it is given its place in [`ORDER`].
+//!
+//! Files stay small enough to read: none under `src/` is longer than [`MAX_LINES`].
 
 // Tests may unwrap, panic and cast freely: a failure is the report.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -366,6 +368,27 @@ fn edges() -> Vec<Edge> {
         }
     }
     out
+}
+
+/// The longest a file under `src/` may be: past it, a file is doing more than one job.
+const MAX_LINES: usize = 600;
+
+#[test]
+fn no_file_in_src_is_longer_than_max_lines() {
+    let mut files = Vec::new();
+    rust_files(&src_dir(), &mut files);
+    let mut long: Vec<String> = files
+        .iter()
+        .filter_map(|f| {
+            let lines = std::fs::read_to_string(f).unwrap().lines().count();
+            (lines > MAX_LINES).then(|| format!("{} ({lines} lines)", f.display()))
+        })
+        .collect();
+    long.sort();
+    assert!(
+        long.is_empty(),
+        "longer than {MAX_LINES} lines; split by job: {long:?}"
+    );
 }
 
 #[test]

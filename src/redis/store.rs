@@ -56,30 +56,11 @@ use crate::model::entry::{Entry, EntryKey, TableKeys};
 use crate::model::versions::{TableId, Tables, VersionVector};
 use crate::store::{PutOutcome, Store, StoreError};
 
+mod keys;
 mod purge;
 mod scripts;
 
-/// A key of one request: `fc:{<tag>}:<kind>:<query>:<fingerprint>`, then `:<versions>` for the
-/// keys of one version (an entry, its lease). These names are what other processes and other
-/// versions of this program look for in Redis: the layout is a contract (see the table above).
-fn request_key(
-    tag: &str,
-    kind: char,
-    request: &Request,
-    key: &EntryKey,
-    versions: Option<&str>,
-) -> String {
-    let mut name = format!(
-        "fc:{{{tag}}}:{kind}:{}:{:032x}",
-        request.query().name,
-        key.fingerprint
-    );
-    if let Some(versions) = versions {
-        name.push(':');
-        name.push_str(versions);
-    }
-    name
-}
+use keys::request_key;
 use scripts::*;
 
 /// Keys purged per batch: one pipeline of this many UNLINKs plus a ZREM. Against 500, 200 lowered
@@ -590,31 +571,4 @@ fn parse_versions(text: &str, tables: usize) -> Option<Vec<u64>> {
         .map(|p| p.parse().ok())
         .collect::<Option<_>>()?;
     (v.len() == tables).then_some(v)
-}
-
-#[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
-    use super::*;
-    use crate::model::catalog::Catalog;
-
-    /// The key layout other processes (and other versions of this program) rely on.
-    #[test]
-    fn request_keys_keep_their_layout() {
-        let catalog = Catalog::bundled().unwrap();
-        let request = catalog
-            .request("sales_by_region", &[("quarter", "Q4"), ("year", "2026")])
-            .unwrap();
-        let key = EntryKey::new(request.fingerprint(), [3, 0, 0, 0]);
-        let fp = format!("{:032x}", request.fingerprint());
-        assert_eq!(
-            request_key("sales", 'e', &request, &key, Some("3")),
-            format!("fc:{{sales}}:e:sales_by_region:{fp}:3")
-        );
-        assert_eq!(
-            request_key("sales", 'p', &request, &key, None),
-            format!("fc:{{sales}}:p:sales_by_region:{fp}")
-        );
-    }
 }
